@@ -1,0 +1,29 @@
+"""numerflow's expected failures. cli.py alone turns them into one `Error: ...` line and exit 1."""
+
+
+class NumerflowError(Exception):
+    """An expected failure the user can act on (bad input, missing file, refused action)."""
+
+
+class DataError(NumerflowError):
+    """A data file is missing, unreadable or not in the Numerai layout."""
+
+
+class ConfigError(NumerflowError):
+    """An option or setting is invalid in a way only known at run time."""
+
+
+class CheckpointError(NumerflowError):
+    """A checkpoint is missing, corrupt, or does not fit the data."""
+
+
+class ApiError(NumerflowError):
+    """Numerai's API failed or refused (after retries where that makes sense)."""
+
+
+class AuthError(ApiError):
+    """Credentials are missing or rejected."""
+
+
+class SubmissionError(NumerflowError):
+    """A submission file fails Numerai's checks, or submitting is refused."""
