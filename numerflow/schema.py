@@ -94,3 +94,74 @@ def features_to_int8(values: np.ndarray, source: str = "data") -> np.ndarray:
     if not np.array_equal(as_int, scaled) or as_int.min(initial=0) < 0 or as_int.max(initial=0) > 4:
         raise DataError(f"{source}: float feature values that are not 0, .25, .5, .75 or 1")
     return as_int.astype(np.int8)
+
+
+LIVE_ROUND_FILE = "live_round.json"  # {"round": N}: the round live.parquet belongs to
+SYNTHETIC_VERSION = "synthetic"
+
+
+def version_number(name: str) -> tuple[int, ...] | None:
+    """'v5.2' → (5, 2); anything else → None."""
+    m = re.fullmatch(r"v(\d+)(?:\.(\d+))?", name)
+    return tuple(int(g) for g in m.groups() if g is not None) if m else None
+
+
+def find_version_dir(data_dir: str | Path, version: str | None = None) -> Path:
+    """The data folder of `version`, or of the newest vX.Y under data_dir (synthetic if it is the
+    only one)."""
+    data_dir = Path(data_dir)
+    if version:
+        path = data_dir / version
+        if not path.is_dir():
+            raise DataError(f"{path}: no such dataset folder (run `numerflow download` first)")
+        return path
+    candidates = [p for p in data_dir.iterdir() if p.is_dir()] if data_dir.is_dir() else []
+    versioned = sorted((p for p in candidates if version_number(p.name)), key=lambda p: version_number(p.name))
+    if versioned:
+        return versioned[-1]
+    if (data_dir / SYNTHETIC_VERSION).is_dir():
+        return data_dir / SYNTHETIC_VERSION
+    raise DataError(f"{data_dir}: no dataset folder found (run `numerflow download` or "
+                    f"`numerflow download --synthetic` first)")
+
+
+def read_live_round(version_dir: str | Path) -> int | None:
+    path = Path(version_dir) / LIVE_ROUND_FILE
+    if not path.is_file():
+        return None
+    try:
+        return int(json.loads(path.read_text())["round"])
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{path}: not a valid live round marker") from None
+
+
+def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
+                batch_rows: int = 65536):
+    """Read `features` of a Parquet file into one int8 (rows, features) array, batch by batch,
+    never building a float copy of the whole matrix, plus a DataFrame of `columns` (e.g. era,
+    targets) indexed by id. Missing columns are a DataError listing them."""
+    import pandas as pd
+
+    names = parquet_columns(path)
+    missing = [c for c in list(features) + list(columns) if c not in names]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise DataError(f"{path}: missing {len(missing)} column(s): {shown}")
+    pf = pq.ParquetFile(path)
+    n_rows = pf.metadata.num_rows
+    matrix = np.empty((n_rows, len(features)), dtype=np.int8)
+    wanted = list(features) + [c for c in columns if c not in features]
+    if ID in names:
+        wanted.append(ID)
+    extras, start = [], 0
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
+        stop = start + batch.num_rows
+        for j, name in enumerate(features):
+            values = batch.column(name).to_numpy(zero_copy_only=False)
+            matrix[start:stop, j] = features_to_int8(values, f"{path}: column {name}")
+        extras.append(batch.select([c for c in wanted if c not in features]).to_pandas())
+        start = stop
+    frame = pd.concat(extras, ignore_index=True) if extras else pd.DataFrame(columns=wanted[len(features):])
+    if ID in frame.columns:
+        frame = frame.set_index(ID)
+    return matrix, frame
