@@ -155,7 +155,19 @@ def prepare(
 # @@ round/export command(s) go here @@
 
 
-# @@ quickstart command(s) go here @@
+@app.command()
+@reports_errors
+def quickstart(
+    folder: Path = typer.Option(Path("numerflow-quickstart"), "--dir", help="Fresh folder for every artifact."),
+):
+    """Run the whole pipeline offline on built-in synthetic data: download --synthetic, prepare,
+    train, validate, predict, submit --dry-run. Prints each artifact's path and the validation summary.
+
+    Example: numerflow quickstart --dir /tmp/nf-demo
+    """
+    from numerflow.quickstart import quickstart as run_quickstart
+
+    typer.echo(str(run_quickstart(folder, say=typer.echo)))
 
 
 def main():

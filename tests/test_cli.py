@@ -1,0 +1,70 @@
+"""The command line as a whole: help texts, version, torch-free start-up, config precedence."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from numerflow import __version__
+from numerflow.cli import app
+
+COMMANDS = ["download", "prepare", "train", "validate", "predict", "submit", "quickstart"]
+runner = CliRunner()
+
+
+def test_top_level_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_help_ends_with_an_example(name):
+    result = runner.invoke(app, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert f"Example: numerflow {name}" in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"numerflow {__version__}"
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom numerflow.cli import app\n"
+            "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False")
+
+
+def test_python_dash_m_runs():
+    out = subprocess.run([sys.executable, "-m", "numerflow", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_invalid_toml_is_one_error_line(tmp_path, monkeypatch):
+    (tmp_path / "numerflow.toml").write_text("[train\nepochs = ")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["prepare", "--help"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: numerflow.toml: invalid TOML")
+
+
+def test_toml_defaults_rank_below_env_and_flags(tmp_path, monkeypatch):
+    """numerflow.toml sets a default, NUMERFLOW_* overrides it, a flag overrides both."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "numerflow.toml").write_text('[prepare]\nfeature_set = "from_toml"\ndata_dir = "nowhere"\n')
+    result = runner.invoke(app, ["prepare"])
+    assert result.exit_code == 1
+    assert "nowhere" in result.output
+    monkeypatch.setenv("NUMERFLOW_DATA_DIR", "envdir")
+    result = runner.invoke(app, ["prepare"])
+    assert "envdir" in result.output
+    result = runner.invoke(app, ["prepare", "--data-dir", "flagdir"])
+    assert "flagdir" in result.output
