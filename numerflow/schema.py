@@ -161,7 +161,7 @@ def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
             matrix[start:stop, j] = features_to_int8(values, f"{path}: column {name}")
         extras.append(batch.select([c for c in wanted if c not in features]).to_pandas())
         start = stop
-    frame = pd.concat(extras, ignore_index=True) if extras else pd.DataFrame(columns=wanted[len(features):])
-    if ID in frame.columns:
-        frame = frame.set_index(ID)
+    # Batches carry pandas metadata, so `id` may come back as the index already.
+    extras = [part.set_index(ID) if ID in part.columns else part for part in extras]
+    frame = pd.concat(extras, ignore_index=ID not in names) if extras else pd.DataFrame(columns=wanted[len(features):])
     return matrix, frame
