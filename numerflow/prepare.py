@@ -1,0 +1,330 @@
+"""prepare stage: pick a feature set and targets from a Numerai version folder, keep features int8,
+drop unusable rows and eras, and write prepared/train.parquet, prepared/validation.parquet and
+manifest.json.
+
+Memory is bounded by one batch, not by the data set: a first pass reads only `era` and `data_type`
+to choose eras (downsampling, embargo); a second pass streams record batches through a pyarrow
+filter straight into a ParquetWriter. Features are never turned into a float matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from numerflow import schema
+from numerflow.config import PrepareConfig
+from numerflow.errors import ConfigError, DataError
+from numerflow.files import atomic_path, write_json
+
+MANIFEST_FILE = "manifest.json"
+OUT_TRAIN = "train.parquet"
+OUT_VALIDATION = "validation.parquet"
+ALL_AUX = "all"
+READ_BATCH_BYTES = 64 << 20  # bytes of feature values read per batch (bounds memory for float releases)
+WRITE_ROWS = 65536  # rows per output row group: filtered batches are gathered up to this size
+
+
+@dataclass
+class PrepareResult:
+    out_dir: Path
+    train: Path
+    validation: Path
+    manifest: Path
+    version: str
+    feature_set: str
+    features: list[str]
+    targets: list[str]
+    rows_train: int
+    rows_validation: int
+    eras_train: list[str] = field(default_factory=list)
+    eras_validation: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        aux = len(self.targets) - 1
+        lines = [f"Prepared {self.version}: feature set '{self.feature_set}' ({len(self.features)} int8 features), "
+                 f"target '{self.targets[0]}'" + (f" + {aux} auxiliary" if aux else ""),
+                 f"  train       {self.train}  {self.rows_train:,} rows, {_era_span(self.eras_train)}",
+                 f"  validation  {self.validation}  {self.rows_validation:,} rows, {_era_span(self.eras_validation)}",
+                 f"  manifest    {self.manifest}"]
+        return "\n".join(lines)
+
+
+def _era_span(eras: list[str]) -> str:
+    if not eras:
+        return "0 eras"
+    return f"{len(eras)} eras ({eras[0]}..{eras[-1]})"
+
+
+@dataclass
+class _Source:
+    """One input Parquet file and the rows prepare takes from it."""
+    path: Path
+    data_type: str  # rows are kept only where data_type equals this (when the column exists)
+    columns: list[str]  # every column of the file
+
+    @property
+    def has_data_type(self) -> bool:
+        return schema.DATA_TYPE in self.columns
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    version_dir = _version_dir(config)
+    train_src, valid_src, features_path = _sources(version_dir)
+    meta = schema.read_feature_sets(features_path)
+    features = schema.feature_set(meta, config.feature_set, source=features_path)
+    for src in (train_src, valid_src):
+        _require_columns(src, [schema.ID, schema.ERA] + features)
+    targets = _targets(config, train_src, valid_src)
+    if config.downsample < 1:
+        raise ConfigError(f"--downsample must be at least 1, got {config.downsample}")
+    if config.embargo < 0:
+        raise ConfigError(f"--embargo must be 0 or more, got {config.embargo}")
+
+    train_eras_all = _eras_in(train_src)
+    if not train_eras_all:
+        raise DataError(f"{train_src.path}: no rows with data_type '{train_src.data_type}'")
+    train_eras = train_eras_all[::config.downsample]
+    last_train = _era_number(train_eras_all[-1], train_src.path)
+    valid_eras = [e for e in _eras_in(valid_src) if _era_number(e, valid_src.path) > last_train + config.embargo]
+    if not valid_eras:
+        raise DataError(f"{valid_src.path}: no validation eras left after era {train_eras_all[-1]} "
+                        f"+ embargo of {config.embargo} eras")
+
+    out_dir = Path(config.out_dir) if config.out_dir else Path(config.data_dir) / "prepared"
+    out_train, out_valid, out_manifest = out_dir / OUT_TRAIN, out_dir / OUT_VALIDATION, out_dir / MANIFEST_FILE
+    out_schema = _output_schema(features, targets)
+    # Every output is written under a temporary name and renamed only once all three are complete;
+    # the manifest is renamed last, so a manifest never describes files that are not in place.
+    with contextlib.ExitStack() as stack:
+        tmp_manifest = stack.enter_context(atomic_path(out_manifest))
+        tmp_valid = stack.enter_context(atomic_path(out_valid))
+        tmp_train = stack.enter_context(atomic_path(out_train))
+        rows_train, kept_train = _copy_rows(train_src, tmp_train, out_schema, features, targets, train_eras)
+        rows_valid, kept_valid = _copy_rows(valid_src, tmp_valid, out_schema, features, targets, valid_eras)
+        manifest = {
+            "version": version_dir.name,
+            "version_dir": str(version_dir.resolve()),
+            "sources": {p.name: p.stat().st_size for p in (train_src.path, valid_src.path, features_path)},
+            "feature_set": config.feature_set,
+            "features": features,
+            "target": targets[0],
+            "targets": targets,
+            "eras_train": kept_train,
+            "eras_validation": kept_valid,
+            "last_train_era": train_eras_all[-1],
+            "embargo": config.embargo,
+            "downsample": config.downsample,
+            "rows_train": rows_train,
+            "rows_validation": rows_valid,
+        }
+        write_json(tmp_manifest, manifest)
+    return PrepareResult(out_dir=out_dir, train=out_train, validation=out_valid, manifest=out_manifest,
+                         version=version_dir.name, feature_set=config.feature_set, features=features,
+                         targets=targets, rows_train=rows_train, rows_validation=rows_valid,
+                         eras_train=kept_train, eras_validation=kept_valid)
+
+
+def read_manifest(prepared_dir: str | Path) -> dict:
+    """The manifest prepare wrote into `prepared_dir`, or a DataError naming it."""
+    path = Path(prepared_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (run `numerflow prepare` first)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise DataError(f"{path}: not valid JSON") from None
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+def _version_dir(config: PrepareConfig) -> Path:
+    if config.dataset is not None:
+        path = Path(config.dataset)
+        if not path.is_dir():
+            raise DataError(f"{path}: no such dataset folder")
+        return path
+    return schema.find_version_dir(config.data_dir)
+
+
+def _sources(version_dir: Path) -> tuple[_Source, _Source, Path]:
+    train = _Source(version_dir / schema.TRAIN_FILE, "train", [])
+    valid = _Source(version_dir / schema.VALIDATION_FILE, "validation", [])
+    for src in (train, valid):
+        src.columns = schema.parquet_columns(src.path)  # DataError if missing or unreadable
+    return train, valid, version_dir / schema.FEATURES_FILE
+
+
+def _require_columns(src: _Source, needed: list[str]) -> None:
+    have = set(src.columns)
+    missing = [c for c in needed if c not in have]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise DataError(f"{src.path}: missing {len(missing)} column(s): {shown}")
+
+
+def _targets(config: PrepareConfig, train: _Source, valid: _Source) -> list[str]:
+    """Main target first, then the auxiliary ones (file order for `all`), each in both files."""
+    available = [c for c in train.columns if schema.is_target(c)]
+    if config.target not in available:
+        raise DataError(f"{train.path}: target '{config.target}' not found "
+                        f"(available: {', '.join(available) or 'none'})")
+    if [a.lower() for a in config.aux_targets] == [ALL_AUX]:
+        aux = [c for c in available if c != config.target]
+    else:
+        aux = [a for a in dict.fromkeys(config.aux_targets) if a != config.target]
+        unknown = [a for a in aux if a not in available]
+        if unknown:
+            raise DataError(f"{train.path}: target(s) {', '.join(unknown)} not found "
+                            f"(available: {', '.join(available)})")
+    targets = [config.target] + aux
+    _require_columns(valid, targets)
+    return targets
+
+
+def _era_number(label: str, path: Path) -> int:
+    number, _ = schema.era_sort_key(label)
+    if number == 1 << 62:
+        raise DataError(f"{path}: era label '{label}' holds no number (cannot order eras)")
+    return number
+
+
+def _row_mask(batch: pa.RecordBatch, src: _Source) -> pa.Array | None:
+    """Rows of this file's own data_type (all rows when the file has no data_type column)."""
+    if not src.has_data_type:
+        return None
+    return pc.fill_null(pc.equal(batch.column(schema.DATA_TYPE).cast(pa.string()), src.data_type), False)
+
+
+def _eras_in(src: _Source) -> list[str]:
+    """Sorted era labels of the rows prepare takes from `src` (first pass: era and data_type only)."""
+    columns = [schema.ERA] + ([schema.DATA_TYPE] if src.has_data_type else [])
+    eras: set[str] = set()
+    for batch in _batches(src, columns, 1 << 20):
+        era = batch.column(schema.ERA).cast(pa.string())
+        mask = _row_mask(batch, src)
+        if mask is not None:
+            era = era.filter(mask)
+        eras.update(e for e in pc.unique(era).to_pylist() if e is not None)
+    return schema.sorted_eras(eras)
+
+
+def _batches(src: _Source, columns: list[str], batch_rows: int):
+    """Record batches of `columns`; a file that breaks mid-read is a DataError naming it."""
+    try:
+        parquet = pq.ParquetFile(src.path)
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True):
+            yield batch
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{src.path}: not a readable Parquet file ({type(exc).__name__})") from None
+
+
+# --- output -------------------------------------------------------------------------------------
+
+def _output_schema(features: list[str], targets: list[str]) -> pa.Schema:
+    """id (as the pandas index), era string, int8 features in feature-set order, float32 targets."""
+    fields = ([pa.field(schema.ERA, pa.string())] + [pa.field(f, pa.int8()) for f in features]
+              + [pa.field(t, pa.float32()) for t in targets] + [pa.field(schema.ID, pa.string())])
+    names = [schema.ERA] + features + targets
+    columns = [{"name": n, "field_name": n, "pandas_type": t, "numpy_type": t, "metadata": None}
+               for n, t in zip(names, ["unicode"] + ["int8"] * len(features) + ["float32"] * len(targets))]
+    columns.append({"name": schema.ID, "field_name": schema.ID, "pandas_type": "unicode",
+                    "numpy_type": "object", "metadata": None})
+    pandas_meta = {"index_columns": [schema.ID],
+                   "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
+                                       "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+                   "columns": columns, "creator": {"library": "numerflow"}, "pandas_version": "2.0.0"}
+    return pa.schema(fields, metadata={b"pandas": json.dumps(pandas_meta).encode()})
+
+
+def _copy_rows(src: _Source, dest: Path, out_schema: pa.Schema, features: list[str], targets: list[str],
+               eras: list[str]) -> tuple[int, list[str]]:
+    """Stream the rows of `eras` whose main target is known from `src` into `dest`.
+    Returns (rows written, sorted eras written)."""
+    columns = [schema.ID, schema.ERA] + ([schema.DATA_TYPE] if src.has_data_type else []) + features + targets
+    # Older releases store features as float64: read fewer rows per batch so a batch stays small.
+    itemsize = pq.read_schema(src.path).field(features[0]).type.byte_width if features else 1
+    batch_rows = int(min(WRITE_ROWS, max(1024, READ_BATCH_BYTES // max(1, len(features) * itemsize))))
+    era_set = pa.array(eras, pa.string())
+    pending: list[pa.Table] = []
+    pending_rows = rows = 0
+    written: set[str] = set()
+    with pq.ParquetWriter(dest, out_schema, compression="zstd") as writer:
+        for batch in _progress(_batches(src, columns, batch_rows), src):
+            table = _select_rows(batch, src, era_set, targets[0])
+            if table.num_rows == 0:
+                continue
+            table = _convert(table, src, out_schema, features, targets)
+            written.update(pc.unique(table.column(schema.ERA)).to_pylist())
+            pending.append(table)
+            pending_rows += table.num_rows
+            if pending_rows >= WRITE_ROWS:
+                writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
+                rows += pending_rows
+                pending, pending_rows = [], 0
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
+            rows += pending_rows
+    if rows == 0:
+        raise DataError(f"{src.path}: no rows left after filtering (data_type '{src.data_type}', "
+                        f"{len(eras)} era(s) selected, rows with a missing '{targets[0]}' dropped)")
+    return rows, schema.sorted_eras(written)
+
+
+def _select_rows(batch: pa.RecordBatch, src: _Source, era_set: pa.Array, main_target: str) -> pa.Table:
+    era = batch.column(schema.ERA).cast(pa.string())
+    target = batch.column(main_target)
+    # Rows whose main target is unknown cannot be trained on or scored: NaN and null both count.
+    known = pc.invert(pc.is_nan(target.cast(pa.float64()))) if pa.types.is_floating(target.type) else pc.is_valid(target)
+    mask = pc.and_kleene(pc.is_in(era, value_set=era_set), pc.fill_null(known, False))
+    row_mask = _row_mask(batch, src)
+    if row_mask is not None:
+        mask = pc.and_kleene(mask, row_mask)
+    mask = pc.fill_null(mask, False)
+    table = pa.Table.from_batches([batch]).filter(mask)
+    return table.set_column(table.schema.get_field_index(schema.ERA), schema.ERA, table.column(schema.ERA).cast(pa.string()))
+
+
+def _convert(table: pa.Table, src: _Source, out_schema: pa.Schema, features: list[str],
+             targets: list[str]) -> pa.Table:
+    """The output columns of one filtered batch: int8 features (checked 0..4), float32 targets."""
+    arrays = [table.column(schema.ERA)]
+    for name in features:
+        arrays.append(_feature_int8(table.column(name), f"{src.path}: column {name}"))
+    for name in targets:
+        arrays.append(table.column(name).cast(pa.float32()))
+    arrays.append(table.column(schema.ID).cast(pa.string()))
+    return pa.Table.from_arrays(arrays, schema=out_schema)
+
+
+def _feature_int8(column: pa.ChunkedArray, source: str) -> pa.ChunkedArray | np.ndarray:
+    """int8 0..4 as-is (after a range check); other integers and the quarter-step floats of older
+    releases through schema.features_to_int8, which rejects anything else."""
+    if column.null_count:
+        raise DataError(f"{source}: missing (null) feature values")
+    if pa.types.is_int8(column.type):
+        bounds = pc.min_max(column)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low is not None and (low < 0 or high > 4):
+            raise DataError(f"{source}: feature values outside 0..4")
+        return column
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise DataError(f"{source}: feature values of type {column.type}, expected integers 0..4")
+    return pa.array(schema.features_to_int8(column.to_numpy(), source), pa.int8())
+
+
+def _progress(batches, src: _Source):
+    """A tqdm bar over the batches of one file, on a terminal only."""
+    if not sys.stderr.isatty():
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, desc=f"prepare {src.path.name}", unit="batch", leave=False)
