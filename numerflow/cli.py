@@ -140,16 +140,130 @@ def prepare(
     typer.echo(str(result))
 
 
-# @@ train command(s) go here @@
+def one_of(*allowed: str):
+    """A typer callback accepting only `allowed` values (exit 2 otherwise)."""
+    def check(value):
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"'{value}' is not one of {', '.join(allowed)}")
+        return value
+    return check
+
+
+@app.command()
+@reports_errors
+def train(
+    data_dir: Path = DataDir,
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared folder (default: DATA_DIR/prepared)."),
+    out: Path = typer.Option(cfg.TrainConfig.out, "--out", help="Checkpoint path; <name>.json is written beside it."),
+    layers: str = typer.Option(",".join(map(str, cfg.TrainConfig().layers)), "--layers",
+                               help="Hidden layer widths, e.g. 256 or 512,256."),
+    activation: str = typer.Option(cfg.TrainConfig.activation, "--activation", callback=one_of("relu", "silu"),
+                                   help="relu or silu."),
+    dropout: float = typer.Option(cfg.TrainConfig.dropout, "--dropout", min=0.0, max=0.99, help="Dropout after each hidden layer."),
+    batchnorm: bool = typer.Option(cfg.TrainConfig.batchnorm, "--batchnorm/--no-batchnorm",
+                                   help="fastai's layout: BatchNorm on inputs and after each hidden layer."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Targets to fit, main first, e.g. target,target_x_20 (default: all prepared)."),
+    predict_with: str = typer.Option(cfg.TrainConfig.predict_with, "--predict-with", callback=one_of("main", "mean"),
+                                     help="Score with the main target's head or the mean of all heads."),
+    loss: str = typer.Option(cfg.TrainConfig.loss, "--loss", callback=one_of("mse", "corr"),
+                             help="mse, or corr (negative per-era Pearson; batches drawn within eras)."),
+    lr: float = typer.Option(cfg.TrainConfig.lr, "--lr", min=0.0, help="Peak learning rate."),
+    weight_decay: float = typer.Option(cfg.TrainConfig.weight_decay, "--weight-decay", min=0.0,
+                                       help="Decoupled weight decay (AdamW), not on biases and BatchNorm."),
+    l1: float = typer.Option(cfg.TrainConfig.l1, "--l1", min=0.0, help="L1 penalty on weights."),
+    batch_size: int = typer.Option(cfg.TrainConfig.batch_size, "--batch-size", min=2, help="Rows per step."),
+    schedule: str = typer.Option(cfg.TrainConfig.schedule, "--schedule", callback=one_of("onecycle", "constant"),
+                                 help="onecycle (fastai's fit_one_cycle) or constant."),
+    epochs: int = typer.Option(cfg.TrainConfig.epochs, "--epochs", min=1, help="Epochs (upper bound with --patience)."),
+    patience: Optional[int] = typer.Option(cfg.TrainConfig.patience, "--patience", min=1,
+                                           help="Stop after this many epochs without a better validation era-Spearman."),
+    seed: int = typer.Option(cfg.TrainConfig.seed, "--seed", help="Random seed (same seed on CPU: same checkpoint)."),
+    device: str = typer.Option(cfg.TrainConfig.device, "--device", envvar="NUMERFLOW_DEVICE",
+                               help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last completed epoch."),
+):
+    """Train the MLP on prepared data; validation era-Spearman each epoch; keeps the best epoch.
+    Runs as DistributedDataParallel under `torchrun --nproc-per-node N -m numerflow train ...`.
+
+    Example: numerflow train --layers 512,256 --batchnorm --epochs 6 --device auto
+    """
+    from numerflow.train import train as run_train
+
+    config = cfg.TrainConfig(data=data or data_dir / "prepared", out=out, layers=int_list(layers),
+                             activation=activation, dropout=dropout, batchnorm=batchnorm, targets=split_list(targets),
+                             predict_with=predict_with, loss=loss, lr=lr, weight_decay=weight_decay, l1=l1,
+                             batch_size=batch_size, schedule=schedule, epochs=epochs, patience=patience, seed=seed,
+                             device=device, resume=resume)
+    result = run_train(config, say=typer.echo)
+    if result.config_json is not None:  # rank 0 only under torchrun
+        typer.echo(str(result))
 
 
 # @@ validate command(s) go here @@
 
 
-# @@ predict command(s) go here @@
+def float_list(value: Optional[str]) -> Optional[list[float]]:
+    try:
+        return [float(x) for x in split_list(value)] if value is not None else None
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got '{value}'") from None
 
 
-# @@ submit command(s) go here @@
+@app.command()
+@reports_errors
+def predict(
+    models: List[Path] = typer.Option([cfg.DEFAULT_MODELS_DIR / "model.pt"], "--model",
+                                      help="Checkpoint; repeat for a rank-averaged ensemble."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights W1,W2,... (default: equal)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Parquet to score (default: the current round's live.parquet)."),
+    data_dir: Path = DataDir,
+    version: Optional[str] = typer.Option(None, "--version", envvar="NUMERFLOW_VERSION",
+                                          help="Dataset folder holding live.parquet (default: the newest)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output .csv or .parquet (default: predictions/<model>_<round>.csv)."),
+    neutralize: float = typer.Option(0.0, "--neutralize", min=0.0, max=1.0,
+                                     help="Remove this proportion of per-era feature exposure, then re-rank."),
+    batch_size: int = typer.Option(cfg.PredictConfig.batch_size, "--batch-size", min=1, help="Rows per forward pass."),
+    device: str = typer.Option(cfg.PredictConfig.device, "--device", envvar="NUMERFLOW_DEVICE", help="cpu | cuda | cuda:N | mps | auto."),
+):
+    """Predict the live round (or any Numerai Parquet file): id,prediction ranked within eras into (0, 1).
+
+    Example: numerflow predict --model models/a.pt --model models/b.pt --weights 2,1 --neutralize 0.5
+    """
+    from numerflow.predict import predict as run_predict
+
+    result = run_predict(cfg.PredictConfig(models=list(models), weights=float_list(weights), data=data,
+                                           data_dir=data_dir, version=version, out=out, neutralize=neutralize,
+                                           batch_size=batch_size, device=device))
+    typer.echo(str(result))
+
+
+@app.command()
+@reports_errors
+def submit(
+    predictions: Optional[Path] = typer.Option(None, "--predictions",
+                                               help="id,prediction file (default: predictions/<model name>_<round>.csv, "
+                                                    "or the round's only one)."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", envvar="NUMERFLOW_MODEL_NAME",
+                                             help="Numerai model name (default: the account's only model)."),
+    data_dir: Path = DataDir,
+    version: Optional[str] = typer.Option(None, "--version", envvar="NUMERFLOW_VERSION",
+                                          help="Dataset folder holding live.parquet (default: the newest)."),
+    live: Optional[Path] = typer.Option(None, "--live", help="Live file whose ids the predictions must cover (default: the current round's)."),
+    receipts_dir: Path = typer.Option(cfg.DEFAULT_RECEIPTS_DIR, "--receipts-dir", help="Where receipts/<round>_<model>.json go."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Run every check, upload nothing (no credentials needed)."),
+    force: bool = typer.Option(False, "--force", help="Submit even if a receipt says this round and model are done."),
+):
+    """Check predictions against the live ids, upload them to Numerai and keep a receipt.
+    Credentials: NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY (environment or .env).
+
+    Example: numerflow submit --predictions predictions/model_612.csv --model-name my_model
+    """
+    from numerflow.submit import submit as run_submit
+
+    result = run_submit(cfg.SubmitConfig(predictions=predictions, model_name=model_name, data_dir=data_dir,
+                                         version=version, live=live, receipts_dir=receipts_dir,
+                                         dry_run=dry_run, force=force))
+    typer.echo(str(result))
 
 
 # @@ round/export command(s) go here @@

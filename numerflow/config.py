@@ -104,6 +104,8 @@ class PredictConfig:
     out: Path | None = None  # .csv or .parquet; None: predictions/<model>_<round>.csv
     neutralize: float = 0.0  # proportion of per-era feature exposure to remove (0: none)
     batch_size: int = 65536  # rows per forward pass: bounds memory on large files
+    version: str | None = None  # dataset folder under data_dir holding live.parquet; None: the newest
+    device: str = "cpu"  # live is ~7k rows: the CPU is fast enough and always there
 
 
 @dataclass
@@ -115,3 +117,4 @@ class SubmitConfig:
     receipts_dir: Path = DEFAULT_RECEIPTS_DIR
     dry_run: bool = False  # run every check, upload nothing
     force: bool = False  # submit again even if a receipt says this round and model are done
+    version: str | None = None  # dataset folder under data_dir holding live.parquet; None: the newest

@@ -1,0 +1,166 @@
+"""predict stage: score a live (or any Numerai-layout) Parquet file with one checkpoint or a
+rank-averaged ensemble of several, rank within eras into (0, 1), optionally neutralise against the
+features, and write `id,prediction` atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from numerflow import schema
+from numerflow.config import DEFAULT_PREDICTIONS_DIR, PredictConfig
+from numerflow.errors import CheckpointError, ConfigError, DataError
+from numerflow.files import atomic_path
+
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+
+
+@dataclass
+class PredictResult:
+    out: Path
+    data: Path
+    models: list[Path]
+    rows: int
+    eras: int
+    round: int | None
+    mean: float
+    std: float
+    neutralize: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        names = ", ".join(p.name for p in self.models)
+        round_text = f"round {self.round}" if self.round is not None else "no round marker"
+        lines = [f"Predicted {self.rows:,} rows in {self.eras} era(s) of {self.data} ({round_text}) "
+                 f"with {names}" + (f", neutralised {self.neutralize:g}" if self.neutralize else ""),
+                 f"Wrote {self.out} (mean {self.mean:.4f}, std {self.std:.4f})"]
+        lines += [f"Warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def live_file(data_dir: Path, version: str | None = None) -> tuple[Path, int | None]:
+    """The current round's live file under data_dir and the round it belongs to (None if unknown)."""
+    version_dir = schema.find_version_dir(data_dir, version)
+    path = version_dir / schema.LIVE_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (run `numerflow download --live-only` first)")
+    return path, schema.read_live_round(version_dir)
+
+
+def default_output(models: list[Path], round_num: int | None) -> Path:
+    stem = "+".join(Path(m).stem for m in models)
+    return DEFAULT_PREDICTIONS_DIR / f"{stem}_{round_num if round_num is not None else 'live'}.csv"
+
+
+def ensemble_weights(weights: list[float] | None, n_models: int) -> np.ndarray:
+    """Weights normalised to sum 1; None means equal weights."""
+    if weights is None:
+        return np.full(n_models, 1.0 / n_models)
+    if len(weights) != n_models:
+        raise ConfigError(f"--weights: got {len(weights)} weight(s) for {n_models} model(s)")
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ConfigError("--weights: weights must be non-negative numbers with a positive sum")
+    return w / w.sum()
+
+
+def check_features(model_path: Path, features: list[str], columns: set[str], data: Path) -> None:
+    """A checkpoint whose features are not all in the data cannot predict it: say which are absent."""
+    missing = [f for f in features if f not in columns]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise CheckpointError(f"{data}: missing {len(missing)} of the {len(features)} feature(s) "
+                              f"{model_path} needs: {shown}")
+
+
+def union_of_features(feature_lists: list[list[str]]) -> list[str]:
+    """Every feature any model needs, first-seen order (the first model's order is kept as is)."""
+    return list(dict.fromkeys(f for features in feature_lists for f in features))
+
+
+def era_labels(frame, rows: int) -> np.ndarray:
+    """Era labels as strings; a file without an era column is one era (live files have one label)."""
+    if schema.ERA in frame.columns:
+        return frame[schema.ERA].astype(str).to_numpy()
+    return np.zeros(rows, dtype=np.int8)
+
+
+def score_models(checkpoints, model_paths, matrix, features, eras, weights, config) -> np.ndarray:
+    """Weighted mean of each model's within-era ranks (rank averaging keeps models on one scale)."""
+    from numerflow.metrics import rank_within_eras
+    from numerflow.train import load_model, predict_scores, resolve_device
+
+    position = {name: j for j, name in enumerate(features)}
+    device = resolve_device(config.device)
+    combined = np.zeros(matrix.shape[0], dtype=np.float64)
+    for path, checkpoint, weight in zip(model_paths, checkpoints, weights):
+        columns = [position[name] for name in checkpoint["features"]]
+        # The first model's features lead the union, so a single model reads the matrix uncopied.
+        inputs = matrix if columns == list(range(matrix.shape[1])) else matrix[:, columns]
+        model = load_model(checkpoint).to(device)
+        raw = predict_scores(model, inputs, batch_size=config.batch_size, device=device,
+                             predict_with=checkpoint.get("predict_with", "main"))
+        if not np.all(np.isfinite(raw)):
+            raise CheckpointError(f"{path}: the model produced non-finite predictions")
+        combined += weight * rank_within_eras(np.asarray(raw, dtype=np.float64), eras)
+    return combined
+
+
+def write_predictions(ids, values: np.ndarray, out: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({schema.ID: ids, schema.PREDICTION: values})
+    with atomic_path(out) as tmp:
+        if out.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+
+
+def predict(config: PredictConfig) -> PredictResult:
+    from numerflow.metrics import neutralize, rank_within_eras
+    from numerflow.train import load_checkpoint
+
+    model_paths = [Path(p) for p in config.models]
+    if not model_paths:
+        raise ConfigError("predict: give at least one --model")
+    weights = ensemble_weights(config.weights, len(model_paths))
+    if not 0.0 <= config.neutralize <= 1.0:
+        raise ConfigError(f"--neutralize: proportion must be within [0, 1], got {config.neutralize}")
+    if config.out is not None and Path(config.out).suffix not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"{config.out}: output must end in .csv or .parquet")
+
+    if config.data is None:
+        data, round_num = live_file(config.data_dir, config.version)
+    else:
+        data = Path(config.data)
+        # Only a live file's folder marker names its round; validation.parquet has none.
+        round_num = schema.read_live_round(data.parent) if data.name == schema.LIVE_FILE else None
+    out = Path(config.out) if config.out is not None else default_output(model_paths, round_num)
+
+    checkpoints = [load_checkpoint(p) for p in model_paths]
+    columns = set(schema.parquet_columns(data))
+    for path, checkpoint in zip(model_paths, checkpoints):
+        check_features(path, checkpoint["features"], columns, data)
+    features = union_of_features([c["features"] for c in checkpoints])
+    matrix, frame = schema.read_matrix(data, features, [schema.ERA] if schema.ERA in columns else [],
+                                       batch_rows=config.batch_size)
+    if frame.index.name != schema.ID:
+        raise DataError(f"{data}: no '{schema.ID}' column or index")
+    if matrix.shape[0] == 0:
+        raise DataError(f"{data}: no rows")
+    eras = era_labels(frame, matrix.shape[0])
+
+    ranked = rank_within_eras(score_models(checkpoints, model_paths, matrix, features, eras, weights, config), eras)
+    if config.neutralize > 0:
+        ranked = rank_within_eras(neutralize(ranked, matrix, eras, config.neutralize), eras)
+
+    write_predictions(frame.index.to_numpy(), ranked, out)
+    warnings = []
+    if np.isclose(np.std(ranked), 0.0):
+        warnings.append("predictions are constant; Numerai will refuse them")
+    return PredictResult(out=out, data=data, models=model_paths, rows=len(ranked), eras=len(np.unique(eras)),
+                         round=round_num, mean=float(np.mean(ranked)), std=float(np.std(ranked)),
+                         neutralize=config.neutralize, warnings=warnings)

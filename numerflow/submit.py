@@ -1,0 +1,258 @@
+"""submit stage: check a predictions file against the live ids exactly as Numerai will, upload it
+through numerflow.api, and keep a receipt per round and model so a job never submits twice.
+
+Checks run before anything touches the network (and before credentials are needed), so
+`--dry-run` proves a file would be accepted without keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from numerflow import __version__, schema
+from numerflow.config import DEFAULT_PREDICTIONS_DIR, SubmitConfig
+from numerflow.errors import DataError, SubmissionError
+from numerflow.files import write_json
+
+SHOWN_IDS = 3  # ids quoted in an error message
+
+
+@dataclass
+class SubmitResult:
+    predictions: Path
+    model_name: str | None
+    round: int | None
+    rows: int
+    live_rows: int
+    sha256: str
+    dry_run: bool
+    model_id: str | None = None
+    submission_id: str | None = None
+    receipt: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        model = f"model '{self.model_name}'" if self.model_name else "the account's only model"
+        round_text = f"round {self.round}" if self.round is not None else "the current round"
+        if self.dry_run:
+            lines = [f"Dry run: {self.predictions} passes every check ({self.rows:,} rows covering all "
+                     f"{self.live_rows:,} live ids); would submit it as {model} for {round_text}. Nothing uploaded."]
+        else:
+            lines = [f"Submitted {self.predictions} as {model} for {round_text}: submission id "
+                     f"{self.submission_id}", f"Receipt: {self.receipt}"]
+        return "\n".join(lines + [f"Note: {n}" for n in self.notes])
+
+
+# ---- the file checks (numerai_tools.submissions.validate_submission_numerai's rules, with counts)
+
+def read_predictions(path: Path):
+    """A predictions file (.csv or .parquet) as a DataFrame with `id` and `prediction` columns."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise SubmissionError(f"{path}: file not found (run `numerflow predict` first)")
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+            if schema.ID not in frame.columns and frame.index.name == schema.ID:
+                frame = frame.reset_index()
+        else:
+            frame = pd.read_csv(path, dtype={schema.ID: str})
+    except Exception as exc:  # pandas/pyarrow raise many kinds for unreadable files
+        raise SubmissionError(f"{path}: not a readable predictions file ({type(exc).__name__})") from None
+    if list(frame.columns) != [schema.ID, schema.PREDICTION]:
+        raise SubmissionError(f"{path}: columns must be exactly id,prediction (found {','.join(map(str, frame.columns))})")
+    return frame
+
+
+def read_live_ids(path: Path):
+    """The ids of a live Parquet file (its `id` index or column), as strings."""
+    import pyarrow.parquet as pq
+
+    if schema.ID not in schema.parquet_columns(path):
+        raise DataError(f"{path}: no '{schema.ID}' column or index")
+    return pq.read_table(path, columns=[schema.ID]).column(schema.ID).to_pandas().astype(str)
+
+
+def _examples(ids) -> str:
+    ids = list(ids)
+    return ", ".join(map(str, ids[:SHOWN_IDS])) + (", ..." if len(ids) > SHOWN_IDS else "")
+
+
+def submission_problems(frame, live_ids) -> list[str]:
+    """Every reason Numerai would refuse this submission, each with a count; [] when it passes."""
+    import pandas as pd
+
+    problems = []
+    ids = frame[schema.ID]
+    if ids.isna().any():
+        problems.append(f"{int(ids.isna().sum())} row(s) without an id")
+    ids = ids.dropna().astype(str)
+    duplicated = ids[ids.duplicated()].unique()
+    if len(duplicated):
+        problems.append(f"{len(duplicated)} duplicate id(s) ({_examples(duplicated)})")
+    missing = pd.Index(live_ids).difference(pd.Index(ids))
+    if len(missing):
+        problems.append(f"{len(missing)} live id(s) missing ({_examples(missing)})")
+    raw = frame[schema.PREDICTION]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)  # text → NaN
+    nan = int(raw.isna().sum())
+    unreadable = int(np.isnan(values).sum()) - nan
+    if unreadable:
+        problems.append(f"{unreadable} prediction(s) that are not numbers")
+    if nan:
+        problems.append(f"{nan} NaN prediction(s)")
+    outside = int(((values < 0) | (values > 1)).sum())
+    if outside:
+        problems.append(f"{outside} prediction(s) outside [0, 1]")
+    if not problems and np.isclose(np.std(values), 0.0):
+        problems.append("predictions are constant (zero standard deviation)")
+    return problems
+
+
+def check_submission(path: Path, live_path: Path) -> tuple[int, int]:
+    """Raise a SubmissionError listing every problem of `path` against `live_path`'s ids; else
+    (rows, live rows). numerai_tools' own validator runs last as a second opinion."""
+    from numerai_tools.submissions import validate_submission_numerai
+
+    frame = read_predictions(path)
+    live_ids = read_live_ids(live_path)
+    problems = submission_problems(frame, live_ids)
+    if problems:
+        raise SubmissionError(f"{path}: " + "; ".join(problems) + f" (checked against {live_path})")
+    try:
+        validate_submission_numerai(live_ids.reset_index(drop=True), frame.astype({schema.ID: str}))
+    except AssertionError as exc:
+        raise SubmissionError(f"{path}: numerai-tools refuses it: {exc}") from None
+    return len(frame), len(live_ids)
+
+
+# ---- receipts: one JSON per round and model
+
+def receipt_path(receipts_dir: Path, round_num: int, model_name: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model_name)
+    return Path(receipts_dir) / f"{round_num}_{safe}.json"
+
+
+def read_receipt(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        # A corrupt receipt still proves something was submitted: refuse rather than double-submit.
+        return {"submission_id": "unknown (unreadable receipt)", "submitted_at": "unknown"}
+
+
+def refuse_resubmission(receipts_dir: Path, round_num: int, model_name: str) -> None:
+    path = receipt_path(receipts_dir, round_num, model_name)
+    receipt = read_receipt(path)
+    if receipt is not None:
+        raise SubmissionError(f"{path}: model '{model_name}' was already submitted for round {round_num} "
+                              f"(submission {receipt.get('submission_id')} at {receipt.get('submitted_at')}); "
+                              f"use --force to submit again")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- resolving defaults
+
+def resolve_live(config: SubmitConfig) -> tuple[Path, int | None]:
+    if config.live is not None:
+        live = Path(config.live)
+        return live, schema.read_live_round(live.parent) if live.name == schema.LIVE_FILE else None
+    from numerflow.predict import live_file
+
+    return live_file(config.data_dir, config.version)
+
+
+def resolve_predictions(config: SubmitConfig, round_num: int | None) -> Path:
+    """The file given, else predictions/<model name>_<round>.csv, else the only *_<round>.csv."""
+    if config.predictions is not None:
+        return Path(config.predictions)
+    suffix = f"_{round_num if round_num is not None else 'live'}.csv"
+    if config.model_name and (DEFAULT_PREDICTIONS_DIR / f"{config.model_name}{suffix}").is_file():
+        return DEFAULT_PREDICTIONS_DIR / f"{config.model_name}{suffix}"
+    candidates = sorted(DEFAULT_PREDICTIONS_DIR.glob(f"*{suffix}"))
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise SubmissionError(f"{DEFAULT_PREDICTIONS_DIR}: no *{suffix} predictions for this round "
+                              f"(run `numerflow predict` first, or give --predictions)")
+    raise SubmissionError(f"{DEFAULT_PREDICTIONS_DIR}: several predictions for this round "
+                          f"({', '.join(p.name for p in candidates)}); choose one with --predictions")
+
+
+def resolve_model_id(client, model_name: str | None) -> tuple[str, str]:
+    """(name, id) of the account's model; with no name, the account's only model."""
+    from numerflow import api
+
+    models = api.model_ids(client)
+    names = ", ".join(sorted(models)) or "none"
+    if model_name is None:
+        if len(models) == 1:
+            return next(iter(models.items()))
+        raise SubmissionError(f"give --model-name: this account has {len(models)} models ({names})")
+    if model_name not in models:
+        raise SubmissionError(f"unknown model name '{model_name}' (this account's models: {names})")
+    return model_name, models[model_name]
+
+
+# ---- the stage
+
+def submit(config: SubmitConfig, client=None) -> SubmitResult:
+    """Check, then (unless dry_run) upload and write the receipt. `client` lets the weekly job share
+    one numerapi client across models."""
+    live, round_num = resolve_live(config)
+    predictions = resolve_predictions(config, round_num)
+    rows, live_rows = check_submission(predictions, live)
+    result = SubmitResult(predictions=predictions, model_name=config.model_name, round=round_num, rows=rows,
+                          live_rows=live_rows, sha256=file_sha256(predictions), dry_run=config.dry_run)
+    if config.model_name and round_num is not None and not config.force:
+        refuse_resubmission(config.receipts_dir, round_num, config.model_name)
+    if config.dry_run:
+        if round_num is None:
+            result.notes.append(f"{live.parent} has no {schema.LIVE_ROUND_FILE}: the round is checked at upload")
+        return result
+    return upload(config, result, live, client)
+
+
+def upload(config: SubmitConfig, result: SubmitResult, live: Path, client=None) -> SubmitResult:
+    from numerflow import api
+
+    client = client if client is not None else api.client()
+    current = api.current_round(client)
+    if result.round is not None and result.round != current:
+        raise SubmissionError(f"{live} is round {result.round}'s live data but the current round is {current}: "
+                              f"run `numerflow download --live-only` and predict again")
+    if not api.round_is_open(client):
+        raise SubmissionError(f"round {current} is closed for submissions; wait for the next round to open")
+    result.round = current
+    result.model_name, result.model_id = resolve_model_id(client, config.model_name)
+    if not config.force:
+        refuse_resubmission(config.receipts_dir, current, result.model_name)
+    result.submission_id = api.upload_predictions(client, result.predictions, result.model_id)
+    result.receipt = write_json(receipt_path(config.receipts_dir, current, result.model_name), {
+        "round": current,
+        "model": result.model_name,
+        "model_id": result.model_id,
+        "submission_id": result.submission_id,
+        "file": str(result.predictions),
+        "sha256": result.sha256,
+        "rows": result.rows,
+        "submitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "numerflow_version": __version__,
+    })
+    return result
