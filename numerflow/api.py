@@ -1,0 +1,384 @@
+"""Numerai's API, through numerapi: the only module that imports it.
+
+numerapi's queries and answer parsing are used as they are; its transport is replaced (a subclass
+overrides `raw_query`) because numerapi sleeps 5 s + 10 s on 5xx and then returns `{}` (callers
+die on KeyError('data')), sends without a timeout, and reads credentials into the process
+environment. Here every call has a timeout, transient failures (5xx, dropped connections,
+timeouts) are retried with a short exponential backoff, and every failure becomes an ApiError or
+AuthError with one clear line that never contains the secret key.
+
+Files (datasets) are fetched here too, not with numerapi's `download_dataset`: that one always
+GETs the file even when it is complete locally, resumes with an unchecked Range request and never
+checks the byte count. `download_file` asks numerapi's `dataset` query for the URL, streams to a
+temporary name, resumes only on a 206, checks the size and renames.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import requests
+from numerapi import NumerAPI, base_api
+
+from numerflow.errors import ApiError, AuthError
+from numerflow.files import atomic_path
+
+RETRY_ATTEMPTS = 4  # tries per call on transient failures
+RETRY_BASE_SECONDS = 2.0  # waits 2, 4, 8 s between tries; env NUMERFLOW_RETRY_BASE_SECONDS overrides
+TIMEOUT = (15, 120)  # (connect, read) seconds; read = longest silence inside a response
+CHUNK_BYTES = 1 << 20
+CREDENTIAL_VARS = ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY")
+AUTH_HINTS = ("session is invalid", "not authenticated", "unauthenticated", "authentication",
+              "api key", "permission", "not authorized", "unauthorized", "token")
+
+T = TypeVar("T")
+
+
+class _Transient(Exception):
+    """A failure worth another try (5xx, dropped connection, timeout)."""
+
+
+class GraphQLError(ApiError, ValueError):
+    """Numerai answered with GraphQL errors. Also a ValueError, as numerapi's own methods expect
+    (check_round_open catches ValueError between rounds)."""
+
+
+class GraphQLAuthError(AuthError, ValueError):
+    """Numerai refused the credentials."""
+
+
+# --- credentials -------------------------------------------------------------------------------
+
+def credentials(public_id: str | None = None, secret_key: str | None = None) -> tuple[str | None, str | None]:
+    """Explicit values, else NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY from the environment, else from
+    `.env` in the working folder (read without touching os.environ)."""
+    public_id = public_id or os.environ.get(CREDENTIAL_VARS[0])
+    secret_key = secret_key or os.environ.get(CREDENTIAL_VARS[1])
+    if not (public_id and secret_key) and Path(".env").is_file():
+        from dotenv import dotenv_values
+
+        values = dotenv_values(".env")
+        public_id = public_id or values.get(CREDENTIAL_VARS[0])
+        secret_key = secret_key or values.get(CREDENTIAL_VARS[1])
+    return public_id or None, secret_key or None
+
+
+def missing_credentials_message(public_id: str | None, secret_key: str | None) -> str:
+    missing = [name for name, value in zip(CREDENTIAL_VARS, (public_id, secret_key)) if not value]
+    return (f"Numerai credentials missing ({' and '.join(missing)}): set NUMERAI_PUBLIC_ID and "
+            f"NUMERAI_SECRET_KEY in the environment or in a .env file")
+
+
+# --- retries and error translation -------------------------------------------------------------
+
+def retry_base_seconds() -> float:
+    value = os.environ.get("NUMERFLOW_RETRY_BASE_SECONDS")
+    try:
+        return max(0.0, float(value)) if value else RETRY_BASE_SECONDS
+    except ValueError:
+        return RETRY_BASE_SECONDS
+
+
+def with_retries(what: str, call: Callable[[], T], attempts: int | None = None) -> T:
+    """`call()`, again after base, 2*base, ... seconds while it fails transiently; then ApiError."""
+    attempts = attempts or RETRY_ATTEMPTS
+    for attempt in range(attempts):
+        try:
+            return call()
+        except _Transient as exc:
+            last = exc
+            if attempt + 1 < attempts:
+                time.sleep(retry_base_seconds() * 2 ** attempt)
+    raise ApiError(f"{what} failed after {attempts} tries: {last}")
+
+
+def _describe_request_error(exc: requests.RequestException) -> str:
+    """A short reason without the URL (presigned URLs are long and carry tokens)."""
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection dropped"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed or dropped"
+    return type(exc).__name__
+
+
+def _scrub(message: str, secret: str | None) -> str:
+    return message.replace(secret, "***") if secret else message
+
+
+def _looks_like_auth(message: str) -> bool:
+    low = message.lower()
+    return any(hint in low for hint in AUTH_HINTS)
+
+
+def root_field(query: str) -> str:
+    """The operation's root field (numerapi sends no operationName): used in messages."""
+    m = re.search(r"\{\s*([A-Za-z_]\w*)", query)
+    return m.group(1) if m else "query"
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+class NumerflowAPI(NumerAPI):
+    """numerapi's Classic client with numerflow's transport (timeouts, retries, typed errors)."""
+
+    def _login(self, public_id: str | None = None, secret_key: str | None = None) -> None:
+        # numerapi would load .env into os.environ here; client() has resolved credentials already
+        self.token = (public_id, secret_key) if public_id and secret_key else None
+        self._given = (public_id, secret_key)  # to name the missing one in errors
+
+    def raw_query(self, query: str, variables: dict | None = None, authorization: bool = False, **_numerapi_retry_args):
+        op = root_field(query)
+        headers = {"Content-type": "application/json", "Accept": "application/json"}
+        secret = self.token[1] if self.token else None
+        if authorization:
+            if not self.token:
+                raise AuthError(missing_credentials_message(*self._given))
+            headers["Authorization"] = f"Token {self.token[0]}${self.token[1]}"
+        body = {"query": query, "variables": variables}
+        result = with_retries(f"Numerai API call '{op}'",
+                              lambda: _post_graphql(base_api.API_TOURNAMENT_URL, body, headers, op, secret))
+        if result.get("errors"):
+            messages = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e)
+                                 for e in result["errors"]) or "unknown error"
+            messages = _scrub(messages, secret)
+            if authorization and _looks_like_auth(messages):
+                raise GraphQLAuthError(f"Numerai refused the credentials ({messages}); check "
+                                       f"NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY")
+            raise GraphQLError(f"Numerai API call '{op}' failed: {messages}")
+        if not isinstance(result.get("data"), dict):
+            raise ApiError(f"Numerai API call '{op}' gave an answer without data")
+        return result
+
+
+def _post_graphql(url: str, body: dict, headers: dict, op: str, secret: str | None) -> dict:
+    try:
+        resp = requests.post(url, json=body, headers=headers, timeout=TIMEOUT)
+    except requests.RequestException as exc:
+        raise _Transient(_describe_request_error(exc)) from None
+    if resp.status_code >= 500:
+        raise _Transient(f"HTTP {resp.status_code}")
+    if resp.status_code in (401, 403):
+        raise AuthError(f"Numerai refused the credentials (HTTP {resp.status_code}); check "
+                        f"NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY")
+    try:
+        result = resp.json()
+    except ValueError:
+        raise _Transient(f"HTTP {resp.status_code} with an answer that is not JSON") from None
+    if not isinstance(result, dict):
+        raise ApiError(f"Numerai API call '{op}' gave an unexpected answer")
+    if resp.status_code >= 400 and not result.get("errors"):
+        raise ApiError(f"Numerai API call '{op}' failed: HTTP {resp.status_code}")
+    return result
+
+
+def client(public_id: str | None = None, secret_key: str | None = None) -> NumerflowAPI:
+    """A Numerai Classic client. Credentials are optional (public files need none); calls that
+    need them raise AuthError naming NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY and .env."""
+    public_id, secret_key = credentials(public_id, secret_key)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:  # NumerAPI() calls logging.basicConfig: keep the root logger as the application set it
+        api = NumerflowAPI(public_id, secret_key, verbosity="WARNING", show_progress_bars=False)
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    return api
+
+
+def _unexpected(op: str, exc: Exception) -> ApiError:
+    return ApiError(f"Numerai API call '{op}' gave an unexpected answer ({type(exc).__name__})")
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+def list_datasets(api: NumerAPI, round_num: int | None = None) -> list[str]:
+    """File names Numerai offers (["v5.2/train.parquet", ...]) for the current or a given round."""
+    try:
+        names = api.list_datasets(round_num)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _unexpected("listDatasets", exc) from None
+    if not isinstance(names, list):
+        raise ApiError("Numerai API call 'listDatasets' gave an unexpected answer")
+    return [str(n) for n in names]
+
+
+# same query numerapi's download_dataset sends, used to get the URL only
+DATASET_QUERY = """
+query ($filename: String!
+       $round: Int
+       $tournament: Int) {
+    dataset(filename: $filename
+            round: $round
+            tournament: $tournament)
+}
+"""
+
+
+def dataset_url(api: NumerAPI, filename: str, round_num: int | None = None) -> str:
+    result = api.raw_query(DATASET_QUERY, {"filename": filename, "round": round_num,
+                                           "tournament": api.tournament_id})
+    url = result["data"].get("dataset")
+    if not isinstance(url, str) or not url:
+        raise ApiError(f"Numerai API call 'dataset' gave no URL for {filename}")
+    return url
+
+
+@dataclass
+class FetchedFile:
+    name: str  # Numerai's name, e.g. v5.2/train.parquet
+    path: Path
+    size: int
+    etag: str | None
+
+
+def download_file(api: NumerAPI, filename: str, dest: str | os.PathLike, round_num: int | None = None,
+                  progress: bool | None = None) -> FetchedFile:
+    """Fetch Numerai's `filename` to `dest` through a temporary name: on any failure nothing exists
+    under `dest`. Transient failures are retried (a fresh URL each time, resuming the partial
+    file when the server answers a Range request with 206). `progress`: a tqdm bar (default: on
+    when stderr is a terminal)."""
+    dest = Path(dest)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    with atomic_path(dest) as tmp:
+        size, etag = with_retries(f"download of {filename}",
+                                  lambda: _fetch_once(api, filename, tmp, round_num, progress))
+    return FetchedFile(filename, dest, size, etag)
+
+
+def _fetch_once(api: NumerAPI, filename: str, tmp: Path, round_num: int | None, progress: bool):
+    from tqdm import tqdm
+
+    url = dataset_url(api, filename, round_num)
+    have = tmp.stat().st_size if tmp.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        with requests.get(url, stream=True, timeout=TIMEOUT, headers=headers) as resp:
+            if resp.status_code >= 500:
+                raise _Transient(f"HTTP {resp.status_code}")
+            if resp.status_code >= 400:
+                raise ApiError(f"download of {filename} failed: HTTP {resp.status_code} from the file server")
+            resumed = have > 0 and resp.status_code == 206
+            total = _total_size(resp, resumed)
+            start = have if resumed else 0
+            with open(tmp, "ab" if resumed else "wb") as out, \
+                    tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                         desc=filename, disable=not progress, leave=False) as bar:
+                for chunk in resp.iter_content(CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            etag = resp.headers.get("ETag")
+    except requests.RequestException as exc:
+        got = tmp.stat().st_size if tmp.exists() else 0
+        raise _Transient(f"{_describe_request_error(exc)} after {got} bytes") from None
+    size = tmp.stat().st_size
+    if total is not None and size != total:
+        raise _Transient(f"got {size} of {total} bytes")
+    return size, etag
+
+
+def _total_size(resp: requests.Response, resumed: bool) -> int | None:
+    """The whole file's size: Content-Range's total on a 206, else Content-Length."""
+    if resumed:
+        m = re.search(r"/(\d+)\s*$", resp.headers.get("Content-Range", ""))
+        return int(m.group(1)) if m else None
+    length = resp.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
+
+
+# --- rounds -------------------------------------------------------------------------------------
+
+def current_round(api: NumerAPI) -> int:
+    """The number of the newest round."""
+    try:
+        number = api.get_current_round()
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _unexpected("rounds", exc) from None
+    if number is None:
+        raise ApiError("Numerai reports no current round")
+    return int(number)
+
+
+def round_is_open(api: NumerAPI) -> bool:
+    """True while the current round accepts submissions (openTime < now < closeStakingTime)."""
+    try:
+        return bool(api.check_round_open())
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _unexpected("rounds", exc) from None
+
+
+# --- models and submissions ---------------------------------------------------------------------
+
+def _require_token(api: NumerAPI) -> None:
+    if not api.token:
+        raise AuthError(missing_credentials_message(*getattr(api, "_given", (api.token or (None, None)))))
+
+
+def model_ids(api: NumerAPI) -> dict[str, str]:
+    """{model name: model id} of the account's Classic models (needs credentials)."""
+    _require_token(api)
+    try:
+        return dict(api.get_models())
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _unexpected("account", exc) from None
+
+
+# same mutation numerapi's upload_predictions sends
+CREATE_SUBMISSION_QUERY = """
+mutation($filename: String!
+         $tournament: Int!
+         $modelId: String
+         $triggerId: String,
+         $dataDatestamp: Int) {
+    create_submission(filename: $filename
+                      tournament: $tournament
+                      modelId: $modelId
+                      triggerId: $triggerId
+                      source: "numerapi"
+                      dataDatestamp: $dataDatestamp) {
+        id
+    }
+}
+"""
+
+
+def upload_predictions(api: NumerAPI, path: str | os.PathLike, model_id: str) -> str:
+    """Upload a predictions file for `model_id`; returns the submission id. Same three steps as
+    numerapi's upload_predictions (upload slot, PUT, create_submission), but the PUT's status is
+    checked and transient failures are retried; auth failures are not."""
+    _require_token(api)
+    path = Path(path)
+    if not path.is_file():
+        raise ApiError(f"{path}: file not found")
+    data = path.read_bytes()
+    try:
+        slot = api._upload_auth("submission_upload_auth", str(path), api.tournament_id, model_id)
+        with_retries(f"upload of {path.name}", lambda: _put(slot["url"], data, path.name))
+        result = api.raw_query(CREATE_SUBMISSION_QUERY, {
+            "filename": slot["filename"], "tournament": api.tournament_id, "modelId": model_id,
+            "triggerId": os.getenv("TRIGGER_ID"), "dataDatestamp": None}, authorization=True)
+        return str(result["data"]["create_submission"]["id"])
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _unexpected("create_submission", exc) from None
+
+
+def _put(url: str, data: bytes, name: str) -> None:
+    headers = {"x_compute_id": os.getenv("NUMERAI_COMPUTE_ID")} if os.getenv("NUMERAI_COMPUTE_ID") else {}
+    try:
+        resp = requests.put(url, data=data, headers=headers, timeout=TIMEOUT)
+    except requests.RequestException as exc:
+        raise _Transient(_describe_request_error(exc)) from None
+    if resp.status_code >= 500:
+        raise _Transient(f"HTTP {resp.status_code}")
+    if resp.status_code >= 400:
+        raise ApiError(f"upload of {name} refused: HTTP {resp.status_code}")

@@ -1,0 +1,447 @@
+"""A local fake of Numerai's tournament API for tests: a threaded HTTP server on 127.0.0.1 that answers
+the GraphQL operations numerapi 3.1.1 sends (recognised by their root field, as numerapi sends no
+operationName) and serves/accepts the files behind the URLs it hands out.
+
+    def test_something(fake_numerai):          # `from tests.fake_numerai import fake_numerai  # noqa`
+        fake_numerai.fail("dataset", times=2)   # next 2 `dataset` queries answer HTTP 500
+        fake_numerai.drop("v5.2/train.parquet") # next GET of that file closes the connection midway
+        fake_numerai.new_round()                # round + 1, new live files
+        ...
+        assert fake_numerai.file_gets() == []   # request log
+
+GraphQL root fields answered: listDatasets, dataset, rounds (number: 0 = current round, else all),
+account (models etc.), submission_upload_auth, create_submission. Files: GET /files/<round>/<name>
+(honours `Range: bytes=N-`), PUT /upload/<token>. Authenticated operations need the header
+`Authorization: Token <public_id>$<secret_key>` with a pair in `accepted_keys`; otherwise they get
+Numerai's GraphQL error "Your session is invalid or has expired."
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import re
+import socket
+import threading
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+TOURNAMENT = 8  # Numerai Classic
+PUBLIC_ID = "FAKEPUBLICID"
+SECRET_KEY = "FAKESECRETKEY0123456789"
+AUTH_ERROR = "Your session is invalid or has expired."
+ROUND_CLOSED_ERROR = "Current round not open for submissions"
+AUTH_OPS = {"account", "submission_upload_auth", "create_submission", "model", "models"}
+LIVE_NAMES = ("live.parquet", "live_example_preds.parquet", "live_example_preds.csv",
+              "live_benchmark_models.parquet")
+
+
+# --- small real Numerai-shaped files -----------------------------------------------------------
+
+def _parquet_bytes(frame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    return buf.getvalue()
+
+
+def make_version_files(version: str = "v5.2", round_number: int = 600, rows: int = 60,
+                       n_features: int = 4, seed: int = 0) -> dict[str, bytes]:
+    """`{"<version>/<name>": bytes}` for every file Numerai lists per version (tiny, valid Parquet/JSON/CSV)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    features = [f"feature_f{i}" for i in range(n_features)]
+
+    def frame(kind: str, eras: list[str], with_target: bool = True):
+        n = rows * len(eras)
+        df = pd.DataFrame(rng.integers(0, 5, size=(n, n_features)).astype("int8"), columns=features)
+        df.insert(0, "era", np.repeat(eras, rows))
+        df.insert(1, "data_type", kind)
+        if with_target:
+            df["target"] = rng.integers(0, 5, size=n) / 4
+        df.index = pd.Index([f"n{kind[0]}{round_number:05d}{i:09x}" for i in range(n)], name="id")
+        return df
+
+    train = frame("train", ["0001", "0002", "0003"])
+    validation = frame("validation", ["0008", "0009"])
+    live = frame("live", [f"{round_number:04d}"], with_target=False)
+    ids = pd.Index(live.index, name="id")
+    live_preds = pd.DataFrame({"prediction": rng.random(len(ids))}, index=ids)
+    val_preds = pd.DataFrame({"prediction": rng.random(len(validation))}, index=validation.index)
+    meta = pd.DataFrame({"era": validation["era"], "numerai_meta_model": rng.random(len(validation))},
+                        index=validation.index)
+    meta_json = {"feature_sets": {"small": features[:2], "medium": features, "all": features},
+                 "targets": ["target"]}
+    files = {
+        "train.parquet": _parquet_bytes(train),
+        "validation.parquet": _parquet_bytes(validation),
+        "live.parquet": _parquet_bytes(live),
+        "features.json": json.dumps(meta_json).encode(),
+        "meta_model.parquet": _parquet_bytes(meta),
+        "validation_example_preds.parquet": _parquet_bytes(val_preds),
+        "validation_example_preds.csv": val_preds.to_csv().encode(),
+        "live_example_preds.parquet": _parquet_bytes(live_preds),
+        "live_example_preds.csv": live_preds.to_csv().encode(),
+        "train_benchmark_models.parquet": _parquet_bytes(val_preds),
+    }
+    return {f"{version}/{name}": data for name, data in files.items()}
+
+
+# --- the server -------------------------------------------------------------------------------
+
+@dataclass
+class LoggedRequest:
+    method: str
+    path: str  # for files: the dataset name ("v5.2/train.parquet") or "upload"
+    op: str | None  # GraphQL root field, None for file requests
+    variables: dict | None = None
+    authorized: bool = False  # a valid Authorization header came with it
+    range: str | None = None
+    status: int = 0
+
+
+@dataclass
+class Fault:
+    kind: str  # "status" | "drop" | "hang"
+    status: int = 500
+    after: int | None = None  # drop: bytes sent before closing (None: half the body)
+    seconds: float = 0.0  # hang: delay before answering
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeNumerai:
+    """State of the fake API. Mutate it freely from tests (it is guarded by `lock`)."""
+
+    def __init__(self, versions=("v5.1", "v5.2"), round_number: int = 600):
+        self.lock = threading.RLock()
+        self.round_number = round_number
+        self.round_open = True  # openTime < now < closeStakingTime
+        self.between_rounds = False  # rounds(number: 0) answers ROUND_CLOSED_ERROR
+        self.versions = list(versions)
+        self.datasets: dict[str, bytes] = {}  # files of the current round
+        for i, v in enumerate(self.versions):
+            self.datasets.update(make_version_files(v, round_number, seed=i))
+        self.past_rounds: dict[int, dict[str, bytes]] = {}  # round -> its files
+        self.models: dict[str, str] = {"fake_model": "11111111-2222-3333-4444-555555555555",
+                                       "other_model": "66666666-7777-8888-9999-000000000000"}
+        self.signals_models: dict[str, str] = {"signals_model": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}
+        self.accepted_keys: set[tuple[str, str]] = {(PUBLIC_ID, SECRET_KEY)}
+        self.upload_slots: dict[str, str] = {}  # token -> filename handed out by submission_upload_auth
+        self.uploads: dict[str, bytes] = {}  # filename -> body received by PUT
+        self.submissions: list[dict] = []  # create_submission calls that succeeded: variables + id
+        self.submission_check = None  # optional callable(bytes) -> error message | None
+        self.log: list[LoggedRequest] = []
+        self.faults: dict[str, list[Fault]] = {}
+        self._httpd: ThreadingHTTPServer | None = None
+        self.url = ""
+
+    # ---- failure injection
+    def fail(self, target: str, times: int = 1, status: int = 500) -> None:
+        """The next `times` requests for `target` (a GraphQL root field such as "dataset", a file
+        name such as "v5.2/train.parquet", or "upload" for PUTs) answer HTTP `status`."""
+        self._add_fault(target, times, Fault("status", status=status))
+
+    def drop(self, filename: str, times: int = 1, after: int | None = None) -> None:
+        """The next `times` GETs of `filename` send the headers and `after` bytes of the body
+        (default: half) and then close the connection."""
+        self._add_fault(filename, times, Fault("drop", after=after))
+
+    def hang(self, target: str, seconds: float, times: int = 1) -> None:
+        """The next `times` requests for `target` wait `seconds` before answering (timeouts)."""
+        self._add_fault(target, times, Fault("hang", seconds=seconds))
+
+    def reject_auth(self) -> None:
+        """Every key is refused from now on (authenticated calls get AUTH_ERROR)."""
+        with self.lock:
+            self.accepted_keys = set()
+
+    def _add_fault(self, target: str, times: int, fault: Fault) -> None:
+        with self.lock:
+            self.faults.setdefault(target, []).extend([fault] * times)
+
+    def _take_fault(self, target: str) -> Fault | None:
+        with self.lock:
+            queue = self.faults.get(target)
+            return queue.pop(0) if queue else None
+
+    # ---- rounds
+    def new_round(self, seed: int | None = None) -> int:
+        """Open the next round: the old round's files stay reachable with `round`, the live files
+        (live, live example preds) change."""
+        with self.lock:
+            self.past_rounds[self.round_number] = dict(self.datasets)
+            self.round_number += 1
+            for i, v in enumerate(self.versions):
+                fresh = make_version_files(v, self.round_number, seed=(seed if seed is not None else self.round_number + i))
+                for name in LIVE_NAMES:
+                    key = f"{v}/{name}"
+                    if key in fresh:
+                        self.datasets[key] = fresh[key]
+            self.round_open = True
+            return self.round_number
+
+    def files_for_round(self, round_number: int | None) -> dict[str, bytes] | None:
+        with self.lock:
+            if round_number in (None, 0, self.round_number):
+                return self.datasets
+            return self.past_rounds.get(round_number)
+
+    def round_info(self, number: int | None = None) -> dict:
+        number = number or self.round_number
+        now = dt.datetime.now(dt.timezone.utc)
+        open_time = now - dt.timedelta(hours=(1 if self.round_open else 30))
+        close = now + dt.timedelta(hours=(20 if self.round_open else -6))
+        if number != self.round_number:  # a past round
+            days = self.round_number - number
+            open_time, close = open_time - dt.timedelta(days=days), close - dt.timedelta(days=days)
+        return {"number": number, "openTime": _iso(open_time), "closeTime": _iso(close + dt.timedelta(days=1)),
+                "closeStakingTime": _iso(close), "resolveTime": _iso(close + dt.timedelta(days=30)),
+                "resolvedGeneral": False, "resolvedStaking": False, "tournament": TOURNAMENT}
+
+    # ---- request log helpers
+    def ops(self) -> list[str]:
+        """GraphQL root fields in the order they were asked."""
+        return [r.op for r in self.log if r.op]
+
+    def file_gets(self) -> list[str]:
+        """Dataset names fetched with GET (any status), in order."""
+        return [r.path for r in self.log if r.method == "GET"]
+
+    def file_url(self, filename: str, round_number: int) -> str:
+        return f"{self.url}/files/{round_number}/{urllib.parse.quote(filename, safe='')}"
+
+    # ---- lifecycle
+    def start(self) -> "FakeNumerai":
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+
+# --- GraphQL resolvers -------------------------------------------------------------------------
+
+class GraphQLFailure(Exception):
+    pass
+
+
+def root_field(query: str) -> str | None:
+    """The first field inside the operation's selection set: `query ($a: Int) { listDatasets(...) }`."""
+    m = re.search(r"\{\s*([A-Za-z_]\w*)", query or "")
+    return m.group(1) if m else None
+
+
+def _resolve(server: FakeNumerai, op: str, query: str, v: dict, authorized: bool):
+    if op in AUTH_OPS and not authorized:
+        raise GraphQLFailure(AUTH_ERROR)
+    if op == "listDatasets":
+        files = server.files_for_round(v.get("round"))
+        if files is None:
+            raise GraphQLFailure(f"Round {v.get('round')} not found")
+        return sorted(files)
+    if op == "dataset":
+        rnd = v.get("round") or server.round_number
+        files = server.files_for_round(rnd)
+        if files is None or v.get("filename") not in files:
+            raise GraphQLFailure(f"File not found: {v.get('filename')}")
+        return server.file_url(v["filename"], rnd)
+    if op == "rounds":
+        if re.search(r"number:\s*0\b", query) or v.get("number") == 0:
+            if server.between_rounds:
+                raise GraphQLFailure(ROUND_CLOSED_ERROR)
+            return [server.round_info()]
+        return [server.round_info(n) for n in range(server.round_number, 0, -1)][:50]
+    if op == "account":
+        models = [{"id": i, "name": n, "tournament": TOURNAMENT} for n, i in server.models.items()]
+        models += [{"id": i, "name": n, "tournament": 11} for n, i in server.signals_models.items()]
+        return {"id": "account-id", "username": "fake_user", "email": "fake@example.com",
+                "insertedAt": "2020-01-01T00:00:00Z", "availableNmr": "1.0", "models": models,
+                "apiTokens": [], "mfaEnabled": False, "status": "VERIFIED", "walletAddress": None}
+    if op == "submission_upload_auth":
+        if v.get("modelId") not in server.models.values():
+            raise GraphQLFailure("Model not found")
+        token = uuid.uuid4().hex
+        filename = f"{token}/{v.get('filename')}"
+        with server.lock:
+            server.upload_slots[token] = filename
+        return {"filename": filename, "url": f"{server.url}/upload/{token}"}
+    if op == "create_submission":
+        if v.get("modelId") not in server.models.values():
+            raise GraphQLFailure("Model not found")
+        if v.get("tournament") != TOURNAMENT:
+            raise GraphQLFailure("Invalid tournament")
+        if not server.round_open or server.between_rounds:
+            raise GraphQLFailure(ROUND_CLOSED_ERROR)
+        body = server.uploads.get(v.get("filename"))
+        if body is None:
+            raise GraphQLFailure("Submission file not uploaded")
+        if server.submission_check:
+            problem = server.submission_check(body)
+            if problem:
+                raise GraphQLFailure(problem)
+        record = dict(v, id=str(uuid.uuid4()), round=server.round_number)
+        with server.lock:
+            server.submissions.append(record)
+        return {"id": record["id"]}
+    raise GraphQLFailure(f"fake Numerai: unsupported operation {op!r}")
+
+
+# --- HTTP handler ------------------------------------------------------------------------------
+
+def _make_handler(server: FakeNumerai):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+        def _authorized(self) -> bool:
+            header = self.headers.get("Authorization", "")
+            if not header.startswith("Token ") or "$" not in header:
+                return False
+            pub, secret = header[len("Token "):].split("$", 1)
+            with server.lock:
+                return (pub, secret) in server.accepted_keys
+
+        def _record(self, **kw) -> LoggedRequest:
+            entry = LoggedRequest(method=self.command, **kw)
+            with server.lock:
+                server.log.append(entry)
+            return entry
+
+        def _send(self, status: int, body: bytes, ctype: str = "application/json", extra: dict | None = None):
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, val in (extra or {}).items():
+                self.send_header(k, val)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _answer_fault(self, fault: Fault | None, entry: LoggedRequest) -> bool:
+            """Apply an injected fault; True when it answered the request (an HTTP error)."""
+            if fault is None:
+                return False
+            if fault.kind == "hang":
+                time.sleep(fault.seconds)
+            if fault.kind == "status":
+                entry.status = fault.status
+                self._send(fault.status, b'{"message": "fake Numerai: injected failure"}')
+                return True
+            return False  # "drop" is applied while the body is written
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                payload = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                self._record(path="/", op=None, status=400)
+                return self._send(400, b'{"errors": [{"message": "invalid JSON"}]}')
+            query, variables = payload.get("query", ""), payload.get("variables") or {}
+            op = root_field(query)
+            entry = self._record(path="/", op=op, variables=variables, authorized=self._authorized())
+            if self._answer_fault(server._take_fault(op or ""), entry):
+                return
+            try:
+                with server.lock:
+                    data = _resolve(server, op, query, variables, entry.authorized)
+                body = {"data": {op: data}}
+            except GraphQLFailure as exc:
+                body = {"errors": [{"message": str(exc), "path": [op]}], "data": None}
+            entry.status = 200
+            self._send(200, json.dumps(body).encode())
+
+        def do_GET(self):
+            m = re.fullmatch(r"/files/(\d+)/([^?]+)", self.path)
+            if not m:
+                self._record(path=self.path, op=None, status=404)
+                return self._send(404, b"not found", "text/plain")
+            rnd, name = int(m.group(1)), urllib.parse.unquote(m.group(2))
+            rng = self.headers.get("Range")
+            entry = self._record(path=name, op=None, range=rng)
+            fault = server._take_fault(name)
+            if self._answer_fault(fault, entry):
+                return
+            files = server.files_for_round(rnd)
+            data = files.get(name) if files else None
+            if data is None:
+                entry.status = 404
+                return self._send(404, b"NoSuchKey", "application/xml")
+            etag = '"' + hashlib.md5(data).hexdigest() + '"'
+            start = 0
+            if rng and (rm := re.fullmatch(r"bytes=(\d+)-", rng)) and int(rm.group(1)) < len(data):
+                start = int(rm.group(1))
+            body = data[start:]
+            status = 206 if start else 200
+            entry.status = status
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("ETag", etag)
+            self.send_header("Accept-Ranges", "bytes")
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.end_headers()
+            if fault is not None and fault.kind == "drop":
+                cut = fault.after if fault.after is not None else len(body) // 2
+                self.wfile.write(body[:cut])
+                self.wfile.flush()
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            self.wfile.write(body)
+
+        def do_PUT(self):
+            m = re.fullmatch(r"/upload/(\w+)", self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            entry = self._record(path="upload", op=None)
+            if self._answer_fault(server._take_fault("upload"), entry):
+                return
+            with server.lock:
+                filename = server.upload_slots.get(m.group(1)) if m else None
+                if filename is not None:
+                    server.uploads[filename] = body
+            entry.status = 200 if filename else 403
+            self._send(entry.status, b"", "text/plain")
+
+    return Handler
+
+
+@pytest.fixture
+def fake_numerai(monkeypatch):
+    """A started FakeNumerai that numerapi (and so numerflow.api) talks to; credentials for it in
+    the environment; numerflow's retry waits shortened. Restores everything afterwards."""
+    import numerapi.base_api
+
+    server = FakeNumerai().start()
+    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", server.url)
+    monkeypatch.setenv("NUMERAI_PUBLIC_ID", PUBLIC_ID)
+    monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", "0.01")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    try:
+        yield server
+    finally:
+        server.stop()

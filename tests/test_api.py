@@ -1,0 +1,197 @@
+"""numerflow.api with the real numerapi client over HTTP against the local fake Numerai server."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from numerflow import api
+from numerflow.errors import ApiError, AuthError
+from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fake_numerai  # noqa: F401
+
+MODEL_ID = "11111111-2222-3333-4444-555555555555"
+
+
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path):
+    """No credentials in the environment and no .env in the working folder."""
+    monkeypatch.delenv("NUMERAI_PUBLIC_ID", raising=False)
+    monkeypatch.delenv("NUMERAI_SECRET_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_public_calls(fake_numerai):
+    client = api.client()
+    names = api.list_datasets(client)
+    assert "v5.2/train.parquet" in names and "v5.1/features.json" in names
+    assert api.current_round(client) == 600
+    assert api.round_is_open(client) is True
+    fake_numerai.round_open = False
+    assert api.round_is_open(client) is False
+    fake_numerai.between_rounds = True
+    assert api.round_is_open(client) is False
+
+
+def test_public_calls_need_no_credentials(fake_numerai, no_credentials):
+    client = api.client()
+    assert api.current_round(client) == 600
+    assert not any(r.authorized for r in fake_numerai.log)
+
+
+def test_model_ids_only_classic_models(fake_numerai):
+    assert api.model_ids(api.client()) == {"fake_model": MODEL_ID,
+                                           "other_model": "66666666-7777-8888-9999-000000000000"}
+    assert fake_numerai.log[-1].authorized
+
+
+def test_missing_credentials_names_both_variables(fake_numerai, no_credentials):
+    with pytest.raises(AuthError) as err:
+        api.model_ids(api.client())
+    assert str(err.value) == ("Numerai credentials missing (NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY): "
+                              "set NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY in the environment or in a .env file")
+    assert fake_numerai.ops() == []  # nothing was sent
+
+
+def test_credentials_from_dotenv(fake_numerai, no_credentials, tmp_path):
+    (tmp_path / ".env").write_text(f"NUMERAI_PUBLIC_ID={PUBLIC_ID}\nNUMERAI_SECRET_KEY={SECRET_KEY}\n")
+    assert "fake_model" in api.model_ids(api.client())
+    import os
+
+    assert "NUMERAI_SECRET_KEY" not in os.environ  # read, not exported
+
+
+def test_rejected_credentials_no_retry_no_secret(fake_numerai):
+    fake_numerai.reject_auth()
+    with pytest.raises(AuthError) as err:
+        api.model_ids(api.client())
+    assert str(err.value) == ("Numerai refused the credentials (Your session is invalid or has expired.); "
+                              "check NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY")
+    assert SECRET_KEY not in str(err.value)
+    assert fake_numerai.ops() == ["account"]  # tried once
+
+
+def test_server_errors_are_retried_then_succeed(fake_numerai):
+    fake_numerai.fail("listDatasets", times=2)
+    assert "v5.2/train.parquet" in api.list_datasets(api.client())
+    assert fake_numerai.ops() == ["listDatasets"] * 3
+
+
+def test_server_errors_give_clear_error_after_retries(fake_numerai):
+    fake_numerai.fail("rounds", times=api.RETRY_ATTEMPTS)
+    with pytest.raises(ApiError) as err:
+        api.current_round(api.client())
+    assert str(err.value) == f"Numerai API call 'rounds' failed after {api.RETRY_ATTEMPTS} tries: HTTP 500"
+
+
+def test_timeout_is_retried(fake_numerai, monkeypatch):
+    monkeypatch.setattr(api, "TIMEOUT", (2, 0.3))
+    fake_numerai.hang("rounds", seconds=1.0)
+    assert api.current_round(api.client()) == 600
+    assert fake_numerai.ops() == ["rounds", "rounds"]
+
+
+def test_unreachable_server(monkeypatch):
+    import numerapi.base_api
+
+    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", "0")
+    with pytest.raises(ApiError, match=r"^Numerai API call 'listDatasets' failed after \d+ tries: "
+                                       r"connection failed or dropped$"):
+        api.list_datasets(api.client())
+
+
+def test_graphql_error_message(fake_numerai):
+    with pytest.raises(ApiError) as err:
+        api.download_file(api.client(), "v9.9/train.parquet", "x.parquet")
+    assert str(err.value) == "Numerai API call 'dataset' failed: File not found: v9.9/train.parquet"
+
+
+def test_client_leaves_root_logger_alone():
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    api.client()
+    assert (list(root.handlers), root.level) == before
+
+
+# --- files ------------------------------------------------------------------------------------
+
+def test_download_file(fake_numerai, tmp_path):
+    dest = tmp_path / "v5.2" / "train.parquet"
+    got = api.download_file(api.client(), "v5.2/train.parquet", dest)
+    assert dest.read_bytes() == fake_numerai.datasets["v5.2/train.parquet"]
+    assert got.size == dest.stat().st_size and got.etag
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["train.parquet"]
+
+
+def test_download_resumes_after_dropped_connection(fake_numerai, tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "CHUNK_BYTES", 256)  # partial chunks reach the disk before the drop
+    fake_numerai.drop("v5.2/validation.parquet", after=2000)
+    dest = tmp_path / "validation.parquet"
+    api.download_file(api.client(), "v5.2/validation.parquet", dest)
+    assert dest.read_bytes() == fake_numerai.datasets["v5.2/validation.parquet"]
+    gets = [r for r in fake_numerai.log if r.method == "GET"]
+    assert [(g.status, g.range) for g in gets] == [(200, None), (206, "bytes=1792-")]
+
+
+def test_download_gives_up_without_leaving_files(fake_numerai, tmp_path):
+    fake_numerai.drop("v5.2/train.parquet", times=api.RETRY_ATTEMPTS)
+    dest = tmp_path / "train.parquet"
+    with pytest.raises(ApiError) as err:
+        api.download_file(api.client(), "v5.2/train.parquet", dest)
+    assert str(err.value).startswith(f"download of v5.2/train.parquet failed after {api.RETRY_ATTEMPTS} tries: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_file_server_error_then_success(fake_numerai, tmp_path):
+    fake_numerai.fail("v5.2/features.json", times=2)
+    dest = tmp_path / "features.json"
+    api.download_file(api.client(), "v5.2/features.json", dest)
+    assert dest.read_bytes() == fake_numerai.datasets["v5.2/features.json"]
+    assert fake_numerai.file_gets() == ["v5.2/features.json"] * 3
+
+
+def test_download_past_round(fake_numerai, tmp_path):
+    old_live = fake_numerai.datasets["v5.2/live.parquet"]
+    fake_numerai.new_round()
+    assert fake_numerai.datasets["v5.2/live.parquet"] != old_live
+    dest = tmp_path / "live_600.parquet"
+    api.download_file(api.client(), "v5.2/live.parquet", dest, round_num=600)
+    assert dest.read_bytes() == old_live
+
+
+# --- submissions --------------------------------------------------------------------------------
+
+@pytest.fixture
+def predictions_csv(tmp_path):
+    path = tmp_path / "preds.csv"
+    path.write_text("id,prediction\nn1,0.25\nn2,0.75\n")
+    return path
+
+
+def test_upload_predictions(fake_numerai, predictions_csv):
+    fake_numerai.fail("upload")  # the PUT is checked and retried
+    sid = api.upload_predictions(api.client(), predictions_csv, MODEL_ID)
+    [sub] = fake_numerai.submissions
+    assert sub["id"] == sid and sub["modelId"] == MODEL_ID and sub["tournament"] == 8
+    assert fake_numerai.uploads[sub["filename"]] == predictions_csv.read_bytes()
+    assert fake_numerai.ops() == ["submission_upload_auth", "create_submission"]
+
+
+def test_upload_refused_when_round_closed(fake_numerai, predictions_csv):
+    fake_numerai.round_open = False
+    with pytest.raises(ApiError) as err:
+        api.upload_predictions(api.client(), predictions_csv, MODEL_ID)
+    assert str(err.value) == "Numerai API call 'create_submission' failed: Current round not open for submissions"
+    assert fake_numerai.submissions == []
+
+
+def test_upload_needs_credentials(fake_numerai, no_credentials, predictions_csv):
+    with pytest.raises(AuthError, match="NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY"):
+        api.upload_predictions(api.client(), predictions_csv, MODEL_ID)
+    assert fake_numerai.log == []
+
+
+def test_upload_unknown_model(fake_numerai, predictions_csv):
+    with pytest.raises(ApiError, match="^Numerai API call 'submission_upload_auth' failed: Model not found$"):
+        api.upload_predictions(api.client(), predictions_csv, "not-a-model")
