@@ -1,0 +1,83 @@
+"""The MLP numerflow trains: plain PyTorch, no I/O.
+
+Inputs are Numerai features as floats 0..4 (int8 cast at batch time); the model centres them
+itself, so training, validation and prediction all feed the same raw values. With `batchnorm` the
+layout is fastai's tabular learner's: BatchNorm on the inputs, then per hidden layer
+Linear (no bias, BN follows) → activation → BatchNorm → Dropout, and a plain Linear head with one
+output per target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from numerflow.errors import ConfigError
+
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
+FEATURE_CENTRE = 2.0  # features are 0..4: (x - 2) / 2 puts them in [-1, 1]
+FEATURE_SCALE = 0.5
+
+
+@dataclass
+class ModelConfig:
+    n_features: int
+    layers: list[int] = field(default_factory=lambda: [256])  # hidden widths
+    activation: str = "relu"  # relu | silu
+    dropout: float = 0.0  # after each hidden layer, training only
+    batchnorm: bool = False  # fastai's layout (see module docstring)
+    n_outputs: int = 1  # one head per target, main target first
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"invalid model config ({exc})") from None
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation '{config.activation}' (choose {', '.join(ACTIVATIONS)})")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {config.dropout}")
+        self.config = config
+        blocks: list[nn.Module] = [nn.BatchNorm1d(config.n_features)] if config.batchnorm else []
+        width = config.n_features
+        for hidden in config.layers:
+            # A bias before BatchNorm is cancelled by its mean subtraction (fastai drops it too).
+            blocks += [nn.Linear(width, hidden, bias=not config.batchnorm), ACTIVATIONS[config.activation]()]
+            if config.batchnorm:
+                blocks.append(nn.BatchNorm1d(hidden))
+            if config.dropout > 0:
+                blocks.append(nn.Dropout(config.dropout))
+            width = hidden
+        blocks.append(nn.Linear(width, config.n_outputs))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(rows, n_features) floats 0..4 → (rows, n_outputs)."""
+        return self.net((x - FEATURE_CENTRE) * FEATURE_SCALE)
+
+
+def build_model(config: ModelConfig | dict) -> MLP:
+    if isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    return MLP(config)
+
+
+def parameter_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(Linear weights, everything else): weight decay and L1 apply to the first group only —
+    decaying biases or BatchNorm scales only shrinks the model towards a constant (fastai's rule)."""
+    decayed, exempt = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            (decayed if isinstance(module, nn.Linear) and name == "weight" else exempt).append(param)
+    return decayed, exempt
