@@ -29,7 +29,10 @@ MANIFEST_FILE = "manifest.json"
 OUT_TRAIN = "train.parquet"
 OUT_VALIDATION = "validation.parquet"
 ALL_AUX = "all"
-READ_BATCH_BYTES = 64 << 20  # bytes of feature values read per batch (bounds memory for float releases)
+# Values (rows x columns) decoded per read batch. pyarrow decodes int8 columns through int32
+# buffers and level arrays, about 14 bytes per value: 8 M values keep a batch near 120 MB whatever
+# the feature count (65,536 rows x 780 features would take 700 MB).
+READ_VALUES = 1 << 23
 WRITE_ROWS = 65536  # rows per output row group: filtered batches are gathered up to this size
 
 
@@ -250,9 +253,7 @@ def _copy_rows(src: _Source, dest: Path, out_schema: pa.Schema, features: list[s
     """Stream the rows of `eras` whose main target is known from `src` into `dest`.
     Returns (rows written, sorted eras written)."""
     columns = [schema.ID, schema.ERA] + ([schema.DATA_TYPE] if src.has_data_type else []) + features + targets
-    # Older releases store features as float64: read fewer rows per batch so a batch stays small.
-    itemsize = pq.read_schema(src.path).field(features[0]).type.byte_width if features else 1
-    batch_rows = int(min(WRITE_ROWS, max(1024, READ_BATCH_BYTES // max(1, len(features) * itemsize))))
+    batch_rows = min(WRITE_ROWS, max(256, READ_VALUES // len(columns)))
     era_set = pa.array(eras, pa.string())
     pending: list[pa.Table] = []
     pending_rows = rows = 0
