@@ -285,3 +285,30 @@ def test_failure_leaves_previous_outputs_untouched(version_dir, tmp_path):
 def test_library_raises_data_error(version_dir):
     with pytest.raises(DataError, match="unknown feature set"):
         run(version_dir, feature_set="nope")
+
+
+# --- end to end on the built-in synthetic set ---------------------------------------------------
+
+def test_synthetic_dataset_end_to_end(synthetic_dir, tmp_path):
+    out = tmp_path / "prepared"
+    result = runner.invoke(app, ["prepare", "--data-dir", str(synthetic_dir.parent), "--feature-set", "all",
+                                 "--aux-targets", "all", "--out-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    meta = json.loads((synthetic_dir / "features.json").read_text())
+    assert manifest["version"] == "synthetic" and manifest["features"] == meta["feature_sets"]["all"]
+    source_train = pd.read_parquet(synthetic_dir / "train.parquet", columns=["era"])
+    source_eras = sorted(set(source_train["era"]))
+    assert manifest["eras_train"] == source_eras[::4]
+    last = int(source_eras[-1])
+    assert int(manifest["eras_validation"][0]) > last + 4
+    train = pd.read_parquet(out / "train.parquet")
+    valid = pd.read_parquet(out / "validation.parquet")
+    assert len(train) == manifest["rows_train"] and len(valid) == manifest["rows_validation"]
+    assert list(train.columns) == ["era"] + manifest["features"] + manifest["targets"]
+    assert not valid["target"].isna().any()
+    # validation rows are exactly the source's resolved validation rows of the kept eras
+    source_valid = pd.read_parquet(synthetic_dir / "validation.parquet", columns=["era", "data_type", "target"])
+    expected = source_valid[(source_valid["data_type"] == "validation") & source_valid["target"].notna()
+                            & source_valid["era"].isin(manifest["eras_validation"])]
+    assert sorted(valid.index) == sorted(expected.index)
