@@ -5,6 +5,7 @@ stays fast (no torch import)."""
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -266,7 +267,36 @@ def submit(
     typer.echo(str(result))
 
 
-# @@ round/export command(s) go here @@
+@app.command(name="round")
+@reports_errors
+def round_command(
+    data_dir: Path = DataDir,
+    version: Optional[str] = typer.Option(None, "--version", envvar="NUMERFLOW_VERSION",
+                                          help="Dataset version for live data (default: the newest)."),
+    predictions_dir: Path = typer.Option(cfg.DEFAULT_PREDICTIONS_DIR, "--predictions-dir", help="Where <model>_<round>.csv go."),
+    receipts_dir: Path = typer.Option(cfg.DEFAULT_RECEIPTS_DIR, "--receipts-dir", help="Receipts: one per round and model."),
+    device: str = typer.Option(cfg.RoundConfig.device, "--device", help="cpu | cuda | cuda:N | mps | auto."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Predict and check every model, upload nothing."),
+):
+    """The weekly job: for every [models.<name>] in numerflow.toml, predict the current round and
+    submit, skipping models already submitted this round. Exit 0 when every model is submitted or
+    already done, 1 when any failed, the round is closed, or another run holds the lock.
+
+    Example: numerflow round --dry-run
+    """
+    from numerflow.round import run_round
+
+    result = run_round(cfg.RoundConfig(models=cfg.load_toml().get("models", {}),
+                                       config_file=Path(os.environ.get("NUMERFLOW_CONFIG") or cfg.CONFIG_FILE),
+                                       data_dir=data_dir, version=version, predictions_dir=predictions_dir,
+                                       receipts_dir=receipts_dir, device=device, dry_run=dry_run),
+                       say=typer.echo)
+    typer.echo(str(result))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+# @@ export command(s) go here @@
 
 
 @app.command()

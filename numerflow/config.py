@@ -118,3 +118,15 @@ class SubmitConfig:
     dry_run: bool = False  # run every check, upload nothing
     force: bool = False  # submit again even if a receipt says this round and model are done
     version: str | None = None  # dataset folder under data_dir holding live.parquet; None: the newest
+
+
+@dataclass
+class RoundConfig:
+    models: dict = field(default_factory=dict)  # numerflow.toml's [models.<numerai model name>] tables
+    config_file: Path = Path(CONFIG_FILE)  # where `models` came from (named in errors)
+    data_dir: Path = DEFAULT_DATA_DIR  # live data goes to <data_dir>/<version>/; the lock file lives here
+    version: str | None = None  # dataset version; None: the newest Numerai lists
+    predictions_dir: Path = DEFAULT_PREDICTIONS_DIR  # <model name>_<round>.csv per model
+    receipts_dir: Path = DEFAULT_RECEIPTS_DIR  # a receipt per round and model: never submit twice
+    device: str = "cpu"  # live is ~7k rows: the CPU is enough
+    dry_run: bool = False  # predict and check every model, upload nothing
