@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Callable, TypeVar
 import requests
 from numerapi import NumerAPI, base_api
 
-from numerflow.errors import ApiError, AuthError
+from numerflow.errors import ApiError, AuthError, DataError
 from numerflow.files import atomic_path
 
 RETRY_ATTEMPTS = 4  # tries per call on transient failures
@@ -250,9 +251,12 @@ def download_file(api: NumerAPI, filename: str, dest: str | os.PathLike, round_n
     dest = Path(dest)
     if progress is None:
         progress = sys.stderr.isatty()
-    with atomic_path(dest) as tmp:
-        size, etag = with_retries(f"download of {filename}",
-                                  lambda: _fetch_once(api, filename, tmp, round_num, progress))
+    try:
+        with atomic_path(dest) as tmp:
+            size, etag = with_retries(f"download of {filename}",
+                                      lambda: _fetch_once(api, filename, tmp, round_num, progress))
+    except OSError as exc:  # full disk, no permission: not worth a retry
+        raise DataError(f"{dest}: cannot write ({exc.strerror or type(exc).__name__})") from None
     return FetchedFile(filename, dest, size, etag)
 
 
@@ -271,6 +275,7 @@ def _fetch_once(api: NumerAPI, filename: str, tmp: Path, round_num: int | None, 
             resumed = have > 0 and resp.status_code == 206
             total = _total_size(resp, resumed)
             start = have if resumed else 0
+            _check_disk_space(tmp.parent, filename, (total or 0) - start)
             with open(tmp, "ab" if resumed else "wb") as out, \
                     tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                          desc=filename, disable=not progress, leave=False) as bar:
@@ -285,6 +290,14 @@ def _fetch_once(api: NumerAPI, filename: str, tmp: Path, round_num: int | None, 
     if total is not None and size != total:
         raise _Transient(f"got {size} of {total} bytes")
     return size, etag
+
+
+def _check_disk_space(folder: Path, filename: str, needed: int) -> None:
+    """Fail before writing rather than on a full disk halfway through a 4 GB file."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DataError(f"{folder}: not enough disk space for {filename} "
+                        f"(needs {needed / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free)")
 
 
 def _total_size(resp: requests.Response, resumed: bool) -> int | None:

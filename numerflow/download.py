@@ -130,11 +130,12 @@ def is_complete(path: Path, record: dict | None) -> bool:
 
 # --- the stage ---------------------------------------------------------------------------------
 
-def download(config: DownloadConfig) -> DownloadResult:
-    """Fetch what is missing or out of date for one dataset version; see the module docstring."""
+def download(config: DownloadConfig, client=None) -> DownloadResult:
+    """Fetch what is missing or out of date for one dataset version; see the module docstring.
+    `client`: an api.client() to reuse (default: a new one)."""
     if config.round is not None and config.round < 1:
         raise ConfigError(f"--round must be a positive round number, got {config.round}")
-    client = api.client()
+    client = client if client is not None else api.client()
     current = api.current_round(client)
     live_round = config.round or current
     past = live_round != current

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from numerflow import api
-from numerflow.errors import ApiError, AuthError
+from numerflow.errors import ApiError, AuthError, DataError
 from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fake_numerai  # noqa: F401
 
 MODEL_ID = "11111111-2222-3333-4444-555555555555"
@@ -195,3 +195,25 @@ def test_upload_needs_credentials(fake_numerai, no_credentials, predictions_csv)
 def test_upload_unknown_model(fake_numerai, predictions_csv):
     with pytest.raises(ApiError, match="^Numerai API call 'submission_upload_auth' failed: Model not found$"):
         api.upload_predictions(api.client(), predictions_csv, "not-a-model")
+
+
+def test_download_checks_disk_space_first(fake_numerai, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    size = len(fake_numerai.datasets["v5.2/train.parquet"])
+    with pytest.raises(DataError) as err:
+        api.download_file(api.client(), "v5.2/train.parquet", tmp_path / "train.parquet")
+    assert str(err.value) == (f"{tmp_path}: not enough disk space for v5.2/train.parquet "
+                              f"(needs {size / 2**30:.2f} GiB, 0.00 GiB free)")
+    assert list(tmp_path.iterdir()) == []
+    assert fake_numerai.file_gets() == ["v5.2/train.parquet"]  # no retry
+
+
+def test_download_unwritable_destination(fake_numerai, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(DataError, match=r"afile/train.parquet: cannot write \(File exists\)$"):
+        api.download_file(api.client(), "v5.2/train.parquet", tmp_path / "afile" / "train.parquet")
+    assert fake_numerai.file_gets() == []
