@@ -256,9 +256,9 @@ def _copy_rows(src: _Source, dest: Path, out_schema: pa.Schema, features: list[s
     batch_rows = min(WRITE_ROWS, max(256, READ_VALUES // len(columns)))
     era_set = pa.array(eras, pa.string())
     pending: list[pa.Table] = []
-    pending_rows = rows = 0
+    pending_rows = 0
     written: set[str] = set()
-    with pq.ParquetWriter(dest, out_schema, compression="zstd") as writer:
+    with _BackgroundWriter(dest, out_schema) as writer:
         for batch in _progress(_batches(src, columns, batch_rows), src):
             table = _select_rows(batch, src, era_set, targets[0])
             if table.num_rows == 0:
@@ -267,17 +267,50 @@ def _copy_rows(src: _Source, dest: Path, out_schema: pa.Schema, features: list[s
             written.update(pc.unique(table.column(schema.ERA)).to_pylist())
             pending.append(table)
             pending_rows += table.num_rows
-            if pending_rows >= WRITE_ROWS:
-                writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
-                rows += pending_rows
+            if pending_rows >= WRITE_ROWS:  # gather small filtered batches into one row group
+                writer.write(pa.concat_tables(pending))
                 pending, pending_rows = [], 0
         if pending:
-            writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
-            rows += pending_rows
-    if rows == 0:
+            writer.write(pa.concat_tables(pending))
+    if writer.rows == 0:
         raise DataError(f"{src.path}: no rows left after filtering (data_type '{src.data_type}', "
                         f"{len(eras)} era(s) selected, rows with a missing '{targets[0]}' dropped)")
-    return rows, schema.sorted_eras(written)
+    return writer.rows, schema.sorted_eras(written)
+
+
+class _BackgroundWriter:
+    """A ParquetWriter fed from one worker thread, so that encoding a row group (the slowest step;
+    pyarrow releases the GIL) overlaps with reading and filtering the next batches. At most one
+    row group is in flight, which bounds the memory it adds to one row group of int8."""
+
+    def __init__(self, dest: Path, out_schema: pa.Schema):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writer = pq.ParquetWriter(dest, out_schema, compression="zstd")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-writer")
+        self.in_flight = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._wait()
+        self.in_flight = self.pool.submit(self.writer.write_table, table, row_group_size=table.num_rows)
+        self.rows += table.num_rows
+
+    def _wait(self) -> None:
+        if self.in_flight is not None:
+            self.in_flight.result()  # re-raises a failed write here, in the caller's thread
+            self.in_flight = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            if exc_info[0] is None:
+                self._wait()
+        finally:
+            self.pool.shutdown(wait=True)
+            self.writer.close()
 
 
 def _select_rows(batch: pa.RecordBatch, src: _Source, era_set: pa.Array, main_target: str) -> pa.Table:
