@@ -237,7 +237,8 @@ def _read_split(path: Path, features: list[str], targets: list[str]) -> _Split:
         raise DataError(f"{path}: no rows")
     groups = metrics.group_eras(frame[schema.ERA].astype(str).to_numpy())
     values = frame[targets].to_numpy(dtype=np.float32, na_value=np.nan)
-    return _Split(matrix, np.ascontiguousarray(values), groups.codes.astype(np.int64), groups.labels)
+    # A writable copy: torch refuses to wrap pandas' read-only views safely.
+    return _Split(matrix, np.array(values, dtype=np.float32, order="C"), groups.codes.astype(np.int64), groups.labels)
 
 
 def _manifest(data: Path) -> dict:
@@ -542,12 +543,12 @@ def _train(config: TrainConfig, say, device, dist_info: _Dist, started: float) -
             best_epoch, best_score, best_state, stale = epoch + 1, score, _state_on_cpu(model), 0
         else:
             stale += 1
-        if say and dist_info.writes:
-            say(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.5f}, validation era-Spearman "
-                f"mean {row['val_mean']:.4f} sharpe {row['val_sharpe']:.2f} ({epoch_seconds[-1]:.1f} s)")
         if dist_info.writes:
             _save_resume(resume_file, config, model, optimizer, history, epoch_seconds, best_epoch, best_score,
                          best_state, stale)
+            if say:
+                say(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.5f}, validation era-Spearman "
+                    f"mean {row['val_mean']:.4f} sharpe {row['val_sharpe']:.2f} ({epoch_seconds[-1]:.1f} s)")
         if config.patience is not None and stale >= config.patience:
             break
     if config.patience is not None and len(history) < config.epochs:

@@ -1,0 +1,70 @@
+"""model: the MLP's layouts (plain and fastai's BatchNorm layout), dropout, activations, and which
+parameters weight decay and L1 reach."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from numerflow.errors import ConfigError
+from numerflow.model import MLP, ModelConfig, build_model, parameter_groups
+
+
+def layer_types(model: MLP) -> list[str]:
+    return [type(m).__name__ for m in model.net]
+
+
+def test_plain_layout():
+    model = build_model(ModelConfig(n_features=10, layers=[8, 4], n_outputs=3))
+    assert layer_types(model) == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert all(m.bias is not None for m in model.net if isinstance(m, nn.Linear))
+    assert model(torch.zeros(5, 10)).shape == (5, 3)
+
+
+def test_batchnorm_layout_is_fastais():
+    """BN on the inputs, then per hidden layer Linear (no bias) → act → BN → Dropout; plain head."""
+    model = build_model({"n_features": 10, "layers": [8, 4], "activation": "silu", "dropout": 0.2,
+                         "batchnorm": True, "n_outputs": 1})
+    assert layer_types(model) == ["BatchNorm1d", "Linear", "SiLU", "BatchNorm1d", "Dropout",
+                                  "Linear", "SiLU", "BatchNorm1d", "Dropout", "Linear"]
+    linears = [m for m in model.net if isinstance(m, nn.Linear)]
+    assert [m.bias is None for m in linears] == [True, True, False]
+    assert [m.num_features for m in model.net if isinstance(m, nn.BatchNorm1d)] == [10, 8, 4]
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_features=6, layers=[64], dropout=0.5))
+    x = torch.rand(32, 6) * 4
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_inputs_are_centred_inside_the_model():
+    """0..4 features enter as (x - 2) / 2: all-2 rows (a "missing" feature group) are zeros."""
+    model = build_model(ModelConfig(n_features=3, layers=[4]))
+    first = model.net[0]
+    with torch.no_grad():
+        hidden = first((torch.full((1, 3), 2.0) - 2) * 0.5)
+    assert torch.allclose(hidden, first.bias.unsqueeze(0))
+
+
+def test_parameter_groups_decay_linear_weights_only():
+    model = build_model(ModelConfig(n_features=5, layers=[4, 3], batchnorm=True))
+    decayed, exempt = parameter_groups(model)
+    linear_weights = [m.weight for m in model.net if isinstance(m, nn.Linear)]
+    assert [id(p) for p in decayed] == [id(p) for p in linear_weights]
+    bn_params = [p for m in model.net if isinstance(m, nn.BatchNorm1d) for p in m.parameters()]
+    head_bias = model.net[-1].bias
+    assert {id(p) for p in exempt} == {id(p) for p in bn_params} | {id(head_bias)}
+    assert len(decayed) + len(exempt) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("changes, message", [({"activation": "tanh"}, "unknown activation 'tanh'"),
+                                              ({"dropout": 1.0}, "dropout must be in [0, 1)")])
+def test_bad_model_settings(changes, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)").replace("(", r"\(")):
+        build_model(ModelConfig(n_features=3, **changes))

@@ -1,0 +1,385 @@
+"""train: every option changes what it should, on small prepared Parquet written here (planted
+signal, one auxiliary target with NaNs), plus the CLI through CliRunner on the shared synthetic set."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from numerflow import metrics
+from numerflow.cli import app
+from numerflow.config import TrainConfig
+from numerflow.errors import CheckpointError, ConfigError, DataError
+from numerflow.train import (ADAM_BETAS, CHECKPOINT_KEYS, epoch_batches, learning_rate, load_checkpoint, load_model,
+                             masked_mse, masked_negative_pearson, predict_scores, resolve_device, train)
+
+runner = CliRunner()
+N_FEATURES = 12
+FEATURES = [f"feature_f{i:02d}" for i in range(N_FEATURES)]
+TARGETS = ["target", "target_aux_20"]
+
+
+def prepared_frame(eras: list[str], rows_per_era: int, seed: int) -> pd.DataFrame:
+    """Prepared layout (index id, era, int8 features, float32 targets main first) with a planted
+    signal; the auxiliary target is NaN in a third of the rows."""
+    rng = np.random.default_rng(seed)
+    n = len(eras) * rows_per_era
+    x = rng.integers(0, 5, (n, N_FEATURES)).astype(np.int8)
+    signal = (x[:, 0] - 2.0) - 0.7 * (x[:, 1] - 2.0) + 0.5 * (x[:, 2] - 2.0) * (x[:, 3] - 2.0)
+    noisy = signal + rng.normal(0, 3.0, n)
+    # Bucket the target into 0, .25, .5, .75, 1 like Numerai's.
+    target = np.digitize(noisy, np.quantile(noisy, [0.05, 0.25, 0.75, 0.95])) / 4
+    aux = np.digitize(noisy + rng.normal(0, 1, n), np.quantile(noisy, [0.05, 0.25, 0.75, 0.95])) / 4
+    aux[rng.random(n) < 0.33] = np.nan
+    frame = pd.DataFrame(x, columns=FEATURES, index=pd.Index([f"n{seed}{i:014x}" for i in range(n)], name="id"))
+    frame.insert(0, "era", np.repeat(eras, rows_per_era))
+    frame["target"] = target.astype(np.float32)
+    frame["target_aux_20"] = aux.astype(np.float32)
+    return frame
+
+
+def write_prepared(folder: Path, train_eras: int = 20, valid_eras: int = 8, rows_per_era: int = 120) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    train_labels = [f"{i:04d}" for i in range(1, train_eras + 1)]
+    valid_labels = [f"{i:04d}" for i in range(train_eras + 5, train_eras + 5 + valid_eras)]
+    prepared_frame(train_labels, rows_per_era, seed=1).to_parquet(folder / "train.parquet")
+    prepared_frame(valid_labels, rows_per_era, seed=2).to_parquet(folder / "validation.parquet")
+    (folder / "manifest.json").write_text(json.dumps({
+        "version": "test", "feature_set": "all", "features": FEATURES, "target": "target", "targets": TARGETS,
+        "eras_train": train_labels, "eras_validation": valid_labels, "embargo": 4, "downsample": 1,
+        "rows_train": train_eras * rows_per_era, "rows_validation": valid_eras * rows_per_era, "sources": {}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return write_prepared(tmp_path_factory.mktemp("prepared") / "prepared")
+
+
+def config(prepared: Path, out: Path, **changes) -> TrainConfig:
+    """A small fast recipe on the test data; tests change one option at a time."""
+    base = TrainConfig(data=prepared, out=out, layers=[16], batch_size=128, epochs=3, lr=1e-2, device="cpu")
+    return replace(base, **changes)
+
+
+def first_layer(state: dict) -> torch.Tensor:
+    return next(v for k, v in state.items() if k.endswith("weight") and v.ndim == 2)
+
+
+# --- the run and its checkpoint ------------------------------------------------------------------
+
+def test_train_writes_checkpoint_json_and_scores_the_planted_signal(prepared, tmp_path):
+    result = train(config(prepared, tmp_path / "m.pt", targets=["target"]))
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert set(CHECKPOINT_KEYS) <= set(checkpoint)
+    assert checkpoint["features"] == FEATURES and checkpoint["targets"] == ["target"]
+    assert checkpoint["model_config"] == {"n_features": N_FEATURES, "layers": [16], "activation": "relu",
+                                          "dropout": 0.0, "batchnorm": False, "n_outputs": 1}
+    assert [m["epoch"] for m in checkpoint["metrics"]] == [1, 2, 3]
+    assert result.best["val_mean"] > 0.1  # the planted signal is strong at this size
+    sidecar = json.loads((tmp_path / "m.json").read_text())
+    assert sidecar["metrics"] == checkpoint["metrics"] and sidecar["train_config"]["layers"] == [16]
+    assert not (tmp_path / "m.pt.resume").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pt"]  # no temp files left
+    assert "Best epoch" in str(result) and str(tmp_path / "m.pt") in str(result)
+
+
+def test_checkpoint_keeps_the_best_epochs_weights(prepared, tmp_path):
+    """Rescoring the loaded model on validation gives the best epoch's recorded score."""
+    result = train(config(prepared, tmp_path / "m.pt", epochs=4, lr=0.05, schedule="constant"))
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    model = load_model(checkpoint)
+    frame = pd.read_parquet(prepared / "validation.parquet")
+    preds = predict_scores(model, frame[FEATURES].to_numpy(np.int8))
+    score = metrics.summarize(metrics.per_era_spearman(preds, frame["target"].to_numpy(), frame["era"].to_numpy()))
+    best = max(m["val_mean"] for m in result.metrics)
+    assert result.best["val_mean"] == best
+    assert score["mean"] == pytest.approx(best, abs=1e-6)
+
+
+def test_same_seed_same_checkpoint_other_seed_differs(prepared, tmp_path):
+    a = train(config(prepared, tmp_path / "a.pt", dropout=0.2, seed=7))
+    b = train(config(prepared, tmp_path / "b.pt", dropout=0.2, seed=7))
+    c = train(config(prepared, tmp_path / "c.pt", dropout=0.2, seed=8))
+    sa, sb, sc = (load_checkpoint(tmp_path / f"{n}.pt")["state_dict"] for n in "abc")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.metrics == b.metrics
+    assert not torch.equal(first_layer(sa), first_layer(sc)) and a.metrics != c.metrics
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_equals_an_uninterrupted_run(prepared, tmp_path):
+    settings = dict(epochs=4, dropout=0.1, batchnorm=True, weight_decay=0.01)
+    full = train(config(prepared, tmp_path / "full.pt", **settings))
+
+    def stop_after_epoch_2(line):
+        if line.startswith("epoch 2/"):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config(prepared, tmp_path / "cut.pt", **settings), say=stop_after_epoch_2)
+    assert (tmp_path / "cut.pt.resume").is_file() and not (tmp_path / "cut.pt").exists()
+    resumed = train(config(prepared, tmp_path / "cut.pt", resume=True, **settings))
+    assert resumed.resumed_from == 2 and resumed.metrics == full.metrics
+    s_full, s_cut = (load_checkpoint(tmp_path / n)["state_dict"] for n in ("full.pt", "cut.pt"))
+    assert all(torch.equal(s_full[k], s_cut[k]) for k in s_full)
+    assert not (tmp_path / "cut.pt.resume").exists()
+
+
+def test_resume_with_changed_settings_is_refused(prepared, tmp_path):
+    with pytest.raises(Interrupt):
+        train(config(prepared, tmp_path / "m.pt"), say=lambda line: (_ for _ in ()).throw(Interrupt()))
+    with pytest.raises(ConfigError, match=r"m.pt.resume: cannot resume with different settings: lr \(0.01 → 0.02\)"):
+        train(config(prepared, tmp_path / "m.pt", lr=0.02, resume=True))
+
+
+def test_resume_without_a_resume_file_starts_fresh(prepared, tmp_path):
+    result = train(config(prepared, tmp_path / "m.pt", epochs=1, resume=True))
+    assert result.resumed_from == 0 and result.epochs_run == 1
+
+
+def test_early_stopping_stops_before_epochs(prepared, tmp_path):
+    # A constant, too-high learning rate overfits this small set within a few epochs.
+    result = train(config(prepared, tmp_path / "m.pt", epochs=40, patience=2, lr=0.05, schedule="constant",
+                          layers=[64]))
+    assert result.stopped_early and result.epochs_run < 40
+    assert result.epochs_run == result.best_epoch + 2
+    assert len(load_checkpoint(tmp_path / "m.pt")["metrics"]) == result.epochs_run
+
+
+# --- options --------------------------------------------------------------------------------------
+
+def test_l1_shrinks_weights(prepared, tmp_path):
+    train(config(prepared, tmp_path / "plain.pt"))
+    train(config(prepared, tmp_path / "l1.pt", l1=1e-3))
+    plain, sparse = (first_layer(load_checkpoint(tmp_path / n)["state_dict"]) for n in ("plain.pt", "l1.pt"))
+    assert sparse.abs().sum() < 0.7 * plain.abs().sum()
+
+
+def test_weight_decay_shrinks_linear_weights_only(prepared, tmp_path):
+    train(config(prepared, tmp_path / "plain.pt", batchnorm=True, schedule="constant"))
+    train(config(prepared, tmp_path / "wd.pt", batchnorm=True, schedule="constant", weight_decay=5.0))
+    plain, decayed = (load_checkpoint(tmp_path / n)["state_dict"] for n in ("plain.pt", "wd.pt"))
+    linear = [k for k, v in plain.items() if k.endswith("weight") and v.ndim == 2]
+    assert all(decayed[k].norm() < 0.8 * plain[k].norm() for k in linear)
+    # BatchNorm scales start at 1 and are exempt: decay 5.0 at lr 0.01 for all steps would take them
+    # to about exp(-0.05 * steps) ≈ 0.1 if they were decayed.
+    bn_scales = [k for k, v in decayed.items() if k.endswith("weight") and v.ndim == 1]
+    assert bn_scales and all(decayed[k].mean() > 0.5 for k in bn_scales)
+
+
+def test_nan_auxiliary_targets_give_finite_loss_and_one_head_each(prepared, tmp_path):
+    result = train(config(prepared, tmp_path / "m.pt", targets=TARGETS))
+    assert all(math.isfinite(m["train_loss"]) for m in result.metrics)
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert checkpoint["model_config"]["n_outputs"] == 2 and checkpoint["targets"] == TARGETS
+    assert result.best["val_mean"] > 0.1
+
+
+def test_default_targets_are_every_prepared_target(prepared, tmp_path):
+    train(config(prepared, tmp_path / "m.pt", epochs=1))
+    assert load_checkpoint(tmp_path / "m.pt")["targets"] == TARGETS
+
+
+def test_masked_mse_skips_nan_targets():
+    pred = torch.tensor([[0.5, 0.1], [0.5, 0.9]])
+    target = torch.tensor([[1.0, float("nan")], [0.0, 0.9]])
+    mask = ~torch.isnan(target)
+    assert masked_mse(pred, torch.nan_to_num(target), mask).item() == pytest.approx((0.25 + 0.25 + 0) / 3)
+
+
+def test_masked_negative_pearson_matches_numpy():
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(50, 2)), rng.normal(size=(50, 2))
+    target[:10, 1] = np.nan
+    mask = ~np.isnan(target)
+    got = masked_negative_pearson(torch.tensor(pred), torch.tensor(np.nan_to_num(target)), torch.tensor(mask))
+    expected = -np.mean([np.corrcoef(pred[:, 0], target[:, 0])[0, 1], np.corrcoef(pred[10:, 1], target[10:, 1])[0, 1]])
+    assert got.item() == pytest.approx(expected)
+
+
+def test_corr_loss_trains_on_batches_within_eras(prepared, tmp_path):
+    result = train(config(prepared, tmp_path / "m.pt", loss="corr", targets=TARGETS))
+    assert result.best["val_mean"] > 0.1
+    codes = np.repeat(np.arange(5), [30, 7, 50, 1, 12])
+    order, slices = epoch_batches(len(codes), codes, 20, "corr", seed=0, epoch=0)
+    batches = [order[a:b] for a, b in slices]
+    assert all(len(set(codes[b])) == 1 and len(b) <= 20 for b in batches)
+    assert sorted(np.concatenate(batches)) == [i for i in range(len(codes)) if codes[i] != 3]  # 1-row era unusable
+
+
+def test_mse_batches_are_shuffled_each_epoch_and_drop_the_partial_batch():
+    codes = np.zeros(1000, dtype=np.int64)
+    o0, s0 = epoch_batches(1000, codes, 128, "mse", seed=0, epoch=0)
+    o1, _ = epoch_batches(1000, codes, 128, "mse", seed=0, epoch=1)
+    assert len(s0) == 7 and all(b - a == 128 for a, b in s0)
+    assert len(set(o0.tolist())) == 896 and not np.array_equal(o0, o1) and not np.array_equal(o0, np.sort(o0))
+    # Two ranks: disjoint shards of the same permutation, same number of steps.
+    r0, t0 = epoch_batches(1000, codes, 128, "mse", seed=0, epoch=0, rank=0, world=2)
+    r1, t1 = epoch_batches(1000, codes, 128, "mse", seed=0, epoch=0, rank=1, world=2)
+    assert len(t0) == len(t1) == 7 and not set(r0.tolist()) & set(r1.tolist())
+
+
+def test_predict_with_mean_uses_every_head(prepared, tmp_path):
+    train(config(prepared, tmp_path / "m.pt", epochs=1, targets=TARGETS, predict_with="mean"))
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert checkpoint["predict_with"] == "mean"
+    model = load_model(checkpoint)
+    x = np.random.default_rng(0).integers(0, 5, (300, N_FEATURES)).astype(np.int8)
+    heads = model(torch.from_numpy(x).float()).detach().numpy()
+    mean = predict_scores(model, x, batch_size=64, predict_with="mean")
+    main = predict_scores(model, x, batch_size=64)
+    assert mean.dtype == np.float32 and mean.shape == (300,)
+    np.testing.assert_allclose(mean, heads.mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(main, heads[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_onecycle_trace_matches_fastai_formula():
+    cfg, total = TrainConfig(lr=0.01), 1000
+
+    def cos(start, end, pos):
+        return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
+
+    for step in range(0, total, 37):
+        pos = step / total
+        lr, beta1 = learning_rate(cfg, step, total)
+        if pos < 0.25:
+            assert lr == pytest.approx(cos(0.01 / 25, 0.01, pos / 0.25))
+            assert beta1 == pytest.approx(cos(0.95, 0.85, pos / 0.25))
+        else:
+            assert lr == pytest.approx(cos(0.01, 0.01 / 1e5, (pos - 0.25) / 0.75))
+            assert beta1 == pytest.approx(cos(0.85, 0.95, (pos - 0.25) / 0.75))
+    assert learning_rate(cfg, 0, total) == pytest.approx((0.01 / 25, 0.95))
+    assert learning_rate(cfg, 250, total) == pytest.approx((0.01, 0.85))
+    assert learning_rate(replace(cfg, schedule="constant"), 500, total) == (0.01, ADAM_BETAS[0])
+
+
+def test_onecycle_schedule_reaches_the_optimizer(prepared, tmp_path, monkeypatch):
+    """The lr each optimizer step sees follows the one-cycle trace over all epochs."""
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):
+        seen.append((self.param_groups[0]["lr"], self.param_groups[0]["betas"][0]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    cfg = config(prepared, tmp_path / "m.pt", epochs=2)
+    train(cfg)
+    total = len(seen)
+    assert total == 2 * (20 * 120 // 128)
+    assert seen == [pytest.approx(learning_rate(cfg, i, total)) for i in range(total)]
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"junk.pt: not a numerflow checkpoint$"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other.pt: not a numerflow checkpoint$"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"missing.pt: file not found$"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_pickled_code_is_refused(tmp_path):
+    """weights_only=True: a checkpoint holding arbitrary objects is not loaded."""
+    torch.save({"numerflow_version": "0", "payload": Path("x")}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="not a numerflow checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_manifest_features_missing_from_data_are_listed(tmp_path):
+    folder = write_prepared(tmp_path / "p", train_eras=6, valid_eras=2, rows_per_era=20)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["features"] += ["feature_gone_a", "feature_gone_b"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"train.parquet: missing 2 column\(s\): feature_gone_a, feature_gone_b"):
+        train(config(folder, tmp_path / "m.pt"))
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_unknown_target_and_missing_manifest(prepared, tmp_path):
+    with pytest.raises(ConfigError, match=r"target\(s\) not prepared: target_nope_20"):
+        train(config(prepared, tmp_path / "m.pt", targets=["target", "target_nope_20"]))
+    with pytest.raises(DataError, match=r"manifest.json: file not found \(run `numerflow prepare` first\)"):
+        train(config(tmp_path / "empty", tmp_path / "m.pt"))
+
+
+def test_devices():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device 'cuda:1' requested but CUDA is not available"):
+            resolve_device("cuda:1")
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prepared_synthetic(synthetic_dir, tmp_path_factory):
+    from numerflow.config import PrepareConfig
+    from numerflow.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prep") / "prepared"
+    prepare(PrepareConfig(data_dir=synthetic_dir.parent, feature_set="all", aux_targets=["all"], downsample=1,
+                          out_dir=out))
+    return out
+
+
+def test_cli_train_on_prepared_synthetic_data(prepared_synthetic, tmp_path):
+    result = runner.invoke(app, ["train", "--data", str(prepared_synthetic), "--out", str(tmp_path / "m.pt"),
+                                 "--epochs", "2", "--layers", "32,16", "--batchnorm", "--activation", "silu",
+                                 "--dropout", "0.1", "--batch-size", "256", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/2: train loss" in result.output and "epoch 2/2" in result.output
+    assert "Best epoch" in result.output and "Checkpoint: " + str(tmp_path / "m.pt") in result.output
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert checkpoint["model_config"]["layers"] == [32, 16] and checkpoint["model_config"]["activation"] == "silu"
+
+
+def test_cli_data_dir_default_chains_from_prepare(prepared_synthetic, tmp_path):
+    result = runner.invoke(app, ["train", "--data-dir", str(prepared_synthetic.parent), "--out",
+                                 str(tmp_path / "m.pt"), "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_unavailable_device_is_one_error_line(prepared, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    result = runner.invoke(app, ["train", "--data", str(prepared), "--out", str(tmp_path / "m.pt"),
+                                 "--device", "cuda"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("Error: device 'cuda' requested but CUDA is not available "
+                                     "in this torch build/machine")
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("args", [["--activation", "tanh"], ["--loss", "huber"], ["--schedule", "step"],
+                                  ["--layers", "256,x"], ["--layers", "0"], ["--batch-size", "1"]])
+def test_cli_bad_option_values_exit_2(prepared, tmp_path, args):
+    result = runner.invoke(app, ["train", "--data", str(prepared), "--out", str(tmp_path / "m.pt"), *args])
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_cli_missing_prepared_data(tmp_path):
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "m.pt")])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"Error: {tmp_path / 'nothing' / 'manifest.json'}: file not found "
+                                     "(run `numerflow prepare` first)")
