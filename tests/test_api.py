@@ -217,3 +217,13 @@ def test_download_unwritable_destination(fake_numerai, tmp_path):
     with pytest.raises(DataError, match=r"afile/train.parquet: cannot write \(File exists\)$"):
         api.download_file(api.client(), "v5.2/train.parquet", tmp_path / "afile" / "train.parquet")
     assert fake_numerai.file_gets() == []
+
+
+def test_fake_server_answers_numerapi_round_and_account_calls(fake_numerai):
+    """The fake answers numerapi's own methods the way the live helpers use them."""
+    client = api.client()
+    assert client.check_new_round(hours=12) is True
+    assert client.get_account()["username"] == "fake_user"
+    assert client.get_models(tournament=11) == {"signals_model": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}
+    fake_numerai.between_rounds = True
+    assert client.check_new_round() is False

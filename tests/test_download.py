@@ -65,6 +65,17 @@ def test_cached_rerun_fetches_nothing(fake_numerai, tmp_path):
     assert "fetched 0" not in str(result) and "  fetched" not in str(result)
 
 
+def test_lost_live_alias_is_restored_without_fetching(fake_numerai, tmp_path):
+    fresh(fake_numerai, tmp_path, live_only=True)
+    folder = tmp_path / "data" / "v5.2"
+    (folder / "live.parquet").unlink()
+    (folder / "live_round.json").unlink()
+    download(DownloadConfig(data_dir=tmp_path / "data", live_only=True))
+    assert fake_numerai.file_gets() == []
+    assert (folder / "live.parquet").read_bytes() == fake_numerai.datasets["v5.2/live.parquet"]
+    assert schema.read_live_round(folder) == 600
+
+
 def test_new_round_fetches_only_live_files(fake_numerai, tmp_path):
     fresh(fake_numerai, tmp_path)
     fake_numerai.new_round()
