@@ -125,13 +125,16 @@ def predict_scores(model, features_int8, batch_size: int = 65536, device="cpu",
     if predict_with not in PREDICT_WITH:
         raise ConfigError(f"predict_with must be one of {', '.join(PREDICT_WITH)}, got '{predict_with}'")
     device = torch.device(device)
-    features = torch.as_tensor(features_int8)
+    features = features_int8
     was_training = model.training
     model.eval()
     out = np.empty(len(features), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(features), batch_size):
-            batch = features[start:start + batch_size].to(device, non_blocking=True).float()
+            chunk = features[start:start + batch_size]
+            # numpy chunks are copied (one batch): callers may pass read-only arrays from pandas.
+            chunk = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk))
+            batch = chunk.to(device, non_blocking=True).float()
             heads = model(batch)
             scores = heads[:, 0] if predict_with == "main" else heads.mean(dim=1)
             out[start:start + len(batch)] = scores.float().cpu().numpy()
