@@ -55,6 +55,13 @@ def _code_dtype(n_eras: int):
     return np.int16 if n_eras < np.iinfo(np.int16).max else np.int32
 
 
+def _sorted_labels(labels) -> list[str]:
+    """Labels in schema.era_sort_key order; all-digit labels ("0012") take a quicker key."""
+    if all(label.isdigit() for label in labels):
+        return sorted(labels, key=lambda label: (int(label), label))
+    return sorted(labels, key=era_sort_key)
+
+
 def group_eras(eras) -> EraGroups:
     """Label each row's era with a small integer, eras numbered in numeric order.
 
@@ -74,7 +81,7 @@ def group_eras(eras) -> EraGroups:
     np.not_equal(labels_in[1:], labels_in[:-1], out=boundary[1:])
     run_starts = np.flatnonzero(boundary)
     run_labels = [str(x) for x in labels_in[run_starts].tolist()]
-    unique = sorted(set(run_labels), key=era_sort_key)
+    unique = _sorted_labels(set(run_labels))
     code_of = {label: i for i, label in enumerate(unique)}
     dtype = _code_dtype(len(unique))
     run_codes = np.fromiter((code_of[label] for label in run_labels), dtype=dtype, count=len(run_labels))
@@ -83,76 +90,160 @@ def group_eras(eras) -> EraGroups:
 
 
 # ---------------------------------------------------------------------------------------------
-# Ranks within eras
+# Rows regrouped era by era
 
 
-def _sort_within_eras(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Row order sorting by (era, value): a global argsort of the values, then a stable sort
-    on the era codes (a radix sort for int16 codes), which keeps the value order inside each era.
-    Faster than np.lexsort((values, codes)), which compares both keys at every step."""
-    order = np.argsort(values)
-    return order[np.argsort(codes[order], kind="stable")]
+class _EraLayout:
+    """Rows regrouped era by era (a stable radix sort of the int16 codes; nothing moves when the
+    rows already come era by era, as Numerai files do). In this layout every era is one
+    contiguous run, so per-era sums are np.add.reduceat calls and per-era values expand to rows
+    with np.repeat."""
+
+    def __init__(self, codes: np.ndarray, n_eras: int):
+        self.n_eras = n_eras
+        self.n_rows = len(codes)
+        in_order = self.n_rows < 2 or bool(np.all(codes[1:] >= codes[:-1]))
+        self.order = None if in_order else np.argsort(codes, kind="stable")
+        self.counts = np.bincount(codes, minlength=n_eras)
+        self.starts = np.cumsum(self.counts) - self.counts
+        self._present = self.counts > 0
+        self._present_starts = self.starts[self._present]
+        self._row_codes = None
+
+    def take(self, x: np.ndarray) -> np.ndarray:
+        """x (in row order) in era-by-era order."""
+        return x if self.order is None else x[self.order]
+
+    def put_back(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """x (in era-by-era order) in the original row order."""
+        if self.order is None:
+            return x if out is None else np.copyto(out, x) or out
+        out = np.empty_like(x) if out is None else out
+        out[self.order] = x
+        return out
+
+    def sums(self, x: np.ndarray) -> np.ndarray:
+        """Per-era sums (0 for eras without rows); booleans are counted."""
+        dtype = np.int64 if x.dtype.kind in "biu" else np.float64
+        out = np.zeros(self.n_eras, dtype=dtype)
+        if self.n_rows:
+            out[self._present] = np.add.reduceat(x, self._present_starts, dtype=dtype)
+        return out
+
+    def means(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.sums(x) / self.counts
+
+    def expand(self, per_era: np.ndarray) -> np.ndarray:
+        """Per-era values, one per row."""
+        return per_era[self.row_codes()]
+
+    def centre(self, x: np.ndarray) -> np.ndarray:
+        return x - self.expand(self.means(x))
+
+    def row_codes(self) -> np.ndarray:
+        """Each row's era index (in this layout), built once."""
+        if self._row_codes is None:
+            self._row_codes = np.repeat(np.arange(self.n_eras, dtype=np.intp), self.counts)
+        return self._row_codes
+
+    def slices(self):
+        """(era, slice of its rows in this layout) for every era that has rows."""
+        for era in np.flatnonzero(self._present):
+            yield int(era), slice(int(self.starts[era]), int(self.starts[era] + self.counts[era]))
+
+    def constant(self, values: np.ndarray) -> np.ndarray:
+        """Per era: True when all its values are equal (exact, unlike a variance test)."""
+        if not self.n_rows:
+            return np.ones(self.n_eras, dtype=bool)
+        first = values[np.minimum(self.starts, self.n_rows - 1)]
+        return self.sums(values != self.expand(first)) == 0
+
+    def sort_within_eras(self, values: np.ndarray) -> np.ndarray:
+        """Positions (in this layout) sorting the values inside each era, eras kept in order.
+
+        One argsort per era, done by numpy in a single call: the eras become the rows of a 2-D
+        array (padded with +inf past each era's end when sizes differ) sorted along axis 1. Each
+        era's sort then runs in cache, several times faster than one global argsort of all rows.
+        When era sizes are too uneven to pad cheaply: a global argsort, then a stable radix sort
+        on the era codes (which keeps the value order inside each era)."""
+        width = int(self.counts.max(initial=0))
+        if self.n_rows == 0:
+            return np.empty(0, dtype=np.intp)
+        if self.n_eras * width > 2 * self.n_rows + 4096:
+            codes = self.row_codes()
+            order = np.argsort(values)
+            return order[np.argsort(codes[order], kind="stable")]
+        if not np.issubdtype(values.dtype, np.floating):
+            values = values.astype(np.float64)
+        equal_sizes = bool(np.all(self.counts == width))
+        if equal_sizes:
+            grid = values.reshape(self.n_eras, width)
+        else:
+            grid = np.full((self.n_eras, width), np.inf, dtype=values.dtype)
+            column = np.arange(self.n_rows) - self.expand(self.starts)
+            grid[self.row_codes(), column] = values
+        within = np.argsort(grid, axis=1)  # padding is +inf and values are finite: padding sorts last
+        within += self.starts[:, None]
+        return within.ravel() if equal_sizes else within[np.arange(width) < self.counts[:, None]]
+
+    def average_ranks(self, values: np.ndarray):
+        """1-based ranks of `values` (finite, in this layout) within their eras, ties given their
+        average rank (scipy.stats.rankdata / pandas rank(method="average")), and the number of
+        distinct values per era."""
+        levels = _discrete_levels(values)
+        if levels is not None:
+            return self._counted_ranks(*levels)
+        n = self.n_rows
+        order = self.sort_within_eras(values)
+        sorted_values = values[order]
+        new_run = np.empty(n, dtype=bool)
+        new_run[:1] = True
+        np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
+        new_run[self._present_starts] = True  # a tie never spans two eras
+        distinct = self.sums(new_run)
+        if distinct.sum() == n:  # no ties (the usual case for a model's outputs): rank = position
+            position = np.arange(n, dtype=np.float64)
+        else:
+            # A tie run over sorted positions [s, s + len) gets the mean position s + (len - 1) / 2.
+            run_starts = np.flatnonzero(new_run)
+            run_lengths = np.diff(np.append(run_starts, n))
+            position = np.repeat(run_starts + (run_lengths - 1) / 2.0, run_lengths)
+        position -= self.expand(self.starts) - 1.0
+        ranks = np.empty(n, dtype=np.float64)
+        ranks[order] = position
+        return ranks, distinct
+
+    def _counted_ranks(self, n_levels: int, level_index: np.ndarray):
+        """Average ranks for values with few levels, without sorting: count each (era, level)
+        pair; a level's rank is the count of smaller values in its era plus the mean position
+        among its equals."""
+        cell = self.row_codes() * n_levels + level_index
+        per_cell = np.bincount(cell, minlength=self.n_eras * n_levels).reshape(self.n_eras, n_levels)
+        below = np.cumsum(per_cell, axis=1) - per_cell
+        rank_of_cell = (below + (per_cell + 1) / 2.0).ravel()
+        return rank_of_cell[cell], (per_cell > 0).sum(axis=1)
+
+    def percentile_ranks(self, values: np.ndarray):
+        """((rank - 0.5) / n within each era, distinct values per era)."""
+        ranks, distinct = self.average_ranks(values)
+        return (ranks - 0.5) / self.expand(self.counts), distinct
 
 
-def _discrete_levels(values: np.ndarray, max_levels: int = 64):
+def _discrete_levels(values: np.ndarray, max_levels: int = 16):
     """If `values` take few distinct values (Numerai targets: 0, .25, .5, .75, 1), return
-    (levels, level index per row); else None. Lets ranks be counted instead of sorted."""
+    (number of levels, level index per row), else None: such ranks are counted, not sorted."""
     if len(values) == 0:
         return None
     levels = np.unique(values[:4096])
     if len(levels) > max_levels:
         return None
-    index = np.searchsorted(levels, values).clip(0, len(levels) - 1)
+    index = np.zeros(len(values), dtype=np.intp)
+    for level in levels[:-1]:  # a few passes of comparisons beat a binary search per row
+        np.add(index, values > level, out=index)
     if not np.array_equal(levels[index], values):
         return None
-    return levels, index
-
-
-def _average_ranks(values: np.ndarray, codes: np.ndarray, n_eras: int):
-    """1-based ranks of `values` within their eras, ties given their average rank (as
-    scipy.stats.rankdata / pandas rank(method="average")), and the number of distinct values
-    per era. `values` must be finite."""
-    discrete = _discrete_levels(values)
-    if discrete is not None:
-        return _counted_ranks(discrete[1], len(discrete[0]), codes, n_eras)
-    n = len(values)
-    order = _sort_within_eras(values, codes)
-    sorted_values, sorted_codes = values[order], codes[order]
-    new_run = np.empty(n, dtype=bool)
-    new_run[:1] = True
-    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
-    new_run[1:] |= sorted_codes[1:] != sorted_codes[:-1]
-    run_starts = np.flatnonzero(new_run)
-    run_lengths = np.diff(np.append(run_starts, n))
-    counts = np.bincount(codes, minlength=n_eras)
-    era_first = np.cumsum(counts) - counts  # position of each era's first row in sorted order
-    # A tie run spanning positions [s, s+len) gets the mean position s + (len-1)/2.
-    mean_position = run_starts + (run_lengths - 1) / 2.0
-    ranks_sorted = np.repeat(mean_position, run_lengths) - era_first[sorted_codes] + 1.0
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = ranks_sorted
-    distinct = np.bincount(sorted_codes[run_starts], minlength=n_eras)
-    return ranks, distinct
-
-
-def _counted_ranks(level_index: np.ndarray, n_levels: int, codes: np.ndarray, n_eras: int):
-    """Average ranks for values with few levels: count each (era, level) pair; a level's rank
-    is the count of smaller values in its era plus the mean position among its equals."""
-    cell = codes.astype(np.int64) * n_levels + level_index
-    per_cell = np.bincount(cell, minlength=n_eras * n_levels).reshape(n_eras, n_levels)
-    below = np.cumsum(per_cell, axis=1) - per_cell
-    rank_of_cell = (below + (per_cell + 1) / 2.0).ravel()
-    distinct = (per_cell > 0).sum(axis=1)
-    return rank_of_cell[cell], distinct
-
-
-def _constant_within_eras(values: np.ndarray, codes: np.ndarray, n_eras: int) -> np.ndarray:
-    """Per era: True when every value equals the era's first value (eras without rows: True)."""
-    first = np.zeros(n_eras, dtype=np.int64)
-    rows = np.arange(len(values))
-    first[codes] = rows  # any row of the era serves as its reference value
-    differs = values != values[first[codes]] if len(values) else np.zeros(0, dtype=bool)
-    return np.bincount(codes[differs], minlength=n_eras) == 0
+    return len(levels), index
 
 
 def rank_within_eras(values, eras) -> np.ndarray:
@@ -160,12 +251,18 @@ def rank_within_eras(values, eras) -> np.ndarray:
     percentile rank numerai_tools' tie_kept_rank uses. NaN stays NaN and is not counted in n."""
     values = np.asarray(values)
     groups = group_eras(eras)
-    out = np.full(len(values), np.nan)
+    if len(values) != len(groups):
+        raise ValueError(f"values ({len(values)}) and eras ({len(groups)}) differ in length")
     finite = np.isfinite(values)
-    codes = groups.codes if finite.all() else groups.codes[finite]
-    ranks, _ = _average_ranks(values[finite] if not finite.all() else values, codes, groups.n_eras)
-    counts = np.bincount(codes, minlength=groups.n_eras)
-    out[finite] = (ranks - 0.5) / counts[codes]
+    all_finite = bool(finite.all())
+    if not all_finite:
+        values, groups = values[finite], groups.subset(finite)
+    layout = _EraLayout(groups.codes, groups.n_eras)
+    ranks = layout.put_back(layout.percentile_ranks(layout.take(values))[0])
+    if all_finite:
+        return ranks
+    out = np.full(len(finite), np.nan)
+    out[finite] = ranks
     return out
 
 
@@ -174,8 +271,9 @@ def gaussianize_within_eras(values, eras) -> np.ndarray:
     return ndtri(rank_within_eras(values, eras))
 
 
-def _signed_power(x: np.ndarray, p: float = 1.5) -> np.ndarray:
-    return np.sign(x) * np.abs(x) ** p
+def _signed_power(x: np.ndarray) -> np.ndarray:
+    """sign(x) * |x| ** 1.5, as x * sqrt(|x|) (one transcendental call instead of two)."""
+    return x * np.sqrt(np.abs(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,83 +295,74 @@ class EraScores:
     def summary(self) -> dict:
         return summarize(self.values)
 
-    def as_dict(self) -> dict:
-        return dict(zip(self.eras, self.values.tolist()))
-
 
 class _ScoredRows:
-    """The rows of one (predictions, target, eras) triple that can be scored, and per era: row
-    counts and whether a non-finite prediction disqualifies it."""
+    """The rows of one (predictions, target, eras) triple that can be scored, regrouped era by
+    era, with per era: row counts and whether a non-finite prediction disqualifies it.
+    `aligned` arrays (e.g. the meta model) follow the same row selection and order."""
 
-    def __init__(self, predictions, target, eras):
+    def __init__(self, predictions, target, eras, aligned=()):
         predictions, target = np.asarray(predictions), np.asarray(target, dtype=np.float64)
         groups = group_eras(eras)
+        if predictions.ndim != 1:
+            raise ValueError("predictions must be one-dimensional")
         if not (len(predictions) == len(target) == len(groups)):
             raise ValueError(f"predictions ({len(predictions)}), target ({len(target)}) and eras "
                              f"({len(groups)}) differ in length")
-        if predictions.ndim != 1:
-            raise ValueError("predictions must be one-dimensional")
         keep = np.isfinite(target)
         if not keep.all():
             predictions, target, groups = predictions[keep], target[keep], groups.subset(keep)
-        self.labels, self.codes, self.n_eras = groups.labels, groups.codes, groups.n_eras
-        self.target = target
+            aligned = [np.asarray(a)[keep] for a in aligned]
+        self.labels, self.n_eras = groups.labels, groups.n_eras
+        self.layout = layout = _EraLayout(groups.codes, groups.n_eras)
+        self.counts = layout.counts
+        self.target = layout.take(target)
+        self.aligned = [layout.take(np.asarray(a)) for a in aligned]
+        predictions = layout.take(predictions)
         bad = ~np.isfinite(predictions)
-        self.bad_era = np.bincount(self.codes[bad], minlength=self.n_eras) > 0
+        self.bad_era = layout.sums(bad.astype(np.int64)) > 0
         # Placeholders keep the sort valid; their eras are reported as NaN.
-        self.predictions = np.where(bad, 0, predictions) if bad.any() else predictions
-        self.counts = np.bincount(self.codes, minlength=self.n_eras)
+        self.predictions = np.where(bad, 0, predictions) if self.bad_era.any() else predictions
+        self._pred_ranks = None
 
-    def scores(self, values: np.ndarray, *constant_flags: np.ndarray) -> EraScores:
+    def scores(self, values: np.ndarray, *unscorable_flags: np.ndarray) -> EraScores:
         unscorable = (self.counts < MIN_ROWS) | self.bad_era
-        for flag in constant_flags:
-            unscorable |= flag
+        for flag in unscorable_flags:
+            unscorable = unscorable | flag
         return EraScores(list(self.labels), self.counts.copy(), np.where(unscorable, np.nan, values))
 
-    def era_mean(self, x: np.ndarray) -> np.ndarray:
+    def cosine(self, xc: np.ndarray, yc: np.ndarray) -> np.ndarray:
+        """Per era sum(x y) / sqrt(sum(x x) sum(y y)): Pearson's r for per-era centred x, y."""
+        sums = self.layout.sums
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.bincount(self.codes, weights=x, minlength=self.n_eras) / self.counts
+            return sums(xc * yc) / np.sqrt(sums(xc * xc) * sums(yc * yc))
 
     def pearson(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Pearson correlation of x and y within each era (centred sums, no cancellation)."""
-        xc = x - self.era_mean(x)[self.codes]
-        yc = y - self.era_mean(y)[self.codes]
-        return self._cosine(xc, yc)
-
-    def _cosine(self, xc: np.ndarray, yc: np.ndarray) -> np.ndarray:
-        sxy = np.bincount(self.codes, weights=xc * yc, minlength=self.n_eras)
-        sxx = np.bincount(self.codes, weights=xc * xc, minlength=self.n_eras)
-        syy = np.bincount(self.codes, weights=yc * yc, minlength=self.n_eras)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return sxy / np.sqrt(sxx * syy)
+        return self.cosine(self.layout.centre(x), self.layout.centre(y))
 
     def prediction_ranks(self):
-        if not hasattr(self, "_pred_ranks"):
-            self._pred_ranks = _average_ranks(self.predictions, self.codes, self.n_eras)
+        if self._pred_ranks is None:
+            self._pred_ranks = self.layout.average_ranks(self.predictions)
         return self._pred_ranks
 
     def gaussian_predictions(self) -> np.ndarray:
         ranks, _ = self.prediction_ranks()
-        return ndtri((ranks - 0.5) / self.counts[self.codes])
+        return ndtri((ranks - 0.5) / self.layout.expand(self.counts))
 
     def spearman(self) -> EraScores:
         pred_ranks, pred_distinct = self.prediction_ranks()
-        target_ranks, target_distinct = _average_ranks(self.target, self.codes, self.n_eras)
+        target_ranks, target_distinct = self.layout.average_ranks(self.target)
         # Average ranks of n rows always have mean (n + 1) / 2: centre without a pass.
-        centre = ((self.counts + 1) / 2.0)[self.codes]
-        values = self._cosine(pred_ranks - centre, target_ranks - centre)
+        centre = self.layout.expand((self.counts + 1) / 2.0)
+        values = self.cosine(pred_ranks - centre, target_ranks - centre)
         return self.scores(values, pred_distinct < 2, target_distinct < 2)
-
-    def constant_target(self) -> np.ndarray:
-        """True for eras whose scored targets are all equal (exact, unlike a variance test)."""
-        return _constant_within_eras(self.target, self.codes, self.n_eras)
 
     def numerai_corr(self) -> EraScores:
         _, pred_distinct = self.prediction_ranks()
         gauss = _signed_power(self.gaussian_predictions())
-        centred_target = _signed_power(self.target - self.era_mean(self.target)[self.codes])
+        centred_target = _signed_power(self.layout.centre(self.target))
         values = self.pearson(gauss, centred_target)
-        return self.scores(values, pred_distinct < 2, self.constant_target())
+        return self.scores(values, pred_distinct < 2, self.layout.constant(self.target))
 
 
 def per_era_spearman(predictions, target, eras) -> EraScores:
@@ -295,12 +384,11 @@ def per_era_scores(predictions, target, eras) -> dict[str, EraScores]:
 
 
 def per_era_pearson(x, y, eras) -> EraScores:
-    """Plain Pearson correlation per era (rows with NaN `y` skipped)."""
+    """Plain Pearson correlation of x and y per era (rows with NaN y skipped)."""
     rows = _ScoredRows(x, y, eras)
-    x_const = np.bincount(rows.codes, weights=(rows.predictions - rows.era_mean(rows.predictions)[rows.codes]) ** 2,
-                          minlength=rows.n_eras) == 0
-    return rows.scores(rows.pearson(rows.predictions.astype(np.float64), rows.target), x_const,
-                       rows.constant_target())
+    x_values = rows.predictions.astype(np.float64)
+    return rows.scores(rows.pearson(x_values, rows.target), rows.layout.constant(x_values),
+                       rows.layout.constant(rows.target))
 
 
 def per_era_mmc(predictions, meta_model, target, eras) -> EraScores:
@@ -308,57 +396,39 @@ def per_era_mmc(predictions, meta_model, target, eras) -> EraScores:
     era's rows: predictions and meta model tie-kept ranked and gaussianised, predictions
     orthogonalised to the meta model, dotted with the centred target (times 4 when it lies in
     [0, 1]) and divided by the row count. Rows without a meta model value are skipped."""
-    predictions = np.asarray(predictions)
     meta_model = np.asarray(meta_model, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    groups = group_eras(eras)
-    keep = np.isfinite(meta_model)
-    if not keep.all():
-        predictions, meta_model, target, groups = (predictions[keep], meta_model[keep], target[keep],
-                                                   groups.subset(keep))
-    rows = _ScoredRows(predictions, target, groups)
-    meta = meta_model[np.isfinite(target)] if len(meta_model) != len(rows.target) else meta_model
+    target = np.where(np.isfinite(meta_model), np.asarray(target, dtype=np.float64), np.nan)
+    rows = _ScoredRows(predictions, target, eras, aligned=[meta_model])
+    layout, sums = rows.layout, rows.layout.sums
     _, pred_distinct = rows.prediction_ranks()
     p = rows.gaussian_predictions()
-    meta_ranks, meta_distinct = _average_ranks(meta, rows.codes, rows.n_eras)
-    m = ndtri((meta_ranks - 0.5) / rows.counts[rows.codes])
-    pm = np.bincount(rows.codes, weights=p * m, minlength=rows.n_eras)
-    mm = np.bincount(rows.codes, weights=m * m, minlength=rows.n_eras)
+    meta_pct, meta_distinct = layout.percentile_ranks(rows.aligned[0])
+    m = ndtri(meta_pct)
     with np.errstate(invalid="ignore", divide="ignore"):
-        neutral = p - m * (pm / mm)[rows.codes]
-    # numerai_tools scales 0..1 targets to buckets -2..2 (times 4, then centred) — per era here,
-    # as the check runs on the rows it is given.
+        neutral = p - m * layout.expand(sums(p * m) / sums(m * m))
+    # numerai_tools turns 0..1 targets into buckets -2..2 (times 4, then centred); it checks the
+    # range on the rows it is given, so per era here.
     outside = (rows.target < 0) | (rows.target > 1)
-    in_unit = np.bincount(rows.codes[outside], minlength=rows.n_eras) == 0
-    scaled = rows.target * np.where(in_unit, 4.0, 1.0)[rows.codes]
-    centred = scaled - rows.era_mean(scaled)[rows.codes]
+    scale = np.where(sums(outside) == 0, 4.0, 1.0)
+    centred = layout.centre(rows.target * layout.expand(scale))
     with np.errstate(invalid="ignore", divide="ignore"):
-        values = np.bincount(rows.codes, weights=centred * neutral, minlength=rows.n_eras) / rows.counts
+        values = sums(centred * neutral) / rows.counts
     # A constant meta model leaves nothing to orthogonalise against: unscorable like the rest.
-    return rows.scores(values, pred_distinct < 2, meta_distinct < 2, rows.constant_target())
+    return rows.scores(values, pred_distinct < 2, meta_distinct < 2, layout.constant(rows.target))
 
 
 # ---------------------------------------------------------------------------------------------
 # Features: exposure and neutralisation (one matrix product per era)
 
 
-def _era_slices(groups: EraGroups):
-    """(era index, row indices) for each era present, rows in their original order."""
-    order = np.argsort(groups.codes, kind="stable")
-    counts = np.bincount(groups.codes, minlength=groups.n_eras)
-    bounds = np.append(0, np.cumsum(counts))
-    for era in range(groups.n_eras):
-        if counts[era]:
-            yield era, order[bounds[era]:bounds[era + 1]]
-
-
 def _project_out(features_c: np.ndarray, y_c: np.ndarray, rcond: float = 1e-6) -> np.ndarray:
-    """Least-squares fit of y_c on features_c (both centred, so the intercept is implicit),
+    """The least-squares fit of y_c on features_c (both centred, so the intercept is implicit),
     through the Gram matrix's eigen-decomposition: rank-deficient eras (constant features, a
-    feature group "missing" as all 2s) drop their null directions as lstsq's rcond does."""
+    feature group "missing" as all 2s) drop their null directions as lstsq's rcond does. The Gram
+    matrix costs rows x features^2 / 2, about half of a QR and a fraction of lstsq's SVD."""
     gram = features_c.T @ features_c
     eigval, eigvec = np.linalg.eigh(gram)
-    keep = eigval > (rcond ** 2) * max(eigval.max(initial=0.0), 0.0)
+    keep = eigval > (rcond ** 2) * max(float(eigval.max(initial=0.0)), 0.0)
     if not keep.any():
         return np.zeros_like(y_c)
     basis = eigvec[:, keep]
@@ -368,22 +438,37 @@ def _project_out(features_c: np.ndarray, y_c: np.ndarray, rcond: float = 1e-6) -
     return features_c @ (basis @ along_basis)
 
 
+def _era_rows(groups: EraGroups):
+    """(era index, row indices in original order) for every era that has rows."""
+    layout = _EraLayout(groups.codes, groups.n_eras)
+    rows = np.arange(len(groups)) if layout.order is None else layout.order
+    for era, part in layout.slices():
+        yield era, rows[part]
+
+
+def _centred_features(features, idx) -> np.ndarray:
+    x = np.asarray(features[idx], dtype=np.float64)  # int8 is cast here, one era at a time
+    x -= x.mean(axis=0)
+    return x
+
+
 def neutralize(predictions, features, eras, proportion: float = 1.0) -> np.ndarray:
     """Remove `proportion` of the predictions' linear exposure to the features within each era
     (numerai_tools.scoring.neutralize applied era by era: least squares on the features plus a
-    constant). predictions: (rows,) or (rows, k); features: (rows, n_features), any numeric dtype
-    (int8 is cast one era at a time). Returns float64, same shape as predictions."""
+    constant). predictions: (rows,) or (rows, k); features: (rows, n_features), any numeric dtype.
+    Returns float64 with the predictions' shape. Rank it again (rank_within_eras) to submit it."""
     predictions = np.asarray(predictions, dtype=np.float64)
     one_d = predictions.ndim == 1
     y = predictions[:, None] if one_d else predictions
+    if len(y) != len(features):
+        raise ValueError(f"predictions ({len(y)}) and features ({len(features)}) differ in length")
     out = np.empty_like(y)
-    for _, idx in _era_slices(group_eras(eras)):
-        x = np.asarray(features[idx], dtype=np.float64)
-        x -= x.mean(axis=0)
+    for _, idx in _era_rows(group_eras(eras)):
+        x = _centred_features(features, idx)
         y_era = y[idx]
         y_mean = y_era.mean(axis=0)
         fitted = _project_out(x, y_era - y_mean)
-        # The constant column's share is the era mean: removing it (proportion 1) centres the era.
+        # The constant column's share is the era mean: at proportion 1 the era is also centred.
         out[idx] = y_era - proportion * (fitted + y_mean)
     return out[:, 0] if one_d else out
 
@@ -398,46 +483,47 @@ class FeatureScores:
 
 
 def feature_scores(predictions, features, target, eras) -> FeatureScores:
-    """Feature exposure and feature-neutral CORR (numerai_tools.scoring.feature_neutral_corr
-    era by era: gaussianised ranks neutralised to the features, then numerai_corr).
+    """Feature exposure and feature-neutral CORR.
 
-    Exposure follows Numerai's example scripts: per era, the Pearson correlation of the raw
-    predictions with every feature (features constant in the era are left out); the era's max
-    |corr| and RMS over features. Summaries average those over eras. Rows with NaN target are
-    skipped like everywhere else."""
+    FNC is numerai_tools.scoring.feature_neutral_corr era by era: gaussianised ranks neutralised
+    to the features (least squares with a constant), then numerai_corr. Exposure follows Numerai's
+    example scripts: per era, the Pearson correlation of the raw predictions with every feature
+    (features constant in that era are left out), then the era's max |corr| and RMS over features;
+    summaries average those over eras. Rows with NaN target are skipped, as everywhere."""
     predictions = np.asarray(predictions, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     groups = group_eras(eras)
+    if not (len(predictions) == len(target) == len(groups) == len(features)):
+        raise ValueError("predictions, features, target and eras differ in length")
     keep = np.isfinite(target)
     if not keep.all():
         predictions, target, groups = predictions[keep], target[keep], groups.subset(keep)
-        features = features[keep]
-    gauss = gaussianize_within_eras(predictions, groups)
+        features = features[np.flatnonzero(keep)]
     max_exp = np.full(groups.n_eras, np.nan)
     rms_exp = np.full(groups.n_eras, np.nan)
-    neutral = np.zeros(len(predictions))
-    for era, idx in _era_slices(groups):
-        x = np.asarray(features[idx], dtype=np.float64)
-        x -= x.mean(axis=0)
-        p = predictions[idx] - predictions[idx].mean()
+    neutral = np.full(len(predictions), np.nan)
+    gauss = gaussianize_within_eras(predictions, groups)
+    for era, idx in _era_rows(groups):
+        p = predictions[idx]
+        if not np.isfinite(p).all():
+            continue  # the era is reported unscorable below
+        x = _centred_features(features, idx)
+        p = p - p.mean()
         scale = np.sqrt((x * x).sum(axis=0) * (p @ p))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = (x.T @ p) / scale
-        corr = corr[scale > 0]
-        if corr.size:
+        varying = scale > 0
+        if varying.any():
+            corr = (x[:, varying].T @ p) / scale[varying]
             max_exp[era] = np.abs(corr).max()
             rms_exp[era] = np.sqrt(np.mean(corr * corr))
-        g = gauss[idx]
-        g = g - g.mean() if np.isfinite(g).all() else g
-        neutral[idx] = g - _project_out(x, g) if np.isfinite(g).all() else np.nan
-    rows = _ScoredRows(predictions, target, groups)
+        g = gauss[idx] - gauss[idx].mean()
+        neutral[idx] = g - _project_out(x, g)
     fnc = _ScoredRows(neutral, target, groups).numerai_corr()
-    _, pred_distinct = rows.prediction_ranks()
-    invalid = (rows.counts < MIN_ROWS) | rows.bad_era | (pred_distinct < 2)
-    counts = rows.counts.copy()
+    # Exposure of constant predictions is undefined: NaN via max_exp; unscorable eras follow fnc's.
+    unscored = np.isnan(_ScoredRows(predictions, target, groups).numerai_corr().values)
+    counts = fnc.rows
     return FeatureScores(
-        max_exposure=EraScores(list(groups.labels), counts, np.where(invalid, np.nan, max_exp)),
-        rms_exposure=EraScores(list(groups.labels), counts.copy(), np.where(invalid, np.nan, rms_exp)),
+        max_exposure=EraScores(list(groups.labels), counts.copy(), np.where(unscored, np.nan, max_exp)),
+        rms_exposure=EraScores(list(groups.labels), counts.copy(), np.where(unscored, np.nan, rms_exp)),
         fnc=fnc,
     )
 
