@@ -296,7 +296,25 @@ def round_command(
         raise typer.Exit(1)
 
 
-# @@ export command(s) go here @@
+@app.command()
+@reports_errors
+def export(
+    models: List[Path] = typer.Option([cfg.DEFAULT_MODELS_DIR / "model.pt"], "--model",
+                                      help="Checkpoint; repeat for a rank-averaged ensemble."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights W1,W2,... (default: equal)."),
+    neutralize: float = typer.Option(0.0, "--neutralize", min=0.0, max=1.0,
+                                     help="Remove this proportion of per-era feature exposure, then re-rank."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Pickle to write (default: the checkpoint's path with .pkl)."),
+):
+    """Write a cloudpickled predict(live_features, live_benchmark_models) for Numerai's hosted model
+    uploads: numpy only, no numerflow or torch needed where it runs.
+
+    Example: numerflow export --model models/model.pt --out model.pkl
+    """
+    from numerflow.export import export as run_export
+
+    typer.echo(str(run_export(cfg.ExportConfig(models=list(models), weights=float_list(weights),
+                                               neutralize=neutralize, out=out))))
 
 
 @app.command()

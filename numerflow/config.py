@@ -130,3 +130,11 @@ class RoundConfig:
     receipts_dir: Path = DEFAULT_RECEIPTS_DIR  # a receipt per round and model: never submit twice
     device: str = "cpu"  # live is ~7k rows: the CPU is enough
     dry_run: bool = False  # predict and check every model, upload nothing
+
+
+@dataclass
+class ExportConfig:
+    models: list[Path] = field(default_factory=lambda: [DEFAULT_MODELS_DIR / "model.pt"])  # several: rank-averaged
+    weights: list[float] | None = None  # ensemble weights; None: equal
+    neutralize: float = 0.0  # proportion of per-era feature exposure to remove (0: none)
+    out: Path | None = None  # None: the first checkpoint's path with .pkl
