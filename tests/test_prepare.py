@@ -236,6 +236,25 @@ def test_missing_train_file_and_missing_data_folder(version_dir, tmp_path):
                  f"`numerflow download --synthetic` first)", tmp_path / "out")
 
 
+def test_dataset_not_a_folder_and_missing_features_json(version_dir, tmp_path):
+    assert_fails(["--dataset", str(tmp_path / "nowhere")], f"{tmp_path / 'nowhere'}: no such dataset folder",
+                 tmp_path / "out")
+    (version_dir / "features.json").unlink()
+    assert_fails(["--dataset", str(version_dir)], f"{version_dir / 'features.json'}: file not found",
+                 tmp_path / "out")
+
+
+def test_wider_integer_features_and_no_data_type_column(tmp_path):
+    folder = write_version(tmp_path / "v4", extra_validation_rows=False)
+    for name in ("train.parquet", "validation.parquet"):
+        frame = pd.read_parquet(folder / name).drop(columns="data_type")
+        frame[FEATURES] = frame[FEATURES].astype(np.int64)
+        frame.to_parquet(folder / name)
+    result = run(folder, embargo=0)
+    valid = pd.read_parquet(result.validation)
+    assert len(valid) == 12 * 5 and all(valid[f].dtype == np.int8 for f in FEATURES)
+
+
 def test_truncated_parquet(version_dir, tmp_path):
     path = version_dir / "validation.parquet"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
