@@ -53,10 +53,12 @@ class PrepareResult:
 
     def __str__(self) -> str:
         aux = len(self.targets) - 1
+        width = max(len(str(p)) for p in (self.train, self.validation))
         lines = [f"Prepared {self.version}: feature set '{self.feature_set}' ({len(self.features)} int8 features), "
                  f"target '{self.targets[0]}'" + (f" + {aux} auxiliary" if aux else ""),
-                 f"  train       {self.train}  {self.rows_train:,} rows, {_era_span(self.eras_train)}",
-                 f"  validation  {self.validation}  {self.rows_validation:,} rows, {_era_span(self.eras_validation)}",
+                 f"  train       {str(self.train):<{width}}  {self.rows_train:,} rows, {_era_span(self.eras_train)}",
+                 f"  validation  {str(self.validation):<{width}}  {self.rows_validation:,} rows, "
+                 f"{_era_span(self.eras_validation)}",
                  f"  manifest    {self.manifest}"]
         return "\n".join(lines)
 
