@@ -97,11 +97,17 @@ def score_models(checkpoints, model_paths, matrix, features, eras, weights, conf
     combined = np.zeros(matrix.shape[0], dtype=np.float64)
     for path, checkpoint, weight in zip(model_paths, checkpoints, weights):
         columns = [position[name] for name in checkpoint["features"]]
-        # The first model's features lead the union, so a single model reads the matrix uncopied.
-        inputs = matrix if columns == list(range(matrix.shape[1])) else matrix[:, columns]
         model = load_model(checkpoint).to(device)
-        raw = predict_scores(model, inputs, batch_size=config.batch_size, device=device,
-                             predict_with=checkpoint.get("predict_with", "main"))
+        predict_with = checkpoint.get("predict_with", "main")
+        if columns == list(range(matrix.shape[1])):
+            # The first model's features lead the union, so a single model reads the matrix as is.
+            raw = predict_scores(model, matrix, batch_size=config.batch_size, device=device, predict_with=predict_with)
+        else:
+            # Another model's columns are gathered block by block: no second copy of the matrix.
+            raw = np.concatenate([
+                predict_scores(model, matrix[start:start + config.batch_size, columns], batch_size=config.batch_size,
+                               device=device, predict_with=predict_with)
+                for start in range(0, matrix.shape[0], config.batch_size)])
         if not np.all(np.isfinite(raw)):
             raise CheckpointError(f"{path}: the model produced non-finite predictions")
         combined += weight * rank_within_eras(np.asarray(raw, dtype=np.float64), eras)

@@ -63,8 +63,9 @@ def test_ensemble_is_the_weighted_rank_average(in_tmp, synthetic_dir, synthetic_
     data = ["--data-dir", synthetic_dir.parent]
     assert run_predict("--model", synthetic_models["all"], "--out", "a.csv", *data).exit_code == 0
     assert run_predict("--model", synthetic_models["small"], "--out", "b.csv", *data).exit_code == 0
+    # small batches: the file is read and scored in blocks of 7 rows, which must not change anything
     result = run_predict("--model", synthetic_models["all"], "--model", synthetic_models["small"],
-                         "--weights", "3,1", *data)
+                         "--weights", "3,1", "--batch-size", "7", *data)
     assert result.exit_code == 0, result.output
     ensemble = read_csv(in_tmp / "predictions" / "all+small_1.csv")
     a, b = read_csv("a.csv"), read_csv("b.csv")
