@@ -200,7 +200,38 @@ def train(
         typer.echo(str(result))
 
 
-# @@ validate command(s) go here @@
+@app.command()
+@reports_errors
+def validate(
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to score (default: models/model.pt)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions",
+                                               help="Score an id,prediction .csv/.parquet file instead of a model."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Validation Parquet, prepared or raw Numerai "
+                                        "(default: DATA_DIR/prepared/validation.parquet)."),
+    data_dir: Path = DataDir,
+    report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.json, per_era.csv, per_era.png "
+                                          "(default: reports/<model or predictions name>/)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Write no report files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout, nothing else."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target to score against (default: the main one)."),
+    exposure: bool = typer.Option(True, "--exposure/--no-exposure",
+                                  help="Feature exposure and feature-neutral CORR (a least-squares fit per era)."),
+    device: str = typer.Option(cfg.ValidateConfig.device, "--device", help="Model mode: auto, cpu, cuda, mps."),
+):
+    """Score a model (or any model's predictions) era by era: Spearman, Numerai CORR, MMC,
+    feature exposure, FNC, auxiliary targets; write reports/<name>/.
+
+    Example: numerflow validate --predictions lgbm_preds.csv --data data/v5.2/validation.parquet --json
+    """
+    from numerflow.validate import validate as run_validate
+
+    if model is not None and predictions is not None:
+        raise typer.BadParameter("give --model or --predictions, not both")
+    config = cfg.ValidateConfig(model=model if model is not None else cfg.ValidateConfig.model,
+                                predictions=predictions, data=data, data_dir=data_dir, report_dir=report,
+                                write_report=not no_report, target=target, exposure=exposure, device=device)
+    result = run_validate(config)
+    typer.echo(result.to_json() if as_json else str(result))
 
 
 def float_list(value: Optional[str]) -> Optional[list[float]]:

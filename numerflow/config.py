@@ -92,7 +92,12 @@ class ValidateConfig:
     predictions: Path | None = None  # score a predictions file instead of a model
     data: Path | None = None  # None: <data_dir>/prepared/validation.parquet
     data_dir: Path = DEFAULT_DATA_DIR
-    report_dir: Path | None = None  # writes report.json, per_era.csv, per_era.png
+    report_dir: Path | None = None  # None: reports/<model or predictions file stem>/
+    write_report: bool = True  # report.json, per_era.csv, per_era.png into report_dir
+    target: str | None = None  # None: the prepared manifest's main target, else "target"
+    exposure: bool = True  # feature exposure + feature-neutral CORR (one least-squares fit per era)
+    device: str = "auto"  # model mode: where the forward passes run
+    batch_size: int = 65536  # model mode: rows per forward pass (bounds memory)
 
 
 @dataclass

@@ -1,0 +1,421 @@
+"""validate stage: score a checkpoint (or any model's id,prediction file) era by era on validation
+data with Numerai's definitions, and write reports/<name>/{report.json, per_era.csv, per_era.png}.
+
+Data may be a prepared validation.parquet (the default) or a raw Numerai one (rows with
+data_type == "validation" are kept). meta_model.parquet and validation_example_preds.parquet are
+looked up beside a raw file, or in the version folder a prepared file came from (its manifest's
+`version_dir`); without them MMC and the example correlation are left out with a note.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from numerflow import metrics, schema
+from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
+from numerflow.errors import CheckpointError, ConfigError, DataError
+from numerflow.files import atomic_path, write_json
+
+PREDICTION_SUFFIXES = (".csv", ".parquet")
+MANIFEST_FILE = "manifest.json"
+SUMMARY_KEYS = ("mean", "std", "sharpe", "max_drawdown", "hit_rate", "eras_scored")
+
+
+@dataclass
+class Report:
+    """The validation report: `data` is the JSON-able dict written to report.json."""
+
+    data: dict
+    source: str  # what was scored (model or predictions file)
+    data_path: Path
+    report_dir: Path | None = None
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2)
+
+    def __str__(self) -> str:
+        d = self.data
+        lines = [f"Validated {self.source} on {self.data_path}: {d['rows']:,} rows, {d['eras']} eras",
+                 f"{'':<22}{'mean':>8}{'std':>8}{'sharpe':>8}{'max_dd':>8}{'hit':>7}{'eras':>6}"]
+        rows = [("spearman", d["spearman"]), ("numerai_corr", d["numerai_corr"])]
+        rows += [(name, d[name]) for name in ("mmc", "fnc", "corr_with_example") if name in d]
+        rows += [(f"corr {name}", summary) for name, summary in d.get("aux_targets", {}).items()]
+        lines += [_summary_line(name, summary) for name, summary in rows]
+        if "feature_exposure" in d:
+            fe = d["feature_exposure"]
+            lines.append(f"feature exposure (mean over eras): max {_fmt(fe['max'])}, rms {_fmt(fe['rms'])}")
+        if d.get("eras_unscored"):
+            shown = ", ".join(d["unscored_eras"][:10]) + (" ..." if len(d["unscored_eras"]) > 10 else "")
+            lines.append(f"Unscored eras ({d['eras_unscored']}, left out of the summaries): {shown}")
+        lines += [f"Note: {note}" for note in self.notes]
+        if self.files:
+            lines.append(f"Report: {self.report_dir}/ ({', '.join(p.name for p in self.files)})")
+        return "\n".join(lines)
+
+
+def _fmt(value, width: int = 0) -> str:
+    text = "nan" if value is None else f"{value:.4f}"
+    return text.rjust(width) if width else text
+
+
+def _summary_line(name: str, s: dict) -> str:
+    sharpe = "nan" if s["sharpe"] is None else f"{s['sharpe']:.2f}"
+    hit = "nan" if s["hit_rate"] is None else f"{s['hit_rate']:.0%}"
+    return (f"{name:<22}{_fmt(s['mean'], 8)}{_fmt(s['std'], 8)}{sharpe:>8}{_fmt(s['max_drawdown'], 8)}"
+            f"{hit:>7}{s['eras_scored']:>6}")
+
+
+def json_safe(value):
+    """NaN and infinities become None (JSON has no NaN); numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Data:
+    path: Path
+    source_dir: Path | None  # where meta_model / example preds live
+    target: str
+    aux_targets: list[str]
+    features: list[str]  # for exposure / FNC
+    prepared: bool
+
+
+def _data_path(config: ValidateConfig) -> Path:
+    if config.data is not None:
+        return Path(config.data)
+    path = Path(config.data_dir) / "prepared" / schema.VALIDATION_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (run `numerflow prepare` first, or pass --data)")
+    return path
+
+
+def _describe_data(path: Path, config: ValidateConfig) -> _Data:
+    """Which target, auxiliary targets and features a validation file offers, and where its
+    version folder is (for meta_model.parquet and the example predictions)."""
+    columns = schema.parquet_columns(path)
+    manifest_path = path.parent / MANIFEST_FILE
+    manifest = {}
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            raise DataError(f"{manifest_path}: not valid JSON") from None
+    prepared = bool(manifest) and schema.DATA_TYPE not in columns
+    if prepared:
+        source_dir = Path(manifest["version_dir"]) if manifest.get("version_dir") else (
+            Path(config.data_dir) / manifest["version"] if manifest.get("version") else None)
+        main = config.target or manifest.get("target") or schema.TARGET
+        targets = [t for t in manifest.get("targets", []) if t in columns]
+        features = [f for f in manifest.get("features", []) if f in columns]
+    else:
+        source_dir = path.parent
+        main = config.target or schema.TARGET
+        targets = [c for c in columns if schema.is_target(c)]
+        features = _raw_features(path, columns)
+    if schema.ERA not in columns:
+        raise DataError(f"{path}: no '{schema.ERA}' column")
+    if main not in columns:
+        raise DataError(f"{path}: no target column '{main}'")
+    aux = [t for t in targets if t != main]
+    return _Data(path, source_dir, main, aux, features, prepared)
+
+
+def _raw_features(path: Path, columns: list[str]) -> list[str]:
+    """Features for exposure on a raw file: features.json's medium set beside it when present
+    (all ~2,750 would cost four times the memory for little), else every feature column."""
+    meta_path = path.parent / schema.FEATURES_FILE
+    present = [c for c in columns if schema.is_feature(c)]
+    if meta_path.is_file():
+        try:
+            medium = schema.feature_set(schema.read_feature_sets(meta_path), "medium", meta_path)
+        except DataError:
+            return present
+        available = set(present)
+        return [f for f in medium if f in available]
+    return present
+
+
+def _validation_rows(frame, path: Path) -> np.ndarray | None:
+    """Mask of data_type == "validation" rows for a raw file; None when every row is validation."""
+    if schema.DATA_TYPE not in frame.columns:
+        return None
+    keep = (frame[schema.DATA_TYPE].astype(str) == "validation").to_numpy()
+    if not keep.any():
+        raise DataError(f"{path}: no rows with {schema.DATA_TYPE} == 'validation'")
+    return None if keep.all() else keep
+
+
+def read_predictions(path: Path):
+    """An id,prediction file (.csv or .parquet) as a float64 Series indexed by id."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.suffix not in PREDICTION_SUFFIXES:
+        raise ConfigError(f"{path}: predictions must be a .csv or .parquet file")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # parser errors come in many kinds; all mean an unreadable file
+        raise DataError(f"{path}: not a readable {path.suffix[1:]} file ({type(exc).__name__})") from None
+    if schema.ID in frame.columns:
+        frame = frame.set_index(schema.ID)
+    elif frame.index.name != schema.ID:
+        raise DataError(f"{path}: no '{schema.ID}' column")
+    if schema.PREDICTION not in frame.columns:
+        raise DataError(f"{path}: no '{schema.PREDICTION}' column")
+    try:
+        values = pd.to_numeric(frame[schema.PREDICTION], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+    except (ValueError, TypeError):
+        raise DataError(f"{path}: non-numeric values in '{schema.PREDICTION}'") from None
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise DataError(f"{path}: {bad} NaN or infinite prediction(s)")
+    ids = frame.index.astype(str)
+    if ids.has_duplicates:
+        raise DataError(f"{path}: {int(ids.duplicated().sum())} duplicate id(s)")
+    return pd.Series(values, index=ids, name=schema.PREDICTION)
+
+
+def _align(ids, values, data_ids, what: Path, data_path: Path, strict: bool) -> np.ndarray:
+    """values (indexed by `ids`) placed on the data's rows, NaN where absent. With `strict`,
+    ids that the data does not have are an error."""
+    position = data_ids.get_indexer(ids)
+    unknown = int((position < 0).sum())
+    if strict and unknown:
+        raise DataError(f"{what}: {unknown} of {len(ids)} id(s) are not in {data_path}")
+    out = np.full(len(data_ids), np.nan)
+    found = position >= 0
+    out[position[found]] = np.asarray(values, dtype=np.float64)[found]
+    return out
+
+
+def _read_side_file(path: Path, column: str, data_ids, data_path: Path, notes: list[str]):
+    """meta_model / example predictions aligned to the data's rows, or None (with a note)."""
+    import pandas as pd
+
+    if not path.is_file():
+        notes.append(f"{path.name} not found in {path.parent}: {'MMC' if column == schema.META_MODEL else 'corr_with_example'} left out")
+        return None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+    if schema.ID in frame.columns:
+        frame = frame.set_index(schema.ID)
+    if column not in frame.columns:
+        raise DataError(f"{path}: no '{column}' column")
+    aligned = _align(frame.index.astype(str), frame[column].to_numpy(dtype=np.float64, na_value=np.nan),
+                     data_ids, path, data_path, strict=False)
+    if not np.isfinite(aligned).any():
+        notes.append(f"{path.name} shares no ids with {data_path.name}: left out")
+        return None
+    return aligned
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+
+def _model_predictions(config: ValidateConfig, data: _Data):
+    """Load the checkpoint, read its features from the data, and predict every row."""
+    from numerflow.train import load_checkpoint, load_model, predict_scores, resolve_device
+
+    checkpoint = load_checkpoint(config.model)
+    features = list(checkpoint["features"])
+    names = set(schema.parquet_columns(data.path))
+    missing = [f for f in features if f not in names]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise CheckpointError(f"{data.path}: missing {len(missing)} of the {len(features)} feature(s) "
+                              f"{config.model} needs: {shown}")
+    columns = [schema.ERA, data.target] + data.aux_targets + ([schema.DATA_TYPE] if schema.DATA_TYPE in names else [])
+    matrix, frame = schema.read_matrix(data.path, features, columns)
+    keep = _validation_rows(frame, data.path)
+    if keep is not None:
+        matrix, frame = matrix[keep], frame[keep]
+    model = load_model(checkpoint)
+    device = resolve_device(config.device)
+    raw = predict_scores(model.to(device), matrix, batch_size=config.batch_size, device=device,
+                         predict_with=checkpoint.get("predict_with", "main"))
+    bad = int((~np.isfinite(raw)).sum())
+    if bad:
+        raise CheckpointError(f"{config.model}: the model produced {bad} non-finite prediction(s)")
+    data.features = features  # exposure is measured against the features the model saw
+    return raw.astype(np.float64), matrix, frame
+
+
+def _file_predictions(config: ValidateConfig, data: _Data):
+    predictions = read_predictions(config.predictions)
+    names = schema.parquet_columns(data.path)
+    features = data.features if config.exposure else []
+    columns = [schema.ERA, data.target] + data.aux_targets + ([schema.DATA_TYPE] if schema.DATA_TYPE in names else [])
+    matrix, frame = schema.read_matrix(data.path, features, columns)
+    keep = _validation_rows(frame, data.path)
+    if keep is not None:
+        matrix, frame = matrix[keep], frame[keep]
+    values = _align(predictions.index, predictions.to_numpy(), frame.index.astype(str),
+                    Path(config.predictions), data.path, strict=True)
+    return values, matrix, frame
+
+
+def _summary(scores: metrics.EraScores) -> dict:
+    return json_safe(metrics.summarize(scores.values))
+
+
+def _per_era_table(scores: dict[str, metrics.EraScores]) -> list[dict]:
+    main = scores["spearman"]
+    table = []
+    for i, era in enumerate(main.eras):
+        row = {"era": era, "rows": int(main.rows[i])}
+        row.update({name: s.values[i] for name, s in scores.items()})
+        table.append(json_safe(row))
+    return table
+
+
+def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateConfig,
+          notes: list[str]) -> dict:
+    """The report dict for aligned predictions (NaN where a row has none)."""
+    with_prediction = np.isfinite(predictions)
+    if not with_prediction.any():
+        raise DataError(f"{data.path}: no rows to score")
+    if not with_prediction.all():
+        notes.append(f"{int((~with_prediction).sum()):,} validation rows have no prediction: scored the "
+                     f"{int(with_prediction.sum()):,} that do")
+        predictions, frame = predictions[with_prediction], frame[with_prediction]
+        matrix = matrix[with_prediction] if matrix is not None and matrix.shape[1] else matrix
+    eras = metrics.group_eras(frame[schema.ERA].astype(str).to_numpy())
+    target = frame[data.target].to_numpy(dtype=np.float64, na_value=np.nan)
+    per_era = metrics.per_era_scores(predictions, target, eras)
+    report = {
+        "rows": int(len(predictions)),
+        "eras": eras.n_eras,
+        "target": data.target,
+        "spearman": _summary(per_era["spearman"]),
+        "numerai_corr": _summary(per_era["numerai_corr"]),
+    }
+    ids = frame.index.astype(str)
+    if data.source_dir is not None:
+        meta = _read_side_file(data.source_dir / schema.META_MODEL_FILE, schema.META_MODEL, ids, data.path, notes)
+        if meta is not None:
+            per_era["mmc"] = metrics.per_era_mmc(predictions, meta, target, eras)
+            report["mmc"] = _summary(per_era["mmc"])
+        example = _read_side_file(data.source_dir / schema.VALIDATION_EXAMPLE_FILE, schema.PREDICTION, ids,
+                                  data.path, notes)
+        if example is not None:
+            # Rank correlation per era with the example model: how much of it the model repeats.
+            report["corr_with_example"] = _summary(metrics.per_era_spearman(predictions, example, eras))
+    else:
+        notes.append("no source data folder known: MMC and corr_with_example left out")
+    if config.exposure and matrix is not None and matrix.shape[1]:
+        fs = metrics.feature_scores(predictions, matrix, target, eras)
+        report["feature_exposure"] = json_safe({"max": float(np.nanmean(fs.max_exposure.values))
+                                                if np.isfinite(fs.max_exposure.values).any() else None,
+                                                "rms": float(np.nanmean(fs.rms_exposure.values))
+                                                if np.isfinite(fs.rms_exposure.values).any() else None,
+                                                "features": int(matrix.shape[1])})
+        per_era["fnc"] = fs.fnc
+        report["fnc"] = _summary(fs.fnc)
+    if data.aux_targets:
+        report["aux_targets"] = {
+            name: _summary(metrics.per_era_numerai_corr(
+                predictions, frame[name].to_numpy(dtype=np.float64, na_value=np.nan), eras))
+            for name in data.aux_targets}
+    unscored = per_era["numerai_corr"].unscored
+    report["eras_unscored"] = len(unscored)
+    report["unscored_eras"] = unscored
+    report["per_era"] = _per_era_table(per_era)
+    return report
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+
+def _write_per_era_csv(path: Path, per_era: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(per_era[0]))
+        writer.writeheader()
+        writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in per_era])
+
+
+def _write_per_era_png(path: Path, per_era: list[dict], title: str) -> bool:
+    """Per-era CORR bars with the cumulative CORR line; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    values = np.array([np.nan if r["numerai_corr"] is None else r["numerai_corr"] for r in per_era])
+    labels = [r["era"] for r in per_era]
+    x = np.arange(len(values))
+    fig, bars = plt.subplots(figsize=(max(6.0, min(24.0, len(values) * 0.08)), 4))
+    bars.bar(x, np.nan_to_num(values), color=np.where(values >= 0, "tab:blue", "tab:red"), width=0.9)
+    bars.set_ylabel("CORR per era")
+    bars.set_xlabel("era")
+    step = max(1, len(labels) // 12)
+    bars.set_xticks(x[::step], labels[::step], rotation=45, fontsize=7)
+    line = bars.twinx()
+    line.plot(x, np.nancumsum(values), color="black", linewidth=1.2)
+    line.set_ylabel("cumulative CORR")
+    bars.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_report(report: Report) -> None:
+    out = report.report_dir
+    per_era = report.data["per_era"]
+    report.files.append(write_json(out / "report.json", report.data))
+    _write_per_era_csv(out / "per_era.csv", per_era)
+    report.files.append(out / "per_era.csv")
+    if _write_per_era_png(out / "per_era.png", per_era, f"{report.source} on {report.data_path.name}"):
+        report.files.append(out / "per_era.png")
+    else:
+        report.notes.append("matplotlib is not installed: per_era.png not drawn (pip install matplotlib)")
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+def validate(config: ValidateConfig) -> Report:
+    """Score a model or a predictions file era by era; write the report files unless told not to."""
+    if config.predictions is None and config.model is None:
+        raise ConfigError("validate: give --model or --predictions")
+    data = _describe_data(_data_path(config), config)
+    notes: list[str] = []
+    if config.predictions is not None:
+        source = Path(config.predictions)
+        predictions, matrix, frame = _file_predictions(config, data)
+    else:
+        source = Path(config.model)
+        predictions, matrix, frame = _model_predictions(config, data)
+    report_data = score(predictions, frame, matrix, data, config, notes)
+    report_data = {"source": str(source), "data": str(data.path), **report_data}
+    report = Report(data=json_safe(report_data), source=str(source), data_path=data.path, notes=notes)
+    if config.write_report:
+        report.report_dir = Path(config.report_dir) if config.report_dir else DEFAULT_REPORTS_DIR / source.stem
+        write_report(report)
+    return report
