@@ -1,14 +1,18 @@
 """Peak memory of `numerflow prepare` against a plain `pandas.read_parquet` of the same columns.
 
-Writes a Numerai-shaped data set (default 1,000,000 rows x 780 int8 features, half train, half
-validation) into a temporary folder, then runs, each in its own child process:
+Writes a Numerai-shaped data set (default 1,000,000 train + validation rows x 780 int8 features)
+into a temporary folder, with numerflow's own synthetic generator (`--generator synthetic`, the
+default: the exact Numerai layout, including unresolved validation rows) or a plain random writer
+(`--generator plain`: 5/20/50/20/5 % buckets, row groups of `--row-group-rows`), then runs, each in
+its own child process:
   prepare   `python -m numerflow prepare --feature-set all --downsample 1 --embargo 0` (every row
             goes through, the worst case for memory)
   pandas    `pandas.read_parquet(columns=...)` of train and validation (what a naive prepare holds)
 and prints each one's peak RSS (ru_maxrss of the child), the int8 feature bytes, the bound the issue
 sets (1.5 x int8 feature bytes + 1 GiB) and the ratios.
 
-    .venv/bin/python bench/prepare_memory.py [--rows 1000000] [--features 780] [--row-group-rows N]
+    .venv/bin/python bench/prepare_memory.py [--rows 1000000] [--features 780]
+                                             [--generator synthetic|plain] [--row-group-rows N]
 """
 
 from __future__ import annotations
@@ -68,24 +72,38 @@ def write_dataset(folder: Path, rows: int, features: int, rows_per_era: int, row
     return names
 
 
-def peak_rss(command: list[str]) -> tuple[int, float]:
-    """Peak RSS in bytes of `command` run alone in a fresh child (via this script's --measure)."""
+def write_synthetic_dataset(data_dir: Path, rows: int, features: int, rows_per_era: int) -> tuple[Path, list[str]]:
+    """numerflow's synthetic set: `rows` train + validation rows (live is one more era)."""
+    from numerflow.config import SyntheticConfig
+    from numerflow.synthetic import write_synthetic
+
+    folder = write_synthetic(SyntheticConfig(data_dir=data_dir, eras=rows // rows_per_era,
+                                             rows_per_era=rows_per_era, features=features, seed=0))
+    meta = json.loads((folder / "features.json").read_text())
+    return folder, list(meta["feature_sets"]["all"])
+
+
+def peak_rss(command: list[str]) -> tuple[int, float, float]:
+    """Peak RSS in bytes, wall seconds and CPU seconds (user + system, less sensitive than wall time
+    to other jobs on the machine) of `command` run alone in a fresh child (via --measure)."""
     start = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--measure", "--", *command],
                          capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if out.returncode != 0:
         sys.exit(f"command failed: {' '.join(command)}\n{out.stdout}\n{out.stderr}")
-    return int(out.stdout.strip().splitlines()[-1]), seconds
+    rss, cpu = out.stdout.strip().splitlines()[-1].split()
+    return int(rss), seconds, float(cpu)
 
 
 def measure(command: list[str]) -> None:
-    """Run `command` and print its peak RSS in bytes (Linux ru_maxrss is in KiB)."""
+    """Run `command`; print its peak RSS in bytes (Linux ru_maxrss is in KiB) and CPU seconds."""
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode != 0:
         sys.stderr.write(out.stdout + out.stderr)
         sys.exit(out.returncode)
-    print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime)
 
 
 def main() -> None:
@@ -96,43 +114,53 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="train + validation rows")
     parser.add_argument("--features", type=int, default=780)
     parser.add_argument("--rows-per-era", type=int, default=5000)
-    parser.add_argument("--row-group-rows", type=int, default=100_000, help="rows per input row group")
+    parser.add_argument("--generator", choices=["synthetic", "plain"], default="synthetic")
+    parser.add_argument("--row-group-rows", type=int, default=100_000, help="plain: rows per input row group")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="nf-bench-") as tmp:
-        version_dir = Path(tmp) / "data" / "v5.2"
         start = time.perf_counter()
-        names = write_dataset(version_dir, args.rows, args.features, args.rows_per_era, args.row_group_rows)
-        rows = sum(pq.ParquetFile(version_dir / f).metadata.num_rows for f in ("train.parquet", "validation.parquet"))
+        if args.generator == "synthetic":
+            version_dir, names = write_synthetic_dataset(Path(tmp) / "data", args.rows, args.features,
+                                                         args.rows_per_era)
+        else:
+            version_dir = Path(tmp) / "data" / "v5.2"
+            names = write_dataset(version_dir, args.rows, args.features, args.rows_per_era, args.row_group_rows)
+        files = [pq.ParquetFile(version_dir / f).metadata for f in ("train.parquet", "validation.parquet")]
+        rows = sum(m.num_rows for m in files)
+        biggest_group = max(m.row_group(i).num_rows for m in files for i in range(m.num_row_groups))
         size = sum(p.stat().st_size for p in version_dir.iterdir())
-        print(f"data: {rows:,} rows x {len(names)} features, {size / GIB:.2f} GiB on disk, "
-              f"written in {time.perf_counter() - start:.0f} s, row groups of {args.row_group_rows:,} rows")
+        print(f"data ({args.generator}): {rows:,} rows x {len(names)} features, {size / GIB:.2f} GiB on disk, "
+              f"written in {time.perf_counter() - start:.0f} s, row groups up to {biggest_group:,} rows")
 
         prepare_cmd = [sys.executable, "-m", "numerflow", "prepare", "--dataset", str(version_dir),
                        "--feature-set", "all", "--aux-targets", "all", "--downsample", "1", "--embargo", "0",
                        "--out-dir", str(Path(tmp) / "prepared")]
-        columns = ["era", "data_type"] + names + TARGETS
+        columns = ["era", "data_type"] + names
+        targets = json.loads((version_dir / "features.json").read_text())["targets"]
         pandas_code = ("import sys, pandas as pd\n"
-                       f"cols = {columns!r}\n"
+                       f"cols = {columns + targets!r}\n"
                        "frames = [pd.read_parquet(p, columns=cols) for p in sys.argv[1:]]\n"
                        "print(sum(len(f) for f in frames))\n")
         pandas_cmd = [sys.executable, "-c", pandas_code, str(version_dir / "train.parquet"),
                       str(version_dir / "validation.parquet")]
 
-        prepare_rss, prepare_s = peak_rss(prepare_cmd)
-        pandas_rss, pandas_s = peak_rss(pandas_cmd)
+        prepare_rss, prepare_s, prepare_cpu = peak_rss(prepare_cmd)
+        pandas_rss, pandas_s, pandas_cpu = peak_rss(pandas_cmd)
         manifest = json.loads((Path(tmp) / "prepared" / "manifest.json").read_text())
-        assert manifest["rows_train"] + manifest["rows_validation"] == rows, manifest
+        prepared_rows = manifest["rows_train"] + manifest["rows_validation"]
+        print(f"prepared: {prepared_rows:,} of {rows:,} rows (rows with a NaN main target dropped)")
 
     feature_bytes = rows * len(names)
     bound = 1.5 * feature_bytes + GIB
     print(f"int8 feature bytes            {feature_bytes / GIB:7.2f} GiB")
     print(f"bound (1.5 x int8 + 1 GiB)    {bound / GIB:7.2f} GiB")
-    print(f"numerflow prepare  peak RSS   {prepare_rss / GIB:7.2f} GiB  {prepare_s:6.1f} s  "
+    print(f"numerflow prepare  peak RSS   {prepare_rss / GIB:7.2f} GiB  {prepare_s:6.1f} s ({prepare_cpu:.1f} s CPU)  "
           f"= {prepare_rss / bound:.2f} x bound, {prepare_rss / feature_bytes:.2f} x int8 bytes")
-    print(f"pandas.read_parquet peak RSS  {pandas_rss / GIB:7.2f} GiB  {pandas_s:6.1f} s  "
+    print(f"pandas.read_parquet peak RSS  {pandas_rss / GIB:7.2f} GiB  {pandas_s:6.1f} s ({pandas_cpu:.1f} s CPU)  "
           f"= {pandas_rss / bound:.2f} x bound, {pandas_rss / feature_bytes:.2f} x int8 bytes")
-    print(f"prepare / pandas: memory {prepare_rss / pandas_rss:.2f}x, time {prepare_s / pandas_s:.2f}x")
+    print(f"prepare / pandas: memory {prepare_rss / pandas_rss:.2f}x, wall time {prepare_s / pandas_s:.2f}x, "
+          f"CPU time {prepare_cpu / pandas_cpu:.2f}x")
     print("PASS" if prepare_rss < bound else "FAIL: prepare above the bound")
 
 
