@@ -87,11 +87,9 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
             return x
 
         def as_inputs(frame):
-            values = frame.to_numpy(dtype=np.float64)
+            values = frame.to_numpy(dtype=np.float64) * unit
             if np.isnan(values).any():
                 values = np.where(np.isnan(values), 2.0, values)  # Numerai's "missing" value is the middle bucket
-            if values.size and values.max() <= 1.0:
-                values = values * 4.0  # old releases store features as 0, .25, .5, .75, 1
             return values
 
         def ranks(values, eras):
@@ -102,15 +100,18 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
         missing = [f for f in features if f not in live_features.columns]
         if missing:
             raise ValueError(f"live_features lacks {len(missing)} feature(s) the model needs: {missing[:10]}")
+        # v5 features are integers 0..4; older releases store floats 0, .25, .5, .75, 1 (decided once,
+        # on the whole frame, so that a small batch of low values is never rescaled by mistake)
+        floats = all(pd.api.types.is_float_dtype(live_features[f]) for f in features)
+        unit = 4.0 if floats and max(float(live_features[f].max()) for f in features) <= 1.0 else 1.0
         n = len(live_features)
         eras = (live_features["era"].astype(str).to_numpy() if "era" in live_features.columns
                 else np.zeros(n, dtype=np.int8))
         combined = np.zeros(n)
         for member, weight in zip(members, weights):
-            columns = live_features[member["features"]]
             raw = np.empty(n)
-            for start in range(0, n, batch_rows):
-                x = (as_inputs(columns.iloc[start:start + batch_rows]) - centre) * scale
+            for start in range(0, n, batch_rows):  # rows first, then columns: one batch copied at a time
+                x = (as_inputs(live_features.iloc[start:start + batch_rows][member["features"]]) - centre) * scale
                 heads = forward(x, member["layers"])
                 raw[start:start + len(x)] = heads[:, 0] if member["predict_with"] == "main" else heads.mean(axis=1)
             combined += weight * ranks(raw, eras)
@@ -119,7 +120,7 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
             neutral = np.empty(n)
             for era in np.unique(eras):
                 rows = np.flatnonzero(eras == era)
-                x = as_inputs(live_features[features].iloc[rows])
+                x = as_inputs(live_features.iloc[rows][features])
                 x = np.hstack([x - x.mean(axis=0), np.ones((len(rows), 1))])
                 beta = np.linalg.lstsq(x, result[rows], rcond=1e-6)[0]
                 neutral[rows] = result[rows] - neutralize * (x @ beta)

@@ -83,6 +83,21 @@ def test_pickle_ranks_within_each_era_of_a_validation_frame(tmp_path, monkeypatc
         assert_same_ranks(exported.loc[ids], predicted.loc[ids])
 
 
+def test_pickle_reads_old_float_features_and_names_missing_ones(tmp_path, monkeypatch, synthetic_dir, synthetic_models):
+    import cloudpickle
+
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out", "m.pkl"]).exit_code == 0
+    predict = cloudpickle.loads((tmp_path / "m.pkl").read_bytes())
+    live = pd.read_parquet(synthetic_dir / "live.parquet")
+    features = [c for c in live.columns if c.startswith("feature_")]
+    as_floats = live.astype({f: "float32" for f in features})
+    as_floats[features] = as_floats[features] / 4  # the 0, .25, .5, .75, 1 encoding of older releases
+    pd.testing.assert_frame_equal(predict(as_floats, None), predict(live, None))
+    with pytest.raises(ValueError, match=f"live_features lacks 1 feature\\(s\\) the model needs: \\['{features[0]}'\\]"):
+        predict(live.drop(columns=features[0]))
+
+
 def test_export_of_a_missing_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["export", "--model", "nope.pt", "--out", "m.pkl"])
