@@ -588,11 +588,15 @@ def _run_epoch(net, optimizer, x_all, y_all, era_codes, config: TrainConfig, los
     import torch
     from tqdm.auto import tqdm
 
+    from numerflow.model import centre_into
+
     order, slices = epoch_batches(len(x_all), era_codes, config.batch_size, config.loss, config.seed, epoch,
                                   dist_info.rank, dist_info.world)
     order = torch.from_numpy(order).to(x_all.device)
     widest = max(stop - start for start, stop in slices)
+    # Two buffers reused by every step: the int8 rows gathered by index, and their float32 cast.
     raw = torch.empty((widest, x_all.shape[1]), dtype=torch.int8, device=x_all.device)
+    cast = torch.empty((widest, x_all.shape[1]), dtype=torch.float32, device=device)
     net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     bar = tqdm(slices, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
@@ -602,12 +606,14 @@ def _run_epoch(net, optimizer, x_all, y_all, era_codes, config: TrainConfig, los
         for group in optimizer.param_groups:
             group["lr"], group["betas"] = lr, (beta1, ADAM_BETAS[1])
         idx = order[start:stop]
-        buf = raw[:stop - start]
-        torch.index_select(x_all, 0, idx, out=buf)
-        x = buf.to(device, non_blocking=True).float()
+        rows = raw[:stop - start]
+        torch.index_select(x_all, 0, idx, out=rows)
+        if rows.device != device:  # int8 rows kept on the CPU: move the int8 batch, not floats
+            rows = rows.to(device, non_blocking=True)
+        x = centre_into(rows, cast[:stop - start])
         y = y_all[idx].to(device, non_blocking=True)
         mask = ~torch.isnan(y)
-        loss = loss_fn(net(x), torch.nan_to_num(y), mask)
+        loss = loss_fn(net(x, centred=True), torch.nan_to_num(y), mask)
         total = loss + config.l1 * sum(w.abs().sum() for w in decayed) if config.l1 else loss
         optimizer.zero_grad(set_to_none=True)
         total.backward()
