@@ -421,21 +421,33 @@ def per_era_mmc(predictions, meta_model, target, eras) -> EraScores:
 # Features: exposure and neutralisation (one matrix product per era)
 
 
-def _project_out(features_c: np.ndarray, y_c: np.ndarray, rcond: float = 1e-6) -> np.ndarray:
-    """The least-squares fit of y_c on features_c (both centred, so the intercept is implicit),
-    through the Gram matrix's eigen-decomposition: rank-deficient eras (constant features, a
-    feature group "missing" as all 2s) drop their null directions as lstsq's rcond does. The Gram
-    matrix costs rows x features^2 / 2, about half of a QR and a fraction of lstsq's SVD."""
-    gram = features_c.T @ features_c
-    eigval, eigvec = np.linalg.eigh(gram)
-    keep = eigval > (rcond ** 2) * max(float(eigval.max(initial=0.0)), 0.0)
-    if not keep.any():
+def _project_out(features_c: np.ndarray, y_c: np.ndarray) -> np.ndarray:
+    """The least-squares fit of y_c on features_c (both centred, so the intercept is implicit).
+
+    Features constant in the era (a group "missing" as all 2s) are dropped first; then the normal
+    equations are solved directly (rows x features^2 / 2 for the Gram matrix, a small solve), and
+    accepted when the residual is orthogonal to the features. A singular or ill-conditioned era
+    falls back to a pseudo-inverse through the Gram matrix's eigen-decomposition, dropping null
+    directions as np.linalg.lstsq's rcond does in numerai_tools."""
+    varying = np.einsum("ij,ij->j", features_c, features_c) > 0
+    x = features_c if varying.all() else features_c[:, varying]
+    if x.shape[1] == 0:
         return np.zeros_like(y_c)
+    gram = x.T @ x
+    rhs = x.T @ y_c
+    try:
+        fitted = x @ np.linalg.solve(gram, rhs)
+        leftover = x.T @ (y_c - fitted)
+        if np.abs(leftover).max(initial=0.0) <= 1e-8 * max(float(np.abs(rhs).max(initial=0.0)), 1e-300):
+            return fitted
+    except np.linalg.LinAlgError:
+        pass
+    eigval, eigvec = np.linalg.eigh(gram)
+    keep = eigval > 1e-12 * max(float(eigval.max(initial=0.0)), 0.0)
     basis = eigvec[:, keep]
-    inverse_eig = 1.0 / eigval[keep]
-    along_basis = basis.T @ (features_c.T @ y_c)
-    along_basis *= inverse_eig[:, None] if along_basis.ndim == 2 else inverse_eig
-    return features_c @ (basis @ along_basis)
+    along_basis = basis.T @ rhs
+    along_basis /= eigval[keep][:, None] if along_basis.ndim == 2 else eigval[keep]
+    return x @ (basis @ along_basis)
 
 
 def _era_rows(groups: EraGroups):

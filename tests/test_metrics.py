@@ -102,7 +102,8 @@ def test_mmc_equals_correlation_contribution_per_era():
 def test_neutralize_equals_numerai_tools_per_era():
     frame, features = make_rows(seed=5, n_eras=4)
     features = features.copy()
-    features[(frame["era"] == "0002").to_numpy(), :3] = 2  # a "missing" feature group: rank-deficient
+    features[(frame["era"] == "0002").to_numpy(), :3] = 2  # a "missing" feature group: constant columns
+    features[(frame["era"] == "0003").to_numpy(), 5] = features[(frame["era"] == "0003").to_numpy(), 4]  # collinear
     ours = metrics.neutralize(frame["prediction"], features, frame["era"], proportion=0.7)
     feats = pd.DataFrame(features, index=frame.index)
     for era in frame["era"].unique():
