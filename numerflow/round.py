@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from numerflow import schema
-from numerflow.config import PredictConfig, RoundConfig, SubmitConfig
+from numerflow.config import DownloadConfig, PredictConfig, RoundConfig, SubmitConfig
 from numerflow.errors import AuthError, ConfigError, NumerflowError, SubmissionError
 
 LOCK_FILE = ".numerflow-round.lock"  # in data_dir: two jobs sharing the data would race on live.parquet
@@ -163,7 +163,6 @@ def ensure_live_data(config: RoundConfig, current: int) -> Path:
     """The current round's live.parquet, downloading it (live files only) when the local copy is
     missing or older."""
     from numerflow.download import download
-    from numerflow.config import DownloadConfig
 
     try:
         version_dir = schema.find_version_dir(config.data_dir, config.version)
