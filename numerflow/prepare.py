@@ -238,11 +238,12 @@ def _output_schema(features: list[str], targets: list[str]) -> pa.Schema:
     """id (as the pandas index), era string, int8 features in feature-set order, float32 targets."""
     fields = ([pa.field(schema.ERA, pa.string())] + [pa.field(f, pa.int8()) for f in features]
               + [pa.field(t, pa.float32()) for t in targets] + [pa.field(schema.ID, pa.string())])
-    names = [schema.ERA] + features + targets
-    columns = [{"name": n, "field_name": n, "pandas_type": t, "numpy_type": t, "metadata": None}
-               for n, t in zip(names, ["unicode"] + ["int8"] * len(features) + ["float32"] * len(targets))]
-    columns.append({"name": schema.ID, "field_name": schema.ID, "pandas_type": "unicode",
-                    "numpy_type": "object", "metadata": None})
+    # pandas metadata written by hand (pandas is not imported here) so that pandas.read_parquet
+    # restores `id` as the index, as it does for Numerai's own files.
+    kinds = ([(schema.ERA, "unicode", "object")] + [(f, "int8", "int8") for f in features]
+             + [(t, "float32", "float32") for t in targets] + [(schema.ID, "unicode", "object")])
+    columns = [{"name": n, "field_name": n, "pandas_type": pandas_type, "numpy_type": numpy_type, "metadata": None}
+               for n, pandas_type, numpy_type in kinds]
     pandas_meta = {"index_columns": [schema.ID],
                    "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
                                        "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
