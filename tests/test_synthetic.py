@@ -194,7 +194,7 @@ def test_linear_model_finds_the_planted_signal(frames):
     rng = np.random.default_rng(0)
     random_means = [era_spearman(rng.random(len(validation)), target, eras).mean() for _ in range(20)]
     assert model > 0.02
-    assert model > 4 * np.std(random_means)
+    assert model > 3 * np.std(random_means)  # about p < 0.002 if there were no signal
 
 
 def test_same_seed_same_data_other_seed_differs(tmp_path, config):
