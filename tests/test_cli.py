@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from numerflow import __version__
 from numerflow.cli import app
 
-COMMANDS = ["download", "prepare", "train", "validate", "predict", "submit", "quickstart"]
+COMMANDS = ["download", "prepare", "train", "validate", "predict", "submit", "round", "export", "quickstart"]
 runner = CliRunner()
 
 
