@@ -159,33 +159,42 @@ class _EraLayout:
         first = values[np.minimum(self.starts, self.n_rows - 1)]
         return self.sums(values != self.expand(first)) == 0
 
+    def era_grid(self, values: np.ndarray):
+        """The eras as the rows of a 2-D array, each padded with +inf past its end, and the mask
+        of real cells (None when all eras have the same size: the grid is then a free reshape).
+        None when era sizes are too uneven for padding to be cheap."""
+        width = int(self.counts.max(initial=0))
+        if self.n_rows == 0 or self.n_eras * width > 2 * self.n_rows + 4096:
+            return None
+        if not np.issubdtype(values.dtype, np.floating):
+            values = values.astype(np.float64)
+        if np.all(self.counts == width):
+            return values.reshape(self.n_eras, width), None
+        grid = np.full((self.n_eras, width), np.inf, dtype=values.dtype)
+        real = np.arange(width) < self.counts[:, None]
+        grid[real] = values  # row-major order of the real cells is the era-by-era order
+        return grid, real
+
     def sort_within_eras(self, values: np.ndarray) -> np.ndarray:
         """Positions (in this layout) sorting the values inside each era, eras kept in order.
 
-        One argsort per era, done by numpy in a single call: the eras become the rows of a 2-D
-        array (padded with +inf past each era's end when sizes differ) sorted along axis 1. Each
-        era's sort then runs in cache, several times faster than one global argsort of all rows.
-        When era sizes are too uneven to pad cheaply: a global argsort, then a stable radix sort
-        on the era codes (which keeps the value order inside each era)."""
-        width = int(self.counts.max(initial=0))
+        One argsort per era, done by numpy in a single call on the era grid (sorted along axis 1;
+        padding is +inf and values are finite, so padding sorts last). Each era's sort runs in
+        cache, several times faster than one global argsort of all rows. When era sizes are too
+        uneven to pad: a global argsort, then a stable radix sort on the era codes (which keeps
+        the value order inside each era)."""
         if self.n_rows == 0:
             return np.empty(0, dtype=np.intp)
-        if self.n_eras * width > 2 * self.n_rows + 4096:
+        grid = self.era_grid(values)
+        if grid is None:
             codes = self.row_codes()
             order = np.argsort(values)
             return order[np.argsort(codes[order], kind="stable")]
-        if not np.issubdtype(values.dtype, np.floating):
-            values = values.astype(np.float64)
-        equal_sizes = bool(np.all(self.counts == width))
-        if equal_sizes:
-            grid = values.reshape(self.n_eras, width)
-        else:
-            grid = np.full((self.n_eras, width), np.inf, dtype=values.dtype)
-            column = np.arange(self.n_rows) - self.expand(self.starts)
-            grid[self.row_codes(), column] = values
-        within = np.argsort(grid, axis=1)  # padding is +inf and values are finite: padding sorts last
-        within += self.starts[:, None]
-        return within.ravel() if equal_sizes else within[np.arange(width) < self.counts[:, None]]
+        return self._grid_order(np.argsort(grid[0], axis=1), grid[1])
+
+    def _grid_order(self, within: np.ndarray, real) -> np.ndarray:
+        within = within + self.starts[:, None]
+        return within.ravel() if real is None else within[real]
 
     def average_ranks(self, values: np.ndarray):
         """1-based ranks of `values` (finite, in this layout) within their eras, ties given their
@@ -194,25 +203,41 @@ class _EraLayout:
         levels = _discrete_levels(values)
         if levels is not None:
             return self._counted_ranks(*levels)
+        grid = self.era_grid(values)
+        if grid is not None:
+            # Without ties (a model's outputs, usually) the ranks are the sorted positions, written
+            # back era by era inside the grid: every gather and scatter stays in cache.
+            cells, real = grid
+            within = np.argsort(cells, axis=1)
+            sorted_cells = np.take_along_axis(cells, within, axis=1)
+            ties = sorted_cells[:, 1:] == sorted_cells[:, :-1]
+            if real is not None:
+                ties &= real[:, 1:]  # +inf padding equals itself: not a tie
+            if not ties.any():
+                ranks = np.empty(cells.shape, dtype=np.float64)
+                positions = np.broadcast_to(np.arange(1.0, cells.shape[1] + 1.0), cells.shape)
+                np.put_along_axis(ranks, within, positions, axis=1)
+                return (ranks.ravel() if real is None else ranks[real]), self.counts.copy()
+            order = self._grid_order(within, real)
+        else:
+            order = self.sort_within_eras(values)
+        return self._ranks_from_order(values, order)
+
+    def _ranks_from_order(self, values: np.ndarray, order: np.ndarray):
         n = self.n_rows
-        order = self.sort_within_eras(values)
         sorted_values = values[order]
         new_run = np.empty(n, dtype=bool)
         new_run[:1] = True
         np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
         new_run[self._present_starts] = True  # a tie never spans two eras
-        distinct = self.sums(new_run)
-        if distinct.sum() == n:  # no ties (the usual case for a model's outputs): rank = position
-            position = np.arange(n, dtype=np.float64)
-        else:
-            # A tie run over sorted positions [s, s + len) gets the mean position s + (len - 1) / 2.
-            run_starts = np.flatnonzero(new_run)
-            run_lengths = np.diff(np.append(run_starts, n))
-            position = np.repeat(run_starts + (run_lengths - 1) / 2.0, run_lengths)
+        # A tie run over sorted positions [s, s + len) gets the mean position s + (len - 1) / 2.
+        run_starts = np.flatnonzero(new_run)
+        run_lengths = np.diff(np.append(run_starts, n))
+        position = np.repeat(run_starts + (run_lengths - 1) / 2.0, run_lengths)
         position -= self.expand(self.starts) - 1.0
         ranks = np.empty(n, dtype=np.float64)
         ranks[order] = position
-        return ranks, distinct
+        return ranks, self.sums(new_run)
 
     def _counted_ranks(self, n_levels: int, level_index: np.ndarray):
         """Average ranks for values with few levels, without sorting: count each (era, level)

@@ -72,6 +72,22 @@ def test_spearman_with_continuous_targets_and_uneven_eras():
     assert_matches(scores, per_era_reference(frame, lambda d: spearmanr(d.prediction, d.target)[0]))
 
 
+@pytest.mark.parametrize("sizes", [(150, 150), (100, 180)])
+def test_spearman_and_corr_without_ties(sizes):
+    """Tie-free predictions take the in-grid ranking, for equal and padded era sizes."""
+    rng = np.random.default_rng(9)
+    per_era = rng.integers(sizes[0], sizes[1] + 1, size=15)
+    eras = np.repeat([f"era{i}" for i in range(1, 16)], per_era)
+    frame = pd.DataFrame({"era": eras, "prediction": rng.normal(size=len(eras)),
+                          "target": rng.choice(BUCKETS, size=len(eras))},
+                         index=pd.Index([f"n{i:05d}" for i in range(len(eras))], name="id"))
+    args = (frame["prediction"], frame["target"], frame["era"])
+    assert_matches(metrics.per_era_spearman(*args),
+                   per_era_reference(frame, lambda d: spearmanr(d.prediction, d.target)[0]))
+    assert_matches(metrics.per_era_numerai_corr(*args),
+                   per_era_reference(frame, lambda d: scoring.numerai_corr(d[["prediction"]], d["target"]).iloc[0]))
+
+
 def test_numerai_corr_equals_numerai_tools_per_era():
     frame, _ = make_rows(seed=1)
     scores = metrics.per_era_numerai_corr(frame["prediction"], frame["target"], frame["era"])
