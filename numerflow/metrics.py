@@ -533,9 +533,10 @@ def feature_scores(predictions, features, target, eras) -> FeatureScores:
     if not (len(predictions) == len(target) == len(groups) == len(features)):
         raise ValueError("predictions, features, target and eras differ in length")
     keep = np.isfinite(target)
+    feature_rows = np.arange(len(target))  # rows of `features`: never copy the whole matrix
     if not keep.all():
         predictions, target, groups = predictions[keep], target[keep], groups.subset(keep)
-        features = features[np.flatnonzero(keep)]
+        feature_rows = feature_rows[keep]
     max_exp = np.full(groups.n_eras, np.nan)
     rms_exp = np.full(groups.n_eras, np.nan)
     neutral = np.full(len(predictions), np.nan)
@@ -544,7 +545,7 @@ def feature_scores(predictions, features, target, eras) -> FeatureScores:
         p = predictions[idx]
         if not np.isfinite(p).all():
             continue  # the era is reported unscorable below
-        x = _centred_features(features, idx)
+        x = _centred_features(features, feature_rows[idx])
         p = p - p.mean()
         scale = np.sqrt((x * x).sum(axis=0) * (p @ p))
         varying = scale > 0

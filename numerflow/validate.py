@@ -413,7 +413,7 @@ def validate(config: ValidateConfig) -> Report:
         source = Path(config.model)
         predictions, matrix, frame = _model_predictions(config, data)
     report_data = score(predictions, frame, matrix, data, config, notes)
-    report_data = {"source": str(source), "data": str(data.path), **report_data}
+    report_data = {"source": str(source), "data": str(data.path), **report_data, "notes": notes}
     report = Report(data=json_safe(report_data), source=str(source), data_path=data.path, notes=notes)
     if config.write_report:
         report.report_dir = Path(config.report_dir) if config.report_dir else DEFAULT_REPORTS_DIR / source.stem

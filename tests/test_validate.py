@@ -199,3 +199,19 @@ def test_missing_files(in_tmp, synthetic_dir, raw_validation):
 def test_model_and_predictions_together_is_a_usage_error(in_tmp):
     result = run_validate("--model", "m.pt", "--predictions", "p.csv")
     assert result.exit_code == 2
+
+
+def test_partial_predictions_and_no_side_files_are_noted(in_tmp, synthetic_dir, raw_validation):
+    shutil.copy(raw_validation, in_tmp / "alone.parquet")  # no meta_model / example preds beside it
+    preds = example_predictions(synthetic_dir)
+    preds.iloc[: len(preds) // 2].to_csv("half.csv", index=False)
+    result = run_validate("--predictions", "half.csv", "--data", "alone.parquet", "--json", "--no-report")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["rows"] == len(preds) // 2
+    assert "mmc" not in report and "corr_with_example" not in report
+    assert report["notes"] == [
+        f"{len(preds) - len(preds) // 2:,} validation rows have no prediction: scored the {len(preds) // 2:,} that do",
+        "meta_model.parquet not found in .: MMC left out",
+        "validation_example_preds.parquet not found in .: corr_with_example left out",
+    ]
