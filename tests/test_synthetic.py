@@ -197,7 +197,7 @@ def test_linear_model_finds_the_planted_signal(frames):
     assert model > 3 * np.std(random_means)  # about p < 0.002 if there were no signal
 
 
-def test_same_seed_same_data_other_seed_differs(tmp_path, config):
+def test_same_seed_same_data_other_seed_differs(tmp_path):
     small = dict(eras=14, rows_per_era=40, features=10)
     first = synthetic.write_synthetic(SyntheticConfig(data_dir=tmp_path / "a", seed=7, **small))
     again = synthetic.write_synthetic(SyntheticConfig(data_dir=tmp_path / "b", seed=7, **small))
