@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Iterator
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds."""
@@ -19,6 +25,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; artifacts should get the usual permissions the user's umask gives.
+    os.chmod(tmp_path, 0o666 & ~current_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, final)
