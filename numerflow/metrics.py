@@ -196,32 +196,47 @@ class _EraLayout:
         within = within + self.starts[:, None]
         return within.ravel() if real is None else within[real]
 
-    def average_ranks(self, values: np.ndarray):
+    def grid_sort(self, values: np.ndarray) -> "_GridSort | None":
+        """Sort `values` (finite) inside each era of the era grid; None when the grid does not
+        apply (very uneven eras)."""
+        grid = self.era_grid(values)
+        if grid is None:
+            return None
+        cells, real = grid
+        within = np.argsort(cells, axis=1)
+        sorted_cells = np.take_along_axis(cells, within, axis=1)
+        ties = sorted_cells[:, 1:] == sorted_cells[:, :-1]
+        if real is not None:
+            ties &= real[:, 1:]  # +inf padding equals itself: not a tie
+        return _GridSort(within, real, bool(ties.any()))
+
+    def to_grid(self, x: np.ndarray, real) -> np.ndarray:
+        """x (in this layout) on the era grid, padding cells 0."""
+        if real is None:
+            return x.reshape(self.n_eras, -1)
+        out = np.zeros(real.shape, dtype=x.dtype)
+        out[real] = x
+        return out
+
+    def average_ranks(self, values: np.ndarray, sorted_grid: "_GridSort | None" = None):
         """1-based ranks of `values` (finite, in this layout) within their eras, ties given their
         average rank (scipy.stats.rankdata / pandas rank(method="average")), and the number of
-        distinct values per era."""
+        distinct values per era. `sorted_grid`: grid_sort(values), when already computed."""
         levels = _discrete_levels(values)
         if levels is not None:
             return self._counted_ranks(*levels)
-        grid = self.era_grid(values)
-        if grid is not None:
-            # Without ties (a model's outputs, usually) the ranks are the sorted positions, written
-            # back era by era inside the grid: every gather and scatter stays in cache.
-            cells, real = grid
-            within = np.argsort(cells, axis=1)
-            sorted_cells = np.take_along_axis(cells, within, axis=1)
-            ties = sorted_cells[:, 1:] == sorted_cells[:, :-1]
-            if real is not None:
-                ties &= real[:, 1:]  # +inf padding equals itself: not a tie
-            if not ties.any():
-                ranks = np.empty(cells.shape, dtype=np.float64)
-                positions = np.broadcast_to(np.arange(1.0, cells.shape[1] + 1.0), cells.shape)
-                np.put_along_axis(ranks, within, positions, axis=1)
-                return (ranks.ravel() if real is None else ranks[real]), self.counts.copy()
-            order = self._grid_order(within, real)
-        else:
-            order = self.sort_within_eras(values)
-        return self._ranks_from_order(values, order)
+        sorted_grid = sorted_grid or self.grid_sort(values)
+        if sorted_grid is None:
+            return self._ranks_from_order(values, self.sort_within_eras(values))
+        within, real = sorted_grid.within, sorted_grid.real
+        if sorted_grid.ties:
+            return self._ranks_from_order(values, self._grid_order(within, real))
+        # Without ties (a model's outputs, usually) the ranks are the sorted positions, written
+        # back era by era inside the grid: every gather and scatter stays in cache.
+        ranks = np.empty(within.shape, dtype=np.float64)
+        positions = np.broadcast_to(np.arange(1.0, within.shape[1] + 1.0), within.shape)
+        np.put_along_axis(ranks, within, positions, axis=1)
+        return (ranks.ravel() if real is None else ranks[real]), self.counts.copy()
 
     def _ranks_from_order(self, values: np.ndarray, order: np.ndarray):
         n = self.n_rows
@@ -253,6 +268,33 @@ class _EraLayout:
         """((rank - 0.5) / n within each era, distinct values per era)."""
         ranks, distinct = self.average_ranks(values)
         return (ranks - 0.5) / self.expand(self.counts), distinct
+
+
+@dataclass
+class _GridSort:
+    """Per-era argsort on the era grid: `within[e]` lists era e's grid columns in value order
+    (padding last); `real` masks real cells (None: equal era sizes); `ties`: any era has ties."""
+
+    within: np.ndarray
+    real: np.ndarray | None
+    ties: bool
+
+
+def _gaussian_rank_weights(counts: np.ndarray, width: int, n_rows: int):
+    """For tie-free eras: the centred, signed-power-1.5 normal quantiles of (rank - 0.5) / n in
+    rank order, one row per era on the era grid (padding 0), and each row's sum of squares.
+    They depend only on the era size, so they are computed once per distinct size when that is
+    cheaper (equal-sized eras: a single row of ndtri calls instead of one per data row)."""
+    sizes, era_size = np.unique(counts, return_inverse=True)
+    if len(sizes) * width > n_rows:
+        sizes, era_size = counts, np.arange(len(counts))
+    column = np.arange(width)
+    real = column < sizes[:, None]
+    safe_sizes = np.maximum(sizes, 1)[:, None]
+    quantile = np.where(real, (column + 0.5) / safe_sizes, 0.5)
+    g = np.where(real, _signed_power(ndtri(quantile)), 0.0)
+    g = np.where(real, g - g.sum(axis=1, keepdims=True) / safe_sizes, 0.0)
+    return g, (g * g).sum(axis=1), era_size
 
 
 def _discrete_levels(values: np.ndarray, max_levels: int = 16):
@@ -349,6 +391,28 @@ class _ScoredRows:
         # Placeholders keep the sort valid; their eras are reported as NaN.
         self.predictions = np.where(bad, 0, predictions) if self.bad_era.any() else predictions
         self._pred_ranks = None
+        self._grid_sort = None
+        self._grid_sorted = False
+
+    def sorted_grid(self) -> _GridSort | None:
+        """The predictions sorted within eras on the era grid (computed once, shared by every
+        score), or None when the grid does not apply."""
+        if not self._grid_sorted:
+            self._grid_sort = self.layout.grid_sort(self.predictions)
+            self._grid_sorted = True
+        return self._grid_sort
+
+    def tie_free(self) -> _GridSort | None:
+        """The grid sort when no era has tied predictions: each era's prediction ranks are then
+        1..n in sorted order, so scores only need the target gathered into that order."""
+        if _discrete_levels(self.predictions) is not None:
+            return None
+        sorted_grid = self.sorted_grid()
+        return sorted_grid if sorted_grid is not None and not sorted_grid.ties else None
+
+    def gathered(self, x: np.ndarray, sorted_grid: _GridSort) -> np.ndarray:
+        """x (per row, this layout) on the era grid in prediction order; padding 0."""
+        return np.take_along_axis(self.layout.to_grid(x, sorted_grid.real), sorted_grid.within, axis=1)
 
     def scores(self, values: np.ndarray, *unscorable_flags: np.ndarray) -> EraScores:
         unscorable = (self.counts < MIN_ROWS) | self.bad_era
@@ -367,7 +431,9 @@ class _ScoredRows:
 
     def prediction_ranks(self):
         if self._pred_ranks is None:
-            self._pred_ranks = self.layout.average_ranks(self.predictions)
+            levels = _discrete_levels(self.predictions)
+            self._pred_ranks = self.layout.average_ranks(
+                self.predictions, None if levels is not None else self.sorted_grid())
         return self._pred_ranks
 
     def gaussian_predictions(self) -> np.ndarray:
@@ -375,19 +441,42 @@ class _ScoredRows:
         return ndtri((ranks - 0.5) / self.layout.expand(self.counts))
 
     def spearman(self) -> EraScores:
-        pred_ranks, pred_distinct = self.prediction_ranks()
         target_ranks, target_distinct = self.layout.average_ranks(self.target)
         # Average ranks of n rows always have mean (n + 1) / 2: centre without a pass.
-        centre = self.layout.expand((self.counts + 1) / 2.0)
-        values = self.cosine(pred_ranks - centre, target_ranks - centre)
-        return self.scores(values, pred_distinct < 2, target_distinct < 2)
+        half = (self.counts + 1) / 2.0
+        target_centred = target_ranks - self.layout.expand(half)
+        sorted_grid = self.tie_free()
+        if sorted_grid is None:
+            pred_ranks, pred_distinct = self.prediction_ranks()
+            values = self.cosine(pred_ranks - self.layout.expand(half), target_centred)
+            return self.scores(values, pred_distinct < 2, target_distinct < 2)
+        # Tie-free: prediction ranks are 1..n in sorted order, with sum of squares n(n^2 - 1)/12.
+        t = self.gathered(target_centred, sorted_grid)
+        positions = np.arange(1.0, t.shape[1] + 1.0)
+        sxy = t @ positions - half * t.sum(axis=1)
+        sxx = self.counts * (self.counts ** 2 - 1.0) / 12.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = sxy / np.sqrt(sxx * (t * t).sum(axis=1))
+        return self.scores(values, target_distinct < 2)
 
     def numerai_corr(self) -> EraScores:
-        _, pred_distinct = self.prediction_ranks()
-        gauss = _signed_power(self.gaussian_predictions())
-        centred_target = _signed_power(self.layout.centre(self.target))
-        values = self.pearson(gauss, centred_target)
-        return self.scores(values, pred_distinct < 2, self.layout.constant(self.target))
+        powered_target = self.layout.centre(_signed_power(self.layout.centre(self.target)))
+        sorted_grid = self.tie_free()
+        if sorted_grid is None:
+            _, pred_distinct = self.prediction_ranks()
+            gauss = _signed_power(self.gaussian_predictions())
+            values = self.cosine(self.layout.centre(gauss), powered_target)
+            return self.scores(values, pred_distinct < 2, self.layout.constant(self.target))
+        # Tie-free: the gaussianised predictions in sorted order depend only on the era size.
+        t = self.gathered(powered_target, sorted_grid)
+        weights, norms, era_size = _gaussian_rank_weights(self.counts, t.shape[1], self.layout.n_rows)
+        if len(norms) == 1:
+            sxy = t @ weights[0]
+        else:
+            sxy = np.einsum("ij,ij->i", t, weights[era_size])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = sxy / np.sqrt(norms[era_size] * (t * t).sum(axis=1))
+        return self.scores(values, self.layout.constant(self.target))
 
 
 def per_era_spearman(predictions, target, eras) -> EraScores:

@@ -72,7 +72,7 @@ def test_spearman_with_continuous_targets_and_uneven_eras():
     assert_matches(scores, per_era_reference(frame, lambda d: spearmanr(d.prediction, d.target)[0]))
 
 
-@pytest.mark.parametrize("sizes", [(150, 150), (100, 180)])
+@pytest.mark.parametrize("sizes", [(150, 150), (150, 151), (100, 180)])
 def test_spearman_and_corr_without_ties(sizes):
     """Tie-free predictions take the in-grid ranking, for equal and padded era sizes."""
     rng = np.random.default_rng(9)
