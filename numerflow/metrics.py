@@ -208,7 +208,15 @@ class _EraLayout:
         ties = sorted_cells[:, 1:] == sorted_cells[:, :-1]
         if real is not None:
             ties &= real[:, 1:]  # +inf padding equals itself: not a tie
-        return _GridSort(within, real, bool(ties.any()))
+        # A tie at grid cell (e, j) joins sorted cells j and j + 1 of era e; consecutive ones chain
+        # into runs. Only the tied cells are touched later, so ties cost in proportion to their count.
+        era, column = np.nonzero(ties)
+        joined = era * cells.shape[1] + column
+        breaks = np.flatnonzero(np.diff(joined) != 1)
+        run_first = joined[np.r_[0, breaks + 1]] if joined.size else joined
+        run_last = joined[np.r_[breaks, joined.size - 1]] + 1 if joined.size else joined
+        tied_pairs = np.bincount(era, minlength=self.n_eras)
+        return _GridSort(within, real, bool(joined.size), run_first, run_last, self.counts - tied_pairs)
 
     def to_grid(self, x: np.ndarray, real) -> np.ndarray:
         """x (in this layout) on the era grid, padding cells 0."""
@@ -229,14 +237,11 @@ class _EraLayout:
         if sorted_grid is None:
             return self._ranks_from_order(values, self.sort_within_eras(values))
         within, real = sorted_grid.within, sorted_grid.real
-        if sorted_grid.ties:
-            return self._ranks_from_order(values, self._grid_order(within, real))
-        # Without ties (a model's outputs, usually) the ranks are the sorted positions, written
-        # back era by era inside the grid: every gather and scatter stays in cache.
+        # Ranks are the sorted positions (tie runs: their mean), written back era by era inside
+        # the grid: every gather and scatter stays in cache.
         ranks = np.empty(within.shape, dtype=np.float64)
-        positions = np.broadcast_to(np.arange(1.0, within.shape[1] + 1.0), within.shape)
-        np.put_along_axis(ranks, within, positions, axis=1)
-        return (ranks.ravel() if real is None else ranks[real]), self.counts.copy()
+        np.put_along_axis(ranks, within, _sorted_ranks(sorted_grid, within.shape), axis=1)
+        return (ranks.ravel() if real is None else ranks[real]), sorted_grid.distinct.copy()
 
     def _ranks_from_order(self, values: np.ndarray, order: np.ndarray):
         n = self.n_rows
@@ -278,23 +283,48 @@ class _GridSort:
     within: np.ndarray
     real: np.ndarray | None
     ties: bool
+    run_first: np.ndarray  # flat grid index of each tie run's first sorted cell
+    run_last: np.ndarray  # ... and last (inclusive)
+    distinct: np.ndarray  # distinct values per era
+
+    def tied_cells(self, width: int):
+        """(flat grid index of every tied cell, its run's mean 1-based position in the era)."""
+        lengths = self.run_last - self.run_first + 1
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        cells = np.repeat(self.run_first, lengths) + offsets
+        mean_position = (self.run_first % width + self.run_last % width) / 2.0 + 1.0
+        return cells, np.repeat(mean_position, lengths)
+
+    def tie_correction(self, n_eras: int, width: int) -> np.ndarray:
+        """Per era sum over tie runs of (len^3 - len) / 12: what ties remove from the ranks'
+        sum of squares n(n^2 - 1) / 12."""
+        lengths = (self.run_last - self.run_first + 1).astype(np.float64)
+        return np.bincount(self.run_first // width, weights=(lengths ** 3 - lengths) / 12.0, minlength=n_eras)
 
 
-def _gaussian_rank_weights(counts: np.ndarray, width: int, n_rows: int):
-    """For tie-free eras: the centred, signed-power-1.5 normal quantiles of (rank - 0.5) / n in
-    rank order, one row per era on the era grid (padding 0), and each row's sum of squares.
-    They depend only on the era size, so they are computed once per distinct size when that is
-    cheaper (equal-sized eras: a single row of ndtri calls instead of one per data row)."""
+def _sorted_ranks(sorted_grid: _GridSort, shape) -> np.ndarray:
+    """1-based ranks in sorted order on the grid: positions, tie runs replaced by their mean."""
+    positions = np.broadcast_to(np.arange(1.0, shape[1] + 1.0), shape)
+    if not sorted_grid.ties:
+        return positions
+    positions = positions.copy()
+    cells, mean_position = sorted_grid.tied_cells(shape[1])
+    positions.reshape(-1)[cells] = mean_position
+    return positions
+
+
+def _gaussian_rank_table(counts: np.ndarray, width: int, n_rows: int):
+    """Signed-power-1.5 normal quantiles of (position - 0.5) / n for positions 1..n, one row per
+    era size on the era grid (padding 0), and which row each era uses. They depend only on the
+    era size: computed once per distinct size when that is cheaper (equal-sized eras: one row of
+    ndtri calls instead of one per data row)."""
     sizes, era_size = np.unique(counts, return_inverse=True)
     if len(sizes) * width > n_rows:
         sizes, era_size = counts, np.arange(len(counts))
     column = np.arange(width)
     real = column < sizes[:, None]
-    safe_sizes = np.maximum(sizes, 1)[:, None]
-    quantile = np.where(real, (column + 0.5) / safe_sizes, 0.5)
-    g = np.where(real, _signed_power(ndtri(quantile)), 0.0)
-    g = np.where(real, g - g.sum(axis=1, keepdims=True) / safe_sizes, 0.0)
-    return g, (g * g).sum(axis=1), era_size
+    quantile = np.where(real, (column + 0.5) / np.maximum(sizes, 1)[:, None], 0.5)
+    return np.where(real, _signed_power(ndtri(quantile)), 0.0), era_size
 
 
 def _discrete_levels(values: np.ndarray, max_levels: int = 16):
@@ -402,13 +432,14 @@ class _ScoredRows:
             self._grid_sorted = True
         return self._grid_sort
 
-    def tie_free(self) -> _GridSort | None:
-        """The grid sort when no era has tied predictions: each era's prediction ranks are then
-        1..n in sorted order, so scores only need the target gathered into that order."""
+    def sorted_scoring(self) -> _GridSort | None:
+        """The grid sort, when scores are best computed in prediction order: there, each era's
+        prediction ranks are 1..n (tie runs averaged), so a score needs only the target gathered
+        into that order. None for very uneven eras and for predictions with few distinct values
+        (counted ranks are cheaper there)."""
         if _discrete_levels(self.predictions) is not None:
             return None
-        sorted_grid = self.sorted_grid()
-        return sorted_grid if sorted_grid is not None and not sorted_grid.ties else None
+        return self.sorted_grid()
 
     def gathered(self, x: np.ndarray, sorted_grid: _GridSort) -> np.ndarray:
         """x (per row, this layout) on the era grid in prediction order; padding 0."""
@@ -445,38 +476,56 @@ class _ScoredRows:
         # Average ranks of n rows always have mean (n + 1) / 2: centre without a pass.
         half = (self.counts + 1) / 2.0
         target_centred = target_ranks - self.layout.expand(half)
-        sorted_grid = self.tie_free()
+        sorted_grid = self.sorted_scoring()
         if sorted_grid is None:
             pred_ranks, pred_distinct = self.prediction_ranks()
             values = self.cosine(pred_ranks - self.layout.expand(half), target_centred)
             return self.scores(values, pred_distinct < 2, target_distinct < 2)
-        # Tie-free: prediction ranks are 1..n in sorted order, with sum of squares n(n^2 - 1)/12.
         t = self.gathered(target_centred, sorted_grid)
-        positions = np.arange(1.0, t.shape[1] + 1.0)
-        sxy = t @ positions - half * t.sum(axis=1)
-        sxx = self.counts * (self.counts ** 2 - 1.0) / 12.0
+        width = t.shape[1]
+        if sorted_grid.ties:
+            sxy = np.einsum("ij,ij->i", t, _sorted_ranks(sorted_grid, t.shape))
+        else:
+            sxy = t @ np.arange(1.0, width + 1.0)
+        sxy -= half * t.sum(axis=1)  # the ranks' centre; t sums to ~0 already
+        # Sum of squares of centred ranks 1..n is n(n^2 - 1)/12, less (len^3 - len)/12 per tie run.
+        sxx = self.counts * (self.counts ** 2 - 1.0) / 12.0 - sorted_grid.tie_correction(self.n_eras, width)
         with np.errstate(invalid="ignore", divide="ignore"):
             values = sxy / np.sqrt(sxx * (t * t).sum(axis=1))
-        return self.scores(values, target_distinct < 2)
+        return self.scores(values, sorted_grid.distinct < 2, target_distinct < 2)
 
     def numerai_corr(self) -> EraScores:
         powered_target = self.layout.centre(_signed_power(self.layout.centre(self.target)))
-        sorted_grid = self.tie_free()
+        sorted_grid = self.sorted_scoring()
         if sorted_grid is None:
             _, pred_distinct = self.prediction_ranks()
             gauss = _signed_power(self.gaussian_predictions())
             values = self.cosine(self.layout.centre(gauss), powered_target)
             return self.scores(values, pred_distinct < 2, self.layout.constant(self.target))
-        # Tie-free: the gaussianised predictions in sorted order depend only on the era size.
+        # In sorted order the gaussianised predictions depend only on the era size, except at
+        # tie runs (recomputed from their mean rank).
         t = self.gathered(powered_target, sorted_grid)
-        weights, norms, era_size = _gaussian_rank_weights(self.counts, t.shape[1], self.layout.n_rows)
-        if len(norms) == 1:
-            sxy = t @ weights[0]
+        width = t.shape[1]
+        table, era_size = _gaussian_rank_table(self.counts, width, self.layout.n_rows)
+        n = self.counts.astype(np.float64)
+        if not sorted_grid.ties and len(table) == 1:
+            g = table[0]
+            g_sum, g_squares = np.full(self.n_eras, g.sum()), np.full(self.n_eras, g @ g)
+            sxy = t @ g
         else:
-            sxy = np.einsum("ij,ij->i", t, weights[era_size])
+            g = table[era_size]
+            if sorted_grid.ties:
+                cells, mean_position = sorted_grid.tied_cells(width)
+                era_of_cell = cells // width
+                g.reshape(-1)[cells] = _signed_power(ndtri((mean_position - 0.5) / n[era_of_cell]))
+            g_sum, g_squares = g.sum(axis=1), np.einsum("ij,ij->i", g, g)
+            sxy = np.einsum("ij,ij->i", t, g)
         with np.errstate(invalid="ignore", divide="ignore"):
-            values = sxy / np.sqrt(norms[era_size] * (t * t).sum(axis=1))
-        return self.scores(values, self.layout.constant(self.target))
+            g_mean = g_sum / n
+            sxy -= g_mean * t.sum(axis=1)
+            sxx = g_squares - n * g_mean ** 2
+            values = sxy / np.sqrt(sxx * (t * t).sum(axis=1))
+        return self.scores(values, sorted_grid.distinct < 2, self.layout.constant(self.target))
 
 
 def per_era_spearman(predictions, target, eras) -> EraScores:
