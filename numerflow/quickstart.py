@@ -3,6 +3,7 @@ new user runs, and the proof that every stage chains with the next."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,21 @@ class QuickstartResult:
         lines += [f"  {name:<12} {path}" for name, path in self.artifacts.items()]
         lines += ["Validation:", self.validation]
         return "\n".join(lines)
+
+
+def random_spread(per_era: list[dict]) -> float:
+    """Standard deviation of the mean era-Spearman that random predictions would get on these
+    eras (each era's Spearman has variance 1/(rows-1) under no signal): the yardstick that tells
+    a real score from luck."""
+    scored = [era["rows"] for era in per_era if era.get("spearman") is not None and era["rows"] > 1]
+    return math.sqrt(sum(1 / (rows - 1) for rows in scored)) / len(scored) if scored else float("nan")
+
+
+def signal_line(report_data: dict) -> str:
+    mean = report_data["spearman"]["mean"]
+    spread = random_spread(report_data["per_era"])
+    return (f"mean era-Spearman {mean:.4f} = {mean / spread:.1f} x the spread of random predictions "
+            f"on the same eras ({spread:.4f})")
 
 
 def quickstart(folder: Path, say: Callable[[str], None] = print) -> QuickstartResult:
@@ -52,7 +68,7 @@ def quickstart(folder: Path, say: Callable[[str], None] = print) -> QuickstartRe
     report_dir = folder / "reports" / "model"
     report = validate(cfg.ValidateConfig(model=trained.checkpoint, data_dir=data_dir, report_dir=report_dir))
     result.artifacts["report"] = report_dir
-    result.validation = str(report)
+    result.validation = f"{report}\n{signal_line(report.data)}"
     say("5/6 predict")
     predicted = predict(cfg.PredictConfig(models=[trained.checkpoint], data_dir=data_dir,
                                           out=folder / "predictions" / "model_live.csv"))
