@@ -215,3 +215,10 @@ def test_partial_predictions_and_no_side_files_are_noted(in_tmp, synthetic_dir, 
         "meta_model.parquet not found in .: MMC left out",
         "validation_example_preds.parquet not found in .: corr_with_example left out",
     ]
+
+
+def test_duplicate_ids(in_tmp, synthetic_dir, raw_validation):
+    preds = example_predictions(synthetic_dir)
+    pd.concat([preds, preds.iloc[:2]]).to_csv("p.csv", index=False)
+    result = run_validate("--predictions", "p.csv", "--data", raw_validation)
+    assert error_line(result) == "Error: p.csv: 2 duplicate id(s)"
