@@ -66,7 +66,8 @@ def prepared(tmp_path_factory) -> Path:
 
 def config(prepared: Path, out: Path, **changes) -> TrainConfig:
     """A small fast recipe on the test data; tests change one option at a time."""
-    base = TrainConfig(data=prepared, out=out, layers=[16], batch_size=128, epochs=3, lr=1e-2, device="cpu")
+    base = TrainConfig(data=prepared, out=out, layers=[16], batch_size=128, epochs=3, lr=1e-2, device="cpu",
+                       dropout=0.0, batchnorm=False, loss="mse")
     return replace(base, **changes)
 
 
