@@ -363,7 +363,9 @@ class _Validator:
         self.target = main[known]
         # All labels kept, so per-era values line up across ranks (by era index).
         self.groups = metrics.EraGroups(split.eras, split.era_codes[rows].astype(np.int32))
-        self.features = torch.from_numpy(split.features[rows])
+        # All rows in order (one process, every target known): share the array instead of copying it.
+        whole = len(rows) == len(split.features)
+        self.features = torch.from_numpy(split.features if whole else split.features[rows])
         if device.type == "cuda" and _fits_on_gpu(self.features.numel(), device):
             self.features = self.features.to(device)
 
@@ -422,7 +424,7 @@ def _state_on_cpu(module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
-def _load_resume(config: TrainConfig, path: Path) -> dict | None:
+def _load_resume(config: TrainConfig, path: Path, features: list[str], targets: list[str]) -> dict | None:
     """The state of an interrupted run, or None when there is none to resume."""
     import torch
 
@@ -432,6 +434,8 @@ def _load_resume(config: TrainConfig, path: Path) -> dict | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         raise CheckpointError(f"{path}: not a numerflow resume file") from None
+    if state.get("features") != features or state.get("targets") != targets:
+        raise ConfigError(f"{path}: cannot resume: the prepared data's features or targets changed since it was written")
     saved, now = state.get("train_config", {}), config_dict(config)
     changed = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
     if changed:
@@ -488,7 +492,7 @@ def _train(config: TrainConfig, say, device, dist_info: _Dist, started: float) -
     features = list(manifest["features"])
     targets = _choose_targets(config, manifest, data / "manifest.json")
     resume_file = _resume_path(out)
-    resumed = _load_resume(config, resume_file)
+    resumed = _load_resume(config, resume_file, features, targets)
 
     train_split = _read_split(data / "train.parquet", features, targets)
     valid_split = _read_split(data / "validation.parquet", features, targets)
@@ -548,7 +552,7 @@ def _train(config: TrainConfig, say, device, dist_info: _Dist, started: float) -
             stale += 1
         if dist_info.writes:
             _save_resume(resume_file, config, model, optimizer, history, epoch_seconds, best_epoch, best_score,
-                         best_state, stale)
+                         best_state, stale, features, targets)
             if say:
                 say(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.5f}, validation era-Spearman "
                     f"mean {row['val_mean']:.4f} sharpe {row['val_sharpe']:.2f} ({epoch_seconds[-1]:.1f} s)")
@@ -625,10 +629,11 @@ def _run_epoch(net, optimizer, x_all, y_all, era_codes, config: TrainConfig, los
 
 
 def _save_resume(path: Path, config: TrainConfig, model, optimizer, history, epoch_seconds, best_epoch,
-                 best_score, best_state, stale) -> None:
+                 best_score, best_state, stale, features, targets) -> None:
     import torch
 
-    state = {"numerflow_version": __version__, "train_config": config_dict(config),
+    state = {"numerflow_version": __version__, "train_config": config_dict(config), "features": features,
+             "targets": targets,
              "model_state": _state_on_cpu(model), "optimizer_state": optimizer.state_dict(),
              "rng_state": _rng_state(), "metrics": history, "epoch_seconds": epoch_seconds,
              "best_epoch": best_epoch, "best_score": best_score, "best_state": best_state, "stale": stale}

@@ -384,3 +384,15 @@ def test_cli_missing_prepared_data(tmp_path):
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"Error: {tmp_path / 'nothing' / 'manifest.json'}: file not found "
                                      "(run `numerflow prepare` first)")
+
+
+def test_resume_after_the_prepared_features_changed_is_refused(tmp_path):
+    folder = write_prepared(tmp_path / "p", train_eras=6, valid_eras=2, rows_per_era=40)
+    with pytest.raises(Interrupt):
+        train(config(folder, tmp_path / "m.pt"), say=lambda line: (_ for _ in ()).throw(Interrupt()))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["features"] = manifest["features"][:-1]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"m.pt.resume: cannot resume: the prepared data's features or targets "
+                                          r"changed since it was written"):
+        train(config(folder, tmp_path / "m.pt", resume=True))
