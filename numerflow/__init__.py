@@ -1,3 +1,11 @@
 """numerflow: a command-line pipeline for the Numerai tournament."""
 
+import os
+
 __version__ = "0.1.0"
+
+# torch's OpenMP threads spin while waiting for work by default. With numerflow's small per-step
+# kernels, any other busy process on the machine (a second job, a test runner, a browser) turns
+# that spinning into a 10-30x slowdown of training; passive waiting costs almost nothing when the
+# machine is quiet. Must be set before torch is imported; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
