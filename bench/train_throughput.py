@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,18 @@ from numerflow.model import ModelConfig, build_model, parameter_groups
 from numerflow.train import _Dist, _run_epoch, epoch_batches, masked_mse
 
 GIB = 1 << 30
+# Linux carries the parent's high-water RSS into a child spawned from it (exec records the old
+# mm's peak), so this large process cannot read its child's peak itself: a small wrapper spawns
+# `numerflow train` and prints that child's own ru_maxrss (KiB) from wait4.
+MEASURE_CHILD = """
+import os, sys
+actions = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+pid = os.posix_spawn(sys.executable, [sys.executable, *sys.argv[1:]], os.environ, file_actions=actions)
+_, status, usage = os.wait4(pid, 0)
+if os.waitstatus_to_exitcode(status):
+    sys.exit("numerflow train failed")
+print(usage.ru_maxrss)
+"""
 
 
 def make_data(rows: int, features: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -138,12 +149,11 @@ def peak_rss(rows: int, features: int, valid_rows: int) -> None:
         t0 = time.perf_counter()
         write_prepared(folder, rows, valid_rows, features)
         print(f"\nwrote {rows:,} x {features} prepared rows in {time.perf_counter() - t0:.0f} s")
-        command = [sys.executable, "-m", "numerflow", "train", "--data", str(folder), "--out",
-                   str(folder / "m.pt"), "--epochs", "1", "--device", "cpu"]
+        command = [sys.executable, "-c", MEASURE_CHILD, "-m", "numerflow", "train", "--data", str(folder),
+                   "--out", str(folder / "m.pt"), "--epochs", "1", "--device", "cpu"]
         t0 = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        peak = int(subprocess.run(command, check=True, capture_output=True, text=True).stdout) * 1024  # KiB
         seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
     int8_bytes = (rows + valid_rows) * features
     budget = 1.5 * int8_bytes + GIB
     print(f"peak RSS of `numerflow train --epochs 1` on {rows:,} train + {valid_rows:,} validation rows x "

@@ -240,6 +240,7 @@ class _Split:
 
 def _read_split(path: Path, features: list[str], targets: list[str]) -> _Split:
     matrix, frame = schema.read_matrix(path, features, [schema.ERA] + targets)
+    _release_reader_memory()
     if len(matrix) == 0:
         raise DataError(f"{path}: no rows")
     groups = metrics.group_eras(frame[schema.ERA].astype(str).to_numpy())
@@ -508,7 +509,6 @@ def _train(config: TrainConfig, say, device, dist_info: _Dist, started: float) -
 
     train_split = _read_split(data / "train.parquet", features, targets)
     valid_split = _read_split(data / "validation.parquet", features, targets)
-    _release_reader_memory()
 
     set_seed(config.seed)
     model_config = ModelConfig(n_features=len(features), layers=list(config.layers), activation=config.activation,
