@@ -68,8 +68,8 @@ def read_feature_sets(path: str | Path) -> dict:
         meta = json.loads(path.read_text())
     except ValueError:
         raise DataError(f"{path}: not valid JSON") from None
-    if "feature_sets" not in meta:
-        raise DataError(f"{path}: no 'feature_sets' key")
+    if not isinstance(meta, dict) or not isinstance(meta.get("feature_sets"), dict):
+        raise DataError(f"{path}: no 'feature_sets' object")
     return meta
 
 
@@ -77,12 +77,17 @@ def feature_set(meta: dict, name: str, source: str | Path = "features.json") -> 
     sets = meta["feature_sets"]
     if name not in sets:
         raise DataError(f"{source}: unknown feature set '{name}' (available: {', '.join(sorted(sets))})")
-    return list(sets[name])
+    features = sets[name]
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise DataError(f"{source}: feature set '{name}' is not a list of column names")
+    return list(features)
 
 
 def features_to_int8(values: np.ndarray, source: str = "data") -> np.ndarray:
     """Numerai features as int8 0..4. Older releases store floats 0, .25, .5, .75, 1: map them
-    exactly; anything else (other floats, values outside 0..4) is a DataError."""
+    exactly; anything else (text, other floats, values outside 0..4) is a DataError."""
+    if values.dtype.kind not in "iuf":
+        raise DataError(f"{source}: feature values of type {values.dtype}, expected integers 0..4")
     if values.dtype.kind in "iu":
         if values.size and (values.min() < 0 or values.max() > 4):
             raise DataError(f"{source}: feature values outside 0..4")
@@ -136,32 +141,57 @@ def read_live_round(version_dir: str | Path) -> int | None:
 
 
 def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
-                batch_rows: int = 65536):
+                batch_rows: int = 65536, where: tuple[str, str] | None = None):
     """Read `features` of a Parquet file into one int8 (rows, features) array, batch by batch,
     never building a float copy of the whole matrix, plus a DataFrame of `columns` (e.g. era,
-    targets) indexed by id. Missing columns are a DataError listing them."""
+    targets) indexed by id. Missing columns are a DataError listing them.
+
+    `where=(column, value)` keeps only the rows whose `column` equals `value` (e.g. data_type ==
+    "validation" in a raw validation.parquet, which also holds millions of other rows): a first
+    pass over that one column counts them, then each batch is filtered as it is read, so the
+    matrix holds the kept rows only and the others are never copied."""
     import pandas as pd
+    import pyarrow as pa
 
     names = parquet_columns(path)
-    missing = [c for c in list(features) + list(columns) if c not in names]
+    missing = [c for c in list(features) + list(columns) + ([where[0]] if where else []) if c not in names]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise DataError(f"{path}: missing {len(missing)} column(s): {shown}")
-    pf = pq.ParquetFile(path)
-    n_rows = pf.metadata.num_rows
-    matrix = np.empty((n_rows, len(features)), dtype=np.int8)
     wanted = list(features) + [c for c in columns if c not in features]
     if ID in names:
         wanted.append(ID)
-    extras, start = [], 0
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted):
-        stop = start + batch.num_rows
-        for j, name in enumerate(features):
-            values = batch.column(name).to_numpy(zero_copy_only=False)
-            matrix[start:stop, j] = features_to_int8(values, f"{path}: column {name}")
-        extras.append(batch.select([c for c in wanted if c not in features]).to_pandas())
-        start = stop
+    try:
+        pf = pq.ParquetFile(path)
+        n_rows = pf.metadata.num_rows
+        if where:
+            n_rows = sum(int(_row_mask(batch.column(0), where[1]).true_count)
+                         for batch in pf.iter_batches(batch_size=1 << 20, columns=[where[0]]))
+            read = wanted + ([where[0]] if where[0] not in wanted else [])
+        else:
+            read = wanted
+        matrix = np.empty((n_rows, len(features)), dtype=np.int8)
+        extras, start = [], 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=read):
+            if where:
+                batch = batch.filter(_row_mask(batch.column(where[0]), where[1])).select(wanted)
+            stop = start + batch.num_rows
+            for j, name in enumerate(features):
+                values = batch.column(name).to_numpy(zero_copy_only=False)
+                matrix[start:stop, j] = features_to_int8(values, f"{path}: column {name}")
+            extras.append(batch.select([c for c in wanted if c not in features]).to_pandas())
+            start = stop
+    except (pa.ArrowException, OSError) as exc:  # a file that breaks mid-read
+        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
     # Batches carry pandas metadata, so `id` may come back as the index already.
     extras = [part.set_index(ID) if ID in part.columns else part for part in extras]
     frame = pd.concat(extras, ignore_index=ID not in names) if extras else pd.DataFrame(columns=wanted[len(features):])
     return matrix, frame
+
+
+def _row_mask(values, equals: str):
+    """Arrow boolean mask of `values == equals` (as strings; nulls count as not equal)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.equal(values.cast(pa.string()), equals), False)

@@ -21,9 +21,9 @@ from numerflow import metrics, schema
 from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path, write_json
+from numerflow.prepare import MANIFEST_FILE, read_manifest
 
 PREDICTION_SUFFIXES = (".csv", ".parquet")
-MANIFEST_FILE = "manifest.json"
 SUMMARY_KEYS = ("mean", "std", "sharpe", "max_drawdown", "hit_rate", "eras_scored")
 
 
@@ -112,13 +112,7 @@ def _describe_data(path: Path, config: ValidateConfig) -> _Data:
     """Which target, auxiliary targets and features a validation file offers, and where its
     version folder is (for meta_model.parquet and the example predictions)."""
     columns = schema.parquet_columns(path)
-    manifest_path = path.parent / MANIFEST_FILE
-    manifest = {}
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError:
-            raise DataError(f"{manifest_path}: not valid JSON") from None
+    manifest = read_manifest(path.parent) if (path.parent / MANIFEST_FILE).is_file() else {}
     prepared = bool(manifest) and schema.DATA_TYPE not in columns
     if prepared:
         source_dir = Path(manifest["version_dir"]) if manifest.get("version_dir") else (
@@ -154,14 +148,25 @@ def _raw_features(path: Path, columns: list[str]) -> list[str]:
     return present
 
 
-def _validation_rows(frame, path: Path) -> np.ndarray | None:
-    """Mask of data_type == "validation" rows for a raw file; None when every row is validation."""
-    if schema.DATA_TYPE not in frame.columns:
-        return None
-    keep = (frame[schema.DATA_TYPE].astype(str) == "validation").to_numpy()
-    if not keep.any():
-        raise DataError(f"{path}: no rows with {schema.DATA_TYPE} == 'validation'")
-    return None if keep.all() else keep
+def _read_validation_rows(data: _Data, features: list[str], names) -> tuple[np.ndarray, object]:
+    """The int8 feature matrix and the era/target columns of the validation rows. A raw file is
+    filtered on data_type == "validation" while it is read: its other rows (millions on Numerai's
+    validation.parquet) are never copied."""
+    where = (schema.DATA_TYPE, "validation") if schema.DATA_TYPE in names else None
+    matrix, frame = schema.read_matrix(data.path, features, [schema.ERA, data.target] + data.aux_targets, where=where)
+    if not len(frame):
+        raise DataError(f"{data.path}: no rows with {schema.DATA_TYPE} == 'validation'" if where
+                        else f"{data.path}: no rows to score")
+    for name in [data.target] + data.aux_targets:
+        if not _is_numeric(frame[name]):
+            raise DataError(f"{data.path}: target column '{name}' holds {frame[name].dtype} values, not numbers")
+    return matrix, frame
+
+
+def _is_numeric(column) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
 def read_predictions(path: Path):
@@ -183,6 +188,8 @@ def read_predictions(path: Path):
         raise DataError(f"{path}: no '{schema.ID}' column")
     if schema.PREDICTION not in frame.columns:
         raise DataError(f"{path}: no '{schema.PREDICTION}' column")
+    if frame.empty:
+        raise DataError(f"{path}: no rows")
     try:
         values = pd.to_numeric(frame[schema.PREDICTION], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
     except (ValueError, TypeError):
@@ -247,11 +254,7 @@ def _model_predictions(config: ValidateConfig, data: _Data):
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise CheckpointError(f"{data.path}: missing {len(missing)} of the {len(features)} feature(s) "
                               f"{config.model} needs: {shown}")
-    columns = [schema.ERA, data.target] + data.aux_targets + ([schema.DATA_TYPE] if schema.DATA_TYPE in names else [])
-    matrix, frame = schema.read_matrix(data.path, features, columns)
-    keep = _validation_rows(frame, data.path)
-    if keep is not None:
-        matrix, frame = matrix[keep], frame[keep]
+    matrix, frame = _read_validation_rows(data, features, names)
     model = load_model(checkpoint)
     device = resolve_device(config.device)
     raw = predict_scores(model.to(device), matrix, batch_size=config.batch_size, device=device,
@@ -267,11 +270,7 @@ def _file_predictions(config: ValidateConfig, data: _Data):
     predictions = read_predictions(config.predictions)
     names = schema.parquet_columns(data.path)
     features = data.features if config.exposure else []
-    columns = [schema.ERA, data.target] + data.aux_targets + ([schema.DATA_TYPE] if schema.DATA_TYPE in names else [])
-    matrix, frame = schema.read_matrix(data.path, features, columns)
-    keep = _validation_rows(frame, data.path)
-    if keep is not None:
-        matrix, frame = matrix[keep], frame[keep]
+    matrix, frame = _read_validation_rows(data, features, names)
     values = _align(predictions.index, predictions.to_numpy(), frame.index.astype(str),
                     Path(config.predictions), data.path, strict=True)
     return values, matrix, frame
