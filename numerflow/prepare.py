@@ -144,9 +144,12 @@ def read_manifest(prepared_dir: str | Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: file not found (run `numerflow prepare` first)")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except ValueError:
         raise DataError(f"{path}: not valid JSON") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: not a prepare manifest (expected a JSON object)")
+    return manifest
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -337,9 +340,15 @@ def _convert(table: pa.Table, src: _Source, out_schema: pa.Schema, features: lis
     for name in features:
         arrays.append(_feature_int8(table.column(name), f"{src.path}: column {name}"))
     for name in targets:
-        arrays.append(table.column(name).cast(pa.float32()))
+        arrays.append(_target_float32(table.column(name), f"{src.path}: column {name}"))
     arrays.append(table.column(schema.ID).cast(pa.string()))
     return pa.Table.from_arrays(arrays, schema=out_schema)
+
+
+def _target_float32(column: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type)):
+        raise DataError(f"{source}: target values of type {column.type}, expected numbers")
+    return column.cast(pa.float32())
 
 
 def _feature_int8(column: pa.ChunkedArray, source: str) -> pa.ChunkedArray | np.ndarray:
