@@ -153,10 +153,10 @@ def predict(config: PredictConfig) -> PredictResult:
     features = union_of_features([c["features"] for c in checkpoints])
     matrix, frame = schema.read_matrix(data, features, [schema.ERA] if schema.ERA in columns else [],
                                        batch_rows=config.batch_size)
-    if frame.index.name != schema.ID:
-        raise DataError(f"{data}: no '{schema.ID}' column or index")
     if matrix.shape[0] == 0:
         raise DataError(f"{data}: no rows")
+    if frame.index.name != schema.ID:
+        raise DataError(f"{data}: no '{schema.ID}' column or index")
     eras = era_labels(frame, matrix.shape[0])
 
     ranked = rank_within_eras(score_models(checkpoints, model_paths, matrix, features, eras, weights, config), eras)
