@@ -73,6 +73,8 @@ class RoundResult:
 
 def model_specs(table: dict, source: str = "numerflow.toml") -> list[ModelSpec]:
     """Parse and check every [models.<name>] table before anything runs."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: 'models' must be [models.<name>] tables, one per Numerai model")
     if not table:
         raise ConfigError(f"{source}: no [models.<name>] tables; add one per Numerai model, e.g. "
                           f"[models.my_model] with model = \"models/model.pt\"")
@@ -90,10 +92,11 @@ def model_specs(table: dict, source: str = "numerflow.toml") -> list[ModelSpec]:
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             raise ConfigError(f"{where}: model(s) must be checkpoint paths")
         neutralize = options.get("neutralize", 0.0)
-        if not isinstance(neutralize, (int, float)) or not 0 <= neutralize <= 1:
+        if isinstance(neutralize, bool) or not isinstance(neutralize, (int, float)) or not 0 <= neutralize <= 1:
             raise ConfigError(f"{where}: neutralize must be a number within [0, 1]")
         weights = options.get("weights")
-        if weights is not None and (not isinstance(weights, list) or len(weights) != len(paths)):
+        if weights is not None and (not isinstance(weights, list) or len(weights) != len(paths)
+                                    or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
             raise ConfigError(f"{where}: weights must be a list with one number per checkpoint")
         specs.append(ModelSpec(str(name), [Path(p) for p in paths],
                                [float(w) for w in weights] if weights is not None else None, float(neutralize)))
