@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,8 @@ def submission_problems(frame, live_ids) -> list[str]:
     unreadable = int(np.isnan(values).sum()) - nan
     if unreadable:
         problems.append(f"{unreadable} prediction(s) that are not numbers")
+    elif raw.notna().any() and not pd.api.types.is_numeric_dtype(raw):
+        problems.append(f"predictions stored as text ({raw.dtype}), not numbers")
     if nan:
         problems.append(f"{nan} NaN prediction(s)")
     outside = int(((values < 0) | (values > 1)).sum())
@@ -128,8 +131,8 @@ def check_submission(path: Path, live_path: Path) -> tuple[int, int]:
         raise SubmissionError(f"{path}: " + "; ".join(problems) + f" (checked against {live_path})")
     try:
         validate_submission_numerai(live_ids.reset_index(drop=True), frame.astype({schema.ID: str}))
-    except AssertionError as exc:
-        raise SubmissionError(f"{path}: numerai-tools refuses it: {exc}") from None
+    except (AssertionError, TypeError, ValueError) as exc:
+        raise SubmissionError(f"{path}: numerai-tools refuses it: {exc or type(exc).__name__}") from None
     return len(frame), len(live_ids)
 
 
@@ -157,6 +160,17 @@ def refuse_resubmission(receipts_dir: Path, round_num: int, model_name: str) -> 
         raise SubmissionError(f"{path}: model '{model_name}' was already submitted for round {round_num} "
                               f"(submission {receipt.get('submission_id')} at {receipt.get('submitted_at')}); "
                               f"use --force to submit again")
+
+
+def check_receipts_dir(folder: Path) -> None:
+    """Fail before uploading, not after: an upload whose receipt cannot be written would be
+    submitted again by the next run. Creates nothing (a failed upload leaves no folder behind)."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is not a folder" if existing.exists() and not existing.is_dir() else "is not writable"
+        raise SubmissionError(f"{folder}: cannot write receipts there ({existing} {problem}); nothing uploaded")
 
 
 def file_sha256(path: Path) -> str:
@@ -222,6 +236,7 @@ def submit(config: SubmitConfig, client=None) -> SubmitResult:
                           live_rows=live_rows, sha256=file_sha256(predictions), dry_run=config.dry_run)
     if config.model_name and round_num is not None and not config.force:
         refuse_resubmission(config.receipts_dir, round_num, config.model_name)
+    check_receipts_dir(config.receipts_dir)
     if config.dry_run:
         if round_num is None:
             result.notes.append(f"{live.parent} has no {schema.LIVE_ROUND_FILE}: the round is checked at upload")
@@ -244,7 +259,7 @@ def upload(config: SubmitConfig, result: SubmitResult, live: Path, client=None) 
     if not config.force:
         refuse_resubmission(config.receipts_dir, current, result.model_name)
     result.submission_id = api.upload_predictions(client, result.predictions, result.model_id)
-    result.receipt = write_json(receipt_path(config.receipts_dir, current, result.model_name), {
+    result.receipt = write_receipt(receipt_path(config.receipts_dir, current, result.model_name), {
         "round": current,
         "model": result.model_name,
         "model_id": result.model_id,
@@ -256,3 +271,12 @@ def upload(config: SubmitConfig, result: SubmitResult, live: Path, client=None) 
         "numerflow_version": __version__,
     })
     return result
+
+
+def write_receipt(path: Path, receipt: dict) -> Path:
+    try:
+        return write_json(path, receipt)
+    except OSError as exc:  # uploaded already: say so, or the user would submit again blindly
+        raise SubmissionError(f"{path}: submitted (submission {receipt['submission_id']}) but the receipt could not "
+                              f"be written ({exc.strerror or type(exc).__name__}); do not resubmit round "
+                              f"{receipt['round']} for '{receipt['model']}'") from None
