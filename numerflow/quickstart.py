@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 from numerflow import config as cfg
+from numerflow.errors import ConfigError
+
+MARKER = ".numerflow-quickstart"  # marks a folder quickstart made: a rerun may overwrite what is in it
 
 
 @dataclass
@@ -41,6 +44,18 @@ def signal_line(report_data: dict) -> str:
             f"on the same eras ({spread:.4f})")
 
 
+def claim_folder(folder: Path) -> None:
+    """quickstart writes data/, models/, predictions/... inside `folder`: never over a user's own
+    project (`--dir .`), only into a new or empty folder or one an earlier quickstart made."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).is_file():
+        raise ConfigError(f"{folder}: not empty and not made by `numerflow quickstart`; choose a new --dir "
+                          f"(quickstart would overwrite data/, models/ and predictions/ in it)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("made by numerflow quickstart: a rerun may overwrite this folder\n")
+
+
 def quickstart(folder: Path, say: Callable[[str], None] = print) -> QuickstartResult:
     """download --synthetic → prepare → train → validate → predict → submit --dry-run in `folder`.
     Paths are all under `folder`, so it never touches the user's own data/ or models/."""
@@ -53,6 +68,7 @@ def quickstart(folder: Path, say: Callable[[str], None] = print) -> QuickstartRe
 
     start = time.perf_counter()
     folder = Path(folder)
+    claim_folder(folder)
     data_dir, model_path = folder / "data", folder / "models" / "model.pt"
     result = QuickstartResult(folder=folder)
 
