@@ -13,7 +13,7 @@ import typer
 
 from numerflow import __version__
 from numerflow import config as cfg
-from numerflow.errors import NumerflowError
+from numerflow.errors import ConfigError, NumerflowError
 
 app = typer.Typer(
     help="numerflow: download, prepare, train, validate, predict and submit for the Numerai tournament.",
@@ -34,8 +34,20 @@ def reports_errors(command):
         except NumerflowError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
+        except OSError as exc:  # an output folder that cannot be made, a read-only or full disk
+            typer.echo(f"Error: {os_error_line(exc)}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def os_error_line(exc: OSError) -> str:
+    """'models/x: Not a directory': the final name (a rename's target), not a temporary one."""
+    where = exc.filename2 if exc.filename2 is not None else exc.filename
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, FileExistsError):  # mkdir(exist_ok=True) meeting a file
+        reason = "exists and is not a folder"
+    return f"{where}: {reason}" if where is not None else reason
 
 
 def split_list(value: Optional[str]) -> Optional[list[str]]:
@@ -71,12 +83,36 @@ def main_options(
     # numerflow.toml tables ([train], [prepare], ...) become defaults that flags and NUMERFLOW_*
     # variables override: click's default_map ranks below both.
     try:
-        settings = cfg.load_toml()
+        ctx.default_map = toml_defaults(cfg.load_toml(), ctx.command.commands)
     except NumerflowError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
-    ctx.default_map = {name.replace("_", "-"): table for name, table in settings.items()
-                       if isinstance(table, dict)}
+
+
+def toml_defaults(settings: dict, commands: dict) -> dict:
+    """numerflow.toml's command tables as click defaults. A table or key that matches no command
+    or option is an error (a typo must not be ignored silently); `aux-targets` and `aux_targets`
+    both work, and a TOML list for a comma-separated option (layers = [512, 256]) is joined."""
+    source = os.environ.get("NUMERFLOW_CONFIG") or cfg.CONFIG_FILE
+    defaults = {}
+    for name, table in settings.items():
+        if name == "models":  # `numerflow round`'s [models.<numerai model name>] tables
+            continue
+        command = commands.get(name.replace("_", "-"))
+        if command is None:
+            raise ConfigError(f"{source}: unknown table [{name}] (tables: {', '.join(sorted(commands))}, models)")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: '{name}' must be a table: [{name}] with option = value lines")
+        params = {param.name: param for param in command.params}
+        table = {key.replace("-", "_"): value for key, value in table.items()}
+        unknown = sorted(set(table) - set(params))
+        if unknown:
+            raise ConfigError(f"{source}: [{name}]: unknown key(s) {', '.join(unknown)} "
+                              f"(allowed: {', '.join(sorted(params))})")
+        defaults[command.name] = {
+            key: ",".join(map(str, value)) if isinstance(value, list) and not params[key].multiple else value
+            for key, value in table.items()}
+    return defaults
 
 
 DataDir = typer.Option(cfg.DEFAULT_DATA_DIR, "--data-dir", envvar="NUMERFLOW_DATA_DIR",
@@ -90,7 +126,7 @@ def download(
     version: Optional[str] = typer.Option(None, "--version", envvar="NUMERFLOW_VERSION",
                                           help="Dataset version, e.g. v5.2 (default: the newest)."),
     live_only: bool = typer.Option(False, "--live-only", help="Only live data, live example preds and features.json."),
-    round_num: Optional[int] = typer.Option(None, "--round", help="Fetch a past round's live data."),
+    round_num: Optional[int] = typer.Option(None, "--round", min=1, help="Fetch a past round's live data."),
     force: bool = typer.Option(False, "--force", help="Fetch again even when files are complete locally."),
     synthetic: bool = typer.Option(False, "--synthetic", help="Write the built-in synthetic data set instead (offline)."),
     eras: int = typer.Option(cfg.SyntheticConfig.eras, "--eras", min=12, help="Synthetic: number of train+validation eras."),
@@ -150,6 +186,15 @@ def one_of(*allowed: str):
     return check
 
 
+def suffix_in(*suffixes: str):
+    """A typer callback accepting only paths ending in one of `suffixes` (exit 2 otherwise)."""
+    def check(value):
+        if value is not None and Path(value).suffix not in suffixes:
+            raise typer.BadParameter(f"'{value}' must end in {' or '.join(suffixes)}")
+        return value
+    return check
+
+
 @app.command()
 @reports_errors
 def train(
@@ -204,7 +249,7 @@ def train(
 @reports_errors
 def validate(
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to score (default: models/model.pt)."),
-    predictions: Optional[Path] = typer.Option(None, "--predictions",
+    predictions: Optional[Path] = typer.Option(None, "--predictions", callback=suffix_in(".csv", ".parquet"),
                                                help="Score an id,prediction .csv/.parquet file instead of a model."),
     data: Optional[Path] = typer.Option(None, "--data", help="Validation Parquet, prepared or raw Numerai "
                                         "(default: DATA_DIR/prepared/validation.parquet)."),
@@ -238,7 +283,19 @@ def float_list(value: Optional[str]) -> Optional[list[float]]:
     try:
         return [float(x) for x in split_list(value)] if value is not None else None
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got '{value}'") from None
+        raise typer.BadParameter(f"expected comma-separated numbers, got '{value}'", param_hint="'--weights'") from None
+
+
+def weights_for(models: list, weights: Optional[str]) -> Optional[list[float]]:
+    """--weights as numbers: one per --model, non-negative, not all zero (exit 2 otherwise)."""
+    values = float_list(weights)
+    if values is None:
+        return None
+    if len(values) != len(models):
+        raise typer.BadParameter(f"got {len(values)} weight(s) for {len(models)} --model(s)", param_hint="'--weights'")
+    if not all(w >= 0 for w in values) or not 0 < sum(values) < float("inf"):
+        raise typer.BadParameter("weights must be non-negative numbers with a positive sum", param_hint="'--weights'")
+    return values
 
 
 @app.command()
@@ -251,7 +308,8 @@ def predict(
     data_dir: Path = DataDir,
     version: Optional[str] = typer.Option(None, "--version", envvar="NUMERFLOW_VERSION",
                                           help="Dataset folder holding live.parquet (default: the newest)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output .csv or .parquet (default: predictions/<model>_<round>.csv)."),
+    out: Optional[Path] = typer.Option(None, "--out", callback=suffix_in(".csv", ".parquet"),
+                                       help="Output .csv or .parquet (default: predictions/<model>_<round>.csv)."),
     neutralize: float = typer.Option(0.0, "--neutralize", min=0.0, max=1.0,
                                      help="Remove this proportion of per-era feature exposure, then re-rank."),
     batch_size: int = typer.Option(cfg.PredictConfig.batch_size, "--batch-size", min=1, help="Rows per forward pass."),
@@ -263,7 +321,7 @@ def predict(
     """
     from numerflow.predict import predict as run_predict
 
-    result = run_predict(cfg.PredictConfig(models=list(models), weights=float_list(weights), data=data,
+    result = run_predict(cfg.PredictConfig(models=list(models), weights=weights_for(models, weights), data=data,
                                            data_dir=data_dir, version=version, out=out, neutralize=neutralize,
                                            batch_size=batch_size, device=device))
     typer.echo(str(result))
@@ -344,7 +402,7 @@ def export(
     """
     from numerflow.export import export as run_export
 
-    typer.echo(str(run_export(cfg.ExportConfig(models=list(models), weights=float_list(weights),
+    typer.echo(str(run_export(cfg.ExportConfig(models=list(models), weights=weights_for(models, weights),
                                                neutralize=neutralize, out=out))))
 
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from numerflow import schema
 from numerflow.cli import app
 from numerflow.errors import DataError
-from tests.live_helpers import synthetic_models  # noqa: F401 (fixture)
+from tests.fake_numerai import fake_numerai  # noqa: F401 (fixture)
+from tests.live_helpers import fake_models, synthetic_models  # noqa: F401 (fixtures)
 
 runner = CliRunner()
 
@@ -177,3 +178,194 @@ def test_empty_predictions_file_names_it(in_tmp, synthetic_dir):
     (in_tmp / "p.csv").write_text("id,prediction\n")
     result = run("validate", "--predictions", "p.csv", "--data", synthetic_dir / schema.VALIDATION_FILE, "--no-report")
     assert error_line(result) == "Error: p.csv: no rows"
+
+
+def test_predict_on_a_file_without_rows(in_tmp, synthetic_dir, synthetic_models):
+    pd.read_parquet(synthetic_dir / schema.LIVE_FILE).iloc[:0].to_parquet("empty.parquet")
+    result = run("predict", "--model", synthetic_models["all"], "--data", "empty.parquet", "--out", "p.csv")
+    assert error_line(result) == "Error: empty.parquet: no rows"
+
+
+# ---- outputs that cannot be written ------------------------------------------------------------
+
+def test_output_under_a_file_is_one_error_line(in_tmp, synthetic_dir, synthetic_models):
+    (in_tmp / "taken").write_text("a file, not a folder")
+    model = synthetic_models["all"]
+    live = synthetic_dir / schema.LIVE_FILE
+    cases = [
+        (["predict", "--model", model, "--data", live, "--out", "taken/p.csv"], "taken: exists and is not a folder"),
+        (["export", "--model", model, "--out", "taken/sub/m.pkl"], "taken/sub: Not a directory"),
+        (["validate", "--model", model, "--data", synthetic_models["all"].parent / "prepared_all" / "validation.parquet",
+          "--report", "taken"], "taken: exists and is not a folder"),
+        (["prepare", "--data-dir", synthetic_dir.parent, "--feature-set", "small", "--out-dir", "taken/prep"],
+         "taken/prep: Not a directory"),
+    ]
+    for args, message in cases:
+        assert error_line(run(*args)) == f"Error: {message}", args
+    assert (in_tmp / "taken").read_text() == "a file, not a folder"
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["taken"]
+
+
+def test_output_that_is_a_folder_keeps_the_folder(in_tmp, synthetic_models):
+    (in_tmp / "out.pkl").mkdir()
+    result = run("export", "--model", synthetic_models["all"], "--out", "out.pkl")
+    assert error_line(result) == "Error: out.pkl: Is a directory"
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["out.pkl"]  # no temporary file left behind
+
+
+def test_quickstart_never_writes_into_a_users_project(in_tmp):
+    (in_tmp / "models").mkdir()
+    (in_tmp / "models" / "model.pt").write_text("my real model")
+    result = run("quickstart", "--dir", ".")
+    assert error_line(result) == ("Error: .: not empty and not made by `numerflow quickstart`; choose a new --dir "
+                                  "(quickstart would overwrite data/, models/ and predictions/ in it)")
+    assert (in_tmp / "models" / "model.pt").read_text() == "my real model"
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["models"]
+
+
+def test_quickstart_may_reuse_its_own_folder(in_tmp):
+    from numerflow.quickstart import MARKER, claim_folder
+
+    claim_folder(in_tmp / "qs")
+    (in_tmp / "qs" / "models").mkdir()
+    claim_folder(in_tmp / "qs")  # a rerun: allowed
+    assert (in_tmp / "qs" / MARKER).is_file()
+    (in_tmp / "file").write_text("x")
+    assert error_line(run("quickstart", "--dir", "file")) == "Error: file: exists and is not a folder"
+
+
+# ---- option values fail at parse time (exit 2) -------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "--model", "a.pt", "--model", "b.pt", "--weights", "1"],
+     "Error: Invalid value for '--weights': got 1 weight(s) for 2 --model(s)"),
+    (["predict", "--model", "a.pt", "--weights", "-1"],
+     "Error: Invalid value for '--weights': weights must be non-negative numbers with a positive sum"),
+    (["export", "--model", "a.pt", "--weights", "0"],
+     "Error: Invalid value for '--weights': weights must be non-negative numbers with a positive sum"),
+    (["export", "--model", "a.pt", "--weights", "x"],
+     "Error: Invalid value for '--weights': expected comma-separated numbers, got 'x'"),
+    (["predict", "--model", "a.pt", "--out", "p.txt"], "Error: Invalid value for '--out': 'p.txt' must end in .csv or .parquet"),
+    (["validate", "--predictions", "p.txt"], "Error: Invalid value for '--predictions': 'p.txt' must end in .csv or .parquet"),
+    (["download", "--round", "0"], "Error: Invalid value for '--round': Input should be greater than or equal to 1"),
+])
+def test_bad_option_values_are_usage_errors(in_tmp, args, message):
+    assert usage_error(run(*args)) == message
+
+
+# ---- numerflow.toml ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("toml, message", [
+    ("[train]\nepochz = 3\n", "numerflow.toml: [train]: unknown key(s) epochz (allowed: activation, batch_size, "
+     "batchnorm, data, data_dir, device, dropout, epochs, l1, layers, loss, lr, out, patience, predict_with, resume, "
+     "schedule, seed, targets, weight_decay)"),
+    ("[predict]\nmodel = \"a.pt\"\n", "numerflow.toml: [predict]: unknown key(s) model (allowed: batch_size, data, "
+     "data_dir, device, models, neutralize, out, version, weights)"),
+    ("[trian]\nepochs = 3\n", "numerflow.toml: unknown table [trian] (tables: download, export, predict, prepare, "
+     "quickstart, round, submit, train, validate, models)"),
+    ("train = 3\n", "numerflow.toml: 'train' must be a table: [train] with option = value lines"),
+])
+def test_toml_typos_are_errors_not_ignored(in_tmp, toml, message):
+    (in_tmp / "numerflow.toml").write_text(toml)
+    assert error_line(run("prepare")) == f"Error: {message}"
+
+
+def test_toml_wrong_type_is_a_usage_error(in_tmp):
+    (in_tmp / "numerflow.toml").write_text('[train]\nepochs = "six"\n')
+    assert usage_error(run("train")) == ("Error: Invalid value for '--epochs': Input should be a valid integer, "
+                                         "unable to parse string as an integer")
+
+
+def test_toml_lists_and_hyphenated_keys(in_tmp, synthetic_dir):
+    (in_tmp / "numerflow.toml").write_text(f'[prepare]\ndata-dir = "{synthetic_dir.parent}"\nfeature_set = "small"\n'
+                                           f'aux-targets = ["target_ender_20", "target_cyrusd_20"]\nout_dir = "prep"\n')
+    result = run("prepare")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((in_tmp / "prep" / "manifest.json").read_text())
+    assert manifest["targets"] == ["target", "target_ender_20", "target_cyrusd_20"]
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("models = 5\n", "'models' must be [models.<name>] tables, one per Numerai model"),
+    ('[models.a]\nmodel = "a.pt"\nweights = ["x"]\n', "[models.a]: weights must be a list with one number per checkpoint"),
+    ('[models.a]\nmodel = "a.pt"\nneutralize = true\n', "[models.a]: neutralize must be a number within [0, 1]"),
+])
+def test_round_models_tables_are_checked_first(in_tmp, toml, message):
+    (in_tmp / "numerflow.toml").write_text(toml)
+    assert error_line(run("round", "--dry-run")) == f"Error: numerflow.toml: {message}"
+
+
+# ---- submit and round: nothing uploaded that cannot be receipted; no secret anywhere -----------
+
+@pytest.fixture
+def live_project(in_tmp, synthetic_dir):
+    """data/v5.2/live.parquet of the fake server's round and valid predictions for it."""
+    from tests.live_helpers import copy_live
+
+    copy_live(synthetic_dir, in_tmp / "data", ROUND)
+    ids = pd.read_parquet(in_tmp / "data" / "v5.2" / "live.parquet", columns=[]).index
+    preds = pd.DataFrame({"id": ids, "prediction": np.random.default_rng(0).random(len(ids))})
+    (in_tmp / "predictions").mkdir()
+    preds.to_csv(in_tmp / "predictions" / f"model_{ROUND}.csv", index=False)
+    return preds
+
+
+ROUND = 600  # the fake server's current round
+
+
+def test_submit_text_predictions_in_parquet(live_project, in_tmp):
+    live_project.astype({"prediction": str}).to_parquet("p.parquet", index=False)
+    result = run("submit", "--predictions", "p.parquet", "--dry-run")
+    assert error_line(result) == ("Error: p.parquet: predictions stored as text (str), not numbers "
+                                  "(checked against data/v5.2/live.parquet)")
+
+
+def test_submit_refuses_before_uploading_when_receipts_cannot_be_written(live_project, in_tmp, fake_numerai):
+    (in_tmp / "taken").write_text("x")
+    result = run("submit", "--model-name", "fake_model", "--receipts-dir", "taken/receipts")
+    assert error_line(result) == ("Error: taken/receipts: cannot write receipts there (taken is not a folder); "
+                                  "nothing uploaded")
+    assert fake_numerai.submissions == []
+
+
+def test_submit_says_it_uploaded_when_the_receipt_write_fails(live_project, in_tmp, fake_numerai, monkeypatch):
+    import numerflow.submit
+
+    def disk_full(path, obj):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(numerflow.submit, "write_json", disk_full)
+    result = run("submit", "--model-name", "fake_model")
+    [submission] = fake_numerai.submissions
+    line = error_line(result)
+    assert line.startswith(f"Error: receipts/{ROUND}_fake_model.json: submitted (submission ")
+    assert line.endswith(f") but the receipt could not be written (No space left on device); do not resubmit "
+                         f"round {ROUND} for 'fake_model'")
+
+
+def test_secret_never_appears_in_failed_runs(in_tmp, fake_numerai, fake_models, caplog):
+    import logging
+
+    from tests.fake_numerai import SECRET_KEY
+
+    caplog.set_level(logging.DEBUG)
+    (in_tmp / "models").mkdir()
+    shutil.copyfile(fake_models["a"], in_tmp / "models" / "a.pt")
+    (in_tmp / "models" / "junk.pt").write_bytes(b"junk")
+    (in_tmp / "numerflow.toml").write_text('[round]\ndata_dir = "data"\n[models.fake_model]\nmodel = "models/a.pt"\n'
+                                           '[models.other_model]\nmodel = "models/junk.pt"\n[models.nope]\n'
+                                           'model = "models/a.pt"\n')
+    (in_tmp / "taken").write_text("x")
+    results = [run("round", "--receipts-dir", "taken/r"), run("round"), run("round"),
+               run("submit", "--model-name", "fake_model", "--force", "--predictions", "nowhere.csv")]
+    fake_numerai.reject_auth()
+    fake_numerai.new_round()
+    results.append(run("round"))
+    assert [r.exit_code for r in results] == [1, 1, 1, 1, 1]
+    assert len(fake_numerai.submissions) == 1  # fake_model once: never again without a receipt
+    for result in results:
+        assert SECRET_KEY not in result.output
+    assert SECRET_KEY not in caplog.text
+    for path in in_tmp.rglob("*"):
+        if path.is_file():
+            assert SECRET_KEY.encode() not in path.read_bytes(), path

@@ -214,6 +214,6 @@ def test_cli_api_down(fake_numerai, tmp_path):
 
 def test_cli_bad_round(fake_numerai, tmp_path):
     result = run_cli("--data-dir", tmp_path / "data", "--round", "0")
-    assert result.exit_code == 1
-    assert result.stderr == "Error: --round must be a positive round number, got 0\n"
+    assert result.exit_code == 2  # a bad option value: a usage error at parse time
+    assert result.stderr.splitlines()[-1] == "Error: Invalid value for '--round': Input should be greater than or equal to 1"
     assert fake_numerai.log == []

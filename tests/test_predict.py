@@ -123,9 +123,9 @@ def test_missing_features_are_listed_and_nothing_is_written(in_tmp, synthetic_di
 def test_bad_options_fail_before_any_work(in_tmp, synthetic_dir, synthetic_models):
     model = ["--model", synthetic_models["all"], "--data-dir", synthetic_dir.parent]
     result = run_predict(*model, "--out", "p.txt")
-    assert result.exit_code == 1 and result.output.strip() == "Error: p.txt: output must end in .csv or .parquet"
+    assert result.exit_code == 2 and "Error: Invalid value for '--out': 'p.txt' must end in .csv or .parquet" in result.output
     result = run_predict(*model, "--weights", "1,2")
-    assert result.exit_code == 1 and result.output.strip() == "Error: --weights: got 2 weight(s) for 1 model(s)"
+    assert result.exit_code == 2 and "Error: Invalid value for '--weights': got 2 weight(s) for 1 --model(s)" in result.output
     result = run_predict(*model, "--weights", "a,b")
     assert result.exit_code == 2 and "expected comma-separated numbers" in result.output
     result = run_predict(*model, "--neutralize", "1.5")
