@@ -134,11 +134,13 @@ def export(config: ExportConfig) -> ExportResult:
     import cloudpickle
 
     from numerflow.model import FEATURE_CENTRE, FEATURE_SCALE
-    from numerflow.predict import ensemble_weights, union_of_features
+    from numerflow.predict import ensemble_weights, refuse_overwriting_inputs, union_of_features
     from numerflow.train import load_checkpoint, load_model
 
     model_paths = [Path(p) for p in config.models]
     weights = ensemble_weights(config.weights, len(model_paths))
+    out = Path(config.out) if config.out is not None else model_paths[0].with_suffix(".pkl")
+    refuse_overwriting_inputs(out, model_paths)
     members = []
     for path in model_paths:
         checkpoint = load_checkpoint(path)
@@ -147,7 +149,6 @@ def export(config: ExportConfig) -> ExportResult:
     features = union_of_features([m["features"] for m in members])
     function = build_predict(members, [float(w) for w in weights], features, float(config.neutralize),
                              FEATURE_CENTRE, FEATURE_SCALE)
-    out = Path(config.out) if config.out is not None else model_paths[0].with_suffix(".pkl")
     with atomic_path(out) as tmp:
         tmp.write_bytes(cloudpickle.dumps(function))
     return ExportResult(out=out, models=model_paths, features=len(features), size=out.stat().st_size,

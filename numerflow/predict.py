@@ -75,6 +75,13 @@ def check_features(model_path: Path, features: list[str], columns: set[str], dat
                               f"{model_path} needs: {shown}")
 
 
+def refuse_overwriting_inputs(out: Path, inputs: list[Path]) -> None:
+    """An output path that names one of the inputs would replace a checkpoint or the live data."""
+    for path in inputs:
+        if Path(out).resolve() == Path(path).resolve():
+            raise ConfigError(f"{out}: is one of the inputs; choose another output path")
+
+
 def union_of_features(feature_lists: list[list[str]]) -> list[str]:
     """Every feature any model needs, first-seen order (the first model's order is kept as is)."""
     return list(dict.fromkeys(f for features in feature_lists for f in features))
@@ -145,6 +152,7 @@ def predict(config: PredictConfig) -> PredictResult:
         # Only a live file's folder marker names its round; validation.parquet has none.
         round_num = schema.read_live_round(data.parent) if data.name == schema.LIVE_FILE else None
     out = Path(config.out) if config.out is not None else default_output(model_paths, round_num)
+    refuse_overwriting_inputs(out, [data, *model_paths])
 
     checkpoints = [load_checkpoint(p) for p in model_paths]
     columns = set(schema.parquet_columns(data))

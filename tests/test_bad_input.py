@@ -186,6 +186,33 @@ def test_predict_on_a_file_without_rows(in_tmp, synthetic_dir, synthetic_models)
     assert error_line(result) == "Error: empty.parquet: no rows"
 
 
+def scribbled(source, dest):
+    """A copy of a Parquet file with its data pages overwritten: the footer still reads."""
+    data = bytearray(source.read_bytes())
+    for i in range(len(data) // 4, len(data) // 2, 7):
+        data[i] = (data[i] * 31 + 7) % 256
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def test_parquet_broken_mid_file(in_tmp, synthetic_dir, synthetic_models):
+    scribbled(synthetic_dir / schema.LIVE_FILE, in_tmp / "live.parquet")
+    result = run("predict", "--model", synthetic_models["all"], "--data", "live.parquet", "--out", "p.csv")
+    assert error_line(result) == "Error: live.parquet: not a readable Parquet file (OSError)"
+    assert not (in_tmp / "p.csv").exists()
+
+
+def test_outputs_never_replace_inputs(in_tmp, synthetic_dir, synthetic_models):
+    shutil.copyfile(synthetic_dir / schema.LIVE_FILE, in_tmp / "live.parquet")
+    shutil.copyfile(synthetic_models["all"], in_tmp / "m.pt")
+    before = {p.name: p.read_bytes() for p in in_tmp.iterdir()}
+    result = run("predict", "--model", "m.pt", "--data", "live.parquet", "--out", "live.parquet")
+    assert error_line(result) == "Error: live.parquet: is one of the inputs; choose another output path"
+    assert error_line(run("export", "--model", "m.pt", "--out", "m.pt")) == (
+        "Error: m.pt: is one of the inputs; choose another output path")
+    assert {p.name: p.read_bytes() for p in in_tmp.iterdir()} == before
+
+
 # ---- outputs that cannot be written ------------------------------------------------------------
 
 def test_output_under_a_file_is_one_error_line(in_tmp, synthetic_dir, synthetic_models):
