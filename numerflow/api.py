@@ -68,7 +68,8 @@ def credentials(public_id: str | None = None, secret_key: str | None = None) -> 
         values = dotenv_values(".env")
         public_id = public_id or values.get(CREDENTIAL_VARS[0])
         secret_key = secret_key or values.get(CREDENTIAL_VARS[1])
-    return public_id or None, secret_key or None
+    # A key pasted with its line break (`$(cat key)`, a CRLF .env) cannot go into an HTTP header.
+    return (public_id or "").strip() or None, (secret_key or "").strip() or None
 
 
 def missing_credentials_message(public_id: str | None, secret_key: str | None) -> str:
@@ -163,6 +164,9 @@ class NumerflowAPI(NumerAPI):
 def _post_graphql(url: str, body: dict, headers: dict, op: str, secret: str | None) -> dict:
     try:
         resp = requests.post(url, json=body, headers=headers, timeout=TIMEOUT)
+    except requests.exceptions.InvalidHeader:  # its message quotes the header: the secret key
+        raise AuthError("NUMERAI_PUBLIC_ID or NUMERAI_SECRET_KEY holds characters that cannot be sent "
+                        "(a line break or control character?)") from None
     except requests.RequestException as exc:
         raise _Transient(_describe_request_error(exc)) from None
     if resp.status_code >= 500:

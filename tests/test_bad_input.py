@@ -396,3 +396,17 @@ def test_secret_never_appears_in_failed_runs(in_tmp, fake_numerai, fake_models, 
     for path in in_tmp.rglob("*"):
         if path.is_file():
             assert SECRET_KEY.encode() not in path.read_bytes(), path
+
+
+def test_secret_key_with_a_line_break(live_project, in_tmp, fake_numerai, monkeypatch):
+    from tests.fake_numerai import SECRET_KEY
+
+    monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET_KEY + "\r\n")  # pasted from a CRLF file
+    result = run("submit", "--model-name", "fake_model")
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET_KEY[:5] + "\n" + SECRET_KEY[5:])
+    result = run("submit", "--model-name", "fake_model", "--force")
+    assert error_line(result) == ("Error: NUMERAI_PUBLIC_ID or NUMERAI_SECRET_KEY holds characters that cannot be "
+                                  "sent (a line break or control character?)")
+    assert SECRET_KEY[5:] not in result.output
+    assert len(fake_numerai.submissions) == 1
