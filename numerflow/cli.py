@@ -94,6 +94,8 @@ def toml_defaults(settings: dict, commands: dict) -> dict:
     or option is an error (a typo must not be ignored silently); `aux-targets` and `aux_targets`
     both work, and a TOML list for a comma-separated option (layers = [512, 256]) is joined."""
     source = os.environ.get("NUMERFLOW_CONFIG") or cfg.CONFIG_FILE
+    if os.environ.get("NUMERFLOW_CONFIG") and not Path(source).is_file():
+        raise ConfigError(f"{source}: file not found (named by NUMERFLOW_CONFIG)")
     defaults = {}
     for name, table in settings.items():
         if name == "models":  # `numerflow round`'s [models.<numerai model name>] tables

@@ -410,3 +410,8 @@ def test_secret_key_with_a_line_break(live_project, in_tmp, fake_numerai, monkey
                                   "sent (a line break or control character?)")
     assert SECRET_KEY[5:] not in result.output
     assert len(fake_numerai.submissions) == 1
+
+
+def test_numerflow_config_naming_no_file(in_tmp, monkeypatch):
+    monkeypatch.setenv("NUMERFLOW_CONFIG", "conf/typo.toml")
+    assert error_line(run("prepare")) == "Error: conf/typo.toml: file not found (named by NUMERFLOW_CONFIG)"
