@@ -188,6 +188,13 @@ def one_of(*allowed: str):
     return check
 
 
+def positive(value):
+    """A typer callback accepting only finite numbers above 0 (exit 2 otherwise)."""
+    if value is not None and not 0 < value < float("inf"):
+        raise typer.BadParameter(f"must be a number above 0, got {value}")
+    return value
+
+
 def suffix_in(*suffixes: str):
     """A typer callback accepting only paths ending in one of `suffixes` (exit 2 otherwise)."""
     def check(value):
@@ -215,7 +222,7 @@ def train(
                                      help="Score with the main target's head or the mean of all heads."),
     loss: str = typer.Option(cfg.TrainConfig.loss, "--loss", callback=one_of("mse", "corr"),
                              help="mse, or corr (negative per-era Pearson; batches drawn within eras)."),
-    lr: float = typer.Option(cfg.TrainConfig.lr, "--lr", min=0.0, help="Peak learning rate."),
+    lr: float = typer.Option(cfg.TrainConfig.lr, "--lr", callback=positive, help="Peak learning rate."),
     weight_decay: float = typer.Option(cfg.TrainConfig.weight_decay, "--weight-decay", min=0.0,
                                        help="Decoupled weight decay (AdamW), not on biases and BatchNorm."),
     l1: float = typer.Option(cfg.TrainConfig.l1, "--l1", min=0.0, help="L1 penalty on weights."),

@@ -149,6 +149,9 @@ def read_manifest(prepared_dir: str | Path) -> dict:
         raise DataError(f"{path}: not valid JSON") from None
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: not a prepare manifest (expected a JSON object)")
+    for key in ("features", "targets"):
+        if key in manifest and not (isinstance(manifest[key], list) and all(isinstance(x, str) for x in manifest[key])):
+            raise DataError(f"{path}: '{key}' is not a list of column names")
     return manifest
 
 

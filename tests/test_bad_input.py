@@ -174,6 +174,14 @@ def test_manifest_that_is_not_an_object(in_tmp, synthetic_dir, synthetic_models)
     assert not (in_tmp / "m.pt").exists()
 
 
+def test_manifest_lists_that_are_not_lists(in_tmp, synthetic_models):
+    shutil.copytree(synthetic_models["all"].parent / "prepared_all", in_tmp / "prep")
+    manifest = json.loads((in_tmp / "prep" / "manifest.json").read_text())
+    (in_tmp / "prep" / "manifest.json").write_text(json.dumps({**manifest, "targets": "target"}))
+    result = run("train", "--data", "prep", "--epochs", "1", "--device", "cpu", "--out", "m.pt")
+    assert error_line(result) == "Error: prep/manifest.json: 'targets' is not a list of column names"
+
+
 def test_empty_predictions_file_names_it(in_tmp, synthetic_dir):
     (in_tmp / "p.csv").write_text("id,prediction\n")
     result = run("validate", "--predictions", "p.csv", "--data", synthetic_dir / schema.VALIDATION_FILE, "--no-report")
@@ -275,6 +283,7 @@ def test_quickstart_may_reuse_its_own_folder(in_tmp):
     (["predict", "--model", "a.pt", "--out", "p.txt"], "Error: Invalid value for '--out': 'p.txt' must end in .csv or .parquet"),
     (["validate", "--predictions", "p.txt"], "Error: Invalid value for '--predictions': 'p.txt' must end in .csv or .parquet"),
     (["download", "--round", "0"], "Error: Invalid value for '--round': Input should be greater than or equal to 1"),
+    (["train", "--lr", "0"], "Error: Invalid value for '--lr': must be a number above 0, got 0.0"),
 ])
 def test_bad_option_values_are_usage_errors(in_tmp, args, message):
     assert usage_error(run(*args)) == message
