@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -44,6 +45,9 @@ def reports_errors(command):
 def os_error_line(exc: OSError) -> str:
     """'models/x: Not a directory': the final name (a rename's target), not a temporary one."""
     where = exc.filename2 if exc.filename2 is not None else exc.filename
+    temporary = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", Path(str(where)).name) if where is not None else None
+    if temporary:  # files.atomic_path's temporary name: the user knows the final one
+        where = Path(str(where)).with_name(temporary.group(1))
     reason = exc.strerror or str(exc) or type(exc).__name__
     if isinstance(exc, FileExistsError):  # mkdir(exist_ok=True) meeting a file
         reason = "exists and is not a folder"

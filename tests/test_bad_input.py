@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -424,3 +425,13 @@ def test_secret_key_with_a_line_break(live_project, in_tmp, fake_numerai, monkey
 def test_numerflow_config_naming_no_file(in_tmp, monkeypatch):
     monkeypatch.setenv("NUMERFLOW_CONFIG", "conf/typo.toml")
     assert error_line(run("prepare")) == "Error: conf/typo.toml: file not found (named by NUMERFLOW_CONFIG)"
+
+
+def test_unwritable_output_names_the_final_file_not_the_temporary_one(in_tmp, synthetic_models):
+    from numerflow.cli import os_error_line
+
+    assert os_error_line(PermissionError(13, "Permission denied", "out/.p.csv.k2j3h4.tmp")) == "out/p.csv: Permission denied"
+    assert os_error_line(OSError(30, "Read-only file system", "/mnt/ro/models")) == "/mnt/ro/models: Read-only file system"
+    if Path("/proc/self").is_dir():  # Linux: nobody, root included, can create files in /proc
+        result = run("export", "--model", synthetic_models["all"], "--out", "/proc/m.pkl")
+        assert error_line(result) == "Error: /proc/m.pkl: No such file or directory"
