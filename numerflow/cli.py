@@ -311,12 +311,17 @@ def weights_for(models: list, weights: Optional[str]) -> Optional[list[float]]:
     return values
 
 
+# predict and export take the same model list: one definition keeps their help identical.
+ModelsOption = typer.Option([cfg.DEFAULT_MODELS_DIR / "model.pt"], "--model",
+                            help="Checkpoint; repeat for a rank-averaged ensemble.")
+WeightsOption = typer.Option(None, "--weights", help="Ensemble weights W1,W2,... (default: equal).")
+
+
 @app.command()
 @reports_errors
 def predict(
-    models: List[Path] = typer.Option([cfg.DEFAULT_MODELS_DIR / "model.pt"], "--model",
-                                      help="Checkpoint; repeat for a rank-averaged ensemble."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights W1,W2,... (default: equal)."),
+    models: List[Path] = ModelsOption,
+    weights: Optional[str] = WeightsOption,
     data: Optional[Path] = typer.Option(None, "--data", help="Parquet to score (default: the current round's live.parquet)."),
     data_dir: Path = DataDir,
     version: Optional[str] = typer.Option(None, "--version", envvar="NUMERFLOW_VERSION",
@@ -401,9 +406,8 @@ def round_command(
 @app.command()
 @reports_errors
 def export(
-    models: List[Path] = typer.Option([cfg.DEFAULT_MODELS_DIR / "model.pt"], "--model",
-                                      help="Checkpoint; repeat for a rank-averaged ensemble."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights W1,W2,... (default: equal)."),
+    models: List[Path] = ModelsOption,
+    weights: Optional[str] = WeightsOption,
     neutralize: float = typer.Option(0.0, "--neutralize", min=0.0, max=1.0,
                                      help="Remove this proportion of per-era feature exposure, then re-rank."),
     out: Optional[Path] = typer.Option(None, "--out", help="Pickle to write (default: the checkpoint's path with .pkl)."),
