@@ -101,7 +101,35 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: not a numerflow checkpoint") from None
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in CHECKPOINT_KEYS):
         raise CheckpointError(f"{path}: not a numerflow checkpoint")
+    problem = _checkpoint_problem(checkpoint)
+    if problem:
+        raise CheckpointError(f"{path}: not a numerflow checkpoint ({problem})")
     return checkpoint
+
+
+def _checkpoint_problem(checkpoint: dict) -> str | None:
+    """Why the checkpoint's parts do not fit together (config, feature and target lists, weights),
+    or None: caught here so that predict/validate/export fail on one line, not deep inside torch."""
+    from numerflow.model import build_model
+
+    config = checkpoint["model_config"]
+    if not isinstance(config, dict):
+        return "model_config is not a dict"
+    for key in ("features", "targets"):
+        names = checkpoint[key]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            return f"'{key}' is not a list of column names"
+    if not isinstance(checkpoint["state_dict"], dict):
+        return "state_dict is not a dict"
+    if config.get("n_features") != len(checkpoint["features"]):
+        return f"{len(checkpoint['features'])} features listed but model_config n_features is {config.get('n_features')!r}"
+    if config.get("n_outputs", 1) != len(checkpoint["targets"]):
+        return f"{len(checkpoint['targets'])} targets listed but model_config n_outputs is {config.get('n_outputs', 1)!r}"
+    try:
+        build_model(config).load_state_dict(checkpoint["state_dict"])
+    except Exception as exc:  # bad config values, missing/extra/misshapen tensors: all one answer here
+        return f"weights do not fit model_config: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+    return None
 
 
 def load_model(checkpoint: dict):
@@ -238,13 +266,16 @@ class _Split:
     eras: list[str]  # label of each code, in era order
 
 
-def _read_split(path: Path, features: list[str], targets: list[str]) -> _Split:
+def _read_split(path: Path, features: list[str], targets: list[str], require_main: bool = False) -> _Split:
+    """`require_main`: a split with no known main target is a DataError (nothing to train on)."""
     matrix, frame = schema.read_matrix(path, features, [schema.ERA] + targets)
     _release_reader_memory()
     if len(matrix) == 0:
         raise DataError(f"{path}: no rows")
     groups = metrics.group_eras(frame[schema.ERA].astype(str).to_numpy())
     values = frame[targets].to_numpy(dtype=np.float32, na_value=np.nan)
+    if require_main and np.isnan(values[:, 0]).all():
+        raise DataError(f"{path}: main target '{targets[0]}' has no known values (all NaN)")
     # A writable copy: torch refuses to wrap pandas' read-only views safely.
     return _Split(matrix, np.array(values, dtype=np.float32, order="C"), groups.codes.astype(np.int64), groups.labels)
 
@@ -288,6 +319,18 @@ def _check_config(config: TrainConfig) -> None:
         raise ConfigError("batch size must be ≥ 2, epochs ≥ 1 and lr > 0")
     if config.weight_decay < 0 or config.l1 < 0:
         raise ConfigError("weight decay and l1 must be ≥ 0")
+
+
+def _check_out(config: TrainConfig) -> None:
+    """Refuse an --out that would overwrite an input (the checkpoint, its .json or .resume file
+    landing on the prepared data) or that is a folder, before any training time is spent."""
+    data, out = Path(config.data), Path(config.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a checkpoint file path such as {out / 'model.pt'}")
+    inputs = {(data / name).resolve() for name in ("train.parquet", "validation.parquet", "manifest.json")}
+    for written in (out, _json_path(out), _resume_path(out)):
+        if written.resolve() in inputs:
+            raise ConfigError(f"--out {out} would overwrite the training input {written}; choose another path")
 
 
 def config_dict(config: TrainConfig) -> dict:
@@ -464,6 +507,7 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
 
     started = time.perf_counter()
     _check_config(config)
+    _check_out(config)
     dist_info = _dist_from_env()
     device = resolve_device(config.device)
     if dist_info.active:
@@ -507,7 +551,7 @@ def _train(config: TrainConfig, say, device, dist_info: _Dist, started: float) -
     resume_file = _resume_path(out)
     resumed = _load_resume(config, resume_file, features, targets)
 
-    train_split = _read_split(data / "train.parquet", features, targets)
+    train_split = _read_split(data / "train.parquet", features, targets, require_main=True)
     valid_split = _read_split(data / "validation.parquet", features, targets)
 
     set_seed(config.seed)
@@ -553,6 +597,7 @@ def _train(config: TrainConfig, say, device, dist_info: _Dist, started: float) -
         t0 = time.perf_counter()
         train_loss = _run_epoch(net, optimizer, x_all, y_all, train_split.era_codes, config, loss_fn, epoch,
                                 total_steps, steps_per_epoch, decayed, dist_info, device)
+        _check_finite(model, train_loss, epoch + 1)
         summary, _per_era = validator.score(model, config.predict_with)
         score = summary["mean"] if np.isfinite(summary["mean"]) else -math.inf
         row = {"epoch": epoch + 1, "train_loss": train_loss,
@@ -593,6 +638,15 @@ def _train(config: TrainConfig, say, device, dist_info: _Dist, started: float) -
                        stopped_early=stopped_early, resumed_from=start_epoch, device=str(device),
                        world_size=dist_info.world, seconds=time.perf_counter() - started,
                        config_json=json_path if dist_info.writes else None)
+
+
+def _check_finite(model, train_loss: float, epoch: int) -> None:
+    """Stop on a diverged run instead of scoring and saving NaN weights. The loss is all-reduced
+    and DDP keeps weights equal, so every rank takes the same branch."""
+    import torch
+
+    if not math.isfinite(train_loss) or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise ConfigError(f"training diverged at epoch {epoch} (loss {train_loss:g}); try a lower --lr")
 
 
 def _plain(value):

@@ -396,3 +396,62 @@ def test_resume_after_the_prepared_features_changed_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"m.pt.resume: cannot resume: the prepared data's features or targets "
                                           r"changed since it was written"):
         train(config(folder, tmp_path / "m.pt", resume=True))
+
+
+# --- audit: malformed checkpoints, --out on an input, divergence -------------------------------------
+
+@pytest.fixture(scope="module")
+def good_checkpoint(prepared, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("good") / "m.pt"
+    train(config(prepared, out, epochs=1))
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"model_config": [12, 16]}, r"model_config is not a dict"),
+    ({"features": FEATURES[:-1]}, r"11 features listed but model_config n_features is 12"),
+    ({"state_dict": {"net.0.weight": torch.zeros(3, 3)}}, r"weights do not fit model_config"),
+])
+def test_cli_malformed_checkpoint_is_one_error_line(good_checkpoint, prepared, tmp_path, change, why):
+    path = tmp_path / "bad.pt"
+    torch.save({**good_checkpoint, **change}, path)
+    with pytest.raises(CheckpointError, match=rf"bad.pt: not a numerflow checkpoint \({why}"):
+        load_checkpoint(path)
+    result = runner.invoke(app, ["validate", "--model", str(path), "--data", str(prepared / "validation.parquet"),
+                                 "--no-report", "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: not a numerflow checkpoint (")
+
+
+@pytest.mark.parametrize("target", ["train.parquet", "validation.parquet", "manifest.json", "manifest.pt", "."])
+def test_cli_out_on_an_input_or_a_folder_is_refused_before_training(tmp_path, target):
+    folder = write_prepared(tmp_path / "p", train_eras=6, valid_eras=2, rows_per_era=20)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = runner.invoke(app, ["train", "--data", str(folder), "--out", str(folder / target), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: --out ") and len(result.stderr.strip().splitlines()) == 1
+    assert "epoch" not in result.output
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written, nothing changed
+
+
+def test_cli_diverging_lr_stops_with_an_error_and_saves_nothing(prepared, tmp_path):
+    out = tmp_path / "m.pt"
+    result = runner.invoke(app, ["train", "--data", str(prepared), "--out", str(out), "--epochs", "2",
+                                 "--lr", "1e30", "--layers", "16", "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() in {f"Error: training diverged at epoch 1 (loss {v}); try a lower --lr"
+                                     for v in ("nan", "inf")}
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_cli_all_nan_main_target_is_a_data_error(tmp_path):
+    folder = write_prepared(tmp_path / "p", train_eras=6, valid_eras=2, rows_per_era=20)
+    frame = pd.read_parquet(folder / "train.parquet")
+    frame["target"] = np.float32(np.nan)
+    frame.to_parquet(folder / "train.parquet")
+    result = runner.invoke(app, ["train", "--data", str(folder), "--out", str(tmp_path / "m.pt"), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"Error: {folder / 'train.parquet'}: main target 'target' has no known "
+                                     "values (all NaN)")
+    assert not (tmp_path / "m.pt").exists()
