@@ -141,12 +141,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
 def read_manifest(prepared_dir: str | Path) -> dict:
     """The manifest prepare wrote into `prepared_dir`, or a DataError naming it."""
     path = Path(prepared_dir) / MANIFEST_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (run `numerflow prepare` first)")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError:
-        raise DataError(f"{path}: not valid JSON") from None
+    manifest = schema.read_json(path, missing_hint=" (run `numerflow prepare` first)")
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: not a prepare manifest (expected a JSON object)")
     for key in ("features", "targets"):

@@ -59,15 +59,20 @@ def parquet_columns(path: str | Path) -> list[str]:
         raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
 
 
-def read_feature_sets(path: str | Path) -> dict:
-    """features.json as a dict with `feature_sets` and `targets`."""
+def read_json(path: str | Path, missing_hint: str = ""):
+    """A JSON file's content, or a DataError naming the file when it is missing or not JSON."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found{missing_hint}")
     try:
-        meta = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except ValueError:
         raise DataError(f"{path}: not valid JSON") from None
+
+
+def read_feature_sets(path: str | Path) -> dict:
+    """features.json as a dict with `feature_sets` and `targets`."""
+    meta = read_json(path)
     if not isinstance(meta, dict) or not isinstance(meta.get("feature_sets"), dict):
         raise DataError(f"{path}: no 'feature_sets' object")
     return meta
