@@ -69,3 +69,15 @@ def copy_live(source_dir: Path, dest_data_dir: Path, round_number: int | None, v
     if round_number is not None:
         (folder / "live_round.json").write_text(json.dumps({"round": round_number}))
     return folder / "live.parquet"
+
+
+def assert_secret_absent(results, log_text: str, folder: Path) -> None:
+    """The secret key is in no command output, no log line and no file written under `folder`."""
+    from tests.fake_numerai import SECRET_KEY
+
+    for result in results:
+        assert SECRET_KEY not in result.output and SECRET_KEY not in (result.stderr or "")
+    assert SECRET_KEY not in log_text
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert SECRET_KEY.encode() not in path.read_bytes(), path

@@ -18,7 +18,7 @@ from numerflow import schema
 from numerflow.cli import app
 from numerflow.errors import DataError
 from tests.fake_numerai import fake_numerai  # noqa: F401 (fixture)
-from tests.live_helpers import fake_models, synthetic_models  # noqa: F401 (fixtures)
+from tests.live_helpers import assert_secret_absent, fake_models, synthetic_models  # noqa: F401 (fixtures)
 
 runner = CliRunner()
 
@@ -383,8 +383,6 @@ def test_submit_says_it_uploaded_when_the_receipt_write_fails(live_project, in_t
 def test_secret_never_appears_in_failed_runs(in_tmp, fake_numerai, fake_models, caplog):
     import logging
 
-    from tests.fake_numerai import SECRET_KEY
-
     caplog.set_level(logging.DEBUG)
     (in_tmp / "models").mkdir()
     shutil.copyfile(fake_models["a"], in_tmp / "models" / "a.pt")
@@ -400,12 +398,7 @@ def test_secret_never_appears_in_failed_runs(in_tmp, fake_numerai, fake_models, 
     results.append(run("round"))
     assert [r.exit_code for r in results] == [1, 1, 1, 1, 1]
     assert len(fake_numerai.submissions) == 1  # fake_model once: never again without a receipt
-    for result in results:
-        assert SECRET_KEY not in result.output
-    assert SECRET_KEY not in caplog.text
-    for path in in_tmp.rglob("*"):
-        if path.is_file():
-            assert SECRET_KEY.encode() not in path.read_bytes(), path
+    assert_secret_absent(results, caplog.text, in_tmp)
 
 
 def test_secret_key_with_a_line_break(live_project, in_tmp, fake_numerai, monkeypatch):

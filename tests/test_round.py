@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.round import LOCK_FILE, round_lock
-from tests.fake_numerai import SECRET_KEY, fake_numerai  # noqa: F401 (fixture)
-from tests.live_helpers import fake_models, synthetic_models  # noqa: F401 (fixtures)
+from tests.fake_numerai import fake_numerai  # noqa: F401 (fixture)
+from tests.live_helpers import assert_secret_absent, fake_models, synthetic_models  # noqa: F401 (fixtures)
 
 runner = CliRunner()
 ROUND = 600
@@ -208,9 +208,4 @@ def test_secret_never_appears(project, fake_numerai, caplog):
     fake_numerai.reject_auth()
     outputs.append(run_round())
     assert [r.exit_code for r in outputs] == [0, 0, 1]
-    for result in outputs:
-        assert SECRET_KEY not in result.output
-    assert SECRET_KEY not in caplog.text
-    for path in project.rglob("*"):
-        if path.is_file():
-            assert SECRET_KEY.encode() not in path.read_bytes(), path
+    assert_secret_absent(outputs, caplog.text, project)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from numerflow.cli import app
 from tests.fake_numerai import SECRET_KEY, fake_numerai  # noqa: F401 (fixture)
-from tests.live_helpers import copy_live
+from tests.live_helpers import assert_secret_absent, copy_live
 
 runner = CliRunner()
 ROUND = 600  # the fake server's current round
@@ -259,9 +259,4 @@ def test_secret_never_appears(workdir, fake_numerai, caplog):
     fake_numerai.reject_auth()
     outputs.append(run_submit("--model-name", "fake_model", "--force"))
     assert [r.exit_code for r in outputs] == [0, 1, 1, 1]
-    for result in outputs:
-        assert SECRET_KEY not in result.output and SECRET_KEY not in (result.stderr or "")
-    assert SECRET_KEY not in caplog.text
-    for path in workdir.rglob("*"):
-        if path.is_file():
-            assert SECRET_KEY.encode() not in path.read_bytes(), path
+    assert_secret_absent(outputs, caplog.text, workdir)
