@@ -200,3 +200,16 @@ def _row_mask(values, equals: str):
     import pyarrow.compute as pc
 
     return pc.fill_null(pc.equal(values.cast(pa.string()), equals), False)
+
+
+def read_id_frame(path: Path):
+    """A .csv or .parquet file of per-id values as a DataFrame with `id` as a string column (CSV
+    ids stay text: "0012" must not become 12). Parser errors propagate: callers word them."""
+    import pandas as pd
+
+    if Path(path).suffix == ".parquet":
+        frame = pd.read_parquet(path)
+        if ID not in frame.columns and frame.index.name == ID:
+            frame = frame.reset_index()
+        return frame
+    return pd.read_csv(path, dtype={ID: str})

@@ -54,17 +54,10 @@ class SubmitResult:
 
 def read_predictions(path: Path):
     """A predictions file (.csv or .parquet) as a DataFrame with `id` and `prediction` columns."""
-    import pandas as pd
-
     if not path.is_file():
         raise SubmissionError(f"{path}: file not found (run `numerflow predict` first)")
     try:
-        if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-            if schema.ID not in frame.columns and frame.index.name == schema.ID:
-                frame = frame.reset_index()
-        else:
-            frame = pd.read_csv(path, dtype={schema.ID: str})
+        frame = schema.read_id_frame(path)
     except Exception as exc:  # pandas/pyarrow raise many kinds for unreadable files
         raise SubmissionError(f"{path}: not a readable predictions file ({type(exc).__name__})") from None
     if list(frame.columns) != [schema.ID, schema.PREDICTION]:

@@ -179,7 +179,7 @@ def read_predictions(path: Path):
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        frame = schema.read_id_frame(path)
     except Exception as exc:  # parser errors come in many kinds; all mean an unreadable file
         raise DataError(f"{path}: not a readable {path.suffix[1:]} file ({type(exc).__name__})") from None
     if schema.ID in frame.columns:

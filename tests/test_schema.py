@@ -71,3 +71,11 @@ def test_unreadable_parquet_names_the_file(tmp_path):
     path.write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match="broken.parquet: not a readable Parquet file"):
         schema.parquet_columns(path)
+
+
+def test_id_frames_keep_text_ids_from_csv_and_index_ids_from_parquet(tmp_path):
+    (tmp_path / "p.csv").write_text("id,prediction\n0012,0.5\n0100,0.25\n")
+    frame = schema.read_id_frame(tmp_path / "p.csv")
+    assert frame["id"].tolist() == ["0012", "0100"]
+    pd.DataFrame({"prediction": [0.5]}, index=pd.Index(["n1"], name="id")).to_parquet(tmp_path / "p.parquet")
+    assert schema.read_id_frame(tmp_path / "p.parquet").columns.tolist() == ["id", "prediction"]
