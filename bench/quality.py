@@ -31,9 +31,9 @@ from torch import nn
 
 from numerflow import metrics, schema
 from numerflow.config import PrepareConfig, SyntheticConfig, TrainConfig
-from numerflow.prepare import prepare, read_manifest
+from numerflow.stages.prepare import prepare, read_manifest
 from numerflow.synthetic import write_synthetic
-from numerflow.train import train
+from numerflow.stages.train import train
 
 LGBM_PARAMS = dict(n_estimators=2000, learning_rate=0.01, max_depth=5, num_leaves=31, colsample_bytree=0.1)
 

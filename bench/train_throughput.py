@@ -6,7 +6,7 @@ memory of `numerflow train` on a large prepared set.
 
 Same data (random int8 features 0..4, one float target), same MLP (780 → 256 → 1), same batch
 (2048), same optimiser (AdamW), one epoch each:
-  numerflow  numerflow.train's own epoch loop: int8 rows gathered by a shuffled index into a
+  numerflow  numerflow.stages.train's own epoch loop: int8 rows gathered by a shuffled index into a
              reused buffer and cast to float32 per step (the data stays int8: 1 byte per value)
   blog       the blog's loop: a per-row Dataset whose __getitem__ returns float32 numpy rows,
              DataLoader(batch_size, shuffle=False), default collate
@@ -36,7 +36,7 @@ from torch import nn
 
 from numerflow.config import TrainConfig
 from numerflow.model import ModelConfig, build_model, parameter_groups
-from numerflow.train import _Dist, _run_epoch, epoch_batches, masked_mse
+from numerflow.stages.train import _Dist, _run_epoch, epoch_batches, masked_mse
 
 GIB = 1 << 30
 # Linux carries the parent's high-water RSS into a child spawned from it (exec records the old

@@ -151,7 +151,7 @@ def download(
                                                   features=features, seed=seed))
         typer.echo(f"Synthetic data written to {out}")
         return
-    from numerflow.download import download as run_download
+    from numerflow.stages.download import download as run_download
 
     result = run_download(cfg.DownloadConfig(data_dir=data_dir, version=version, live_only=live_only,
                                              round=round_num, force=force))
@@ -175,7 +175,7 @@ def prepare(
 
     Example: numerflow prepare --feature-set medium --aux-targets all --downsample 4
     """
-    from numerflow.prepare import prepare as run_prepare
+    from numerflow.stages.prepare import prepare as run_prepare
 
     result = run_prepare(cfg.PrepareConfig(data_dir=data_dir, dataset=dataset, feature_set=feature_set,
                                            target=target, aux_targets=split_list(aux_targets) or [],
@@ -246,7 +246,7 @@ def train(
 
     Example: numerflow train --layers 512,256 --batchnorm --epochs 6 --device auto
     """
-    from numerflow.train import train as run_train
+    from numerflow.stages.train import train as run_train
 
     config = cfg.TrainConfig(data=data or data_dir / "prepared", out=out, layers=int_list(layers),
                              activation=activation, dropout=dropout, batchnorm=batchnorm, targets=split_list(targets),
@@ -281,7 +281,7 @@ def validate(
 
     Example: numerflow validate --predictions lgbm_preds.csv --data data/v5.2/validation.parquet --json
     """
-    from numerflow.validate import validate as run_validate
+    from numerflow.stages.validate import validate as run_validate
 
     if model is not None and predictions is not None:
         raise typer.BadParameter("give --model or --predictions, not both")
@@ -337,7 +337,7 @@ def predict(
 
     Example: numerflow predict --model models/a.pt --model models/b.pt --weights 2,1 --neutralize 0.5
     """
-    from numerflow.predict import predict as run_predict
+    from numerflow.stages.predict import predict as run_predict
 
     result = run_predict(cfg.PredictConfig(models=list(models), weights=weights_for(models, weights), data=data,
                                            data_dir=data_dir, version=version, out=out, neutralize=neutralize,
@@ -366,7 +366,7 @@ def submit(
 
     Example: numerflow submit --predictions predictions/model_612.csv --model-name my_model
     """
-    from numerflow.submit import submit as run_submit
+    from numerflow.stages.submit import submit as run_submit
 
     result = run_submit(cfg.SubmitConfig(predictions=predictions, model_name=model_name, data_dir=data_dir,
                                          version=version, live=live, receipts_dir=receipts_dir,
@@ -391,7 +391,7 @@ def round_command(
 
     Example: numerflow round --dry-run
     """
-    from numerflow.round import run_round
+    from numerflow.stages.round import run_round
 
     result = run_round(cfg.RoundConfig(models=cfg.load_toml().get("models", {}),
                                        config_file=Path(os.environ.get("NUMERFLOW_CONFIG") or cfg.CONFIG_FILE),
@@ -417,7 +417,7 @@ def export(
 
     Example: numerflow export --model models/model.pt --out model.pkl
     """
-    from numerflow.export import export as run_export
+    from numerflow.stages.export import export as run_export
 
     typer.echo(str(run_export(cfg.ExportConfig(models=list(models), weights=weights_for(models, weights),
                                                neutralize=neutralize, out=out))))
@@ -433,7 +433,7 @@ def quickstart(
 
     Example: numerflow quickstart --dir /tmp/nf-demo
     """
-    from numerflow.quickstart import quickstart as run_quickstart
+    from numerflow.stages.quickstart import quickstart as run_quickstart
 
     typer.echo(str(run_quickstart(folder, say=typer.echo)))
 

@@ -19,8 +19,8 @@ _CACHE: dict[str, dict[str, Path]] = {}
 
 def train_tiny(data_dir: Path, feature_set: str, out: Path, seed: int = 0, embargo: int = 4) -> Path:
     """prepare + one epoch of a small MLP: a real checkpoint in a few seconds."""
-    from numerflow.prepare import prepare
-    from numerflow.train import train
+    from numerflow.stages.prepare import prepare
+    from numerflow.stages.train import train
 
     prepared = prepare(PrepareConfig(data_dir=data_dir, feature_set=feature_set, downsample=1, embargo=embargo,
                                      out_dir=out.parent / f"prepared_{out.stem}"))

@@ -260,7 +260,7 @@ def test_quickstart_never_writes_into_a_users_project(in_tmp):
 
 
 def test_quickstart_may_reuse_its_own_folder(in_tmp):
-    from numerflow.quickstart import MARKER, claim_folder
+    from numerflow.stages.quickstart import MARKER, claim_folder
 
     claim_folder(in_tmp / "qs")
     (in_tmp / "qs" / "models").mkdir()
@@ -366,12 +366,12 @@ def test_submit_refuses_before_uploading_when_receipts_cannot_be_written(live_pr
 
 
 def test_submit_says_it_uploaded_when_the_receipt_write_fails(live_project, in_tmp, fake_numerai, monkeypatch):
-    import numerflow.submit
+    import numerflow.stages.submit
 
     def disk_full(path, obj):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(numerflow.submit, "write_json", disk_full)
+    monkeypatch.setattr(numerflow.stages.submit, "write_json", disk_full)
     result = run("submit", "--model-name", "fake_model")
     [submission] = fake_numerai.submissions
     line = error_line(result)

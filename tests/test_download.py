@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from numerflow import api, schema
 from numerflow.cli import app
 from numerflow.config import DownloadConfig
-from numerflow.download import MANIFEST_FILE, choose_version, download
+from numerflow.stages.download import MANIFEST_FILE, choose_version, download
 from numerflow.errors import ApiError, ConfigError
 from tests.fake_numerai import fake_numerai  # noqa: F401
 

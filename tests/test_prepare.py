@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from numerflow.errors import DataError
-from numerflow.prepare import prepare, read_manifest
+from numerflow.stages.prepare import prepare, read_manifest
 
 runner = CliRunner()
 FEATURES = [f"feature_{w}" for w in ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")]

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from numerflow.cli import app
-from numerflow.round import LOCK_FILE, round_lock
+from numerflow.stages.round import LOCK_FILE, round_lock
 from tests.fake_numerai import fake_numerai  # noqa: F401 (fixture)
 from tests.live_helpers import assert_secret_absent, fake_models, synthetic_models  # noqa: F401 (fixtures)
 

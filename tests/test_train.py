@@ -18,7 +18,7 @@ from numerflow import metrics
 from numerflow.cli import app
 from numerflow.config import TrainConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
-from numerflow.train import (ADAM_BETAS, CHECKPOINT_KEYS, epoch_batches, learning_rate, load_checkpoint, load_model,
+from numerflow.stages.train import (ADAM_BETAS, CHECKPOINT_KEYS, epoch_batches, learning_rate, load_checkpoint, load_model,
                              masked_mse, masked_negative_pearson, predict_scores, resolve_device, train)
 
 runner = CliRunner()
@@ -335,7 +335,7 @@ def test_devices():
 @pytest.fixture(scope="module")
 def prepared_synthetic(synthetic_dir, tmp_path_factory):
     from numerflow.config import PrepareConfig
-    from numerflow.prepare import prepare
+    from numerflow.stages.prepare import prepare
 
     out = tmp_path_factory.mktemp("prep") / "prepared"
     prepare(PrepareConfig(data_dir=synthetic_dir.parent, feature_set="all", aux_targets=["all"], downsample=1,

@@ -24,8 +24,8 @@ SUMMARY = {"mean", "std", "sharpe", "max_drawdown", "hit_rate", "eras_scored"}
 @pytest.fixture(scope="module")
 def prepared_model(synthetic_dir, tmp_path_factory):
     """Prepared data from the shared synthetic set and a one-epoch checkpoint trained on it."""
-    from numerflow.prepare import prepare
-    from numerflow.train import train
+    from numerflow.stages.prepare import prepare
+    from numerflow.stages.train import train
 
     folder = tmp_path_factory.mktemp("validate")
     prepared = prepare(PrepareConfig(data_dir=synthetic_dir.parent, dataset=synthetic_dir, feature_set="all",
@@ -115,7 +115,7 @@ def test_report_option_chooses_the_folder(in_tmp, synthetic_dir, raw_validation)
 
 
 def test_without_matplotlib_the_other_files_and_a_note(in_tmp, synthetic_dir, raw_validation, monkeypatch):
-    from numerflow.validate import validate
+    from numerflow.stages.validate import validate
 
     example_predictions(synthetic_dir).to_csv("p.csv", index=False)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
@@ -132,7 +132,7 @@ def test_model_mode_on_prepared_data_matches_the_trainer(in_tmp, prepared_model)
     # The manifest's version_dir leads to meta_model.parquet and the example predictions.
     assert {"mmc", "corr_with_example", "fnc", "feature_exposure", "aux_targets"} <= set(report)
     # The trainer scored the same rows with the same model after its epoch: same number.
-    from numerflow.train import load_checkpoint
+    from numerflow.stages.train import load_checkpoint
 
     last_epoch = load_checkpoint(checkpoint)["metrics"][-1]
     assert report["spearman"]["mean"] == pytest.approx(last_epoch["val_mean"], abs=1e-9)

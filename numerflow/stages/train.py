@@ -289,7 +289,7 @@ def _release_reader_memory() -> None:
 
 
 def _manifest(data: Path) -> dict:
-    from numerflow.prepare import read_manifest
+    from numerflow.stages.prepare import read_manifest
 
     manifest = read_manifest(data)
     for key in ("features", "targets"):

@@ -134,8 +134,8 @@ def export(config: ExportConfig) -> ExportResult:
     import cloudpickle
 
     from numerflow.model import FEATURE_CENTRE, FEATURE_SCALE
-    from numerflow.predict import ensemble_weights, refuse_overwriting_inputs, union_of_features
-    from numerflow.train import load_checkpoint, load_model
+    from numerflow.stages.predict import ensemble_weights, refuse_overwriting_inputs, union_of_features
+    from numerflow.stages.train import load_checkpoint, load_model
 
     model_paths = [Path(p) for p in config.models]
     weights = ensemble_weights(config.weights, len(model_paths))

@@ -21,7 +21,7 @@ from numerflow import metrics, schema
 from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path, write_json
-from numerflow.prepare import MANIFEST_FILE, read_manifest
+from numerflow.stages.prepare import MANIFEST_FILE, read_manifest
 
 PREDICTION_SUFFIXES = (".csv", ".parquet")
 SUMMARY_KEYS = ("mean", "std", "sharpe", "max_drawdown", "hit_rate", "eras_scored")
@@ -244,7 +244,7 @@ def _read_side_file(path: Path, column: str, data_ids, data_path: Path, notes: l
 
 def _model_predictions(config: ValidateConfig, data: _Data):
     """Load the checkpoint, read its features from the data, and predict every row."""
-    from numerflow.train import load_checkpoint, load_model, predict_scores, resolve_device
+    from numerflow.stages.train import load_checkpoint, load_model, predict_scores, resolve_device
 
     checkpoint = load_checkpoint(config.model)
     features = list(checkpoint["features"])

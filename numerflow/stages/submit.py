@@ -180,7 +180,7 @@ def resolve_live(config: SubmitConfig) -> tuple[Path, int | None]:
     if config.live is not None:
         live = Path(config.live)
         return live, schema.read_live_round(live.parent) if live.name == schema.LIVE_FILE else None
-    from numerflow.predict import live_file
+    from numerflow.stages.predict import live_file
 
     return live_file(config.data_dir, config.version)
 

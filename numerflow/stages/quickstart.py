@@ -59,12 +59,12 @@ def claim_folder(folder: Path) -> None:
 def quickstart(folder: Path, say: Callable[[str], None] = print) -> QuickstartResult:
     """download --synthetic → prepare → train → validate → predict → submit --dry-run in `folder`.
     Paths are all under `folder`, so it never touches the user's own data/ or models/."""
-    from numerflow.predict import predict
-    from numerflow.prepare import prepare
-    from numerflow.submit import submit
+    from numerflow.stages.predict import predict
+    from numerflow.stages.prepare import prepare
+    from numerflow.stages.submit import submit
     from numerflow.synthetic import write_synthetic
-    from numerflow.train import train
-    from numerflow.validate import validate
+    from numerflow.stages.train import train
+    from numerflow.stages.validate import validate
 
     start = time.perf_counter()
     folder = Path(folder)

@@ -165,7 +165,7 @@ def _stamp() -> str:
 def ensure_live_data(config: RoundConfig, current: int) -> Path:
     """The current round's live.parquet, downloading it (live files only) when the local copy is
     missing or older."""
-    from numerflow.download import download
+    from numerflow.stages.download import download
 
     try:
         version_dir = schema.find_version_dir(config.data_dir, config.version)
@@ -184,8 +184,8 @@ def ensure_live_data(config: RoundConfig, current: int) -> Path:
 def run_round(config: RoundConfig, say: Callable[[str], None] = print) -> RoundResult:
     """See the module docstring. `say` gets one line per model (and a few about the round)."""
     from numerflow import api
-    from numerflow.predict import predict
-    from numerflow.submit import read_receipt, receipt_path, submit
+    from numerflow.stages.predict import predict
+    from numerflow.stages.submit import read_receipt, receipt_path, submit
 
     specs = model_specs(config.models, str(config.config_file))
     with round_lock(Path(config.data_dir) / LOCK_FILE):
