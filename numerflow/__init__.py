@@ -1,11 +1,24 @@
-"""numerflow: a command-line pipeline for the Numerai tournament."""
+"""numerflow: a command-line pipeline and Python library for the Numerai tournament.
 
-import os
+Every stage is a function here, with the CLI options as keyword arguments (see numerflow.library):
+download, write_synthetic, prepare, train, validate, predict, submit, round, export, quickstart.
+Importing numerflow imports no torch and changes nothing in the process."""
 
 __version__ = "0.1.0"
 
-# torch's OpenMP threads spin while waiting for work by default. With numerflow's small per-step
-# kernels, any other busy process on the machine (a second job, a test runner, a browser) turns
-# that spinning into a 10-30x slowdown of training; passive waiting costs almost nothing when the
-# machine is quiet. Must be set before torch is imported; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Stage modules live in numerflow.stages, so importing them never replaces these functions.
+from numerflow.library import (  # noqa: E402
+    download,
+    export,
+    predict,
+    prepare,
+    quickstart,
+    round,
+    submit,
+    train,
+    validate,
+    write_synthetic,
+)
+
+__all__ = ["download", "write_synthetic", "prepare", "train", "validate", "predict", "submit", "round",
+           "export", "quickstart", "__version__"]

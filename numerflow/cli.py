@@ -1,20 +1,21 @@
-"""The numerflow command line: each command parses its options, calls one library function and
-prints what it returned. Stage modules are imported inside the commands so that `numerflow --help`
-stays fast (no torch import)."""
+"""The numerflow command line: each command parses its options, calls the one Python API function
+of the same name (numerflow.train, numerflow.predict, ...) and prints what it returned. The API
+imports stage modules (and torch) only when called, so `numerflow --help` stays fast."""
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
+import numerflow
 from numerflow import __version__
 from numerflow import config as cfg
 from numerflow.errors import ConfigError, NumerflowError
+from numerflow.options import Activation, Loss, PredictWith, Schedule, device_problem
 
 app = typer.Typer(
     help="numerflow: download, prepare, train, validate, predict and submit for the Numerai tournament.",
@@ -84,24 +85,24 @@ def main_options(
                                  help="Print the version and exit."),
 ):
     """numerflow: a fast, memory-lean PyTorch pipeline for the Numerai tournament."""
-    # numerflow.toml tables ([train], [prepare], ...) become defaults that flags and NUMERFLOW_*
-    # variables override: click's default_map ranks below both.
+    # numerflow.toml is read once per run, here: its tables ([train], [prepare], ...) become
+    # defaults that flags and NUMERFLOW_* variables override (click's default_map ranks below
+    # both), and `round` gets its [models.<name>] tables from ctx.obj.
     try:
-        ctx.default_map = toml_defaults(cfg.load_toml(), ctx.command.commands)
+        ctx.obj = cfg.load_settings()
+        ctx.default_map = toml_defaults(ctx.obj, ctx.command.commands)
     except NumerflowError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
-def toml_defaults(settings: dict, commands: dict) -> dict:
+def toml_defaults(settings: cfg.SettingsFile, commands: dict) -> dict:
     """numerflow.toml's command tables as click defaults. A table or key that matches no command
     or option is an error (a typo must not be ignored silently); `aux-targets` and `aux_targets`
     both work, and a TOML list for a comma-separated option (layers = [512, 256]) is joined."""
-    source = os.environ.get("NUMERFLOW_CONFIG") or cfg.CONFIG_FILE
-    if os.environ.get("NUMERFLOW_CONFIG") and not Path(source).is_file():
-        raise ConfigError(f"{source}: file not found (named by NUMERFLOW_CONFIG)")
+    source = settings.path
     defaults = {}
-    for name, table in settings.items():
+    for name, table in settings.tables.items():
         if name == "models":  # `numerflow round`'s [models.<numerai model name>] tables
             continue
         command = commands.get(name.replace("_", "-"))
@@ -125,6 +126,25 @@ DataDir = typer.Option(cfg.DEFAULT_DATA_DIR, "--data-dir", envvar="NUMERFLOW_DAT
                        help="Folder holding <version>/ and prepared/.")
 
 
+def device_name(value: Optional[str]) -> Optional[str]:
+    """A typer callback: options.py's device check as a usage error (exit 2)."""
+    problem = device_problem(value) if value is not None else None
+    if problem:
+        raise typer.BadParameter(problem)
+    return value
+
+
+# Every command with --device shares this option: one check, one help text, one variable.
+Device = Annotated[str, typer.Option("--device", envvar="NUMERFLOW_DEVICE", callback=device_name,
+                                     help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
+# The choices are options.py's Enums: typer lists them in --help and refuses others (exit 2).
+LossOption = Annotated[Loss, typer.Option("--loss", help="corr: negative per-era Pearson, batches drawn within eras.")]
+ActivationOption = Annotated[Activation, typer.Option("--activation", help="Hidden layers' activation.")]
+ScheduleOption = Annotated[Schedule, typer.Option("--schedule", help="onecycle is fastai's fit_one_cycle.")]
+PredictWithOption = Annotated[PredictWith, typer.Option("--predict-with",
+                                                        help="Score with the main target's head or the mean of all heads.")]
+
+
 @app.command()
 @reports_errors
 def download(
@@ -145,17 +165,12 @@ def download(
     Example: numerflow download --data-dir data --version v5.2
     """
     if synthetic:
-        from numerflow.synthetic import write_synthetic
-
-        out = write_synthetic(cfg.SyntheticConfig(data_dir=data_dir, eras=eras, rows_per_era=rows_per_era,
-                                                  features=features, seed=seed))
+        out = numerflow.write_synthetic(data_dir=data_dir, eras=eras, rows_per_era=rows_per_era,
+                                        features=features, seed=seed)
         typer.echo(f"Synthetic data written to {out}")
         return
-    from numerflow.stages.download import download as run_download
-
-    result = run_download(cfg.DownloadConfig(data_dir=data_dir, version=version, live_only=live_only,
-                                             round=round_num, force=force))
-    typer.echo(str(result))
+    typer.echo(str(numerflow.download(data_dir=data_dir, version=version, live_only=live_only,
+                                      round=round_num, force=force)))
 
 
 @app.command()
@@ -175,21 +190,9 @@ def prepare(
 
     Example: numerflow prepare --feature-set medium --aux-targets all --downsample 4
     """
-    from numerflow.stages.prepare import prepare as run_prepare
-
-    result = run_prepare(cfg.PrepareConfig(data_dir=data_dir, dataset=dataset, feature_set=feature_set,
-                                           target=target, aux_targets=split_list(aux_targets) or [],
-                                           downsample=downsample, embargo=embargo, out_dir=out_dir))
-    typer.echo(str(result))
-
-
-def one_of(*allowed: str):
-    """A typer callback accepting only `allowed` values (exit 2 otherwise)."""
-    def check(value):
-        if value is not None and value not in allowed:
-            raise typer.BadParameter(f"'{value}' is not one of {', '.join(allowed)}")
-        return value
-    return check
+    typer.echo(str(numerflow.prepare(data_dir=data_dir, dataset=dataset, feature_set=feature_set, target=target,
+                                     aux_targets=split_list(aux_targets) or [], downsample=downsample,
+                                     embargo=embargo, out_dir=out_dir)))
 
 
 def positive(value):
@@ -216,29 +219,24 @@ def train(
     out: Path = typer.Option(cfg.TrainConfig.out, "--out", help="Checkpoint path; <name>.json is written beside it."),
     layers: str = typer.Option(",".join(map(str, cfg.TrainConfig().layers)), "--layers",
                                help="Hidden layer widths, e.g. 256 or 512,256."),
-    activation: str = typer.Option(cfg.TrainConfig.activation, "--activation", callback=one_of("relu", "silu"),
-                                   help="relu or silu."),
+    activation: ActivationOption = Activation(cfg.TrainConfig.activation),
     dropout: float = typer.Option(cfg.TrainConfig.dropout, "--dropout", min=0.0, max=0.99, help="Dropout after each hidden layer."),
     batchnorm: bool = typer.Option(cfg.TrainConfig.batchnorm, "--batchnorm/--no-batchnorm",
                                    help="fastai's layout: BatchNorm on inputs and after each hidden layer."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Targets to fit, main first, e.g. target,target_x_20 (default: all prepared)."),
-    predict_with: str = typer.Option(cfg.TrainConfig.predict_with, "--predict-with", callback=one_of("main", "mean"),
-                                     help="Score with the main target's head or the mean of all heads."),
-    loss: str = typer.Option(cfg.TrainConfig.loss, "--loss", callback=one_of("mse", "corr"),
-                             help="mse, or corr (negative per-era Pearson; batches drawn within eras)."),
+    predict_with: PredictWithOption = PredictWith(cfg.TrainConfig.predict_with),
+    loss: LossOption = Loss(cfg.TrainConfig.loss),
     lr: float = typer.Option(cfg.TrainConfig.lr, "--lr", callback=positive, help="Peak learning rate."),
     weight_decay: float = typer.Option(cfg.TrainConfig.weight_decay, "--weight-decay", min=0.0,
                                        help="Decoupled weight decay (AdamW), not on biases and BatchNorm."),
     l1: float = typer.Option(cfg.TrainConfig.l1, "--l1", min=0.0, help="L1 penalty on weights."),
     batch_size: int = typer.Option(cfg.TrainConfig.batch_size, "--batch-size", min=2, help="Rows per step."),
-    schedule: str = typer.Option(cfg.TrainConfig.schedule, "--schedule", callback=one_of("onecycle", "constant"),
-                                 help="onecycle (fastai's fit_one_cycle) or constant."),
+    schedule: ScheduleOption = Schedule(cfg.TrainConfig.schedule),
     epochs: int = typer.Option(cfg.TrainConfig.epochs, "--epochs", min=1, help="Epochs (upper bound with --patience)."),
     patience: Optional[int] = typer.Option(cfg.TrainConfig.patience, "--patience", min=1,
                                            help="Stop after this many epochs without a better validation era-Spearman."),
     seed: int = typer.Option(cfg.TrainConfig.seed, "--seed", help="Random seed (same seed on CPU: same checkpoint)."),
-    device: str = typer.Option(cfg.TrainConfig.device, "--device", envvar="NUMERFLOW_DEVICE",
-                               help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+    device: Device = cfg.TrainConfig.device,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last completed epoch."),
 ):
     """Train the MLP on prepared data; validation era-Spearman each epoch; keeps the best epoch.
@@ -246,14 +244,11 @@ def train(
 
     Example: numerflow train --layers 512,256 --batchnorm --epochs 6 --device auto
     """
-    from numerflow.stages.train import train as run_train
-
-    config = cfg.TrainConfig(data=data or data_dir / "prepared", out=out, layers=int_list(layers),
+    result = numerflow.train(data=data or data_dir / "prepared", out=out, layers=int_list(layers),
                              activation=activation, dropout=dropout, batchnorm=batchnorm, targets=split_list(targets),
                              predict_with=predict_with, loss=loss, lr=lr, weight_decay=weight_decay, l1=l1,
                              batch_size=batch_size, schedule=schedule, epochs=epochs, patience=patience, seed=seed,
-                             device=device, resume=resume)
-    result = run_train(config, say=typer.echo)
+                             device=device, resume=resume, say=typer.echo)
     if result.config_json is not None:  # rank 0 only under torchrun
         typer.echo(str(result))
 
@@ -274,21 +269,18 @@ def validate(
     target: Optional[str] = typer.Option(None, "--target", help="Target to score against (default: the main one)."),
     exposure: bool = typer.Option(True, "--exposure/--no-exposure",
                                   help="Feature exposure and feature-neutral CORR (a least-squares fit per era)."),
-    device: str = typer.Option(cfg.ValidateConfig.device, "--device", help="Model mode: auto, cpu, cuda, mps."),
+    device: Device = cfg.ValidateConfig.device,
 ):
     """Score a model (or any model's predictions) era by era: Spearman, Numerai CORR, MMC,
     feature exposure, FNC, auxiliary targets; write reports/<name>/.
 
     Example: numerflow validate --predictions lgbm_preds.csv --data data/v5.2/validation.parquet --json
     """
-    from numerflow.stages.validate import validate as run_validate
-
     if model is not None and predictions is not None:
         raise typer.BadParameter("give --model or --predictions, not both")
-    config = cfg.ValidateConfig(model=model if model is not None else cfg.ValidateConfig.model,
+    result = numerflow.validate(model=model if model is not None else cfg.ValidateConfig.model,
                                 predictions=predictions, data=data, data_dir=data_dir, report_dir=report,
                                 write_report=not no_report, target=target, exposure=exposure, device=device)
-    result = run_validate(config)
     typer.echo(result.to_json() if as_json else str(result))
 
 
@@ -300,14 +292,11 @@ def float_list(value: Optional[str]) -> Optional[list[float]]:
 
 
 def weights_for(models: list, weights: Optional[str]) -> Optional[list[float]]:
-    """--weights as numbers: one per --model, non-negative, not all zero (exit 2 otherwise)."""
+    """--weights as numbers that config.weights_problem accepts for the --model list (exit 2 otherwise)."""
     values = float_list(weights)
-    if values is None:
-        return None
-    if len(values) != len(models):
-        raise typer.BadParameter(f"got {len(values)} weight(s) for {len(models)} --model(s)", param_hint="'--weights'")
-    if not all(w >= 0 for w in values) or not 0 < sum(values) < float("inf"):
-        raise typer.BadParameter("weights must be non-negative numbers with a positive sum", param_hint="'--weights'")
+    problem = cfg.weights_problem(values, len(models))
+    if problem:
+        raise typer.BadParameter(problem, param_hint="'--weights'")
     return values
 
 
@@ -331,18 +320,16 @@ def predict(
     neutralize: float = typer.Option(0.0, "--neutralize", min=0.0, max=1.0,
                                      help="Remove this proportion of per-era feature exposure, then re-rank."),
     batch_size: int = typer.Option(cfg.PredictConfig.batch_size, "--batch-size", min=1, help="Rows per forward pass."),
-    device: str = typer.Option(cfg.PredictConfig.device, "--device", envvar="NUMERFLOW_DEVICE", help="cpu | cuda | cuda:N | mps | auto."),
+    device: Device = cfg.PredictConfig.device,
 ):
     """Predict the live round (or any Numerai Parquet file): id,prediction ranked within eras into (0, 1).
 
     Example: numerflow predict --model models/a.pt --model models/b.pt --weights 2,1 --neutralize 0.5
     """
-    from numerflow.stages.predict import predict as run_predict
-
-    result = run_predict(cfg.PredictConfig(models=list(models), weights=weights_for(models, weights), data=data,
-                                           data_dir=data_dir, version=version, out=out, neutralize=neutralize,
-                                           batch_size=batch_size, device=device))
-    typer.echo(str(result))
+    predictions = numerflow.predict(models=list(models), weights=weights_for(models, weights), data=data,
+                                    data_dir=data_dir, version=version, out=out, write=True, neutralize=neutralize,
+                                    batch_size=batch_size, device=device)
+    typer.echo(str(predictions.attrs["result"]))
 
 
 @app.command()
@@ -366,23 +353,21 @@ def submit(
 
     Example: numerflow submit --predictions predictions/model_612.csv --model-name my_model
     """
-    from numerflow.stages.submit import submit as run_submit
-
-    result = run_submit(cfg.SubmitConfig(predictions=predictions, model_name=model_name, data_dir=data_dir,
-                                         version=version, live=live, receipts_dir=receipts_dir,
-                                         dry_run=dry_run, force=force))
-    typer.echo(str(result))
+    typer.echo(str(numerflow.submit(predictions=predictions, model_name=model_name, data_dir=data_dir,
+                                    version=version, live=live, receipts_dir=receipts_dir, dry_run=dry_run,
+                                    force=force)))
 
 
 @app.command(name="round")
 @reports_errors
 def round_command(
+    ctx: typer.Context,
     data_dir: Path = DataDir,
     version: Optional[str] = typer.Option(None, "--version", envvar="NUMERFLOW_VERSION",
                                           help="Dataset version for live data (default: the newest)."),
     predictions_dir: Path = typer.Option(cfg.DEFAULT_PREDICTIONS_DIR, "--predictions-dir", help="Where <model>_<round>.csv go."),
     receipts_dir: Path = typer.Option(cfg.DEFAULT_RECEIPTS_DIR, "--receipts-dir", help="Receipts: one per round and model."),
-    device: str = typer.Option(cfg.RoundConfig.device, "--device", help="cpu | cuda | cuda:N | mps | auto."),
+    device: Device = cfg.RoundConfig.device,
     dry_run: bool = typer.Option(False, "--dry-run", help="Predict and check every model, upload nothing."),
 ):
     """The weekly job: for every [models.<name>] in numerflow.toml, predict the current round and
@@ -391,13 +376,10 @@ def round_command(
 
     Example: numerflow round --dry-run
     """
-    from numerflow.stages.round import run_round
-
-    result = run_round(cfg.RoundConfig(models=cfg.load_toml().get("models", {}),
-                                       config_file=Path(os.environ.get("NUMERFLOW_CONFIG") or cfg.CONFIG_FILE),
-                                       data_dir=data_dir, version=version, predictions_dir=predictions_dir,
-                                       receipts_dir=receipts_dir, device=device, dry_run=dry_run),
-                       say=typer.echo)
+    settings: cfg.SettingsFile = ctx.find_root().obj  # read by main_options
+    result = numerflow.round(models=settings.models, config_file=settings.path, data_dir=data_dir, version=version,
+                             predictions_dir=predictions_dir, receipts_dir=receipts_dir, device=device,
+                             dry_run=dry_run, say=typer.echo)
     typer.echo(str(result))
     if not result.ok:
         raise typer.Exit(1)
@@ -417,10 +399,8 @@ def export(
 
     Example: numerflow export --model models/model.pt --out model.pkl
     """
-    from numerflow.stages.export import export as run_export
-
-    typer.echo(str(run_export(cfg.ExportConfig(models=list(models), weights=weights_for(models, weights),
-                                               neutralize=neutralize, out=out))))
+    typer.echo(str(numerflow.export(models=list(models), weights=weights_for(models, weights),
+                                    neutralize=neutralize, out=out)))
 
 
 @app.command()
@@ -433,9 +413,7 @@ def quickstart(
 
     Example: numerflow quickstart --dir /tmp/nf-demo
     """
-    from numerflow.stages.quickstart import quickstart as run_quickstart
-
-    typer.echo(str(run_quickstart(folder, say=typer.echo)))
+    typer.echo(str(numerflow.quickstart(folder=folder, say=typer.echo)))
 
 
 def main():

@@ -1,18 +1,25 @@
-"""One dataclass per stage's settings, each default commented.
+"""One dataclass per stage's settings, each default commented, and the one reader of
+`numerflow.toml`.
 
 Settings come from command-line flags, then NUMERFLOW_* environment variables, then
 `numerflow.toml` (one table per command, e.g. `[train]`), then these defaults. cli.py applies
-that order through click's `default_map`; the dataclasses are what library code receives.
+that order through click's `default_map`; the dataclasses are what library code receives, and
+their fields are the Python API's keyword arguments (numerflow/library.py). Each dataclass checks
+its choices (options.py) and turns path strings into Paths, so the API and the CLI share one check.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from numerflow.errors import ConfigError
+from numerflow.options import Activation, Loss, PredictWith, Schedule, parse_device
 
 CONFIG_FILE = "numerflow.toml"
 DEFAULT_DATA_DIR = Path("data")  # download writes data/<version>/, prepare data/prepared/
@@ -22,19 +29,79 @@ DEFAULT_RECEIPTS_DIR = Path("receipts")
 DEFAULT_REPORTS_DIR = Path("reports")
 
 
-def load_toml(path: str | os.PathLike | None = None) -> dict:
-    """The parsed numerflow.toml (from NUMERFLOW_CONFIG or the working folder), or {} if absent."""
-    path = Path(path or os.environ.get("NUMERFLOW_CONFIG") or CONFIG_FILE)
+@dataclass
+class SettingsFile:
+    """numerflow.toml as read once per run: its command tables and [models.<name>] tables."""
+
+    path: Path
+    tables: dict
+
+    @property
+    def models(self) -> dict:
+        return self.tables.get("models", {})
+
+
+def settings_path() -> Path:
+    return Path(os.environ.get("NUMERFLOW_CONFIG") or CONFIG_FILE)
+
+
+def load_settings(path: str | os.PathLike | None = None) -> SettingsFile:
+    """numerflow.toml (`path`, else NUMERFLOW_CONFIG, else the working folder's); no tables if
+    the working folder has none. A file that NUMERFLOW_CONFIG names must exist."""
+    from_env = path is None and bool(os.environ.get("NUMERFLOW_CONFIG"))
+    path = Path(path) if path is not None else settings_path()
     if not path.is_file():
-        return {}
+        if from_env or path != Path(CONFIG_FILE):
+            raise ConfigError(f"{path}: file not found" + (" (named by NUMERFLOW_CONFIG)" if from_env else ""))
+        return SettingsFile(path, {})
     try:
-        return tomllib.loads(path.read_text())
+        return SettingsFile(path, tomllib.loads(path.read_text()))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
 
 
+def weights_problem(weights: list[float] | None, n_models: int) -> str | None:
+    """Why ensemble `weights` do not fit `n_models` checkpoints, or None when they do (None: equal)."""
+    if weights is None:
+        return None
+    if len(weights) != n_models:
+        return f"got {len(weights)} weight(s) for {n_models} --model(s)"
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or not 0 < sum(weights) < math.inf:
+        return "weights must be non-negative numbers with a positive sum"
+    return None
+
+
+class StageSettings:
+    """Shared by every stage's dataclass: strings become Paths where a field holds paths, so
+    `numerflow.train(data="prep")` and the CLI hand the stage the same values."""
+
+    CHOICES: dict = {}  # field → its options.py Enum; stored as the plain string value
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in self.CHOICES:
+                setattr(self, f.name, self.CHOICES[f.name].parse(value, "--" + f.name.replace("_", "-")))
+            elif f.name == "device":
+                setattr(self, f.name, parse_device(value))
+            elif isinstance(value, (str, os.PathLike)) and _holds_paths(type(self), f.name):
+                setattr(self, f.name, Path(value))
+            elif isinstance(value, (list, tuple)) and _holds_paths(type(self), f.name):
+                setattr(self, f.name, [Path(v) for v in value])
+
+
+@functools.cache
+def _path_fields(cls) -> frozenset:
+    hints = typing.get_type_hints(cls)
+    return frozenset(name for name, hint in hints.items() if "Path" in str(hint))
+
+
+def _holds_paths(cls, name: str) -> bool:
+    return name in _path_fields(cls)
+
+
 @dataclass
-class DownloadConfig:
+class DownloadConfig(StageSettings):
     data_dir: Path = DEFAULT_DATA_DIR  # files land in <data_dir>/<version>/
     version: str | None = None  # None: the newest vX.Y that numerapi lists
     live_only: bool = False  # a weekly job needs only live data, live example preds, features.json
@@ -43,7 +110,7 @@ class DownloadConfig:
 
 
 @dataclass
-class SyntheticConfig:
+class SyntheticConfig(StageSettings):
     data_dir: Path = DEFAULT_DATA_DIR  # written to <data_dir>/synthetic/
     eras: int = 120  # train + validation eras (live is one more era)
     rows_per_era: int = 500
@@ -52,7 +119,7 @@ class SyntheticConfig:
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(StageSettings):
     data_dir: Path = DEFAULT_DATA_DIR
     dataset: Path | None = None  # a version folder; None: the newest one under data_dir
     feature_set: str = "medium"  # any set in features.json; medium ≈ 780 features on v5.2
@@ -64,21 +131,23 @@ class PrepareConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StageSettings):
+    CHOICES = {"activation": Activation, "predict_with": PredictWith, "loss": Loss, "schedule": Schedule}
+
     data: Path = DEFAULT_DATA_DIR / "prepared"  # folder with prepare's train/validation.parquet
     out: Path = DEFAULT_MODELS_DIR / "model.pt"  # a <name>.json with config and metrics goes beside it
     layers: list[int] = field(default_factory=lambda: [256])  # hidden layer widths
-    activation: str = "relu"  # relu | silu
+    activation: str = "relu"  # Activation: relu | silu
     dropout: float = 0.5  # after each hidden layer; chosen by bench/quality.py (0.3 and 0.5 beat 0 clearly)
     batchnorm: bool = True  # fastai's layout: BN on inputs, then Linear → act → BN per layer (+0.01 corr in bench/quality.py)
     targets: list[str] | None = None  # None: every target prepare kept, main target first
-    predict_with: str = "main"  # main: the main target's head; mean: the mean of all heads
-    loss: str = "corr"  # mse | corr (negative mean per-era Pearson within one-era batches); corr won bench/quality.py
+    predict_with: str = "main"  # PredictWith: main: the main target's head; mean: the mean of all heads
+    loss: str = "corr"  # Loss: mse | corr (negative mean per-era Pearson within one-era batches); corr won bench/quality.py
     lr: float = 1e-2  # peak lr of the one-cycle schedule (fastai's tabular default; 1e-3 underfits in 6 epochs)
     weight_decay: float = 0.0  # decoupled (AdamW), not on biases and BatchNorm
     l1: float = 0.0  # L1 penalty on weights
     batch_size: int = 2048
-    schedule: str = "onecycle"  # onecycle (fastai's fit_one_cycle) | constant
+    schedule: str = "onecycle"  # Schedule: onecycle (fastai's fit_one_cycle) | constant
     epochs: int = 6
     patience: int | None = None  # early stopping on validation mean era-Spearman; None: off
     seed: int = 0
@@ -87,9 +156,10 @@ class TrainConfig:
 
 
 @dataclass
-class ValidateConfig:
+class ValidateConfig(StageSettings):
     model: Path | None = DEFAULT_MODELS_DIR / "model.pt"
-    predictions: Path | None = None  # score a predictions file instead of a model
+    predictions: Path | object | None = None  # score predictions instead of a model: an id,prediction file,
+    # or (Python) a DataFrame/Series indexed by id or with an id column
     data: Path | None = None  # None: <data_dir>/prepared/validation.parquet
     data_dir: Path = DEFAULT_DATA_DIR
     report_dir: Path | None = None  # None: reports/<model or predictions file stem>/
@@ -101,12 +171,13 @@ class ValidateConfig:
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(StageSettings):
     models: list[Path] = field(default_factory=lambda: [DEFAULT_MODELS_DIR / "model.pt"])
     weights: list[float] | None = None  # ensemble weights; None: equal
     data: Path | None = None  # None: the current round's live file under data_dir
     data_dir: Path = DEFAULT_DATA_DIR
-    out: Path | None = None  # .csv or .parquet; None: predictions/<model>_<round>.csv
+    out: Path | None = None  # .csv or .parquet to write; None: no file unless `write`
+    write: bool = False  # with no `out`: write predictions/<model>_<round>.csv (the CLI always writes)
     neutralize: float = 0.0  # proportion of per-era feature exposure to remove (0: none)
     batch_size: int = 65536  # rows per forward pass: bounds memory on large files
     version: str | None = None  # dataset folder under data_dir holding live.parquet; None: the newest
@@ -114,7 +185,7 @@ class PredictConfig:
 
 
 @dataclass
-class SubmitConfig:
+class SubmitConfig(StageSettings):
     predictions: Path | None = None  # None: predictions/<model>_<round>.csv of the current round
     model_name: str | None = None  # Numerai model name; resolved to its id through numerapi
     data_dir: Path = DEFAULT_DATA_DIR
@@ -126,9 +197,9 @@ class SubmitConfig:
 
 
 @dataclass
-class RoundConfig:
-    models: dict = field(default_factory=dict)  # numerflow.toml's [models.<numerai model name>] tables
-    config_file: Path = Path(CONFIG_FILE)  # where `models` came from (named in errors)
+class RoundConfig(StageSettings):
+    models: dict | None = None  # [models.<numerai model name>] tables; None: those in config_file
+    config_file: Path = field(default_factory=settings_path)  # numerflow.toml (NUMERFLOW_CONFIG): `models` come from it
     data_dir: Path = DEFAULT_DATA_DIR  # live data goes to <data_dir>/<version>/; the lock file lives here
     version: str | None = None  # dataset version; None: the newest Numerai lists
     predictions_dir: Path = DEFAULT_PREDICTIONS_DIR  # <model name>_<round>.csv per model
@@ -138,7 +209,7 @@ class RoundConfig:
 
 
 @dataclass
-class ExportConfig:
+class ExportConfig(StageSettings):
     models: list[Path] = field(default_factory=lambda: [DEFAULT_MODELS_DIR / "model.pt"])  # several: rank-averaged
     weights: list[float] | None = None  # ensemble weights; None: equal
     neutralize: float = 0.0  # proportion of per-era feature exposure to remove (0: none)

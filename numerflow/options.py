@@ -4,7 +4,10 @@ in settings files, checkpoints and keyword arguments."""
 
 from __future__ import annotations
 
+import re
 from enum import Enum
+
+from numerflow.errors import ConfigError
 
 
 class Choice(str, Enum):
@@ -16,6 +19,15 @@ class Choice(str, Enum):
     @classmethod
     def names(cls) -> list[str]:
         return [member.value for member in cls]
+
+    @classmethod
+    def parse(cls, value, option: str) -> str:
+        """`value` (a member or its string) as the plain string settings, checkpoints and JSON
+        hold; anything else is a ConfigError naming the option and its choices."""
+        try:
+            return cls(value).value
+        except ValueError:
+            raise ConfigError(f"{option}: '{value}' is not one of {', '.join(cls.names())}") from None
 
 
 class Loss(Choice):
@@ -36,3 +48,24 @@ class Schedule(Choice):
 class PredictWith(Choice):
     main = "main"  # the main target's head
     mean = "mean"  # the mean of all heads
+
+
+# Devices are not a fixed list (cuda:N), so they are checked by pattern; whether the device is
+# there is checked where it is used (the checkpoint/training code's resolve_device).
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps", re.IGNORECASE)
+
+
+def device_problem(value) -> str | None:
+    """Why `value` is not a device name (auto, cpu, cuda, cuda:N, mps), or None when it is one."""
+    if isinstance(value, str) and DEVICE_PATTERN.fullmatch(value.strip()):
+        return None
+    return f"'{value}' is not a device (choose {DEVICES})"
+
+
+def parse_device(value, option: str = "--device") -> str:
+    """A device name as given; anything else is a ConfigError naming the option."""
+    problem = device_problem(value)
+    if problem:
+        raise ConfigError(f"{option}: {problem}")
+    return value

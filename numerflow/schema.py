@@ -145,6 +145,20 @@ def read_live_round(version_dir: str | Path) -> int | None:
         raise DataError(f"{path}: not a valid live round marker") from None
 
 
+def require_columns(path, needed: list[str], present, needed_by=None, error=DataError) -> None:
+    """Raise `error` naming (up to ten of) the `needed` columns absent from `present`:
+    '<path>: missing 2 column(s): a, b', or with `needed_by` (a checkpoint)
+    '<path>: missing 2 of the 30 feature(s) <needed_by> needs: a, b'."""
+    have = set(present)
+    missing = [name for name in needed if name not in have]
+    if not missing:
+        return
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    what = (f"{len(missing)} column(s)" if needed_by is None
+            else f"{len(missing)} of the {len(needed)} feature(s) {needed_by} needs")
+    raise error(f"{path}: missing {what}: {shown}")
+
+
 def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
                 batch_rows: int = 65536, where: tuple[str, str] | None = None):
     """Read `features` of a Parquet file into one int8 (rows, features) array, batch by batch,
@@ -159,10 +173,7 @@ def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
     import pyarrow as pa
 
     names = parquet_columns(path)
-    missing = [c for c in list(features) + list(columns) + ([where[0]] if where else []) if c not in names]
-    if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise DataError(f"{path}: missing {len(missing)} column(s): {shown}")
+    require_columns(path, list(features) + list(columns) + ([where[0]] if where else []), names)
     wanted = list(features) + [c for c in columns if c not in features]
     if ID in names:
         wanted.append(ID)
@@ -202,14 +213,21 @@ def _row_mask(values, equals: str):
     return pc.fill_null(pc.equal(values.cast(pa.string()), equals), False)
 
 
-def read_id_frame(path: Path):
-    """A .csv or .parquet file of per-id values as a DataFrame with `id` as a string column (CSV
-    ids stay text: "0012" must not become 12). Parser errors propagate: callers word them."""
+def read_id_frame(path: Path, error=DataError, missing_hint: str = ""):
+    """The one reader of predictions files: a .csv or .parquet file of per-id values as a
+    DataFrame with `id` as a string column (CSV ids stay text: "0012" must not become 12). A
+    missing or unreadable file is `error` naming it; callers check the columns they need."""
     import pandas as pd
 
-    if Path(path).suffix == ".parquet":
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: file not found{missing_hint}")
+    try:
+        if path.suffix != ".parquet":
+            return pd.read_csv(path, dtype={ID: str})
         frame = pd.read_parquet(path)
-        if ID not in frame.columns and frame.index.name == ID:
-            frame = frame.reset_index()
-        return frame
-    return pd.read_csv(path, dtype={ID: str})
+    except Exception as exc:  # pandas/pyarrow raise many kinds for unreadable files
+        raise error(f"{path}: not a readable predictions file ({type(exc).__name__})") from None
+    if ID not in frame.columns and frame.index.name == ID:
+        frame = frame.reset_index()
+    return frame

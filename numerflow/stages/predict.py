@@ -1,6 +1,6 @@
 """predict stage: score a live (or any Numerai-layout) Parquet file with one checkpoint or a
 rank-averaged ensemble of several, rank within eras into (0, 1), optionally neutralise against the
-features, and write `id,prediction` atomically."""
+features, and return them (a DataFrame indexed by id); write `id,prediction` atomically when asked."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from numerflow import schema
-from numerflow.config import DEFAULT_PREDICTIONS_DIR, PredictConfig
+from numerflow.config import DEFAULT_PREDICTIONS_DIR, PredictConfig, weights_problem
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
 
@@ -19,7 +19,8 @@ OUTPUT_SUFFIXES = (".csv", ".parquet")
 
 @dataclass
 class PredictResult:
-    out: Path
+    predictions: object  # pandas DataFrame indexed by id, one `prediction` column
+    out: Path | None  # the file written; None: none was asked for
     data: Path
     models: list[Path]
     rows: int
@@ -35,7 +36,8 @@ class PredictResult:
         round_text = f"round {self.round}" if self.round is not None else "no round marker"
         lines = [f"Predicted {self.rows:,} rows in {self.eras} era(s) of {self.data} ({round_text}) "
                  f"with {names}" + (f", neutralised {self.neutralize:g}" if self.neutralize else ""),
-                 f"Wrote {self.out} (mean {self.mean:.4f}, std {self.std:.4f})"]
+                 (f"Wrote {self.out}" if self.out is not None else "No file written") +
+                 f" (mean {self.mean:.4f}, std {self.std:.4f})"]
         lines += [f"Warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -56,23 +58,13 @@ def default_output(models: list[Path], round_num: int | None) -> Path:
 
 def ensemble_weights(weights: list[float] | None, n_models: int) -> np.ndarray:
     """Weights normalised to sum 1; None means equal weights."""
+    problem = weights_problem(weights, n_models)
+    if problem:
+        raise ConfigError(f"--weights: {problem}")
     if weights is None:
         return np.full(n_models, 1.0 / n_models)
-    if len(weights) != n_models:
-        raise ConfigError(f"--weights: got {len(weights)} weight(s) for {n_models} model(s)")
     w = np.asarray(weights, dtype=np.float64)
-    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ConfigError("--weights: weights must be non-negative numbers with a positive sum")
     return w / w.sum()
-
-
-def check_features(model_path: Path, features: list[str], columns: set[str], data: Path) -> None:
-    """A checkpoint whose features are not all in the data cannot predict it: say which are absent."""
-    missing = [f for f in features if f not in columns]
-    if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise CheckpointError(f"{data}: missing {len(missing)} of the {len(features)} feature(s) "
-                              f"{model_path} needs: {shown}")
 
 
 def refuse_overwriting_inputs(out: Path, inputs: list[Path]) -> None:
@@ -121,15 +113,20 @@ def score_models(checkpoints, model_paths, matrix, features, eras, weights, conf
     return combined
 
 
-def write_predictions(ids, values: np.ndarray, out: Path) -> None:
+def predictions_frame(ids, values: np.ndarray):
     import pandas as pd
 
-    frame = pd.DataFrame({schema.ID: ids, schema.PREDICTION: values})
+    return pd.DataFrame({schema.PREDICTION: values}, index=pd.Index(ids, name=schema.ID))
+
+
+def write_predictions(frame, out: Path) -> None:
+    """id,prediction columns (no pandas index metadata): what Numerai and other tools read."""
+    columns = frame.reset_index()
     with atomic_path(out) as tmp:
         if out.suffix == ".csv":
-            frame.to_csv(tmp, index=False)
+            columns.to_csv(tmp, index=False)
         else:
-            frame.to_parquet(tmp, index=False)
+            columns.to_parquet(tmp, index=False)
 
 
 def predict(config: PredictConfig) -> PredictResult:
@@ -151,13 +148,16 @@ def predict(config: PredictConfig) -> PredictResult:
         data = Path(config.data)
         # Only a live file's folder marker names its round; validation.parquet has none.
         round_num = schema.read_live_round(data.parent) if data.name == schema.LIVE_FILE else None
-    out = Path(config.out) if config.out is not None else default_output(model_paths, round_num)
-    refuse_overwriting_inputs(out, [data, *model_paths])
+    out = Path(config.out) if config.out is not None else (
+        default_output(model_paths, round_num) if config.write else None)
+    if out is not None:
+        refuse_overwriting_inputs(out, [data, *model_paths])
 
     checkpoints = [load_checkpoint(p) for p in model_paths]
     columns = set(schema.parquet_columns(data))
     for path, checkpoint in zip(model_paths, checkpoints):
-        check_features(path, checkpoint["features"], columns, data)
+        # A checkpoint whose features are not all in the data cannot predict it: say which are absent.
+        schema.require_columns(data, checkpoint["features"], columns, needed_by=path, error=CheckpointError)
     features = union_of_features([c["features"] for c in checkpoints])
     matrix, frame = schema.read_matrix(data, features, [schema.ERA] if schema.ERA in columns else [],
                                        batch_rows=config.batch_size)
@@ -171,10 +171,12 @@ def predict(config: PredictConfig) -> PredictResult:
     if config.neutralize > 0:
         ranked = rank_within_eras(neutralize(ranked, matrix, eras, config.neutralize), eras)
 
-    write_predictions(frame.index.to_numpy(), ranked, out)
+    predictions = predictions_frame(frame.index.to_numpy(), ranked)
+    if out is not None:
+        write_predictions(predictions, out)
     warnings = []
     if np.isclose(np.std(ranked), 0.0):
         warnings.append("predictions are constant; Numerai will refuse them")
-    return PredictResult(out=out, data=data, models=model_paths, rows=len(ranked), eras=len(np.unique(eras)),
+    return PredictResult(predictions=predictions, out=out, data=data, models=model_paths, rows=len(ranked), eras=len(np.unique(eras)),
                          round=round_num, mean=float(np.mean(ranked)), std=float(np.std(ranked)),
                          neutralize=config.neutralize, warnings=warnings)

@@ -170,11 +170,7 @@ def _sources(version_dir: Path) -> tuple[_Source, _Source, Path]:
 
 
 def _require_columns(src: _Source, needed: list[str]) -> None:
-    have = set(src.columns)
-    missing = [c for c in needed if c not in have]
-    if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise DataError(f"{src.path}: missing {len(missing)} column(s): {shown}")
+    schema.require_columns(src.path, needed, src.columns)
 
 
 def _targets(config: PrepareConfig, train: _Source, valid: _Source) -> list[str]:

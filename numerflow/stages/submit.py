@@ -54,12 +54,7 @@ class SubmitResult:
 
 def read_predictions(path: Path):
     """A predictions file (.csv or .parquet) as a DataFrame with `id` and `prediction` columns."""
-    if not path.is_file():
-        raise SubmissionError(f"{path}: file not found (run `numerflow predict` first)")
-    try:
-        frame = schema.read_id_frame(path)
-    except Exception as exc:  # pandas/pyarrow raise many kinds for unreadable files
-        raise SubmissionError(f"{path}: not a readable predictions file ({type(exc).__name__})") from None
+    frame = schema.read_id_frame(path, SubmissionError, " (run `numerflow predict` first)")
     if list(frame.columns) != [schema.ID, schema.PREDICTION]:
         raise SubmissionError(f"{path}: columns must be exactly id,prediction (found {','.join(map(str, frame.columns))})")
     return frame

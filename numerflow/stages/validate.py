@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,41 +170,50 @@ def _is_numeric(column) -> bool:
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
-def read_predictions(path: Path):
-    """An id,prediction file (.csv or .parquet) as a float64 Series indexed by id."""
+def read_predictions(predictions):
+    """Predictions as a float64 Series indexed by id (as text): an id,prediction file (.csv or
+    .parquet), or in memory a DataFrame/Series indexed by id or with an `id` column."""
     import pandas as pd
 
-    path = Path(path)
-    if path.suffix not in PREDICTION_SUFFIXES:
-        raise ConfigError(f"{path}: predictions must be a .csv or .parquet file")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
+    where = source_name(predictions)
+    if isinstance(predictions, (str, os.PathLike)):
+        path = Path(predictions)
+        if path.suffix not in PREDICTION_SUFFIXES:
+            raise ConfigError(f"{path}: predictions must be a .csv or .parquet file")
         frame = schema.read_id_frame(path)
-    except Exception as exc:  # parser errors come in many kinds; all mean an unreadable file
-        raise DataError(f"{path}: not a readable {path.suffix[1:]} file ({type(exc).__name__})") from None
+    elif isinstance(predictions, pd.Series):
+        frame = predictions.rename(schema.PREDICTION).to_frame()
+    elif isinstance(predictions, pd.DataFrame):
+        frame = predictions
+    else:
+        raise ConfigError(f"predictions: expected a file path, DataFrame or Series, got {type(predictions).__name__}")
     if schema.ID in frame.columns:
         frame = frame.set_index(schema.ID)
     elif frame.index.name != schema.ID:
-        raise DataError(f"{path}: no '{schema.ID}' column")
+        raise DataError(f"{where}: no '{schema.ID}' column")
     if schema.PREDICTION not in frame.columns:
-        raise DataError(f"{path}: no '{schema.PREDICTION}' column")
+        raise DataError(f"{where}: no '{schema.PREDICTION}' column")
     if frame.empty:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{where}: no rows")
     try:
         values = pd.to_numeric(frame[schema.PREDICTION], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
     except (ValueError, TypeError):
-        raise DataError(f"{path}: non-numeric values in '{schema.PREDICTION}'") from None
+        raise DataError(f"{where}: non-numeric values in '{schema.PREDICTION}'") from None
     bad = int((~np.isfinite(values)).sum())
     if bad:
-        raise DataError(f"{path}: {bad} NaN or infinite prediction(s)")
+        raise DataError(f"{where}: {bad} NaN or infinite prediction(s)")
     ids = frame.index.astype(str)
     if ids.has_duplicates:
-        raise DataError(f"{path}: {int(ids.duplicated().sum())} duplicate id(s)")
+        raise DataError(f"{where}: {int(ids.duplicated().sum())} duplicate id(s)")
     return pd.Series(values, index=ids, name=schema.PREDICTION)
 
 
-def _align(ids, values, data_ids, what: Path, data_path: Path, strict: bool) -> np.ndarray:
+def source_name(predictions) -> str:
+    """How messages and the report name what was scored: the file, or `predictions` in memory."""
+    return str(predictions) if isinstance(predictions, (str, os.PathLike)) else "predictions"
+
+
+def _align(ids, values, data_ids, what, data_path: Path, strict: bool) -> np.ndarray:
     """values (indexed by `ids`) placed on the data's rows, NaN where absent. With `strict`,
     ids that the data does not have are an error."""
     position = data_ids.get_indexer(ids)
@@ -249,11 +259,7 @@ def _model_predictions(config: ValidateConfig, data: _Data):
     checkpoint = load_checkpoint(config.model)
     features = list(checkpoint["features"])
     names = set(schema.parquet_columns(data.path))
-    missing = [f for f in features if f not in names]
-    if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise CheckpointError(f"{data.path}: missing {len(missing)} of the {len(features)} feature(s) "
-                              f"{config.model} needs: {shown}")
+    schema.require_columns(data.path, features, names, needed_by=config.model, error=CheckpointError)
     matrix, frame = _read_validation_rows(data, features, names)
     model = load_model(checkpoint)
     device = resolve_device(config.device)
@@ -272,7 +278,7 @@ def _file_predictions(config: ValidateConfig, data: _Data):
     features = data.features if config.exposure else []
     matrix, frame = _read_validation_rows(data, features, names)
     values = _align(predictions.index, predictions.to_numpy(), frame.index.astype(str),
-                    Path(config.predictions), data.path, strict=True)
+                    source_name(config.predictions), data.path, strict=True)
     return values, matrix, frame
 
 
@@ -406,7 +412,7 @@ def validate(config: ValidateConfig) -> Report:
     data = _describe_data(_data_path(config), config)
     notes: list[str] = []
     if config.predictions is not None:
-        source = Path(config.predictions)
+        source = Path(source_name(config.predictions))
         predictions, matrix, frame = _file_predictions(config, data)
     else:
         source = Path(config.model)
