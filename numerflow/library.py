@@ -15,6 +15,7 @@ only when a function is called: `import numerflow` stays light and changes nothi
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import os
@@ -100,7 +101,8 @@ def _predict(config: cfg.PredictConfig):
     `frame.attrs["result"]`."""
     result = _lazy("numerflow.stages.predict", "predict")(config)
     frame = result.predictions
-    frame.attrs["result"] = result
+    # Without the frame itself: pandas deep-copies attrs, and a frame inside its own attrs recurses.
+    frame.attrs["result"] = dataclasses.replace(result, predictions=None)
     return frame
 
 
