@@ -24,16 +24,7 @@ from dataclasses import MISSING, fields
 from typing import Callable
 
 from numerflow import config as cfg
-
-
-def prepare_torch_environment() -> None:
-    """Called before numerflow first imports torch (the stages below that use it).
-
-    torch's OpenMP threads spin while waiting for work by default. With numerflow's small per-step
-    kernels, any other busy process on the machine (a second job, a test runner, a browser) turns
-    that spinning into a 10-30x slowdown of training; passive waiting costs almost nothing when
-    the machine is quiet. Must be set before torch is imported; a user's own setting wins."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from numerflow.runtime import before_torch_import
 
 
 def _field_comments(config_class) -> dict[str, str]:
@@ -78,7 +69,7 @@ def _stage_function(name: str, config_class, run: Callable, summary: str, extra:
         bound = signature.bind(**options)  # TypeError naming an unknown option
         extras = {key: bound.arguments.pop(key) for key in list(bound.arguments) if key in extra}
         if uses_torch:
-            prepare_torch_environment()
+            before_torch_import()
         return run(config_class(**bound.arguments), **extras)
 
     stage.__name__ = stage.__qualname__ = name
@@ -158,7 +149,7 @@ def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Calla
     """Run the whole pipeline offline on synthetic data in a fresh `folder`; returns a QuickstartResult."""
     from pathlib import Path
 
-    prepare_torch_environment()
+    before_torch_import()
     return _lazy("numerflow.stages.quickstart", "quickstart")(Path(folder), say=say or (lambda line: None))
 
 

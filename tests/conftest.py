@@ -5,6 +5,11 @@ from __future__ import annotations
 import pytest
 
 from numerflow.config import SyntheticConfig
+from numerflow.runtime import before_torch_import
+
+# Test modules import torch themselves, before any numerflow stage runs: the suite trains many
+# small models, and spinning OpenMP threads make that 10-30x slower on a busy machine.
+before_torch_import()
 
 
 @pytest.fixture(scope="session")
