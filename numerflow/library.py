@@ -67,7 +67,7 @@ def _stage_function(name: str, config_class, run: Callable, summary: str, extra:
 
     def stage(**options):
         bound = signature.bind(**options)  # TypeError naming an unknown option
-        extras = {key: bound.arguments.pop(key) for key in list(bound.arguments) if key in extra}
+        extras = {key: bound.arguments.pop(key, default) for key, default in extra.items()}
         if uses_torch:
             before_torch_import()
         return run(config_class(**bound.arguments), **extras)

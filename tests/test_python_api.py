@@ -133,13 +133,13 @@ def test_the_pipeline_from_python_matches_the_cli(tmp_path, monkeypatch):
     assert (frame["prediction"] - cli["predictions"]["prediction"]).abs().max() < 1e-12  # CSV round trip
 
 
-def test_validate_scores_in_memory_predictions(tmp_path, monkeypatch, synthetic_dir):
+def test_validate_scores_in_memory_predictions(tmp_path, monkeypatch, synthetic_dir, capsys):
     """A DataFrame indexed by id, one with an id column, or a Series score as the same file would."""
     monkeypatch.chdir(tmp_path)
     prepared = numerflow.prepare(data_dir=synthetic_dir.parent, dataset=synthetic_dir, feature_set="small",
                                  downsample=1, out_dir="prep")
-    trained = numerflow.train(data=prepared.out_dir, out="m.pt", layers=[8], epochs=1, batch_size=128, device="cpu",
-                              say=None)
+    trained = numerflow.train(data=prepared.out_dir, out="m.pt", layers=[8], epochs=1, batch_size=128, device="cpu")
+    assert capsys.readouterr().out.startswith("epoch 1/1: train loss ")  # say=print: progress in a notebook
     validation = prepared.out_dir / "validation.parquet"
     frame = numerflow.predict(models=[trained.checkpoint], data=validation, out="p.parquet")
     assert Path("p.parquet").is_file()
