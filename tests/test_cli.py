@@ -83,3 +83,28 @@ def test_openmp_threads_wait_passively_unless_the_user_chose(tmp_path):
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "ACTIVE"
+
+
+@pytest.mark.parametrize("name", ["train", "validate", "predict", "round"])
+def test_every_device_option_is_checked_alike_and_reads_numerflow_device(name, tmp_path, monkeypatch):
+    """One --device option for every command: the same names accepted, NUMERFLOW_DEVICE honoured."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [name, "--device", "tpu"])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith("Error: Invalid value for '--device' (env var: 'NUMERFLOW_DEVICE'): "
+                                          "'tpu' is not a device (choose auto, cpu, cuda, cuda:N or mps)")
+    monkeypatch.setenv("NUMERFLOW_DEVICE", "gpu0")
+    result = runner.invoke(app, [name])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith("'gpu0' is not a device (choose auto, cpu, cuda, cuda:N or mps)")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("option, value, choices", [("--loss", "pearson", "'mse', 'corr'"),
+                                                    ("--activation", "tanh", "'relu', 'silu'"),
+                                                    ("--schedule", "cosine", "'onecycle', 'constant'"),
+                                                    ("--predict-with", "max", "'main', 'mean'")])
+def test_choices_are_the_option_enums(option, value, choices):
+    result = runner.invoke(app, ["train", option, value])
+    assert result.exit_code == 2
+    assert f"'{value}' is not one of {choices}" in result.output
