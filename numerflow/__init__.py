@@ -20,5 +20,6 @@ from numerflow.library import (  # noqa: E402
     write_synthetic,
 )
 
-__all__ = ["download", "write_synthetic", "prepare", "train", "validate", "predict", "submit", "round",
-           "export", "quickstart", "__version__"]
+# `round` is left out: `from numerflow import *` must not shadow the builtin round() in a notebook.
+__all__ = ["download", "write_synthetic", "prepare", "train", "validate", "predict", "submit", "export",
+           "quickstart", "__version__"]

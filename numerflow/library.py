@@ -97,11 +97,15 @@ def _predict(config: cfg.PredictConfig):
     return frame
 
 
+def _silent(line: str) -> None:
+    """`say=None`: progress lines go nowhere."""
+
+
 def _round(config: cfg.RoundConfig, say=print):
     """`models` None: the [models.<name>] tables of `config_file` (numerflow.toml)."""
     if config.models is None:
         config.models = cfg.load_settings(config.config_file).models
-    return _lazy("numerflow.stages.round", "run_round")(config, say=say)
+    return _lazy("numerflow.stages.round", "run_round")(config, say=say or _silent)
 
 
 SAY = {"say": print}
@@ -150,7 +154,7 @@ def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Calla
     from pathlib import Path
 
     before_torch_import()
-    return _lazy("numerflow.stages.quickstart", "quickstart")(Path(folder), say=say or (lambda line: None))
+    return _lazy("numerflow.stages.quickstart", "quickstart")(Path(folder), say=say or _silent)
 
 
 STAGES = ["download", "write_synthetic", "prepare", "train", "validate", "predict", "submit", "round",

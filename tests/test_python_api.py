@@ -155,3 +155,12 @@ def test_validate_scores_in_memory_predictions(tmp_path, monkeypatch, synthetic_
     with pytest.raises(numerflow.errors.DataError, match="predictions: no 'id' column"):
         numerflow.validate(predictions=frame.reset_index(drop=True), data=validation, write_report=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pt", "p.parquet", "prep"]
+
+
+def test_round_reads_its_models_from_the_settings_file_it_is_given(tmp_path):
+    settings = tmp_path / "elsewhere.toml"
+    settings.write_text('[models.a]\nmodel = "a.pt"\nneutralize = true\n')
+    with pytest.raises(ConfigError, match=r"elsewhere.toml: \[models.a\]: neutralize must be a number within \[0, 1\]"):
+        numerflow.round(config_file=settings, data_dir=tmp_path / "data", dry_run=True, say=None)
+    with pytest.raises(ConfigError, match=r"nowhere.toml: file not found$"):
+        numerflow.round(config_file=tmp_path / "nowhere.toml", dry_run=True, say=None)
