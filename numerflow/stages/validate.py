@@ -97,7 +97,6 @@ class _Data:
     target: str
     aux_targets: list[str]
     features: list[str]  # for exposure / FNC
-    prepared: bool
 
 
 def _data_path(config: ValidateConfig) -> Path:
@@ -131,7 +130,7 @@ def _describe_data(path: Path, config: ValidateConfig) -> _Data:
     if main not in columns:
         raise DataError(f"{path}: no target column '{main}'")
     aux = [t for t in targets if t != main]
-    return _Data(path, source_dir, main, aux, features, prepared)
+    return _Data(path, source_dir, main, aux, features)
 
 
 def _raw_features(path: Path, columns: list[str]) -> list[str]:
