@@ -72,8 +72,8 @@ class UploadResult:
 
     def __str__(self) -> str:
         lines = [f"Runner check: {self.rows:,} live rows of {self.live} in {self.seconds:.1f} s on one thread, "
-                 f"peak memory {self.peak_rss / 2**20:.0f} MiB (limits: {RUNNER_SECONDS // 60} minutes, "
-                 f"{RUNNER_MEMORY_BYTES / 1e9:.0f} GB)",
+                 f"peak memory {self.peak_rss / 2**20:.0f} MiB (limits: {RUNNER_SECONDS / 60:g} minutes, "
+                 f"{RUNNER_MEMORY_BYTES / 1e9:g} GB)",
                  f"Uploaded to model '{self.model_name}' with image '{self.docker_image}' and data version "
                  f"{self.data_version}: upload id {self.upload_id}"]
         return "\n".join(lines + [f"Note: {n}" for n in self.notes])
@@ -326,7 +326,11 @@ RUNNER_SCRIPT = textwrap.dedent("""
     values = out["prediction"].to_numpy(dtype=float)
     if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
         sys.exit("it returned predictions that are NaN or outside [0, 1]")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    try:  # Linux: this process's own peak; ru_maxrss would include the parent's size before exec
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     print(json.dumps({"rows": len(out), "seconds": seconds, "peak_rss": peak}))
 """)
 
@@ -343,7 +347,7 @@ def runner_check(pickle_path: Path, live: Path) -> dict:
                                str(benchmark) if benchmark.is_file() else ""],
                               capture_output=True, text=True, env=env, timeout=RUNNER_SECONDS)
     except subprocess.TimeoutExpired:
-        raise CheckpointError(f"the pickle did not finish on {live} within {RUNNER_SECONDS // 60} minutes on one "
+        raise CheckpointError(f"the pickle did not finish on {live} within {RUNNER_SECONDS / 60:g} minutes on one "
                               f"thread (Numerai's limit); nothing uploaded") from None
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
@@ -352,7 +356,7 @@ def runner_check(pickle_path: Path, live: Path) -> dict:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     if report["peak_rss"] > RUNNER_MEMORY_BYTES:
         raise CheckpointError(f"the pickle needed {report['peak_rss'] / 1e9:.1f} GB on {live}, over Numerai's "
-                              f"{RUNNER_MEMORY_BYTES / 1e9:.0f} GB; nothing uploaded")
+                              f"{RUNNER_MEMORY_BYTES / 1e9:g} GB; nothing uploaded")
     return report
 
 
