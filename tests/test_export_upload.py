@@ -52,6 +52,18 @@ def test_upload_chooses_the_image_of_this_python_and_the_version_trained_on(tmp_
     assert_secret_absent([result], caplog.text, tmp_path)
 
 
+def test_upload_retries_a_failed_put_and_reports_a_refused_one(tmp_path, monkeypatch, fake_numerai, fake_models):
+    monkeypatch.chdir(tmp_path)
+    fake_numerai.fail("upload", times=2)  # HTTP 500 twice, then accepted
+    result = export_upload("--model", str(fake_models["a"]), "--model-name", "fake_model")
+    assert result.exit_code == 0, result.output
+    assert [r.status for r in fake_numerai.log if r.path == "upload"] == [500, 500, 200]
+    fake_numerai.fail("upload", status=403)
+    line = error_line(export_upload("--model", str(fake_models["a"]), "--model-name", "fake_model"))
+    assert line == "Error: upload of model.pkl refused: HTTP 403"
+    assert len(fake_numerai.model_uploads) == 1  # only the first
+
+
 def test_numerapis_own_model_upload_is_answered_by_the_fake(tmp_path, fake_numerai):
     """The fake answers the query texts numerapi itself sends (so upload_model's copies stay faithful)."""
     from numerapi import NumerAPI

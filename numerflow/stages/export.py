@@ -126,7 +126,8 @@ def numpy_layers(model) -> list[tuple]:
 def exact_scores(model, features_int8, device="cpu", predict_with: str = "main") -> np.ndarray:
     """Raw scores (float32) of an int8 (rows, features) matrix computed as the exported pickle
     computes them: float64 throughout, each score rounded to float32 at the end (see the module
-    docstring). Batches are sized by bytes, so a wide matrix never has a large float copy."""
+    docstring). Batches are sized by bytes, so a wide matrix never has a large float copy. The
+    model is converted to float64 in place."""
     import torch
 
     from numerflow.model import centre_into
