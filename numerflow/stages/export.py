@@ -132,6 +132,8 @@ def exact_scores(model, features_int8, device="cpu", predict_with: str = "main")
 
     from numerflow.model import centre_into
 
+    if torch.device(device).type == "mps":  # Apple's GPUs have no float64: the CPU gives the same scores
+        device = "cpu"
     model = model.to(device=device, dtype=torch.float64).eval()
     rows = max(1, FLOAT_BATCH_BYTES // (8 * max(1, features_int8.shape[1])))
     buffer = torch.empty((min(rows, len(features_int8)), features_int8.shape[1]), dtype=torch.float64, device=device)
