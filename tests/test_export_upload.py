@@ -141,6 +141,8 @@ def test_upload_options_only_with_upload(tmp_path, monkeypatch, fake_models):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["export", "--model", str(fake_models["a"]), "--model-name", "x"])
     assert result.exit_code == 2 and "--model-name and --live are for --upload" in result.output
+    result = runner.invoke(app, ["export", "--model", str(fake_models["a"]), "--out", "m.pickle", "--upload"])
+    assert error_line(result) == "Error: m.pickle: Numerai's model uploads take a .pkl file; choose --out NAME.pkl"
 
 
 # --- the runner check -----------------------------------------------------------------------------

@@ -421,6 +421,8 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
     weights = ensemble_weights(config.weights, len(model_paths))
     out = Path(config.out) if config.out is not None else model_paths[0].with_suffix(".pkl")
     refuse_overwriting_inputs(out, model_paths)
+    if upload is not None and out.suffix != ".pkl":
+        raise ConfigError(f"{out}: Numerai's model uploads take a .pkl file; choose --out NAME.pkl")
     checkpoints = [load_checkpoint(path) for path in model_paths]
     members = [{"features": list(c["features"]), "layers": numpy_layers(load_model(c)),
                 "predict_with": c.get("predict_with", "main")} for c in checkpoints]
