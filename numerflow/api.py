@@ -399,3 +399,65 @@ def _put(url: str, data: bytes, name: str) -> None:
         raise _Transient(f"HTTP {resp.status_code}")
     if resp.status_code >= 400:
         raise ApiError(f"upload of {name} refused: HTTP {resp.status_code}")
+
+
+# --- hosted model uploads (export --upload) -----------------------------------------------------
+
+def model_upload_options(api: NumerAPI) -> tuple[dict[str, str], dict[str, str]]:
+    """({docker image name: id}, {data version name: id}) that Numerai's model uploads offer, from
+    numerapi's model_upload_docker_images and model_upload_data_versions (needs credentials)."""
+    _require_token(api)
+    options = []
+    for op, ask in (("computePickleDockerImages", api.model_upload_docker_images),
+                    ("computePickleDataVersions", api.model_upload_data_versions)):
+        try:
+            options.append({str(name): str(ident) for name, ident in ask().items()})
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise _unexpected(op, exc) from None
+    return options[0], options[1]
+
+
+# same query and mutation numerapi's model_upload sends
+MODEL_UPLOAD_AUTH_QUERY = """
+    query($filename: String! $modelId: String) {
+        computePickleUploadAuth(filename: $filename
+                                modelId: $modelId) {
+            filename
+            url
+        }
+    }
+"""
+CREATE_MODEL_UPLOAD_QUERY = """
+    mutation($filename: String!
+             $tournament: Int!
+             $modelId: String
+             $dataVersionId: String
+             $dockerImageId: String) {
+        createComputePickleUpload(filename: $filename
+                                  tournament: $tournament
+                                  modelId: $modelId
+                                  dataVersionId: $dataVersionId
+                                  dockerImageId: $dockerImageId) {
+            id
+        }
+    }"""
+
+
+def upload_model(api: NumerAPI, path: str | os.PathLike, model_id: str, data_version_id: str,
+                 docker_image_id: str) -> str:
+    """Upload a model pickle for `model_id`; returns the model upload id. Same three steps as
+    numerapi's model_upload (upload slot, PUT, createComputePickleUpload), with the PUT's status
+    checked and transient failures retried, as upload_predictions does."""
+    _require_token(api)
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        slot = api.raw_query(MODEL_UPLOAD_AUTH_QUERY, {"filename": path.name, "modelId": model_id},
+                             authorization=True)["data"]["computePickleUploadAuth"]
+        with_retries(f"upload of {path.name}", lambda: _put(slot["url"], data, path.name))
+        result = api.raw_query(CREATE_MODEL_UPLOAD_QUERY, {
+            "filename": slot["filename"], "tournament": api.tournament_id, "modelId": model_id,
+            "dataVersionId": data_version_id, "dockerImageId": docker_image_id}, authorization=True)
+        return str(result["data"]["createComputePickleUpload"]["id"])
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _unexpected("createComputePickleUpload", exc) from None

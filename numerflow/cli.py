@@ -393,14 +393,26 @@ def export(
     neutralize: float = typer.Option(0.0, "--neutralize", min=0.0, max=1.0,
                                      help="Remove this proportion of per-era feature exposure, then re-rank."),
     out: Optional[Path] = typer.Option(None, "--out", help="Pickle to write (default: the checkpoint's path with .pkl)."),
+    upload: bool = typer.Option(False, "--upload", help="Run the pickle as Numerai's runner would (fresh process, one "
+                                "thread, 4 GB, 10 min), then upload it with the image of this Python and the "
+                                "data version trained on (credentials as for submit)."),
+    model_name: Optional[str] = typer.Option(None, "--model-name",
+                                             help="With --upload: the account's model (default: its only one)."),
+    live: Optional[Path] = typer.Option(None, "--live", help="With --upload: live Parquet for the runner check "
+                                        "(default: live.parquet of the version trained on)."),
 ):
     """Write a cloudpickled predict(live_features, live_benchmark_models) for Numerai's hosted model
     uploads: numpy only, no numerflow or torch needed where it runs.
 
-    Example: numerflow export --model models/model.pt --out model.pkl
+    Example: numerflow export --model models/model.pt --out model.pkl --upload --model-name my_model
     """
+    from numerflow.stages.export import UploadConfig
+
+    if not upload and (model_name is not None or live is not None):
+        raise typer.BadParameter("--model-name and --live are for --upload", param_hint="--upload")
     typer.echo(str(numerflow.export(models=list(models), weights=weights_for(models, weights),
-                                    neutralize=neutralize, out=out)))
+                                    neutralize=neutralize, out=out,
+                                    upload=UploadConfig(model_name=model_name, live=live) if upload else None)))
 
 
 @app.command()

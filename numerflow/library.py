@@ -146,7 +146,8 @@ round = _stage_function(  # noqa: A001 (numerflow.round mirrors the `numerflow r
 export = _stage_function(
     "export", cfg.ExportConfig, _lazy("numerflow.stages.export", "export"),
     "Write a cloudpickled predict(live_features, live_benchmark_models) for Numerai's hosted models; "
-    "returns an ExportResult.")
+    "returns an ExportResult.", extra={"upload": None},
+    extra_doc="    upload = None  # numerflow.stages.export.UploadConfig(model_name=...): also upload it to Numerai")
 
 
 def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Callable[[str], None] | None = print):

@@ -145,6 +145,9 @@ class FakeNumerai:
         self.faults: dict[str, list[Fault]] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self.url = ""
+        # hosted model uploads (export --upload): image names as Numerai lists them; set a list to change
+        self.docker_images: list[str] = list(DOCKER_IMAGES)
+        self.model_uploads: list[dict] = []  # createComputePickleUpload calls that succeeded: variables + id + body
 
     # ---- failure injection
     def fail(self, target: str, times: int = 1, status: int = 500) -> None:
@@ -300,7 +303,50 @@ def _resolve(server: FakeNumerai, op: str, query: str, v: dict, authorized: bool
         with server.lock:
             server.submissions.append(record)
         return {"id": record["id"]}
+    if op in MODEL_UPLOAD_OPS:
+        return _resolve_model_upload(server, op, v, authorized)
     raise GraphQLFailure(f"fake Numerai: unsupported operation {op!r}")
+
+
+# --- hosted model uploads: numerapi's model_upload, model_upload_docker_images, model_upload_data_versions
+
+DOCKER_IMAGES = ("Python 3.10", "Python 3.11", "Python 3.12", "Python 3.13")
+MODEL_UPLOAD_OPS = {"computePickleDockerImages", "computePickleDataVersions", "computePickleUploadAuth",
+                    "createComputePickleUpload"}
+
+
+def fixed_id(kind: str, name: str) -> str:
+    """A stable UUID per image or data version name (Numerai's ids are UUIDs)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fake-numerai/{kind}/{name}"))
+
+
+def _resolve_model_upload(server: FakeNumerai, op: str, v: dict, authorized: bool):
+    if not authorized:
+        raise GraphQLFailure(AUTH_ERROR)
+    if op == "computePickleDockerImages":
+        return [{"name": name, "id": fixed_id("image", name)} for name in server.docker_images]
+    if op == "computePickleDataVersions":  # the versions the server offers files for
+        return [{"name": name, "id": fixed_id("data", name)} for name in server.versions]
+    if v.get("modelId") not in server.models.values():
+        raise GraphQLFailure("Model not found")
+    if op == "computePickleUploadAuth":
+        if not str(v.get("filename", "")).endswith(".pkl"):
+            raise GraphQLFailure("File must be a .pkl")
+        token = uuid.uuid4().hex
+        filename = f"{token}/{v['filename']}"
+        server.upload_slots[token] = filename  # the PUT lands in server.uploads, as for submissions
+        return {"filename": filename, "url": f"{server.url}/upload/{token}"}
+    # createComputePickleUpload
+    body = server.uploads.get(v.get("filename"))
+    if body is None:
+        raise GraphQLFailure("Model file not uploaded")
+    if v.get("dataVersionId") not in {fixed_id("data", n) for n in server.versions}:
+        raise GraphQLFailure("Invalid data version")
+    if v.get("dockerImageId") not in {fixed_id("image", n) for n in server.docker_images}:
+        raise GraphQLFailure("Invalid docker image")
+    record = dict(v, id=str(uuid.uuid4()), body=body)
+    server.model_uploads.append(record)
+    return {"id": record["id"]}
 
 
 # --- HTTP handler ------------------------------------------------------------------------------

@@ -1,25 +1,82 @@
 """export stage: one checkpoint (or a rank-averaged ensemble) as a cloudpickled
 `predict(live_features, live_benchmark_models=None) -> DataFrame` for Numerai's hosted model
-uploads.
+uploads, and (with an UploadConfig) its upload through numerapi's `model_upload`.
 
 Numerai runs the pickle in its own environment, where numerflow is not installed and torch may not
 be either. So the pickle carries no numerflow code and no torch objects: the MLP's weights are
 stored as numpy arrays (BatchNorm folded into a scale and a shift) with the feature list, and the
-function evaluates the network with numpy in row batches. tests/test_export.py checks that an
-unpickled function in a fresh process without numerflow gives the same ranks as `numerflow predict`.
+function evaluates the network with numpy in row batches. `live_benchmark_models` is accepted and
+not used, so the frame may be absent or have any columns.
+
+Exactly `numerflow predict`'s ranks: both evaluate the network in float64 and round each raw score
+to float32 before ranking (`exact_scores` is predict's side). Two float64 evaluations (torch's and
+numpy's BLAS, any CPU) differ by about 1e-16, far below the spacing of different rows' scores, and
+the rounding turns the last-bit differences of identical rows back into the ties ranking expects.
+Float32 forward passes differed by a rank step near ties (2 of 6,720 live rows at 3,555 features).
+
+Upload (`numerflow export --upload --model-name NAME`):
+- Docker image: the one whose name carries the Python version that wrote the pickle ("Python
+  3.11", "numerai_predict_py_3_11"); a cloudpickle holds bytecode of one Python version. None:
+  an error listing the images and the Pythons to export from.
+- Data version: the one the checkpoints were trained on, read from the prepare manifest the
+  checkpoint's train_config names; several (an ensemble): the newest of them, as later versions
+  keep earlier features. Synthetic or unknown data (a moved or missing manifest): the newest
+  version Numerai offers, said in a note.
+- Before anything is uploaded the pickle is loaded in a fresh Python process (numerflow made
+  unimportable) and run on the live features within Numerai's runner limits: one CPU thread,
+  peak RSS under 4 GB, 10 minutes. Any failure is one error line and nothing is written or uploaded.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
 import sys
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from numerflow import schema
 from numerflow.config import ExportConfig
-from numerflow.errors import CheckpointError
+from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
+
+FLOAT_BATCH_BYTES = 128 << 20  # float64 inputs per forward batch, in predict and in the pickle
+SAMPLE_ROWS = 64  # random rows (plus all-0, all-2, all-4) scored before writing: finite-output check
+RUNNER_SECONDS = 600  # Numerai's runner: 10 minutes,
+RUNNER_MEMORY_BYTES = 4 * 10**9  # 4 GB,
+RUNNER_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # one CPU thread
+
+
+@dataclass
+class UploadConfig:
+    model_name: str | None = None  # the account's model; None: its only model
+    live: Path | None = None  # live features for the runner check; None: the trained version's live.parquet
+
+
+@dataclass
+class UploadResult:
+    model_name: str
+    upload_id: str
+    docker_image: str
+    data_version: str
+    live: Path
+    rows: int
+    seconds: float
+    peak_rss: int
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"Runner check: {self.rows:,} live rows of {self.live} in {self.seconds:.1f} s on one thread, "
+                 f"peak memory {self.peak_rss / 2**20:.0f} MiB (limits: {RUNNER_SECONDS / 60:g} minutes, "
+                 f"{RUNNER_MEMORY_BYTES / 1e9:g} GB)",
+                 f"Uploaded to model '{self.model_name}' with image '{self.docker_image}' and data version "
+                 f"{self.data_version}: upload id {self.upload_id}"]
+        return "\n".join(lines + [f"Note: {n}" for n in self.notes])
 
 
 @dataclass
@@ -29,12 +86,15 @@ class ExportResult:
     features: int
     size: int
     python: str
+    upload: UploadResult | None = None
 
     def __str__(self) -> str:
-        return (f"Exported {', '.join(str(m) for m in self.models)} ({self.features} features) to {self.out} "
-                f"({self.size / 1024:.0f} KB)\n"
-                f"Upload it at numer.ai/models (Upload Model) and choose Python {self.python}: "
-                f"a cloudpickle only loads under the Python version that wrote it")
+        text = (f"Exported {', '.join(str(m) for m in self.models)} ({self.features} features) to {self.out} "
+                f"({self.size / 1024:.0f} KB)\n")
+        if self.upload is not None:
+            return text + str(self.upload)
+        return text + (f"Upload it at numer.ai/models (Upload Model) and choose Python {self.python}: "
+                       f"a cloudpickle only loads under the Python version that wrote it")
 
 
 def numpy_layers(model) -> list[tuple]:
@@ -63,14 +123,37 @@ def numpy_layers(model) -> list[tuple]:
     return layers
 
 
-def build_predict(members: list[dict], weights: list[float], features: list[str], neutralize: float,
-                  centre: float, scale: float, batch_rows: int = 65536):
-    """The self-contained predict function. Everything it uses is an argument or imported inside it,
-    so cloudpickle stores it by value with no reference to numerflow."""
+def exact_scores(model, features_int8, device="cpu", predict_with: str = "main") -> np.ndarray:
+    """Raw scores (float32) of an int8 (rows, features) matrix computed as the exported pickle
+    computes them: float64 throughout, each score rounded to float32 at the end (see the module
+    docstring). Batches are sized by bytes, so a wide matrix never has a large float copy. The
+    model is converted to float64 in place."""
+    import torch
 
-    def predict(live_features, live_benchmark_models=None):
+    from numerflow.model import centre_into
+
+    if torch.device(device).type == "mps":  # Apple's GPUs have no float64: the CPU gives the same scores
+        device = "cpu"
+    model = model.to(device=device, dtype=torch.float64).eval()
+    rows = max(1, FLOAT_BATCH_BYTES // (8 * max(1, features_int8.shape[1])))
+    buffer = torch.empty((min(rows, len(features_int8)), features_int8.shape[1]), dtype=torch.float64, device=device)
+    out = np.empty(len(features_int8), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(features_int8), rows):
+            chunk = torch.from_numpy(np.array(features_int8[start:start + rows]))  # a copy: inputs may be read-only
+            heads = model(centre_into(chunk.to(device), buffer[:len(chunk)]), centred=True)
+            scores = heads[:, 0] if predict_with == "main" else heads.mean(dim=1)
+            out[start:start + len(chunk)] = scores.cpu().numpy()  # float64 → float32, rounded to nearest
+    return out
+
+
+def build_member_scores(centre: float, scale: float, batch_bytes: int = FLOAT_BATCH_BYTES):
+    """`member_scores(frame, member, unit)`: one member's raw scores (float32) for a DataFrame
+    holding its features, float64 throughout as `exact_scores`. Built inside a function so that
+    cloudpickle stores it by value, with no reference to numerflow."""
+
+    def member_scores(frame, member, unit):
         import numpy as np
-        import pandas as pd
 
         def forward(x, layers):
             for layer in layers:
@@ -86,11 +169,29 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
                     x = x * layer[1] + layer[2]
             return x
 
-        def as_inputs(frame):
-            values = frame.to_numpy(dtype=np.float64) * unit
-            if np.isnan(values).any():
-                values = np.where(np.isnan(values), 2.0, values)  # Numerai's "missing" value is the middle bucket
-            return values
+        names = member["features"]
+        rows = max(1, batch_bytes // (8 * len(names)))
+        raw = np.empty(len(frame), dtype=np.float32)
+        for start in range(0, len(frame), rows):  # rows first, then columns: one batch copied at a time
+            values = frame.iloc[start:start + rows][names].to_numpy(dtype=np.float64) * unit
+            values = np.where(np.isnan(values), 2.0, values)  # Numerai's "missing" value is the middle bucket
+            heads = forward((values - centre) * scale, member["layers"])
+            raw[start:start + len(values)] = heads[:, 0] if member["predict_with"] == "main" else heads.mean(axis=1)
+        return raw
+
+    return member_scores
+
+
+def build_predict(members: list[dict], weights: list[float], features: list[str], neutralize: float,
+                  member_scores):
+    """The self-contained predict function. Everything it uses is an argument or imported inside it,
+    so cloudpickle stores it by value with no reference to numerflow."""
+
+    def predict(live_features, live_benchmark_models=None):
+        # live_benchmark_models: Numerai's runner passes it when it has one; this model does not use it,
+        # so its presence and columns never matter.
+        import numpy as np
+        import pandas as pd
 
         def ranks(values, eras):
             series = pd.Series(values)
@@ -109,28 +210,207 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
                 else np.zeros(n, dtype=np.int8))
         combined = np.zeros(n)
         for member, weight in zip(members, weights):
-            raw = np.empty(n)
-            for start in range(0, n, batch_rows):  # rows first, then columns: one batch copied at a time
-                x = (as_inputs(live_features.iloc[start:start + batch_rows][member["features"]]) - centre) * scale
-                heads = forward(x, member["layers"])
-                raw[start:start + len(x)] = heads[:, 0] if member["predict_with"] == "main" else heads.mean(axis=1)
-            combined += weight * ranks(raw, eras)
+            raw = member_scores(live_features, member, unit)
+            combined += weight * ranks(np.asarray(raw, dtype=np.float64), eras)
         result = ranks(combined, eras)
         if neutralize > 0:
             neutral = np.empty(n)
             for era in np.unique(eras):
                 rows = np.flatnonzero(eras == era)
-                x = as_inputs(live_features.iloc[rows][features])
+                x = live_features.iloc[rows][features].to_numpy(dtype=np.float64) * unit
+                x = np.where(np.isnan(x), 2.0, x)
                 x = np.hstack([x - x.mean(axis=0), np.ones((len(rows), 1))])
                 beta = np.linalg.lstsq(x, result[rows], rcond=1e-6)[0]
                 neutral[rows] = result[rows] - neutralize * (x @ beta)
-            result = ranks(neutral, eras)
+            # rounded to float32 as predict does, so identical rows stay tied in both
+            result = ranks(neutral.astype(np.float32).astype(np.float64), eras)
         return pd.DataFrame({"prediction": result}, index=live_features.index)
 
     return predict
 
 
-def export(config: ExportConfig) -> ExportResult:
+def check_finite_scores(members: list[dict], model_paths: list[Path], member_scores) -> None:
+    """predict's and validate's finite-output check, before anything is written: each member scores
+    a fixed sample of rows (random buckets plus all-0, all-2 and all-4 rows)."""
+    import pandas as pd
+
+    for path, member in zip(model_paths, members):
+        names = member["features"]
+        rng = np.random.default_rng(0)
+        sample = np.vstack([rng.integers(0, 5, size=(SAMPLE_ROWS, len(names))),
+                            np.full((3, len(names)), [[0], [2], [4]])]).astype(np.int8)
+        raw = member_scores(pd.DataFrame(sample, columns=names), member, 1.0)
+        bad = int((~np.isfinite(raw)).sum())
+        if bad:
+            raise CheckpointError(f"{path}: the model produced non-finite predictions ({bad} of {len(raw)} "
+                                  f"sample rows); nothing written")
+
+
+# --- upload: image and data version, the runner check, the upload ---------------------------------
+
+def python_of_image(name: str) -> tuple[int, int] | None:
+    """(3, 11) for "Python 3.11", "numerai_predict_py_3_11", "py3.11"; None when the name has none."""
+    m = re.search(r"(?:python|py)[ _-]?(\d+)[._](\d+)", name, re.IGNORECASE)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def choose_docker_image(images: dict[str, str], python: tuple[int, int]) -> str:
+    """The name of the image running `python` ("Python X.Y" itself when offered, else the first
+    listed); an error listing the images and the Pythons to export from when none runs it."""
+    wanted = f"{python[0]}.{python[1]}"
+    matching = [name for name in images if python_of_image(name) == python]
+    if matching:
+        return f"Python {wanted}" if f"Python {wanted}" in matching else matching[0]
+    offered = sorted({p for p in map(python_of_image, images) if p})
+    advice = (f"export from Python {' or '.join(f'{a}.{b}' for a, b in offered)} instead"
+              if offered else "none of them names a Python version")
+    raise ConfigError(f"Numerai has no model-upload image for Python {wanted}, the Python that wrote this pickle "
+                      f"(images: {', '.join(images) or 'none'}); a cloudpickle loads only under the Python that "
+                      f"wrote it: {advice}; nothing uploaded")
+
+
+def trained_manifests(checkpoints: list[dict]) -> list[dict | None]:
+    """Each checkpoint's prepare manifest (train_config's `data` folder), None where it is gone."""
+    manifests = []
+    for checkpoint in checkpoints:
+        data = (checkpoint.get("train_config") or {}).get("data")
+        path = Path(str(data)) / "manifest.json" if data else None
+        try:
+            manifest = json.loads(path.read_text()) if path and path.is_file() else None
+        except (OSError, ValueError):
+            manifest = None
+        manifests.append(manifest if isinstance(manifest, dict) else None)
+    return manifests
+
+
+def choose_data_version(offered: list[str], trained: list[str | None]) -> tuple[str, list[str]]:
+    """(data version name, notes): the newest real version the models were trained on; synthetic or
+    unknown: the newest offered. A trained version Numerai does not offer is an error."""
+    if not offered:
+        raise ConfigError("Numerai offers no data versions for model uploads; nothing uploaded")
+    known = sorted({v for v in trained if v and schema.version_number(v)}, key=schema.version_number)
+    newest = max(offered, key=lambda v: schema.version_number(v) or ())
+    if not known:
+        what = ", ".join(sorted({v for v in trained if v})) or "data whose prepare manifest is gone"
+        return newest, [f"trained on {what}, not a Numerai version: uploading for the newest data version, {newest}"]
+    if known[-1] not in offered:
+        raise ConfigError(f"the model was trained on {known[-1]} but Numerai's model uploads offer data versions "
+                          f"{', '.join(offered)}; train on one of them; nothing uploaded")
+    return known[-1], []
+
+
+def default_live(manifests: list[dict | None]) -> Path:
+    """live.parquet of the (newest) version folder the models were trained on."""
+    folders = [Path(m["version_dir"]) for m in manifests if m and m.get("version_dir")]
+    for folder in sorted(folders, key=lambda f: schema.version_number(f.name) or (), reverse=True):
+        if (folder / schema.LIVE_FILE).is_file():
+            return folder / schema.LIVE_FILE
+    raise DataError("no live features to test the pickle on before uploading: give --live LIVE.parquet "
+                    "(or run `numerflow download --live-only` for the version the model was trained on)")
+
+
+# Run in a fresh interpreter, as Numerai's runner does: numerflow unimportable, one thread.
+RUNNER_SCRIPT = textwrap.dedent("""
+    import json, resource, sys, time
+    sys.modules["numerflow"] = None
+    import cloudpickle, numpy as np, pandas as pd
+    pickle_path, live_path, benchmark_path = sys.argv[1:4]
+    with open(pickle_path, "rb") as f:
+        predict = cloudpickle.load(f)
+    live = pd.read_parquet(live_path)
+    benchmark = pd.read_parquet(benchmark_path) if benchmark_path else None
+    started = time.perf_counter()
+    out = predict(live, benchmark)
+    seconds = time.perf_counter() - started
+    if not isinstance(out, pd.DataFrame) or "prediction" not in out.columns:
+        sys.exit("it returned no DataFrame with a 'prediction' column")
+    if len(out) != len(live) or not out.index.equals(live.index):
+        sys.exit(f"it returned {len(out)} rows not indexed like the {len(live)} live rows")
+    values = out["prediction"].to_numpy(dtype=float)
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        sys.exit("it returned predictions that are NaN or outside [0, 1]")
+    try:  # Linux: this process's own peak; ru_maxrss would include the parent's size before exec
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    print(json.dumps({"rows": len(out), "seconds": seconds, "peak_rss": peak}))
+""")
+
+
+def runner_check(pickle_path: Path, live: Path) -> dict:
+    """Run the pickle on `live` in a fresh process within Numerai's limits: {rows, seconds, peak_rss}."""
+    from numerflow.api import CREDENTIAL_VARS
+
+    benchmark = live.with_name("live_benchmark_models.parquet")
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}  # the runner has no keys
+    env.update({name: "1" for name in RUNNER_THREADS})
+    try:
+        done = subprocess.run([sys.executable, "-c", RUNNER_SCRIPT, str(pickle_path), str(live),
+                               str(benchmark) if benchmark.is_file() else ""],
+                              capture_output=True, text=True, env=env, timeout=RUNNER_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise CheckpointError(f"the pickle did not finish on {live} within {RUNNER_SECONDS / 60:g} minutes on one "
+                              f"thread (Numerai's limit); nothing uploaded") from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1].strip() if lines else f"exit status {done.returncode}"
+        raise CheckpointError(f"the pickle failed on {live} in a fresh process ({reason}); nothing uploaded")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if report["peak_rss"] > RUNNER_MEMORY_BYTES:
+        raise CheckpointError(f"the pickle needed {report['peak_rss'] / 1e9:.1f} GB on {live}, over Numerai's "
+                              f"{RUNNER_MEMORY_BYTES / 1e9:g} GB; nothing uploaded")
+    return report
+
+
+@dataclass
+class _UploadPlan:
+    client: object
+    model_name: str
+    model_id: str
+    docker_image: tuple[str, str]  # (name, id)
+    data_version: tuple[str, str]
+    live: Path
+    notes: list[str]
+
+
+def plan_upload(upload: UploadConfig, checkpoints: list[dict], client=None) -> _UploadPlan:
+    """Everything the upload needs, asked before the pickle is written or checked, so that a wrong
+    model name or a missing image fails in seconds."""
+    from numerflow import api
+    from numerflow.stages.submit import resolve_model_id
+
+    manifests = trained_manifests(checkpoints)
+    live = Path(upload.live) if upload.live is not None else default_live(manifests)
+    if not live.is_file():
+        raise DataError(f"{live}: file not found")
+    client = client if client is not None else api.client()
+    model_name, model_id = resolve_model_id(client, upload.model_name)
+    images, versions = api.model_upload_options(client)
+    image = choose_docker_image(images, sys.version_info[:2])
+    version, notes = choose_data_version(list(versions), [m.get("version") if m else None for m in manifests])
+    return _UploadPlan(client, model_name, model_id, (image, images[image]), (version, versions[version]), live, notes)
+
+
+def publish(pickled: bytes, out: Path, plan: _UploadPlan | None) -> UploadResult | None:
+    """Write the pickle; with a plan, run the runner check on it first (a failing pickle is never
+    written) and upload it once it is in place."""
+    from numerflow import api
+
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(pickled)
+        report = runner_check(tmp, plan.live) if plan is not None else None
+    if plan is None:
+        return None
+    upload_id = api.upload_model(plan.client, out, plan.model_id, plan.data_version[1], plan.docker_image[1])
+    return UploadResult(model_name=plan.model_name, upload_id=upload_id, docker_image=plan.docker_image[0],
+                        data_version=plan.data_version[0], live=plan.live, rows=report["rows"],
+                        seconds=report["seconds"], peak_rss=report["peak_rss"], notes=plan.notes)
+
+
+def export(config: ExportConfig, upload: UploadConfig | None = None, client=None) -> ExportResult:
+    """Write the pickle (after the finite-output check); with `upload`, also check it as Numerai's
+    runner would and upload it. `client`: a numerflow.api client to reuse."""
     import cloudpickle
 
     from numerflow.model import FEATURE_CENTRE, FEATURE_SCALE
@@ -141,15 +421,16 @@ def export(config: ExportConfig) -> ExportResult:
     weights = ensemble_weights(config.weights, len(model_paths))
     out = Path(config.out) if config.out is not None else model_paths[0].with_suffix(".pkl")
     refuse_overwriting_inputs(out, model_paths)
-    members = []
-    for path in model_paths:
-        checkpoint = load_checkpoint(path)
-        members.append({"features": list(checkpoint["features"]), "layers": numpy_layers(load_model(checkpoint)),
-                        "predict_with": checkpoint.get("predict_with", "main")})
+    if upload is not None and out.suffix != ".pkl":
+        raise ConfigError(f"{out}: Numerai's model uploads take a .pkl file; choose --out NAME.pkl")
+    checkpoints = [load_checkpoint(path) for path in model_paths]
+    members = [{"features": list(c["features"]), "layers": numpy_layers(load_model(c)),
+                "predict_with": c.get("predict_with", "main")} for c in checkpoints]
+    member_scores = build_member_scores(FEATURE_CENTRE, FEATURE_SCALE)
+    check_finite_scores(members, model_paths, member_scores)
     features = union_of_features([m["features"] for m in members])
-    function = build_predict(members, [float(w) for w in weights], features, float(config.neutralize),
-                             FEATURE_CENTRE, FEATURE_SCALE)
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(cloudpickle.dumps(function))
+    plan = plan_upload(upload, checkpoints, client) if upload is not None else None
+    function = build_predict(members, [float(w) for w in weights], features, float(config.neutralize), member_scores)
+    uploaded = publish(cloudpickle.dumps(function), out, plan)
     return ExportResult(out=out, models=model_paths, features=len(features), size=out.stat().st_size,
-                        python=f"{sys.version_info.major}.{sys.version_info.minor}")
+                        python=f"{sys.version_info.major}.{sys.version_info.minor}", upload=uploaded)

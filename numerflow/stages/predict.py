@@ -87,25 +87,28 @@ def era_labels(frame, rows: int) -> np.ndarray:
 
 
 def score_models(checkpoints, model_paths, matrix, features, eras, weights, config) -> np.ndarray:
-    """Weighted mean of each model's within-era ranks (rank averaging keeps models on one scale)."""
+    """Weighted mean of each model's within-era ranks (rank averaging keeps models on one scale).
+    Raw scores are computed as the exported pickle computes them (export.exact_scores), so that
+    `numerflow export` gives exactly these ranks."""
     from numerflow.metrics import rank_within_eras
-    from numerflow.stages.train import load_model, predict_scores, resolve_device
+    from numerflow.stages.export import exact_scores
+    from numerflow.stages.train import load_model, resolve_device
 
     position = {name: j for j, name in enumerate(features)}
     device = resolve_device(config.device)
     combined = np.zeros(matrix.shape[0], dtype=np.float64)
     for path, checkpoint, weight in zip(model_paths, checkpoints, weights):
         columns = [position[name] for name in checkpoint["features"]]
-        model = load_model(checkpoint).to(device)
+        model = load_model(checkpoint)
         predict_with = checkpoint.get("predict_with", "main")
         if columns == list(range(matrix.shape[1])):
             # The first model's features lead the union, so a single model reads the matrix as is.
-            raw = predict_scores(model, matrix, batch_size=config.batch_size, device=device, predict_with=predict_with)
+            raw = exact_scores(model, matrix, device=device, predict_with=predict_with)
         else:
             # Another model's columns are gathered block by block: no second copy of the matrix.
             raw = np.concatenate([
-                predict_scores(model, matrix[start:start + config.batch_size, columns], batch_size=config.batch_size,
-                               device=device, predict_with=predict_with)
+                exact_scores(model, matrix[start:start + config.batch_size, columns], device=device,
+                             predict_with=predict_with)
                 for start in range(0, matrix.shape[0], config.batch_size)])
         if not np.all(np.isfinite(raw)):
             raise CheckpointError(f"{path}: the model produced non-finite predictions")
@@ -169,7 +172,8 @@ def predict(config: PredictConfig) -> PredictResult:
 
     ranked = rank_within_eras(score_models(checkpoints, model_paths, matrix, features, eras, weights, config), eras)
     if config.neutralize > 0:
-        ranked = rank_within_eras(neutralize(ranked, matrix, eras, config.neutralize), eras)
+        # rounded to float32 as the exported pickle does, so identical rows stay tied in both
+        ranked = rank_within_eras(neutralize(ranked, matrix, eras, config.neutralize).astype(np.float32), eras)
 
     predictions = predictions_frame(frame.index.to_numpy(), ranked)
     if out is not None:
