@@ -43,7 +43,7 @@ def current_umask() -> int:
 # --- temporary names and their leftovers -------------------------------------------------------
 
 def _temp_prefix(final: Path) -> str:
-    return f".{final.name}.{os.getpid()}."
+    return f".{final.name}.{os.getpid()}-"  # no dot after the pid: cli.os_error_line reads the final name back
 
 
 def _writer_alive(pid: int) -> bool:
@@ -59,8 +59,8 @@ def _writer_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(final: Path) -> list[Path]:
-    """Remove `.<name>.<pid>.<random>.tmp` files beside `final` whose writer process is gone."""
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)\.[^/]*\.tmp")
+    """Remove `.<name>.<pid>-<random>.tmp` files beside `final` whose writer process is gone."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)-[^./]*\.tmp")
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(final.parent):
