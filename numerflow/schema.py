@@ -85,6 +85,24 @@ def read_json(path: str | Path, missing_hint: str = ""):
         raise DataError(f"{path}: not valid JSON") from None
 
 
+def looks_whole(path: Path) -> bool:
+    """Whole Parquet (PAR1 at both ends) or JSON that parses: the structural check for a file
+    whose length nobody announced."""
+    try:
+        if path.suffix == ".parquet":
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(4)
+                f.seek(max(0, size - 4))
+                return size >= 12 and head == b"PAR1" and f.read(4) == b"PAR1"
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+            return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def read_prepared_manifest(prepared_dir: str | Path) -> dict:
     """The manifest `prepare` wrote into `prepared_dir`, after checking that the prepared files are
     the ones it describes (a DataError naming the file otherwise)."""
