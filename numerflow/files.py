@@ -102,10 +102,15 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def dump_json(path: str | os.PathLike, obj) -> None:
+    """Write `obj` as indented JSON to `path` (a temporary path: see write_json and publish_set)."""
+    Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write `obj` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+        dump_json(tmp, obj)
     return Path(path)
 
 
@@ -182,28 +187,40 @@ class FileSet:
             self.temporaries[name] = temporary_path(self.folder / name)
         return self.temporaries[name]
 
+    def drop(self, name: str) -> None:
+        """Leave `name` out of the set after all (nothing was written for it)."""
+        self.temporaries.pop(name).unlink(missing_ok=True)
+
     def discard(self) -> None:
         for tmp in self.temporaries.values():
             tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def publish_set(folder: str | os.PathLike, manifest_file: str, manifest: dict) -> Iterator[FileSet]:
+def publish_set(folder: str | os.PathLike, manifest_file: str | None = None,
+                manifest: dict | None = None) -> Iterator[FileSet]:
     """Write a set of files into `folder` as one: the block writes each member to `files.path(name)`;
-    when it succeeds, every member is checksummed and renamed into place, then `manifest` (plus
-    "files": {name: record}) is written last under `manifest_file`. When the block fails nothing
-    is renamed and the temporary files are removed, so the previous set stays whole."""
+    when it succeeds, every member is renamed into place (in the order first asked for), then
+    `manifest` plus "files": {name: size, mtime_ns, sha256} is written last under `manifest_file`
+    (when given). When the block fails nothing is renamed and the temporary files are removed, so
+    the previous set stays whole."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     members = FileSet(folder)
     try:
-        yield members
+        try:
+            yield members
+        except OSError as exc:  # e.g. a full disk inside a library's writer: name the member being written
+            if exc.filename is None and members.temporaries:
+                exc.filename = str(folder / next(reversed(members.temporaries)))
+            raise
         for name in members.temporaries:
             _refuse_folder(folder / name)
-        records = {name: file_record(tmp) for name, tmp in members.temporaries.items()}
+        records = {name: file_record(tmp) for name, tmp in members.temporaries.items()} if manifest_file else {}
         for name, tmp in members.temporaries.items():
             os.replace(tmp, folder / name)  # a rename keeps mtime_ns: the records stay true
-        write_json(folder / manifest_file, {**manifest, "files": records})
+        if manifest_file:
+            write_json(folder / manifest_file, {**(manifest or {}), "files": records})
     finally:
         members.discard()
 

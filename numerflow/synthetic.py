@@ -22,7 +22,6 @@ stays bounded by a few eras whatever the size (1 M rows x 780 features: see docs
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 from numerflow import schema
 from numerflow.config import SyntheticConfig
 from numerflow.errors import ConfigError
-from numerflow.files import publish_set
+from numerflow.files import dump_json, publish_set
 
 TRAIN_SHARE = 0.7  # of the eras; the rest is validation, then one live era
 GROUPS = ("intelligence", "wisdom", "charisma", "dexterity", "strength", "constitution", "agility", "serenity")
@@ -380,10 +379,6 @@ def _write_scores(path: Path, ids: list[str], columns: dict) -> None:
     pd.DataFrame(columns, index=pd.Index(ids, name=schema.ID)).to_parquet(path)
 
 
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
 def write_synthetic(config: SyntheticConfig) -> Path:
     """Write the synthetic data set into `<data_dir>/synthetic/` and return that folder."""
     plan = make_plan(config)
@@ -416,6 +411,6 @@ def write_synthetic(config: SyntheticConfig) -> Path:
         _write_scores(files.path(schema.LIVE_EXAMPLE_FILE), live_ids, {schema.PREDICTION: as_f32(live_example)})
         _write_scores(files.path(schema.META_MODEL_FILE), val_ids,
                       {schema.ERA: val_eras, schema.META_MODEL: as_f32(val_meta)})
-        _write_json(files.path(schema.FEATURES_FILE), {"feature_sets": plan.feature_sets, "targets": list(TARGET_NAMES)})
-        _write_json(files.path(schema.LIVE_ROUND_FILE), {"round": LIVE_ROUND})
+        dump_json(files.path(schema.FEATURES_FILE), {"feature_sets": plan.feature_sets, "targets": list(TARGET_NAMES)})
+        dump_json(files.path(schema.LIVE_ROUND_FILE), {"round": LIVE_ROUND})
     return out

@@ -226,3 +226,43 @@ def test_http_429_is_retried_after_retry_after(numerai, monkeypatch):
     api.download_file(client, "v5.2/features.json", Path("features.json"))
     assert Path("features.json").read_bytes() == numerai.datasets["v5.2/features.json"]
     assert waits == [3.0, 2.0]  # the server's Retry-After, longer than the 0.01 s backoff
+
+
+# ---- validate publishes report.json, per_era.csv and per_era.png as one set
+
+def validate_args(data_dir, report):
+    folder = data_dir / "synthetic"
+    return ["validate", "--predictions", folder / "validation_example_preds.parquet",
+            "--data", folder / "validation.parquet", "--report", report]
+
+
+def test_validate_whose_plot_cannot_be_written_publishes_no_report(data_dir, tmp_path):
+    report = tmp_path / "report"
+    (report / "per_era.png").mkdir(parents=True)
+    result = cli(*validate_args(data_dir, report))
+    assert error_line(result) == f"Error: {report / 'per_era.png'}: is a folder, not a file"
+    assert sorted(p.name for p in report.iterdir()) == ["per_era.png"]  # no report.json, no per_era.csv
+
+
+def test_validate_on_a_full_disk_keeps_the_previous_report(data_dir, tmp_path):
+    import resource
+
+    report = tmp_path / "report"
+    assert cli(*validate_args(data_dir, report)).exit_code == 0
+    sizes = {p.name: p.stat().st_size for p in report.iterdir()}
+    assert sorted(sizes) == ["per_era.csv", "per_era.png", "report.json"]
+    before = {name: (report / name).read_bytes() for name in sizes}
+    small = max(sizes["per_era.csv"], sizes["report.json"])
+    assert sizes["per_era.png"] > small + 1024
+    limit = small + 1024  # every file but the plot fits: writing the plot fails as on a full disk
+
+    def full_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run([sys.executable, "-m", "numerflow", *map(str, validate_args(data_dir, report)),
+                           "--target", "target_ender_20"],  # another report than the first
+                          cwd=tmp_path, capture_output=True, text=True, preexec_fn=full_disk)
+    assert done.returncode == 1 and done.stderr.strip() == f"Error: {report / 'per_era.png'}: File too large"
+    assert {name: (report / name).read_bytes() for name in sizes} == before
+    assert temporaries(report) == []
