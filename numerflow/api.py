@@ -447,6 +447,22 @@ def model_ids(api: NumerAPI) -> dict[str, str]:
         raise _unexpected("account", exc) from None
 
 
+def round_submission(api: NumerAPI, model_id: str, round_num: int) -> dict | None:
+    """Numerai's record of `model_id`'s (selected) submission for `round_num`, as {"filename",
+    "submission_id" (None when Numerai's list of submissions does not name it)}, or None when
+    there is none. Uses numerapi's get_submission_filenames and submission_ids."""
+    _require_token(api)
+    try:
+        files = api.get_submission_filenames(round_num=round_num, model_id=model_id)
+        if not files:
+            return None
+        filename = files[-1]["filename"]
+        ids = {s["filename"]: s["id"] for s in api.submission_ids(model_id)}
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _unexpected("model", exc) from None
+    return {"filename": filename, "submission_id": ids.get(filename)}
+
+
 # same mutation numerapi's upload_predictions sends
 CREATE_SUBMISSION_QUERY = """
 mutation($filename: String!

@@ -231,26 +231,15 @@ class LockedError(NumerflowError):
     """Another numerflow process holds the lock."""
 
 
-_held: dict[str, int] = {}  # lock files this process holds -> nesting depth (round calls submit)
-
-
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
     """Hold an exclusive `fcntl.flock` on `path` for the block, or raise LockedError naming the
     holder's pid. The lock dies with its holder, so a stale or empty lock file is simply taken;
     the file is left in place (deleting it would let two processes lock two different files).
-    Re-entrant within one process."""
+    Not re-entrant: a second acquisition, even by the same process, is refused."""
     import fcntl
 
     path = Path(path)
-    key = str(path.resolve())
-    if key in _held:
-        _held[key] += 1
-        try:
-            yield path
-        finally:
-            _held[key] -= 1
-        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -261,11 +250,9 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
             raise LockedError(f"{path}: another {what} is running (pid {holder}); exiting") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _held[key] = 1
         try:
             yield path
         finally:
-            del _held[key]
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the flock

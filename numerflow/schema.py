@@ -38,6 +38,7 @@ VERSION_MANIFEST_FILE = ".download_manifest.json"
 PREPARED_DIR = "prepared"
 PREPARED_MANIFEST_FILE = "manifest.json"
 PREPARED_FILES = (TRAIN_FILE, VALIDATION_FILE)
+LOCK_FILE = ".numerflow-round.lock"  # in <data_dir>: held by `round` and by `submit` while uploading
 MANIFEST_FILES = "files"  # in every manifest: {file name: record} of the set it describes
 # The prepared manifest's keys: where the data came from, what was kept, and the set's files.
 PREPARED_MANIFEST_KEYS = ("version", "version_dir", "sources", "feature_set", "features", "target", "targets",
