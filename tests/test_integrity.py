@@ -5,6 +5,7 @@ chosen rename or call."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from numerflow import schema
 from numerflow.cli import app
 from numerflow.errors import DataError
 from tests.fake_numerai import fake_numerai  # noqa: F401 (fixture)
+from tests.live_helpers import copy_live, fake_models  # noqa: F401 (fixture)
 
 runner = CliRunner()
 SMALL = ["--eras", "20", "--rows-per-era", "40", "--features", "10"]
@@ -75,8 +77,8 @@ def test_prepare_failing_on_its_second_output_keeps_the_old_set(data_dir):
     (prepared / "validation.parquet").unlink()
     (prepared / "validation.parquet").mkdir()  # the rename of the second output must fail
     result = cli("prepare", "--data-dir", data_dir, "--feature-set", "all", "--downsample", "2")
-    assert error_line(result) == f"Error: {prepared / 'validation.parquet'}: is a folder, not a file"
     assert (prepared / "train.parquet").read_bytes() == old_train  # nothing renamed
+    assert error_line(result) == f"Error: {prepared / 'validation.parquet'}: is a folder, not a file"
     assert temporaries(prepared) == []
 
 
@@ -119,8 +121,8 @@ def test_synthetic_rerun_failing_after_train_keeps_the_old_set(data_dir):
     (folder / "validation.parquet").unlink()
     (folder / "validation.parquet").mkdir()
     result = cli("download", "--synthetic", "--data-dir", data_dir, "--seed", "5", *SMALL)
-    assert error_line(result) == f"Error: {folder / 'validation.parquet'}: is a folder, not a file"
     assert {name: (folder / name).read_bytes() for name in old} == old
+    assert error_line(result) == f"Error: {folder / 'validation.parquet'}: is a folder, not a file"
     assert temporaries(folder) == []
 
 
@@ -240,8 +242,8 @@ def test_validate_whose_plot_cannot_be_written_publishes_no_report(data_dir, tmp
     report = tmp_path / "report"
     (report / "per_era.png").mkdir(parents=True)
     result = cli(*validate_args(data_dir, report))
-    assert error_line(result) == f"Error: {report / 'per_era.png'}: is a folder, not a file"
     assert sorted(p.name for p in report.iterdir()) == ["per_era.png"]  # no report.json, no per_era.csv
+    assert error_line(result) == f"Error: {report / 'per_era.png'}: is a folder, not a file"
 
 
 def test_validate_on_a_full_disk_keeps_the_previous_report(data_dir, tmp_path):
@@ -263,6 +265,142 @@ def test_validate_on_a_full_disk_keeps_the_previous_report(data_dir, tmp_path):
     done = subprocess.run([sys.executable, "-m", "numerflow", *map(str, validate_args(data_dir, report)),
                            "--target", "target_ender_20"],  # another report than the first
                           cwd=tmp_path, capture_output=True, text=True, preexec_fn=full_disk)
-    assert done.returncode == 1 and done.stderr.strip() == f"Error: {report / 'per_era.png'}: File too large"
     assert {name: (report / name).read_bytes() for name in sizes} == before
+    assert done.returncode == 1 and done.stderr.strip() == f"Error: {report / 'per_era.png'}: File too large"
     assert temporaries(report) == []
+
+
+# ---- submissions happen once: under concurrency, after kills, whatever the lock file holds
+
+ROUND = 600  # the fake server's current round
+ROUND_TOML = """
+[round]
+data_dir = "data"
+version = "v5.2"
+
+[models.fake_model]
+model = "models/a.pt"
+
+[models.other_model]
+model = "models/b.pt"
+"""
+
+
+@pytest.fixture
+def round_project(numerai, tmp_path, fake_models):
+    """A project folder for `numerflow round`: two models in numerflow.toml (live data comes from
+    the fake server)."""
+    import shutil
+
+    (tmp_path / "models").mkdir()
+    for name, path in fake_models.items():
+        shutil.copyfile(path, tmp_path / "models" / f"{name}.pt")
+    (tmp_path / "numerflow.toml").write_text(ROUND_TOML)
+    return tmp_path
+
+
+@pytest.fixture
+def project(numerai, tmp_path, synthetic_dir):
+    """A project folder for `numerflow submit`: the current round's live data and a valid
+    predictions file."""
+    import numpy as np
+    import pandas as pd
+
+    copy_live(synthetic_dir, tmp_path / "data", ROUND)
+    ids = pd.read_parquet(tmp_path / "data" / "v5.2" / "live.parquet", columns=[]).index
+    (tmp_path / "predictions").mkdir()
+    pd.DataFrame({"id": ids, "prediction": np.random.default_rng(0).random(len(ids))}).to_csv(
+        tmp_path / "predictions" / f"fake_model_{ROUND}.csv", index=False)
+    return tmp_path
+
+
+def numerflow_job(server, *args, kill_at_receipt: bool = False) -> list[str]:
+    """argv running `numerflow <args>` in a subprocess against the fake server; with
+    `kill_at_receipt` it SIGKILLs itself when about to write a receipt (after Numerai accepted)."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import numerapi.base_api
+        numerapi.base_api.API_TOURNAMENT_URL = {server.url!r}
+        import numerflow.stages.submit as submit
+        if {kill_at_receipt!r}:
+            submit.write_receipt = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+        from numerflow.cli import main
+        sys.argv = ["numerflow"] + {list(map(str, args))!r}
+        main()
+    """)
+    return [sys.executable, "-c", script]
+
+
+def test_two_submits_at_once_upload_once(project, numerai):
+    numerai.hang("upload", seconds=3, times=2)  # both runs would be inside the upload together
+    jobs = [subprocess.Popen(numerflow_job(numerai, "submit", "--model-name", "fake_model"), cwd=project,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = sorted((job.wait(), job.stderr.read().strip()) for job in jobs)
+    assert len(numerai.submissions) == 1
+    assert outcomes[0] == (0, "")
+    assert outcomes[1][0] == 1 and outcomes[1][1].startswith("Error: ")
+    assert ("another `numerflow round` or `numerflow submit` is running" in outcomes[1][1]
+            or "was already submitted for round 600" in outcomes[1][1])
+    receipt = json.loads((project / "receipts" / f"{ROUND}_fake_model.json").read_text())
+    assert receipt["submission_id"] == numerai.submissions[0]["id"]
+
+
+def test_submit_while_the_lock_is_held_uploads_nothing(project, numerai):
+    from numerflow.stages.round import LOCK_FILE, round_lock
+
+    with round_lock(project / "data" / LOCK_FILE):
+        result = cli("submit", "--model-name", "fake_model")
+    assert error_line(result) == (f"Error: {Path('data') / LOCK_FILE}: another `numerflow round` or "
+                                  f"`numerflow submit` is running (pid {os.getpid()}); exiting")
+    assert numerai.submissions == [] and "upload" not in [r.path for r in numerai.log]
+
+
+def test_submit_killed_before_its_receipt_does_not_upload_again(project, numerai):
+    job = subprocess.run(numerflow_job(numerai, "submit", "--model-name", "fake_model", kill_at_receipt=True),
+                         cwd=project, capture_output=True, text=True)
+    assert job.returncode == -signal.SIGKILL and len(numerai.submissions) == 1
+    first = numerai.submissions[0]
+    result = cli("submit", "--model-name", "fake_model")
+    assert result.exit_code == 0, result.output
+    assert len(numerai.submissions) == 1  # asked Numerai, found the upload, did not upload again
+    receipt = json.loads((project / "receipts" / f"{ROUND}_fake_model.json").read_text())
+    assert receipt["submission_id"] == first["id"] and receipt["numerai_filename"] == first["filename"]
+    assert result.output.splitlines()[0] == (f"Already submitted as model 'fake_model' for round {ROUND} by an "
+                                             f"interrupted run (submission id {first['id']}, found on Numerai); "
+                                             f"not uploaded again")
+    assert sorted(p.name for p in (project / "receipts").iterdir()) == [f"{ROUND}_fake_model.json"]
+
+
+def test_round_killed_before_a_receipt_does_not_submit_that_model_again(round_project, numerai):
+    project = round_project
+    job = subprocess.run(numerflow_job(numerai, "round", kill_at_receipt=True), cwd=project,
+                         capture_output=True, text=True)
+    assert job.returncode == -signal.SIGKILL and len(numerai.submissions) == 1
+    result = cli("round")
+    assert result.exit_code == 0, result.output
+    assert len(numerai.submissions) == 2  # the killed run's model once, the other model once
+    assert sorted(s["modelId"] for s in numerai.submissions) == sorted(numerai.models.values())
+    assert "an interrupted run had submitted it" in result.output
+
+
+def test_an_empty_lock_file_does_not_block_the_next_round(round_project, numerai):
+    from numerflow.stages.round import LOCK_FILE
+
+    project = round_project
+    (project / "data").mkdir()
+    (project / "data" / LOCK_FILE).write_text("")  # a crash right after creating it
+    result = cli("round")
+    assert result.exit_code == 0, result.output
+    assert len(numerai.submissions) == 2
+
+
+def test_a_rate_limited_upload_is_retried_once(project, numerai, monkeypatch):
+    from numerflow import api
+
+    waits = []
+    monkeypatch.setattr(api.time, "sleep", waits.append)
+    numerai.fail("upload", status=429, retry_after="5")
+    numerai.fail("create_submission", status=429, retry_after="1")
+    result = cli("submit", "--model-name", "fake_model")
+    assert result.exit_code == 0, result.output
+    assert len(numerai.submissions) == 1 and waits == [5.0, 1.0]
