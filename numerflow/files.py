@@ -5,15 +5,16 @@
   killed run are recognised (their writer is gone) and removed by the next write of that name.
 - A set of files (a stage's outputs that belong together): `publish_set` writes every member under
   a temporary name, renames them into place only when all are complete, and writes the set's
-  manifest last, naming each member's size, mtime and SHA-256. A reader calls `check_set` (or
-  `check_file`) and refuses a set whose files do not match their manifest: a kill between two
-  renames leaves new files beside an old manifest, which this catches.
+  manifest last, naming each member's size, mtime and SHA-256. A reader calls `check_set` and
+  refuses a set whose files do not match their manifest: a kill between two renames leaves new
+  files beside an old manifest, which this catches.
 - `exclusive_lock`: a per-folder `fcntl.flock` lock. The OS releases it when its holder dies, so a
   stale or empty lock file never blocks a later run.
 
-Checking cost: SHA-256 streams at about 2 s per GB (measured on a busy 2-core machine), so readers trust a file whose size and mtime_ns both equal the
-record (a file renamed in by another run has a new mtime) and hash it only when they differ.
-`check_file(..., full=True)` always hashes (the download cache does, to catch in-place damage).
+Checking cost: SHA-256 streams at about 2 s per GB on this project's 2-core test machine, so
+readers (prepare, train, validate) trust a file whose size and mtime_ns both equal its record (a
+file renamed in by another run has another mtime) and hash it only when they differ. The download
+cache hashes always (`file_problem(..., full=True)`), to catch a file damaged in place.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _refuse_folder(final: Path) -> None:
     """Fail before renaming anything when a final name is taken by a folder (os.replace would
     fail only then, halfway through a set)."""
     if final.is_dir() and not final.is_symlink():
-        raise OSError(errno.EISDIR, "is a folder, not a file", str(final))
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(final))
 
 
 @contextlib.contextmanager
@@ -133,8 +134,8 @@ def file_record(path: str | os.PathLike, checksum: str | None = None) -> dict:
 
 def file_problem(path: Path, record: dict, full: bool = False) -> str | None:
     """Why `path` does not match its manifest `record`, or None when it does. Records may hold
-    only some keys (older manifests: a size, perhaps an ETag): each key present is checked. Without
-    `full`, a file whose size and mtime_ns equal the record is trusted without hashing."""
+    only some keys (older manifests: a size, perhaps an ETag). Without `full`, a file whose size
+    and mtime_ns equal the record is trusted without hashing, and an ETag is not hashed for."""
     if not path.is_file():
         return "missing" if not path.exists() else "not a file"
     stat = path.stat()
@@ -144,7 +145,8 @@ def file_problem(path: Path, record: dict, full: bool = False) -> str | None:
         return None
     if CHECKSUM in record and file_checksum(path) != record[CHECKSUM]:
         return "content differs from the recorded SHA-256"
-    if CHECKSUM not in record and plain_md5(record.get("etag")) and file_checksum(path, "md5") != plain_md5(record["etag"]):
+    if full and CHECKSUM not in record and plain_md5(record.get("etag")) \
+            and file_checksum(path, "md5") != plain_md5(record["etag"]):
         return "content differs from the recorded ETag (MD5)"
     return None
 

@@ -132,7 +132,8 @@ def check_version_files(version_dir: str | Path, names) -> None:
         return
     if isinstance(records, dict):
         check_set(folder, VERSION_MANIFEST_FILE, records, names,
-                  hint="; run `numerflow download` again (with the same options)")
+                  hint=f"; run `numerflow download` again, or if you changed the file on purpose, delete "
+                       f"{VERSION_MANIFEST_FILE}")
 
 
 def read_feature_sets(path: str | Path) -> dict:

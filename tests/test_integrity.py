@@ -78,7 +78,7 @@ def test_prepare_failing_on_its_second_output_keeps_the_old_set(data_dir):
     (prepared / "validation.parquet").mkdir()  # the rename of the second output must fail
     result = cli("prepare", "--data-dir", data_dir, "--feature-set", "all", "--downsample", "2")
     assert (prepared / "train.parquet").read_bytes() == old_train  # nothing renamed
-    assert error_line(result) == f"Error: {prepared / 'validation.parquet'}: is a folder, not a file"
+    assert error_line(result) == f"Error: {prepared / 'validation.parquet'}: Is a directory"
     assert temporaries(prepared) == []
 
 
@@ -122,7 +122,7 @@ def test_synthetic_rerun_failing_after_train_keeps_the_old_set(data_dir):
     (folder / "validation.parquet").mkdir()
     result = cli("download", "--synthetic", "--data-dir", data_dir, "--seed", "5", *SMALL)
     assert {name: (folder / name).read_bytes() for name in old} == old
-    assert error_line(result) == f"Error: {folder / 'validation.parquet'}: is a folder, not a file"
+    assert error_line(result) == f"Error: {folder / 'validation.parquet'}: Is a directory"
     assert temporaries(folder) == []
 
 
@@ -243,7 +243,7 @@ def test_validate_whose_plot_cannot_be_written_publishes_no_report(data_dir, tmp
     (report / "per_era.png").mkdir(parents=True)
     result = cli(*validate_args(data_dir, report))
     assert sorted(p.name for p in report.iterdir()) == ["per_era.png"]  # no report.json, no per_era.csv
-    assert error_line(result) == f"Error: {report / 'per_era.png'}: is a folder, not a file"
+    assert error_line(result) == f"Error: {report / 'per_era.png'}: Is a directory"
 
 
 def test_validate_on_a_full_disk_keeps_the_previous_report(data_dir, tmp_path):
@@ -273,17 +273,8 @@ def test_validate_on_a_full_disk_keeps_the_previous_report(data_dir, tmp_path):
 # ---- submissions happen once: under concurrency, after kills, whatever the lock file holds
 
 ROUND = 600  # the fake server's current round
-ROUND_TOML = """
-[round]
-data_dir = "data"
-version = "v5.2"
-
-[models.fake_model]
-model = "models/a.pt"
-
-[models.other_model]
-model = "models/b.pt"
-"""
+ROUND_TOML = "\n".join(f'[models.{name}]\nmodel = "models/{checkpoint}.pt"'
+                       for name, checkpoint in (("fake_model", "a"), ("other_model", "b")))  # newest version, data/
 
 
 @pytest.fixture

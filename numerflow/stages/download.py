@@ -23,6 +23,7 @@ from pathlib import Path
 from numerflow import api, schema
 from numerflow.config import DownloadConfig
 from numerflow.errors import ApiError, ConfigError, DataError
+from numerflow import files
 from numerflow.files import atomic_path, file_problem, file_record, write_json
 
 MANIFEST_FILE = schema.VERSION_MANIFEST_FILE
@@ -146,8 +147,9 @@ def download(config: DownloadConfig, client=None) -> DownloadResult:
         is_round_file = name in ROUND_FILES
         local = round_name(name, live_round) if is_round_file else name
         if not config.force and is_complete(directory / local, manifest.get(local)):
-            if local not in manifest:  # adopt a whole file fetched by other means
-                manifest[local] = {"source": remote, **file_record(directory / local)}
+            if files.CHECKSUM not in manifest.get(local, {}):  # adopt a file fetched by other means or
+                # recorded by an older numerflow: from now on its checksum is checked
+                manifest[local] = {"source": remote, **manifest.get(local, {}), **file_record(directory / local)}
             result.cached.append(local)
             continue
         got = api.download_file(client, remote, directory / local,
