@@ -311,8 +311,6 @@ def download_file(api: NumerAPI, filename: str, dest: str | os.PathLike, round_n
             holding = True
             size, etag, sha256 = with_retries(f"download of {filename}",
                                               lambda: _fetch_once(api, filename, out, round_num, progress))
-            if dest.is_dir():
-                raise DataError(f"{dest}: is a folder, not a file")
             os.replace(partial, dest)
     except OSError as exc:  # full disk, no permission: not worth a retry
         raise DataError(f"{dest}: cannot write ({exc.strerror or type(exc).__name__})") from None

@@ -5,6 +5,7 @@ chosen rename or call."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -395,3 +396,14 @@ def test_a_rate_limited_upload_is_retried_once(project, numerai, monkeypatch):
     result = cli("submit", "--model-name", "fake_model")
     assert result.exit_code == 0, result.output
     assert len(numerai.submissions) == 1 and waits == [5.0, 1.0]
+
+
+def test_prepare_writes_the_manifest_keys_schema_defines(data_dir):
+    assert cli("prepare", "--data-dir", data_dir, "--feature-set", "all").exit_code == 0
+    manifest = schema.read_prepared_manifest(data_dir / schema.PREPARED_DIR)
+    assert sorted(manifest) == sorted(schema.PREPARED_MANIFEST_KEYS)
+    assert sorted(manifest[schema.MANIFEST_FILES]) == sorted(schema.PREPARED_FILES)
+    for name, record in manifest[schema.MANIFEST_FILES].items():
+        path = data_dir / schema.PREPARED_DIR / name
+        assert record["size"] == path.stat().st_size
+        assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
