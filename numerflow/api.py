@@ -10,11 +10,13 @@ AuthError with one clear line that never contains the secret key.
 Files (datasets) are fetched here too, not with numerapi's `download_dataset`: that one always
 GETs the file even when it is complete locally, resumes with an unchecked Range request and never
 checks the byte count. `download_file` asks numerapi's `dataset` query for the URL, streams to a
-temporary name, resumes only on a 206, checks the size and renames.
+partial file that survives kills, resumes it only on a 206, accepts it only when it is provably
+whole (length, else ETag, else structure) and renames it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -29,7 +31,7 @@ import requests
 from numerapi import NumerAPI, base_api
 
 from numerflow.errors import ApiError, AuthError, DataError
-from numerflow.files import atomic_path
+from numerflow.files import CHECKSUM, file_checksum, plain_md5
 
 RETRY_ATTEMPTS = 4  # tries per call on transient failures
 RETRY_BASE_SECONDS = 2.0  # waits 2, 4, 8 s between tries; env NUMERFLOW_RETRY_BASE_SECONDS overrides
@@ -43,7 +45,39 @@ T = TypeVar("T")
 
 
 class _Transient(Exception):
-    """A failure worth another try (5xx, dropped connection, timeout)."""
+    """A failure worth another try (5xx, 429, dropped connection, timeout). `retry_after`: the
+    seconds the server asked to wait (HTTP 429/503 Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is capped (a cron job must end)
+
+
+def _raise_for_retryable(resp: requests.Response) -> None:
+    """HTTP 429 (rate limited) and 5xx are worth another try, after Retry-After if given."""
+    if resp.status_code == 429 or resp.status_code >= 500:
+        raise _Transient(f"HTTP {resp.status_code}", retry_after=_retry_after(resp.headers.get("Retry-After")))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    from email.utils import parsedate_to_datetime
+    import datetime as dt
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = dt.datetime.now(when.tzinfo or dt.timezone.utc)
+    return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER)
 
 
 class GraphQLError(ApiError, ValueError):
@@ -89,7 +123,8 @@ def retry_base_seconds() -> float:
 
 
 def with_retries(what: str, call: Callable[[], T], attempts: int | None = None) -> T:
-    """`call()`, again after base, 2*base, ... seconds while it fails transiently; then ApiError."""
+    """`call()`, again after base, 2*base, ... seconds (or the server's Retry-After when longer)
+    while it fails transiently; then ApiError."""
     attempts = attempts or RETRY_ATTEMPTS
     for attempt in range(attempts):
         try:
@@ -97,7 +132,7 @@ def with_retries(what: str, call: Callable[[], T], attempts: int | None = None) 
         except _Transient as exc:
             last = exc
             if attempt + 1 < attempts:
-                time.sleep(retry_base_seconds() * 2 ** attempt)
+                time.sleep(max(retry_base_seconds() * 2 ** attempt, exc.retry_after or 0.0))
     raise ApiError(f"{what} failed after {attempts} tries: {last}")
 
 
@@ -169,8 +204,7 @@ def _post_graphql(url: str, body: dict, headers: dict, op: str, secret: str | No
                         "(a line break or control character?)") from None
     except requests.RequestException as exc:
         raise _Transient(_describe_request_error(exc)) from None
-    if resp.status_code >= 500:
-        raise _Transient(f"HTTP {resp.status_code}")
+    _raise_for_retryable(resp)
     if resp.status_code in (401, 403):
         raise AuthError(f"Numerai refused the credentials (HTTP {resp.status_code}); check "
                         f"NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY")
@@ -244,56 +278,117 @@ class FetchedFile:
     path: Path
     size: int
     etag: str | None
+    sha256: str
+
+
+def partial_path(dest: Path) -> Path:
+    """Where the body of `dest` accumulates until it is checked whole; kept across runs."""
+    return dest.with_name(f".{dest.name}.partial")
 
 
 def download_file(api: NumerAPI, filename: str, dest: str | os.PathLike, round_num: int | None = None,
                   progress: bool | None = None) -> FetchedFile:
-    """Fetch Numerai's `filename` to `dest` through a temporary name: on any failure nothing exists
-    under `dest`. Transient failures are retried (a fresh URL each time, resuming the partial
-    file when the server answers a Range request with 206). `progress`: a tqdm bar (default: on
-    when stderr is a terminal)."""
+    """Fetch Numerai's `filename` to `dest`, accepted only whole: its length must equal the one the
+    server announced (Content-Length, or Content-Range's total), or, when the server announces
+    none, its ETag's MD5 (when the ETag is one) or else its structure (Parquet's PAR1 at both ends,
+    JSON that parses). Until then the body lives in `.<name>.partial` beside `dest`: it survives
+    failures and kills, and the next try or run resumes it with a Range request. Transient failures
+    are retried (a fresh URL each time). `progress`: a tqdm bar (default: on a terminal)."""
+    import fcntl
+
     dest = Path(dest)
+    partial = partial_path(dest)
     if progress is None:
         progress = sys.stderr.isatty()
+    holding = False
     try:
-        with atomic_path(dest) as tmp:
-            size, etag = with_retries(f"download of {filename}",
-                                      lambda: _fetch_once(api, filename, tmp, round_num, progress))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "ab", buffering=0) as out:  # unbuffered: a kill loses no written chunk
+            try:
+                fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when closed or when we die
+            except BlockingIOError:
+                raise DataError(f"{dest}: another numerflow process is downloading it; exiting") from None
+            holding = True
+            size, etag, sha256 = with_retries(f"download of {filename}",
+                                              lambda: _fetch_once(api, filename, out, round_num, progress))
+            os.replace(partial, dest)
     except OSError as exc:  # full disk, no permission: not worth a retry
         raise DataError(f"{dest}: cannot write ({exc.strerror or type(exc).__name__})") from None
-    return FetchedFile(filename, dest, size, etag)
+    finally:
+        if holding and partial.is_file() and partial.stat().st_size == 0:
+            partial.unlink()  # nothing to resume
+    return FetchedFile(filename, dest, size, etag, sha256)
 
 
-def _fetch_once(api: NumerAPI, filename: str, tmp: Path, round_num: int | None, progress: bool):
+def _fetch_once(api: NumerAPI, filename: str, out, round_num: int | None, progress: bool):
+    """One try: resume (or restart) the partial file `out` (opened for appending) and check it."""
     from tqdm import tqdm
 
     url = dataset_url(api, filename, round_num)
-    have = tmp.stat().st_size if tmp.exists() else 0
+    partial = Path(out.name)
+    have = os.fstat(out.fileno()).st_size
     headers = {"Range": f"bytes={have}-"} if have else {}
+    digest = hashlib.new(CHECKSUM)
     try:
         with requests.get(url, stream=True, timeout=TIMEOUT, headers=headers) as resp:
-            if resp.status_code >= 500:
-                raise _Transient(f"HTTP {resp.status_code}")
+            if resp.status_code == 416:  # the partial file is not a prefix of this file: start over
+                out.truncate(0)
+                raise _Transient("HTTP 416 on resuming; starting over")
+            _raise_for_retryable(resp)
             if resp.status_code >= 400:
                 raise ApiError(f"download of {filename} failed: HTTP {resp.status_code} from the file server")
             resumed = have > 0 and resp.status_code == 206
+            if resumed:
+                _hash_into(digest, partial)
+            else:
+                out.truncate(0)
             total = _total_size(resp, resumed)
             start = have if resumed else 0
-            _check_disk_space(tmp.parent, filename, (total or 0) - start)
-            with open(tmp, "ab" if resumed else "wb") as out, \
-                    tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                         desc=filename, disable=not progress, leave=False) as bar:
+            _check_disk_space(partial.parent, filename, (total or 0) - start)
+            with tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=filename, disable=not progress, leave=False) as bar:
                 for chunk in resp.iter_content(CHUNK_BYTES):
                     out.write(chunk)
+                    digest.update(chunk)
                     bar.update(len(chunk))
             etag = resp.headers.get("ETag")
     except requests.RequestException as exc:
-        got = tmp.stat().st_size if tmp.exists() else 0
-        raise _Transient(f"{_describe_request_error(exc)} after {got} bytes") from None
-    size = tmp.stat().st_size
-    if total is not None and size != total:
-        raise _Transient(f"got {size} of {total} bytes")
-    return size, etag
+        out.flush()
+        raise _Transient(f"{_describe_request_error(exc)} after {os.fstat(out.fileno()).st_size} bytes") from None
+    finally:
+        out.flush()
+    size = os.fstat(out.fileno()).st_size
+    _check_whole(out, filename, size, total, etag, resumed)
+    return size, etag, digest.hexdigest()
+
+
+def _hash_into(digest, path: Path) -> None:
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK_BYTES), b""):
+            digest.update(block)
+
+
+def _check_whole(out, filename: str, size: int, total: int | None, etag: str | None, resumed: bool) -> None:
+    """Raise _Transient unless the partial file is the whole file (see download_file). A short
+    file is kept to be resumed; one that cannot be a prefix of the file is emptied."""
+    if total is not None:
+        if size > total:
+            out.truncate(0)
+            raise _Transient(f"got {size} bytes, more than the {total} announced; starting over")
+        if size < total:
+            raise _Transient(f"got {size} of {total} bytes")
+        return
+    expected_md5 = plain_md5(etag)
+    if expected_md5 is not None:
+        if file_checksum(out.name, "md5") != expected_md5:
+            if resumed:  # resumed and still wrong: the kept part was not this file's
+                out.truncate(0)
+            raise _Transient(f"got {size} bytes that do not match the ETag (no Content-Length sent)")
+        return
+    from numerflow.schema import looks_whole
+
+    if not looks_whole(Path(out.name)):
+        raise _Transient(f"got {size} bytes and no Content-Length; the file is not whole")
 
 
 def _check_disk_space(folder: Path, filename: str, needed: int) -> None:
@@ -350,6 +445,22 @@ def model_ids(api: NumerAPI) -> dict[str, str]:
         raise _unexpected("account", exc) from None
 
 
+def round_submission(api: NumerAPI, model_id: str, round_num: int) -> dict | None:
+    """Numerai's record of `model_id`'s (selected) submission for `round_num`, as {"filename",
+    "submission_id" (None when Numerai's list of submissions does not name it)}, or None when
+    there is none. Uses numerapi's get_submission_filenames and submission_ids."""
+    _require_token(api)
+    try:
+        files = api.get_submission_filenames(round_num=round_num, model_id=model_id)
+        if not files:
+            return None
+        filename = files[-1]["filename"]
+        ids = {s["filename"]: s["id"] for s in api.submission_ids(model_id)}
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _unexpected("model", exc) from None
+    return {"filename": filename, "submission_id": ids.get(filename)}
+
+
 # same mutation numerapi's upload_predictions sends
 CREATE_SUBMISSION_QUERY = """
 mutation($filename: String!
@@ -395,8 +506,7 @@ def _put(url: str, data: bytes, name: str) -> None:
         resp = requests.put(url, data=data, headers=headers, timeout=TIMEOUT)
     except requests.RequestException as exc:
         raise _Transient(_describe_request_error(exc)) from None
-    if resp.status_code >= 500:
-        raise _Transient(f"HTTP {resp.status_code}")
+    _raise_for_retryable(resp)
     if resp.status_code >= 400:
         raise ApiError(f"upload of {name} refused: HTTP {resp.status_code}")
 

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from numerflow.errors import DataError
+from numerflow.files import check_set
 
 ID = "id"
 ERA = "era"
@@ -28,6 +29,21 @@ FEATURES_FILE = "features.json"
 META_MODEL_FILE = "meta_model.parquet"
 VALIDATION_EXAMPLE_FILE = "validation_example_preds.parquet"
 LIVE_EXAMPLE_FILE = "live_example_preds.parquet"
+
+# --- folder layout: every file name and manifest key numerflow's folders use, defined here once --
+# A version folder (<data_dir>/<version>/, from `download` or `download --synthetic`) records its
+# files in VERSION_MANIFEST_FILE: {"files": {name: {"size", "mtime_ns", "sha256", ...}}}.
+VERSION_MANIFEST_FILE = ".download_manifest.json"
+# `prepare` writes PREPARED_FILES and PREPARED_MANIFEST_FILE into <data_dir>/PREPARED_DIR/ as one set.
+PREPARED_DIR = "prepared"
+PREPARED_MANIFEST_FILE = "manifest.json"
+PREPARED_FILES = (TRAIN_FILE, VALIDATION_FILE)
+LOCK_FILE = ".numerflow-round.lock"  # in <data_dir>: held by `round` and by `submit` while uploading
+MANIFEST_FILES = "files"  # in every manifest: {file name: record} of the set it describes
+# The prepared manifest's keys: where the data came from, what was kept, and the set's files.
+PREPARED_MANIFEST_KEYS = ("version", "version_dir", "sources", "feature_set", "features", "target", "targets",
+                          "eras_train", "eras_validation", "last_train_era", "embargo", "downsample",
+                          "rows_train", "rows_validation", MANIFEST_FILES)
 
 
 def is_feature(name: str) -> bool:
@@ -68,6 +84,56 @@ def read_json(path: str | Path, missing_hint: str = ""):
         return json.loads(path.read_text())
     except ValueError:
         raise DataError(f"{path}: not valid JSON") from None
+
+
+def looks_whole(path: Path) -> bool:
+    """Whole Parquet (PAR1 at both ends) or JSON that parses: the structural check for a file
+    whose length nobody announced."""
+    try:
+        if path.suffix == ".parquet":
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(4)
+                f.seek(max(0, size - 4))
+                return size >= 12 and head == b"PAR1" and f.read(4) == b"PAR1"
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+            return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def read_prepared_manifest(prepared_dir: str | Path) -> dict:
+    """The manifest `prepare` wrote into `prepared_dir`, after checking that the prepared files are
+    the ones it describes (a DataError naming the file otherwise)."""
+    folder = Path(prepared_dir)
+    path = folder / PREPARED_MANIFEST_FILE
+    manifest = read_json(path, missing_hint=" (run `numerflow prepare` first)")
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: not a prepare manifest (expected a JSON object)")
+    for key in ("features", "targets"):
+        if key in manifest and not (isinstance(manifest[key], list) and all(isinstance(x, str) for x in manifest[key])):
+            raise DataError(f"{path}: '{key}' is not a list of column names")
+    records = manifest.get(MANIFEST_FILES)
+    if isinstance(records, dict):  # manifests older than the set records have none: trusted as before
+        check_set(folder, PREPARED_MANIFEST_FILE, records, hint="; run `numerflow prepare` again")
+    return manifest
+
+
+def check_version_files(version_dir: str | Path, names) -> None:
+    """Refuse version-folder files that do not match the folder's manifest (a killed
+    `download --synthetic` leaves new files beside old records; a file damaged in place).
+    Files the manifest does not record (fetched by other means) are not checked here."""
+    folder = Path(version_dir)
+    try:
+        records = json.loads((folder / VERSION_MANIFEST_FILE).read_text())[MANIFEST_FILES]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if isinstance(records, dict):
+        check_set(folder, VERSION_MANIFEST_FILE, records, names,
+                  hint=f"; run `numerflow download` again, or if you changed the file on purpose, delete "
+                       f"{VERSION_MANIFEST_FILE}")
 
 
 def read_feature_sets(path: str | Path) -> dict:

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from numerflow import schema
 from numerflow.config import SyntheticConfig
 from numerflow.errors import ConfigError
-from numerflow.files import atomic_path, write_json
+from numerflow.files import dump_json, publish_set
 
 TRAIN_SHARE = 0.7  # of the eras; the rest is validation, then one live era
 GROUPS = ("intelligence", "wisdom", "charisma", "dexterity", "strength", "constitution", "agility", "serenity")
@@ -361,24 +361,22 @@ class EraWriter:
 
 
 def _write_eras(path: Path, plan: Plan, numbers, table_schema: pa.Schema, on_era) -> None:
-    with atomic_path(path) as tmp:
-        writer = EraWriter(tmp, table_schema)
-        try:
-            for number in numbers:
-                era = generate_era(plan, number)
-                writer.add(era_table(era, table_schema))
-                on_era(era)
-        finally:
-            writer.close()
+    """Stream eras into `path` (a temporary member of the set write_synthetic publishes)."""
+    writer = EraWriter(path, table_schema)
+    try:
+        for number in numbers:
+            era = generate_era(plan, number)
+            writer.add(era_table(era, table_schema))
+            on_era(era)
+    finally:
+        writer.close()
 
 
 def _write_scores(path: Path, ids: list[str], columns: dict) -> None:
     """A small indexed file (example predictions, meta model): index `id`, the given columns."""
     import pandas as pd
 
-    frame = pd.DataFrame(columns, index=pd.Index(ids, name=schema.ID))
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp)
+    pd.DataFrame(columns, index=pd.Index(ids, name=schema.ID)).to_parquet(path)
 
 
 def write_synthetic(config: SyntheticConfig) -> Path:
@@ -400,16 +398,19 @@ def write_synthetic(config: SyntheticConfig) -> Path:
         live_ids.extend(era.ids)
         live_example.append(era.example)
 
-    _write_eras(out / schema.TRAIN_FILE, plan, range(1, plan.n_train + 1), table_schema, lambda era: None)
-    _write_eras(out / schema.VALIDATION_FILE, plan, range(plan.n_train + 1, plan.eras + 1), table_schema,
-                keep_validation)
-    _write_eras(out / schema.LIVE_FILE, plan, [plan.live_era], table_schema, keep_live)
+    # One set, published as one: a run killed or failing halfway (another seed, a full disk)
+    # leaves the previous set whole; the folder's manifest, written last, records every file.
+    with publish_set(out, schema.VERSION_MANIFEST_FILE, {"synthetic": {k: v for k, v in vars(config).items() if k != "data_dir"}}) as files:
+        _write_eras(files.path(schema.TRAIN_FILE), plan, range(1, plan.n_train + 1), table_schema, lambda era: None)
+        _write_eras(files.path(schema.VALIDATION_FILE), plan, range(plan.n_train + 1, plan.eras + 1), table_schema,
+                    keep_validation)
+        _write_eras(files.path(schema.LIVE_FILE), plan, [plan.live_era], table_schema, keep_live)
 
-    as_f32 = lambda parts: np.concatenate(parts).astype(np.float32)  # noqa: E731
-    _write_scores(out / schema.VALIDATION_EXAMPLE_FILE, val_ids, {schema.PREDICTION: as_f32(val_example)})
-    _write_scores(out / schema.LIVE_EXAMPLE_FILE, live_ids, {schema.PREDICTION: as_f32(live_example)})
-    _write_scores(out / schema.META_MODEL_FILE, val_ids,
-                  {schema.ERA: val_eras, schema.META_MODEL: as_f32(val_meta)})
-    write_json(out / schema.FEATURES_FILE, {"feature_sets": plan.feature_sets, "targets": list(TARGET_NAMES)})
-    write_json(out / schema.LIVE_ROUND_FILE, {"round": LIVE_ROUND})
+        as_f32 = lambda parts: np.concatenate(parts).astype(np.float32)  # noqa: E731
+        _write_scores(files.path(schema.VALIDATION_EXAMPLE_FILE), val_ids, {schema.PREDICTION: as_f32(val_example)})
+        _write_scores(files.path(schema.LIVE_EXAMPLE_FILE), live_ids, {schema.PREDICTION: as_f32(live_example)})
+        _write_scores(files.path(schema.META_MODEL_FILE), val_ids,
+                      {schema.ERA: val_eras, schema.META_MODEL: as_f32(val_meta)})
+        dump_json(files.path(schema.FEATURES_FILE), {"feature_sets": plan.feature_sets, "targets": list(TARGET_NAMES)})
+        dump_json(files.path(schema.LIVE_ROUND_FILE), {"round": LIVE_ROUND})
     return out

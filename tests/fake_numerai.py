@@ -5,14 +5,18 @@ operationName) and serves/accepts the files behind the URLs it hands out.
     def test_something(fake_numerai):          # `from tests.fake_numerai import fake_numerai  # noqa`
         fake_numerai.fail("dataset", times=2)   # next 2 `dataset` queries answer HTTP 500
         fake_numerai.drop("v5.2/train.parquet") # next GET of that file closes the connection midway
+        fake_numerai.stall("v5.2/validation.parquet", after=2000, seconds=60)  # slow: kill it midway
+        fake_numerai.fail("rounds", status=429, retry_after="3")               # rate limited
         fake_numerai.new_round()                # round + 1, new live files
         ...
         assert fake_numerai.file_gets() == []   # request log
 
 GraphQL root fields answered: listDatasets, dataset, rounds (number: 0 = current round, else all),
-account (models etc.), submission_upload_auth, create_submission. Files: GET /files/<round>/<name>
-(honours `Range: bytes=N-`), PUT /upload/<token>. Authenticated operations need the header
-`Authorization: Token <public_id>$<secret_key>` with a pair in `accepted_keys`; otherwise they get
+account (models etc.), submission_upload_auth, create_submission, submissions (a model's
+submissions: numerapi's submission_ids) and model { submissions } (numerapi's
+get_submission_filenames). Files: GET /files/<round>/<name> (honours `Range: bytes=N-`; sends
+Content-Length and an MD5 ETag unless `send_length` / `send_etag` are False), PUT /upload/<token>.
+Authenticated operations need the header `Authorization: Token <public_id>$<secret_key>` with a pair in `accepted_keys`; otherwise they get
 Numerai's GraphQL error "Your session is invalid or has expired."
 """
 
@@ -38,7 +42,7 @@ PUBLIC_ID = "FAKEPUBLICID"
 SECRET_KEY = "FAKESECRETKEY0123456789"
 AUTH_ERROR = "Your session is invalid or has expired."
 ROUND_CLOSED_ERROR = "Current round not open for submissions"
-AUTH_OPS = {"account", "submission_upload_auth", "create_submission", "model", "models"}
+AUTH_OPS = {"account", "submission_upload_auth", "create_submission", "model", "models", "submissions"}
 LIVE_NAMES = ("live.parquet", "live_example_preds.parquet", "live_example_preds.csv",
               "live_benchmark_models.parquet")
 
@@ -110,10 +114,11 @@ class LoggedRequest:
 
 @dataclass
 class Fault:
-    kind: str  # "status" | "drop" | "hang"
+    kind: str  # "status" | "drop" | "hang" | "stall"
     status: int = 500
-    after: int | None = None  # drop: bytes sent before closing (None: half the body)
-    seconds: float = 0.0  # hang: delay before answering
+    after: int | None = None  # drop/stall: bytes sent before closing/stalling (None: half the body)
+    seconds: float = 0.0  # hang: delay before answering; stall: delay after `after` bytes
+    retry_after: str | None = None  # status: a Retry-After header to send
 
 
 def _iso(t: dt.datetime) -> str:
@@ -141,6 +146,8 @@ class FakeNumerai:
         self.uploads: dict[str, bytes] = {}  # filename -> body received by PUT
         self.submissions: list[dict] = []  # create_submission calls that succeeded: variables + id
         self.submission_check = None  # optional callable(bytes) -> error message | None
+        self.send_length = True  # file GETs carry Content-Length (False: the body ends when the connection closes)
+        self.send_etag = True  # file GETs carry an ETag (the body's MD5, as S3 sends for single-part uploads)
         self.log: list[LoggedRequest] = []
         self.faults: dict[str, list[Fault]] = {}
         self._httpd: ThreadingHTTPServer | None = None
@@ -150,10 +157,16 @@ class FakeNumerai:
         self.model_uploads: list[dict] = []  # createComputePickleUpload calls that succeeded: variables + id + body
 
     # ---- failure injection
-    def fail(self, target: str, times: int = 1, status: int = 500) -> None:
+    def fail(self, target: str, times: int = 1, status: int = 500, retry_after: str | None = None) -> None:
         """The next `times` requests for `target` (a GraphQL root field such as "dataset", a file
-        name such as "v5.2/train.parquet", or "upload" for PUTs) answer HTTP `status`."""
-        self._add_fault(target, times, Fault("status", status=status))
+        name such as "v5.2/train.parquet", or "upload" for PUTs) answer HTTP `status` (with a
+        Retry-After header when given, e.g. status=429, retry_after="1")."""
+        self._add_fault(target, times, Fault("status", status=status, retry_after=retry_after))
+
+    def stall(self, filename: str, after: int, seconds: float, times: int = 1) -> None:
+        """The next `times` GETs of `filename` send `after` bytes of the body, then wait `seconds`
+        before sending the rest (a slow download a test can kill midway)."""
+        self._add_fault(filename, times, Fault("stall", after=after, seconds=seconds))
 
     def drop(self, filename: str, times: int = 1, after: int | None = None) -> None:
         """The next `times` GETs of `filename` send the headers and `after` bytes of the body
@@ -299,12 +312,26 @@ def _resolve(server: FakeNumerai, op: str, query: str, v: dict, authorized: bool
             problem = server.submission_check(body)
             if problem:
                 raise GraphQLFailure(problem)
-        record = dict(v, id=str(uuid.uuid4()), round=server.round_number)
+        record = dict(v, id=str(uuid.uuid4()), round=server.round_number,
+                      insertedAt=_iso(dt.datetime.now(dt.timezone.utc)))
         with server.lock:
             server.submissions.append(record)
         return {"id": record["id"]}
     if op in MODEL_UPLOAD_OPS:
         return _resolve_model_upload(server, op, v, authorized)
+    if op == "submissions":  # numerapi's submission_ids(model_id)
+        return [{"id": r["id"], "filename": r["filename"], "insertedAt": r["insertedAt"]}
+                for r in server.submissions if r.get("modelId") == v.get("modelId")]
+    if op == "model":  # numerapi's get_submission_filenames(round_num=, model_id=)
+        if v.get("modelId") not in server.models.values():
+            raise GraphQLFailure("Model not found")
+        latest = {}  # the last submission of each round is the selected one
+        for r in server.submissions:
+            if r.get("modelId") == v.get("modelId"):
+                latest[r["round"]] = r
+        return {"submissions": [{"filename": r["filename"], "selected": latest.get(r["round"]) is r,
+                                 "round": {"number": r["round"], "tournament": TOURNAMENT}}
+                                for r in server.submissions if r.get("modelId") == v.get("modelId")]}
     raise GraphQLFailure(f"fake Numerai: unsupported operation {op!r}")
 
 
@@ -389,9 +416,10 @@ def _make_handler(server: FakeNumerai):
                 time.sleep(fault.seconds)
             if fault.kind == "status":
                 entry.status = fault.status
-                self._send(fault.status, b'{"message": "fake Numerai: injected failure"}')
+                extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+                self._send(fault.status, b'{"message": "fake Numerai: injected failure"}', extra=extra)
                 return True
-            return False  # "drop" is applied while the body is written
+            return False  # "drop" and "stall" are applied while the body is written
 
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
@@ -439,8 +467,13 @@ def _make_handler(server: FakeNumerai):
             entry.status = status
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("ETag", etag)
+            if server.send_length:
+                self.send_header("Content-Length", str(len(body)))
+            else:  # HTTP/1.1 without a length: the body is delimited by closing the connection
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            if server.send_etag:
+                self.send_header("ETag", etag)
             self.send_header("Accept-Ranges", "bytes")
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -455,6 +488,11 @@ def _make_handler(server: FakeNumerai):
                 except OSError:
                     pass
                 return
+            if fault is not None and fault.kind == "stall":
+                self.wfile.write(body[:fault.after])
+                self.wfile.flush()
+                time.sleep(fault.seconds)
+                body = body[fault.after:]
             self.wfile.write(body)
 
         def do_PUT(self):

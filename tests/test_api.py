@@ -134,13 +134,16 @@ def test_download_resumes_after_dropped_connection(fake_numerai, tmp_path, monke
     assert [(g.status, g.range) for g in gets] == [(200, None), (206, "bytes=1792-")]
 
 
-def test_download_gives_up_without_leaving_files(fake_numerai, tmp_path):
+def test_download_gives_up_without_leaving_files(fake_numerai, tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "CHUNK_BYTES", 256)  # partial chunks reach the disk before the drop
     fake_numerai.drop("v5.2/train.parquet", times=api.RETRY_ATTEMPTS)
     dest = tmp_path / "train.parquet"
     with pytest.raises(ApiError) as err:
         api.download_file(api.client(), "v5.2/train.parquet", dest)
     assert str(err.value).startswith(f"download of v5.2/train.parquet failed after {api.RETRY_ATTEMPTS} tries: ")
-    assert list(tmp_path.iterdir()) == []
+    # nothing under the final name; only the partial body, kept for the next run to resume
+    assert list(tmp_path.iterdir()) == [api.partial_path(dest)]
+    assert fake_numerai.datasets["v5.2/train.parquet"].startswith(api.partial_path(dest).read_bytes())
 
 
 def test_download_file_server_error_then_success(fake_numerai, tmp_path):

@@ -129,8 +129,11 @@ def test_text_feature_column_is_a_data_error(in_tmp, synthetic_dir, synthetic_mo
     assert not (in_tmp / "p.csv").exists()
 
 
+HAND_MADE = shutil.ignore_patterns(schema.VERSION_MANIFEST_FILE)  # its records would refuse edited files
+
+
 def text_target_dataset(synthetic_dir, folder):
-    shutil.copytree(synthetic_dir, folder)
+    shutil.copytree(synthetic_dir, folder, ignore=HAND_MADE)  # files changed below: no download record
     train = pd.read_parquet(folder / schema.TRAIN_FILE)
     train.assign(target=train["target"].astype(str)).to_parquet(folder / schema.TRAIN_FILE)
     return folder
@@ -158,7 +161,7 @@ def test_validate_text_target_is_a_data_error(in_tmp, synthetic_dir, synthetic_m
     ('{"feature_sets": {"small": "feature_a"}}', "feature set 'small' is not a list of column names"),
 ])
 def test_malformed_features_json(in_tmp, synthetic_dir, text, message):
-    shutil.copytree(synthetic_dir, in_tmp / "ds")
+    shutil.copytree(synthetic_dir, in_tmp / "ds", ignore=HAND_MADE)  # files changed below: no download record
     (in_tmp / "ds" / schema.FEATURES_FILE).write_text(text)
     result = run("prepare", "--dataset", "ds", "--feature-set", "small", "--out-dir", "prep")
     assert error_line(result) == f"Error: ds/features.json: {message}"
@@ -368,7 +371,11 @@ def test_submit_refuses_before_uploading_when_receipts_cannot_be_written(live_pr
 def test_submit_says_it_uploaded_when_the_receipt_write_fails(live_project, in_tmp, fake_numerai, monkeypatch):
     import numerflow.stages.submit
 
-    def disk_full(path, obj):
+    write_json = numerflow.stages.submit.write_json
+
+    def disk_full(path, obj):  # after the upload: the intent record before it was written
+        if str(path).endswith(".intent.json"):
+            return write_json(path, obj)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(numerflow.stages.submit, "write_json", disk_full)

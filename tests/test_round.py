@@ -69,7 +69,7 @@ def test_two_models_end_to_end(project, fake_numerai):
         lines = model_lines(result, name)
         assert len(lines) == 1 and f"round {ROUND} {name}: submitted predictions/{name}_{ROUND}.csv" in lines[0]
     assert result.output.splitlines()[-1] == f"Round {ROUND}: 2 submitted, 0 already done, 0 failed"
-    assert not (project / "data" / LOCK_FILE).exists()
+    assert (project / "data" / LOCK_FILE).read_text() == ""  # released: the flock file names no holder
 
 
 def test_rerun_same_round_does_nothing(project, fake_numerai):
@@ -157,10 +157,10 @@ def test_a_second_run_while_one_holds_the_lock(project, fake_numerai):
     with round_lock(lock):
         result = run_round()
     assert result.exit_code == 1
-    assert result.output.strip() == (f"Error: {os.path.join('data', LOCK_FILE)}: another `numerflow round` is running "
-                                     f"(pid {os.getpid()}); exiting. If none is, delete this file")
+    assert result.output.strip() == (f"Error: {os.path.join('data', LOCK_FILE)}: another `numerflow round` or "
+                                     f"`numerflow submit` is running (pid {os.getpid()}); exiting")
     assert fake_numerai.log == []
-    assert not lock.exists()  # released by its holder
+    assert lock.read_text() == ""  # released by its holder
     assert run_round().exit_code == 0
 
 
@@ -171,7 +171,7 @@ def test_a_stale_lock_from_a_dead_process_is_taken_over(project, fake_numerai):
     lock.write_text(dead.stdout)
     result = run_round()
     assert result.exit_code == 0, result.output
-    assert len(fake_numerai.submissions) == 2 and not lock.exists()
+    assert len(fake_numerai.submissions) == 2 and lock.read_text() == ""
 
 
 def test_dry_run_uploads_nothing(project, fake_numerai):

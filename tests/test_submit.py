@@ -188,7 +188,8 @@ def test_persistent_500s_give_a_clear_error_and_no_receipt(workdir, fake_numerai
     result = run_submit("--model-name", "fake_model")
     assert result.exit_code == 1
     assert result.output.strip() == ("Error: Numerai API call 'create_submission' failed after 4 tries: HTTP 500")
-    assert not (workdir / "receipts").exists()
+    # no receipt; the intent stays, so the next run asks Numerai before uploading again
+    assert sorted(p.name for p in (workdir / "receipts").iterdir()) == [f"{ROUND}_fake_model.intent.json"]
 
 
 def test_authentication_failure_is_not_retried(workdir, fake_numerai):

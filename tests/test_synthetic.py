@@ -48,7 +48,8 @@ def test_folder_holds_every_numerai_file(folder):
     assert folder.name == "synthetic"
     assert sorted(p.name for p in folder.iterdir()) == sorted([
         "train.parquet", "validation.parquet", "live.parquet", "features.json", "meta_model.parquet",
-        "validation_example_preds.parquet", "live_example_preds.parquet", "live_round.json"])
+        "validation_example_preds.parquet", "live_example_preds.parquet", "live_round.json",
+        ".download_manifest.json"])  # the set's manifest, written last
     assert json.loads((folder / "live_round.json").read_text()) == {"round": 1}
     assert schema.read_live_round(folder) == 1
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -1,9 +1,10 @@
 """The download stage: Numerai's files for one dataset version into <data_dir>/<version>/.
 
-Caching: `.download_manifest.json` in the version folder records each fetched file's size and
-ETag. A file counts as complete when its size matches its record (or, for a file numerflow did not
-fetch, when it is whole Parquet/JSON), so a rerun sends no file request at all. Files are written
-to a temporary name and renamed, so a final name always means a complete file.
+Caching: `.download_manifest.json` in the version folder records each fetched file's size, mtime,
+SHA-256 and ETag. A file counts as complete when its content still matches its record (or, for a
+file numerflow did not fetch, when it is whole Parquet/JSON), so a rerun sends no file request at
+all. A body is accepted only when provably whole (see api.download_file); until then it lives in a
+`.<name>.partial` file that the next run resumes, so a final name always means a complete file.
 
 The live files change every round: they are kept as live_<round>.parquet and
 live_example_preds_<round>.parquet; the current round's are also reachable as live.parquet /
@@ -22,9 +23,10 @@ from pathlib import Path
 from numerflow import api, schema
 from numerflow.config import DownloadConfig
 from numerflow.errors import ApiError, ConfigError, DataError
-from numerflow.files import atomic_path, write_json
+from numerflow import files
+from numerflow.files import atomic_path, file_problem, file_record, write_json
 
-MANIFEST_FILE = ".download_manifest.json"
+MANIFEST_FILE = schema.VERSION_MANIFEST_FILE
 # Order matters only for the user: small files first, the 4 GB validation file last.
 ALL_FILES = (schema.FEATURES_FILE, schema.LIVE_FILE, schema.LIVE_EXAMPLE_FILE, schema.TRAIN_FILE,
              schema.META_MODEL_FILE, schema.VALIDATION_EXAMPLE_FILE, schema.VALIDATION_FILE)
@@ -97,35 +99,21 @@ def choose_version(requested: str | None, names: list[str]) -> str:
 def read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST_FILE
     try:
-        files = json.loads(path.read_text())["files"]
+        files = json.loads(path.read_text())[schema.MANIFEST_FILES]
         return files if isinstance(files, dict) else {}
     except (OSError, ValueError, KeyError, TypeError):
         return {}  # no or unreadable manifest: files are checked by content instead
 
 
-def looks_whole(path: Path) -> bool:
-    """A file numerflow did not fetch: whole Parquet (PAR1 at both ends) or JSON that parses."""
-    try:
-        if path.suffix == ".parquet":
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                head = f.read(4)
-                f.seek(max(0, size - 4))
-                return size >= 12 and head == b"PAR1" and f.read(4) == b"PAR1"
-        if path.suffix == ".json":
-            json.loads(path.read_text())
-            return True
-    except (OSError, ValueError):
-        return False
-    return False
-
-
 def is_complete(path: Path, record: dict | None) -> bool:
+    """A file numerflow fetched counts as complete when its whole content still matches its
+    record (SHA-256, or the ETag's MD5 and size for older records): hashing costs about 2 s per GB
+    and catches a file damaged in place. A file it did not fetch must be whole Parquet/JSON."""
     if not path.is_file():
         return False
     if record is not None:
-        return record.get("size") == path.stat().st_size
-    return looks_whole(path)
+        return file_problem(path, record, full=True) is None
+    return schema.looks_whole(path)
 
 
 # --- the stage ---------------------------------------------------------------------------------
@@ -159,13 +147,14 @@ def download(config: DownloadConfig, client=None) -> DownloadResult:
         is_round_file = name in ROUND_FILES
         local = round_name(name, live_round) if is_round_file else name
         if not config.force and is_complete(directory / local, manifest.get(local)):
-            if local not in manifest:  # adopt a whole file fetched by other means
-                manifest[local] = {"source": remote, "size": (directory / local).stat().st_size}
+            if files.CHECKSUM not in manifest.get(local, {}):  # adopt a file fetched by other means or
+                # recorded by an older numerflow: from now on its checksum is checked
+                manifest[local] = {"source": remote, **manifest.get(local, {}), **file_record(directory / local)}
             result.cached.append(local)
             continue
         got = api.download_file(client, remote, directory / local,
                                 round_num=live_round if (past and is_round_file) else None)
-        manifest[local] = {"source": remote, "size": got.size, "etag": got.etag,
+        manifest[local] = {"source": remote, **file_record(directory / local, got.sha256), "etag": got.etag,
                            "round": live_round if is_round_file else None,
                            "fetched_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         write_json(directory / MANIFEST_FILE, {"files": manifest})  # after each file: survives an interruption

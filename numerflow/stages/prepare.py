@@ -9,7 +9,6 @@ filter straight into a ParquetWriter. Features are never turned into a float mat
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -23,11 +22,11 @@ import pyarrow.parquet as pq
 from numerflow import schema
 from numerflow.config import PrepareConfig
 from numerflow.errors import ConfigError, DataError
-from numerflow.files import atomic_path, write_json
+from numerflow.files import publish_set
 
-MANIFEST_FILE = "manifest.json"
-OUT_TRAIN = "train.parquet"
-OUT_VALIDATION = "validation.parquet"
+MANIFEST_FILE = schema.PREPARED_MANIFEST_FILE
+OUT_TRAIN, OUT_VALIDATION = schema.PREPARED_FILES
+read_manifest = schema.read_prepared_manifest  # train and validate import it from here
 ALL_AUX = "all"
 # Values (rows x columns) decoded per read batch. pyarrow decodes int8 columns through int32
 # buffers and level arrays, about 14 bytes per value: 8 M values keep a batch near 120 MB whatever
@@ -104,50 +103,34 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         raise DataError(f"{valid_src.path}: no validation eras left after era {train_eras_all[-1]} "
                         f"+ embargo of {config.embargo} eras")
 
-    out_dir = Path(config.out_dir) if config.out_dir else Path(config.data_dir) / "prepared"
+    out_dir = Path(config.out_dir) if config.out_dir else Path(config.data_dir) / schema.PREPARED_DIR
     out_train, out_valid, out_manifest = out_dir / OUT_TRAIN, out_dir / OUT_VALIDATION, out_dir / MANIFEST_FILE
     out_schema = _output_schema(features, targets)
-    # Every output is written under a temporary name and renamed only once all three are complete;
-    # the manifest is renamed last, so a manifest never describes files that are not in place.
-    with contextlib.ExitStack() as stack:
-        tmp_manifest = stack.enter_context(atomic_path(out_manifest))
-        tmp_valid = stack.enter_context(atomic_path(out_valid))
-        tmp_train = stack.enter_context(atomic_path(out_train))
-        rows_train, kept_train = _copy_rows(train_src, tmp_train, out_schema, features, targets, train_eras)
-        rows_valid, kept_valid = _copy_rows(valid_src, tmp_valid, out_schema, features, targets, valid_eras)
-        manifest = {
-            "version": version_dir.name,
-            "version_dir": str(version_dir.resolve()),
-            "sources": {p.name: p.stat().st_size for p in (train_src.path, valid_src.path, features_path)},
-            "feature_set": config.feature_set,
-            "features": features,
-            "target": targets[0],
-            "targets": targets,
-            "eras_train": kept_train,
-            "eras_validation": kept_valid,
-            "last_train_era": train_eras_all[-1],
-            "embargo": config.embargo,
-            "downsample": config.downsample,
-            "rows_train": rows_train,
-            "rows_validation": rows_valid,
-        }
-        write_json(tmp_manifest, manifest)
+    manifest = {
+        "version": version_dir.name,
+        "version_dir": str(version_dir.resolve()),
+        "sources": {p.name: p.stat().st_size for p in (train_src.path, valid_src.path, features_path)},
+        "feature_set": config.feature_set,
+        "features": features,
+        "target": targets[0],
+        "targets": targets,
+        "last_train_era": train_eras_all[-1],
+        "embargo": config.embargo,
+        "downsample": config.downsample,
+    }
+    # One set: both files are written under temporary names, renamed only once both are complete,
+    # and the manifest (naming each file's size and checksum) is written last; readers check it.
+    with publish_set(out_dir, MANIFEST_FILE, manifest) as outputs:
+        rows_train, kept_train = _copy_rows(train_src, outputs.path(OUT_TRAIN), out_schema, features, targets,
+                                            train_eras)
+        rows_valid, kept_valid = _copy_rows(valid_src, outputs.path(OUT_VALIDATION), out_schema, features,
+                                            targets, valid_eras)
+        manifest.update(eras_train=kept_train, eras_validation=kept_valid, rows_train=rows_train,
+                        rows_validation=rows_valid)
     return PrepareResult(out_dir=out_dir, train=out_train, validation=out_valid, manifest=out_manifest,
                          version=version_dir.name, feature_set=config.feature_set, features=features,
                          targets=targets, rows_train=rows_train, rows_validation=rows_valid,
                          eras_train=kept_train, eras_validation=kept_valid)
-
-
-def read_manifest(prepared_dir: str | Path) -> dict:
-    """The manifest prepare wrote into `prepared_dir`, or a DataError naming it."""
-    path = Path(prepared_dir) / MANIFEST_FILE
-    manifest = schema.read_json(path, missing_hint=" (run `numerflow prepare` first)")
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: not a prepare manifest (expected a JSON object)")
-    for key in ("features", "targets"):
-        if key in manifest and not (isinstance(manifest[key], list) and all(isinstance(x, str) for x in manifest[key])):
-            raise DataError(f"{path}: '{key}' is not a list of column names")
-    return manifest
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -164,6 +147,7 @@ def _version_dir(config: PrepareConfig) -> Path:
 def _sources(version_dir: Path) -> tuple[_Source, _Source, Path]:
     train = _Source(version_dir / schema.TRAIN_FILE, "train", [])
     valid = _Source(version_dir / schema.VALIDATION_FILE, "validation", [])
+    schema.check_version_files(version_dir, [schema.TRAIN_FILE, schema.VALIDATION_FILE, schema.FEATURES_FILE])
     for src in (train, valid):
         src.columns = schema.parquet_columns(src.path)  # DataError if missing or unreadable
     return train, valid, version_dir / schema.FEATURES_FILE

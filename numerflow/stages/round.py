@@ -23,22 +23,17 @@ submit model by model. A failing model is logged and the others still go through
 from __future__ import annotations
 
 import datetime as dt
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from numerflow import schema
 from numerflow.config import DownloadConfig, PredictConfig, RoundConfig, SubmitConfig
 from numerflow.errors import AuthError, ConfigError, NumerflowError, SubmissionError
+from numerflow.files import exclusive_lock
 
-LOCK_FILE = ".numerflow-round.lock"  # in data_dir: two jobs sharing the data would race on live.parquet
+LOCK_FILE = schema.LOCK_FILE
 MODEL_KEYS = {"model", "models", "weights", "neutralize"}
-
-
-class RoundLockedError(NumerflowError):
-    """Another `numerflow round` holds the lock."""
 
 
 @dataclass
@@ -105,55 +100,11 @@ def model_specs(table: dict, source: str = "numerflow.toml") -> list[ModelSpec]:
 
 # ---- the lock
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    except OSError:
-        return True  # can't tell (e.g. Windows): assume the holder lives
-    return True
-
-
-def _holder(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-@contextmanager
-def round_lock(path: Path) -> Iterator[Path]:
-    """Hold `path` (created with O_EXCL, holding our pid) for the block. A lock whose pid is dead is
-    stale (a killed job) and is taken over; a live holder makes this a RoundLockedError."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pid = _holder(path)
-            if pid is None or _pid_alive(pid):
-                # An unreadable pid may be a holder still writing it: treat as held, never steal.
-                raise RoundLockedError(
-                    f"{path}: another `numerflow round` is running (pid {pid if pid is not None else 'unknown'}); "
-                    f"exiting. If none is, delete this file") from None
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise RoundLockedError(f"{path}: could not take the lock (another job took it over first); exiting")
-    try:
-        yield path
-    finally:
-        if _holder(path) == os.getpid():
-            path.unlink(missing_ok=True)
+def round_lock(path: Path):
+    """The data folder's lock, held by `numerflow round` for the whole job and by `numerflow
+    submit` while it uploads: an fcntl.flock, released by the OS when its holder dies, so a lock
+    file left by a killed job (even an empty one) never blocks the next run."""
+    return exclusive_lock(path, "`numerflow round` or `numerflow submit`")
 
 
 # ---- the job
@@ -226,8 +177,9 @@ def run_round(config: RoundConfig, say: Callable[[str], None] = print) -> RoundR
                 predict(PredictConfig(models=spec.checkpoints, weights=spec.weights, data=live, out=out,
                                       neutralize=spec.neutralize, device=config.device))
                 submitted = submit(SubmitConfig(predictions=out, model_name=spec.name, live=live,
-                                                receipts_dir=config.receipts_dir, dry_run=config.dry_run),
-                                   client=client)
+                                                data_dir=config.data_dir, receipts_dir=config.receipts_dir,
+                                                dry_run=config.dry_run),
+                                   client=client, lock_held=True)
             except Exception as exc:  # one model's failure must not stop the others
                 result.failed.append(spec.name)
                 reason = str(exc) if isinstance(exc, NumerflowError) else f"{type(exc).__name__}: {exc}"
@@ -238,5 +190,9 @@ def run_round(config: RoundConfig, say: Callable[[str], None] = print) -> RoundR
             if config.dry_run:
                 log(spec.name, f"dry run: {out} passes every check ({submitted.rows:,} rows); nothing uploaded")
             else:
-                log(spec.name, f"submitted {out} (submission {submitted.submission_id}, receipt {submitted.receipt})")
+                if submitted.recovered:
+                    log(spec.name, f"an interrupted run had submitted it (submission {submitted.submission_id} "
+                                   f"found on Numerai); not uploaded again, receipt {submitted.receipt}")
+                else:
+                    log(spec.name, f"submitted {out} (submission {submitted.submission_id}, receipt {submitted.receipt})")
         return result

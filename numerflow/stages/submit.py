@@ -7,7 +7,6 @@ Checks run before anything touches the network (and before credentials are neede
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -19,7 +18,7 @@ import numpy as np
 from numerflow import __version__, schema
 from numerflow.config import DEFAULT_PREDICTIONS_DIR, SubmitConfig
 from numerflow.errors import DataError, SubmissionError
-from numerflow.files import write_json
+from numerflow.files import file_checksum, write_json
 
 SHOWN_IDS = 3  # ids quoted in an error message
 
@@ -36,6 +35,7 @@ class SubmitResult:
     model_id: str | None = None
     submission_id: str | None = None
     receipt: Path | None = None
+    recovered: bool = False  # an interrupted run's upload, found on Numerai: nothing uploaded now
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -44,6 +44,9 @@ class SubmitResult:
         if self.dry_run:
             lines = [f"Dry run: {self.predictions} passes every check ({self.rows:,} rows covering all "
                      f"{self.live_rows:,} live ids); would submit it as {model} for {round_text}. Nothing uploaded."]
+        elif self.recovered:
+            lines = [f"Already submitted as {model} for {round_text} by an interrupted run (submission id "
+                     f"{self.submission_id}, found on Numerai); not uploaded again", f"Receipt: {self.receipt}"]
         else:
             lines = [f"Submitted {self.predictions} as {model} for {round_text}: submission id "
                      f"{self.submission_id}", f"Receipt: {self.receipt}"]
@@ -131,6 +134,13 @@ def receipt_path(receipts_dir: Path, round_num: int, model_name: str) -> Path:
     return Path(receipts_dir) / f"{round_num}_{safe}.json"
 
 
+def intent_path(receipts_dir: Path, round_num: int, model_name: str) -> Path:
+    """Written before uploading, removed once the receipt is written: an intent without a receipt
+    means a run died around the upload, and Numerai is asked before uploading again."""
+    receipt = receipt_path(receipts_dir, round_num, model_name)
+    return receipt.with_name(receipt.stem + ".intent.json")
+
+
 def read_receipt(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -159,14 +169,6 @@ def check_receipts_dir(folder: Path) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         problem = "is not a folder" if existing.exists() and not existing.is_dir() else "is not writable"
         raise SubmissionError(f"{folder}: cannot write receipts there ({existing} {problem}); nothing uploaded")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---- resolving defaults
@@ -214,14 +216,15 @@ def resolve_model_id(client, model_name: str | None) -> tuple[str, str]:
 
 # ---- the stage
 
-def submit(config: SubmitConfig, client=None) -> SubmitResult:
+def submit(config: SubmitConfig, client=None, lock_held: bool = False) -> SubmitResult:
     """Check, then (unless dry_run) upload and write the receipt. `client` lets the weekly job share
-    one numerapi client across models."""
+    one numerapi client across models; `lock_held`: the caller (`numerflow round`) holds the data
+    folder's lock already."""
     live, round_num = resolve_live(config)
     predictions = resolve_predictions(config, round_num)
     rows, live_rows = check_submission(predictions, live)
     result = SubmitResult(predictions=predictions, model_name=config.model_name, round=round_num, rows=rows,
-                          live_rows=live_rows, sha256=file_sha256(predictions), dry_run=config.dry_run)
+                          live_rows=live_rows, sha256=file_checksum(predictions, "sha256"), dry_run=config.dry_run)
     if config.model_name and round_num is not None and not config.force:
         refuse_resubmission(config.receipts_dir, round_num, config.model_name)
     check_receipts_dir(config.receipts_dir)
@@ -229,10 +232,17 @@ def submit(config: SubmitConfig, client=None) -> SubmitResult:
         if round_num is None:
             result.notes.append(f"{live.parent} has no {schema.LIVE_ROUND_FILE}: the round is checked at upload")
         return result
-    return upload(config, result, live, client)
+    if lock_held:
+        return upload(config, result, live, client)
+    from numerflow.stages.round import LOCK_FILE, round_lock
+
+    with round_lock(Path(config.data_dir) / LOCK_FILE):  # one upload at a time per data folder
+        return upload(config, result, live, client)
 
 
 def upload(config: SubmitConfig, result: SubmitResult, live: Path, client=None) -> SubmitResult:
+    """Upload once: the receipt check, an intent record, the upload, the receipt. Call with the
+    lock held (see submit)."""
     from numerflow import api
 
     client = client if client is not None else api.client()
@@ -244,21 +254,53 @@ def upload(config: SubmitConfig, result: SubmitResult, live: Path, client=None) 
         raise SubmissionError(f"round {current} is closed for submissions; wait for the next round to open")
     result.round = current
     result.model_name, result.model_id = resolve_model_id(client, config.model_name)
+    receipt = receipt_path(config.receipts_dir, current, result.model_name)
+    intent = intent_path(config.receipts_dir, current, result.model_name)
     if not config.force:
         refuse_resubmission(config.receipts_dir, current, result.model_name)
+        if intent.is_file() and _recover(client, result, intent, receipt):
+            return result
+    write_json(intent, _receipt_fields(result, current, started_at=_now()))
     result.submission_id = api.upload_predictions(client, result.predictions, result.model_id)
-    result.receipt = write_receipt(receipt_path(config.receipts_dir, current, result.model_name), {
-        "round": current,
-        "model": result.model_name,
-        "model_id": result.model_id,
-        "submission_id": result.submission_id,
-        "file": str(result.predictions),
-        "sha256": result.sha256,
-        "rows": result.rows,
-        "submitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "numerflow_version": __version__,
-    })
+    result.receipt = write_receipt(receipt, _receipt_fields(result, current, submission_id=result.submission_id,
+                                                              submitted_at=_now()))
+    intent.unlink(missing_ok=True)
     return result
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _receipt_fields(result: SubmitResult, round_num: int, **extra) -> dict:
+    return {"round": round_num, "model": result.model_name, "model_id": result.model_id, **extra,
+            "file": str(result.predictions), "sha256": result.sha256, "rows": result.rows,
+            "numerflow_version": __version__}
+
+
+def _recover(client, result: SubmitResult, intent: Path, receipt: Path) -> bool:
+    """An earlier run wrote `intent` and died before its receipt: if Numerai holds a submission of
+    this model for this round, write the receipt from it and report it (True); else False, and
+    the caller uploads."""
+    from numerflow import api
+
+    found = api.round_submission(client, result.model_id, result.round)
+    if found is None:
+        return False
+    try:
+        started = json.loads(intent.read_text())
+    except (OSError, ValueError):
+        started = {}
+    result.submission_id = found["submission_id"] or f"unknown (Numerai file {found['filename']})"
+    result.recovered = True
+    fields = _receipt_fields(result, result.round, submission_id=result.submission_id,
+                             numerai_filename=found["filename"], recovered_at=_now())
+    # what was uploaded then is what the intent names, not this run's file
+    fields.update({k: started[k] for k in ("file", "sha256", "rows", "started_at") if k in started})
+    result.predictions = Path(fields["file"])
+    result.receipt = write_receipt(receipt, fields)
+    intent.unlink(missing_ok=True)
+    return True
 
 
 def write_receipt(path: Path, receipt: dict) -> Path:

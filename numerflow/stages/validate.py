@@ -21,7 +21,7 @@ import numpy as np
 from numerflow import metrics, schema
 from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
-from numerflow.files import atomic_path, write_json
+from numerflow.files import dump_json, publish_set
 from numerflow.stages.prepare import MANIFEST_FILE, read_manifest
 
 PREDICTION_SUFFIXES = (".csv", ".parquet")
@@ -354,7 +354,7 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
 
 
 def _write_per_era_csv(path: Path, per_era: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+    with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(per_era[0]))
         writer.writeheader()
         writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in per_era])
@@ -383,22 +383,25 @@ def _write_per_era_png(path: Path, per_era: list[dict], title: str) -> bool:
     line.set_ylabel("cumulative CORR")
     bars.set_title(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return True
 
 
 def write_report(report: Report) -> None:
+    """report.json, per_era.csv and per_era.png as one set: all are written under temporary names
+    and renamed only once every one is complete, so a full disk leaves the previous report whole."""
     out = report.report_dir
     per_era = report.data["per_era"]
-    report.files.append(write_json(out / "report.json", report.data))
-    _write_per_era_csv(out / "per_era.csv", per_era)
-    report.files.append(out / "per_era.csv")
-    if _write_per_era_png(out / "per_era.png", per_era, f"{report.source} on {report.data_path.name}"):
-        report.files.append(out / "per_era.png")
-    else:
-        report.notes.append("matplotlib is not installed: per_era.png not drawn (pip install matplotlib)")
+    with publish_set(out) as files:
+        _write_per_era_csv(files.path("per_era.csv"), per_era)
+        if not _write_per_era_png(files.path("per_era.png"), per_era, f"{report.source} on {report.data_path.name}"):
+            files.drop("per_era.png")
+            report.notes.append("matplotlib is not installed: per_era.png not drawn (pip install matplotlib)")
+        dump_json(files.path("report.json"), report.data)  # renamed last
+    report.files.extend(out / name for name in ("report.json", "per_era.csv", "per_era.png") if name in files.temporaries)
 
 
 # --- the stage ----------------------------------------------------------------------------------
