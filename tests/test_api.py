@@ -8,7 +8,7 @@ import pytest
 
 from numerflow import api
 from numerflow.errors import ApiError, AuthError, DataError
-from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fake_numerai  # noqa: F401
+from tests.fake_numerai import PUBLIC_ID, SECRET_KEY
 
 MODEL_ID = "11111111-2222-3333-4444-555555555555"
 
@@ -69,6 +69,16 @@ def test_rejected_credentials_no_retry_no_secret(fake_numerai):
                               "check NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY")
     assert SECRET_KEY not in str(err.value)
     assert fake_numerai.ops() == ["account"]  # tried once
+
+
+def test_a_refusal_that_quotes_the_secret_key_is_scrubbed(fake_numerai, capsys):
+    fake_numerai.reject_auth(echo_credentials=True)  # the server's error quotes "Token <public>$<secret>"
+    with pytest.raises(AuthError) as err:
+        api.model_ids(api.client())
+    message = str(err.value)
+    assert f"got Token {PUBLIC_ID}$" in message  # the server's own words still reach the user...
+    assert SECRET_KEY not in message  # ...without the key they quoted
+    assert SECRET_KEY not in "".join(capsys.readouterr())
 
 
 def test_server_errors_are_retried_then_succeed(fake_numerai):
