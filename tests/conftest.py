@@ -1,11 +1,19 @@
-"""Shared fixtures: small synthetic Numerai data sets written with numerflow's own generator."""
+"""Shared fixtures: a small synthetic Numerai data set written with numerflow's own generator,
+tiny trained checkpoints on it and on the fake server's data, the fake Numerai server, and two
+helpers for the live-round tests (a data folder holding one live file; the secret-leak check).
+Test modules use them by name; nothing here is imported."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 
-from numerflow.config import SyntheticConfig
+from numerflow.config import PrepareConfig, SyntheticConfig, TrainConfig
 from numerflow.runtime import before_torch_import
+from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, FakeNumerai, make_version_files
 
 # Test modules import torch themselves, before any numerflow stage runs: the suite trains many
 # small models, and spinning OpenMP threads make that 10-30x slower on a busy machine.
@@ -19,3 +27,90 @@ def synthetic_dir(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("shared") / "data"
     return write_synthetic(SyntheticConfig(data_dir=data_dir, eras=40, rows_per_era=150, features=30, seed=1))
+
+
+def train_tiny(data_dir: Path, feature_set: str, out: Path, seed: int = 0, embargo: int = 4) -> Path:
+    """prepare + one epoch of a small MLP: a real checkpoint in a few seconds."""
+    from numerflow.stages.prepare import prepare
+    from numerflow.stages.train import train
+
+    prepared = prepare(PrepareConfig(data_dir=data_dir, feature_set=feature_set, downsample=1, embargo=embargo,
+                                     out_dir=out.parent / f"prepared_{out.stem}"))
+    return train(TrainConfig(data=prepared.out_dir, out=out, layers=[16], epochs=1, batch_size=256,
+                             device="cpu", seed=seed)).checkpoint
+
+
+@pytest.fixture(scope="session")
+def synthetic_models(synthetic_dir, tmp_path_factory) -> dict[str, Path]:
+    """Checkpoints on the shared synthetic set: "all" (every feature), "small" (a subset), "all2"
+    (every feature, another seed). Trained once per session."""
+    folder = tmp_path_factory.mktemp("live_models")
+    data_dir = synthetic_dir.parent
+    return {
+        "all": train_tiny(data_dir, "all", folder / "all.pt"),
+        "small": train_tiny(data_dir, "small", folder / "small.pt", seed=1),
+        "all2": train_tiny(data_dir, "all", folder / "all2.pt", seed=2),
+    }
+
+
+@pytest.fixture(scope="session")
+def fake_models(tmp_path_factory) -> dict[str, Path]:
+    """Checkpoints that fit the fake Numerai server's v5.2 data (features feature_f0..f3)."""
+    folder = tmp_path_factory.mktemp("fake_models")
+    data_dir = folder / "data"
+    for name, body in make_version_files("v5.2").items():
+        (data_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (data_dir / name).write_bytes(body)
+    return {"a": train_tiny(data_dir, "all", folder / "a.pt"), "b": train_tiny(data_dir, "all", folder / "b.pt", seed=1)}
+
+
+@pytest.fixture
+def fake_numerai(monkeypatch):
+    """A started FakeNumerai (tests/fake_numerai.py) that numerapi (and so numerflow.api) talks
+    to; credentials for it in the environment; numerflow's retry waits shortened. Restores
+    everything afterwards."""
+    import numerapi.base_api
+
+    server = FakeNumerai().start()
+    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", server.url)
+    monkeypatch.setenv("NUMERAI_PUBLIC_ID", PUBLIC_ID)
+    monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", "0.01")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def copy_live():
+    """copy_live(source_dir, dest_data_dir, round_number, version="v5.2"): a data folder holding
+    only `source_dir`'s live.parquet (and, if a round is given, its round marker)."""
+
+    def copy(source_dir: Path, dest_data_dir: Path, round_number: int | None, version: str = "v5.2") -> Path:
+        folder = dest_data_dir / version
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source_dir / "live.parquet", folder / "live.parquet")
+        if round_number is not None:
+            (folder / "live_round.json").write_text(json.dumps({"round": round_number}))
+        return folder / "live.parquet"
+
+    return copy
+
+
+@pytest.fixture
+def assert_secret_absent():
+    """assert_secret_absent(results, log_text, folder): the fake server's secret key is in no
+    command output (stdout or stderr), no log line and no file written under `folder`."""
+
+    def check(results, log_text: str, folder: Path) -> None:
+        for result in results:
+            assert SECRET_KEY not in result.output and SECRET_KEY not in (result.stderr or "")
+        assert SECRET_KEY not in log_text
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert SECRET_KEY.encode() not in path.read_bytes(), path
+
+    return check

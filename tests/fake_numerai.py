@@ -2,7 +2,7 @@
 the GraphQL operations numerapi 3.1.1 sends (recognised by their root field, as numerapi sends no
 operationName) and serves/accepts the files behind the URLs it hands out.
 
-    def test_something(fake_numerai):          # `from tests.fake_numerai import fake_numerai  # noqa`
+    def test_something(fake_numerai):          # the fixture lives in tests/conftest.py
         fake_numerai.fail("dataset", times=2)   # next 2 `dataset` queries answer HTTP 500
         fake_numerai.drop("v5.2/train.parquet") # next GET of that file closes the connection midway
         fake_numerai.stall("v5.2/validation.parquet", after=2000, seconds=60)  # slow: kill it midway
@@ -34,8 +34,6 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
 
 TOURNAMENT = 8  # Numerai Classic
 PUBLIC_ID = "FAKEPUBLICID"
@@ -142,6 +140,7 @@ class FakeNumerai:
                                        "other_model": "66666666-7777-8888-9999-000000000000"}
         self.signals_models: dict[str, str] = {"signals_model": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}
         self.accepted_keys: set[tuple[str, str]] = {(PUBLIC_ID, SECRET_KEY)}
+        self.echo_credentials = False  # auth errors quote the Authorization header (reject_auth)
         self.upload_slots: dict[str, str] = {}  # token -> filename handed out by submission_upload_auth
         self.uploads: dict[str, bytes] = {}  # filename -> body received by PUT
         self.submissions: list[dict] = []  # create_submission calls that succeeded: variables + id
@@ -177,10 +176,13 @@ class FakeNumerai:
         """The next `times` requests for `target` wait `seconds` before answering (timeouts)."""
         self._add_fault(target, times, Fault("hang", seconds=seconds))
 
-    def reject_auth(self) -> None:
-        """Every key is refused from now on (authenticated calls get AUTH_ERROR)."""
+    def reject_auth(self, echo_credentials: bool = False) -> None:
+        """Every key is refused from now on (authenticated calls get AUTH_ERROR). With
+        `echo_credentials`, the error also quotes the Authorization header it got, secret key
+        included, as careless servers do: the client must scrub it."""
         with self.lock:
             self.accepted_keys = set()
+            self.echo_credentials = echo_credentials
 
     def _add_fault(self, target: str, times: int, fault: Fault) -> None:
         with self.lock:
@@ -438,7 +440,10 @@ def _make_handler(server: FakeNumerai):
                     data = _resolve(server, op, query, variables, entry.authorized)
                 body = {"data": {op: data}}
             except GraphQLFailure as exc:
-                body = {"errors": [{"message": str(exc), "path": [op]}], "data": None}
+                message = str(exc)
+                if server.echo_credentials and message == AUTH_ERROR:
+                    message += f" (got {self.headers.get('Authorization')})"
+                body = {"errors": [{"message": message, "path": [op]}], "data": None}
             entry.status = 200
             self._send(200, json.dumps(body).encode())
 
@@ -510,22 +515,3 @@ def _make_handler(server: FakeNumerai):
             self._send(entry.status, b"", "text/plain")
 
     return Handler
-
-
-@pytest.fixture
-def fake_numerai(monkeypatch):
-    """A started FakeNumerai that numerapi (and so numerflow.api) talks to; credentials for it in
-    the environment; numerflow's retry waits shortened. Restores everything afterwards."""
-    import numerapi.base_api
-
-    server = FakeNumerai().start()
-    monkeypatch.setattr(numerapi.base_api, "API_TOURNAMENT_URL", server.url)
-    monkeypatch.setenv("NUMERAI_PUBLIC_ID", PUBLIC_ID)
-    monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET_KEY)
-    monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", "0.01")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    try:
-        yield server
-    finally:
-        server.stop()

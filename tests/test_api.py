@@ -8,7 +8,7 @@ import pytest
 
 from numerflow import api
 from numerflow.errors import ApiError, AuthError, DataError
-from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fake_numerai  # noqa: F401
+from tests.fake_numerai import PUBLIC_ID, SECRET_KEY
 
 MODEL_ID = "11111111-2222-3333-4444-555555555555"
 
@@ -71,17 +71,28 @@ def test_rejected_credentials_no_retry_no_secret(fake_numerai):
     assert fake_numerai.ops() == ["account"]  # tried once
 
 
+def test_a_refusal_that_quotes_the_secret_key_is_scrubbed(fake_numerai, capsys):
+    fake_numerai.reject_auth(echo_credentials=True)  # the server's error quotes "Token <public>$<secret>"
+    with pytest.raises(AuthError) as err:
+        api.model_ids(api.client())
+    message = str(err.value)
+    assert f"got Token {PUBLIC_ID}$" in message  # the server's own words still reach the user...
+    assert SECRET_KEY not in message  # ...without the key they quoted
+    assert SECRET_KEY not in "".join(capsys.readouterr())
+
+
 def test_server_errors_are_retried_then_succeed(fake_numerai):
     fake_numerai.fail("listDatasets", times=2)
     assert "v5.2/train.parquet" in api.list_datasets(api.client())
     assert fake_numerai.ops() == ["listDatasets"] * 3
 
 
-def test_server_errors_give_clear_error_after_retries(fake_numerai):
-    fake_numerai.fail("rounds", times=api.RETRY_ATTEMPTS)
+def test_server_errors_give_clear_error_after_four_tries(fake_numerai):
+    fake_numerai.fail("rounds", times=4)  # 4 tries, as docs/download.md and docs/submit.md say
     with pytest.raises(ApiError) as err:
         api.current_round(api.client())
-    assert str(err.value) == f"Numerai API call 'rounds' failed after {api.RETRY_ATTEMPTS} tries: HTTP 500"
+    assert str(err.value) == "Numerai API call 'rounds' failed after 4 tries: HTTP 500"
+    assert fake_numerai.ops() == ["rounds"] * 4
 
 
 def test_timeout_is_retried(fake_numerai, monkeypatch):

@@ -17,8 +17,6 @@ from typer.testing import CliRunner
 from numerflow import schema
 from numerflow.cli import app
 from numerflow.errors import DataError
-from tests.fake_numerai import fake_numerai  # noqa: F401 (fixture)
-from tests.live_helpers import assert_secret_absent, fake_models, synthetic_models  # noqa: F401 (fixtures)
 
 runner = CliRunner()
 
@@ -338,10 +336,8 @@ def test_round_models_tables_are_checked_first(in_tmp, toml, message):
 # ---- submit and round: nothing uploaded that cannot be receipted; no secret anywhere -----------
 
 @pytest.fixture
-def live_project(in_tmp, synthetic_dir):
+def live_project(in_tmp, synthetic_dir, copy_live):
     """data/v5.2/live.parquet of the fake server's round and valid predictions for it."""
-    from tests.live_helpers import copy_live
-
     copy_live(synthetic_dir, in_tmp / "data", ROUND)
     ids = pd.read_parquet(in_tmp / "data" / "v5.2" / "live.parquet", columns=[]).index
     preds = pd.DataFrame({"id": ids, "prediction": np.random.default_rng(0).random(len(ids))})
@@ -387,7 +383,7 @@ def test_submit_says_it_uploaded_when_the_receipt_write_fails(live_project, in_t
                          f"round {ROUND} for 'fake_model'")
 
 
-def test_secret_never_appears_in_failed_runs(in_tmp, fake_numerai, fake_models, caplog):
+def test_secret_never_appears_in_failed_runs(in_tmp, fake_numerai, fake_models, caplog, assert_secret_absent):
     import logging
 
     caplog.set_level(logging.DEBUG)

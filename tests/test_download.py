@@ -12,7 +12,6 @@ from numerflow.cli import app
 from numerflow.config import DownloadConfig
 from numerflow.stages.download import MANIFEST_FILE, choose_version, download
 from numerflow.errors import ApiError, ConfigError
-from tests.fake_numerai import fake_numerai  # noqa: F401
 
 FULL = ["features.json", "live.parquet", "live_600.parquet", "live_example_preds.parquet",
         "live_example_preds_600.parquet", "live_round.json", "meta_model.parquet", "train.parquet",

@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from numerflow.cli import app
-from tests.live_helpers import synthetic_models  # noqa: F401 (fixture)
 
 runner = CliRunner()
 

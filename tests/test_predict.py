@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.metrics import rank_within_eras
-from tests.live_helpers import synthetic_models  # noqa: F401 (fixture)
 
 runner = CliRunner()
 

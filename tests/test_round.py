@@ -16,8 +16,6 @@ from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.stages.round import LOCK_FILE, round_lock
-from tests.fake_numerai import fake_numerai  # noqa: F401 (fixture)
-from tests.live_helpers import assert_secret_absent, fake_models, synthetic_models  # noqa: F401 (fixtures)
 
 runner = CliRunner()
 ROUND = 600
@@ -201,7 +199,7 @@ def test_bad_model_tables_fail_before_any_call(project, fake_numerai, toml, mess
     assert fake_numerai.log == []
 
 
-def test_secret_never_appears(project, fake_numerai, caplog):
+def test_secret_never_appears(project, fake_numerai, caplog, assert_secret_absent):
     caplog.set_level(logging.DEBUG)
     outputs = [run_round(), run_round()]
     fake_numerai.new_round()

@@ -14,15 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from numerflow.cli import app
-from tests.fake_numerai import SECRET_KEY, fake_numerai  # noqa: F401 (fixture)
-from tests.live_helpers import assert_secret_absent, copy_live
+from tests.fake_numerai import SECRET_KEY
 
 runner = CliRunner()
 ROUND = 600  # the fake server's current round
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch, synthetic_dir):
+def workdir(tmp_path, monkeypatch, synthetic_dir, copy_live):
     """A project folder: data/v5.2/live.parquet of the fake server's current round and a valid
     predictions file for it."""
     monkeypatch.chdir(tmp_path)
@@ -253,7 +252,7 @@ def test_stale_live_data_is_refused(workdir, fake_numerai):
                                      f"round is {ROUND + 1}: run `numerflow download --live-only` and predict again")
 
 
-def test_secret_never_appears(workdir, fake_numerai, caplog):
+def test_secret_never_appears(workdir, fake_numerai, caplog, assert_secret_absent):
     caplog.set_level(logging.DEBUG)
     outputs = [run_submit("--model-name", "fake_model"), run_submit("--model-name", "fake_model"),
                run_submit("--model-name", "nope", "--force")]
@@ -261,3 +260,14 @@ def test_secret_never_appears(workdir, fake_numerai, caplog):
     outputs.append(run_submit("--model-name", "fake_model", "--force"))
     assert [r.exit_code for r in outputs] == [0, 1, 1, 1]
     assert_secret_absent(outputs, caplog.text, workdir)
+
+
+def test_a_refusal_that_quotes_the_secret_key_is_scrubbed_from_the_output(workdir, fake_numerai, caplog,
+                                                                          assert_secret_absent):
+    caplog.set_level(logging.DEBUG)
+    fake_numerai.reject_auth(echo_credentials=True)  # the server's error quotes "Token <public>$<secret>"
+    result = run_submit("--model-name", "fake_model")
+    assert result.exit_code == 1
+    assert "got Token FAKEPUBLICID$" in result.output  # the server's words reach the user, scrubbed
+    assert_secret_absent([result], caplog.text, workdir)
+

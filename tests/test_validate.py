@@ -132,11 +132,24 @@ def test_model_mode_on_prepared_data_matches_the_trainer(in_tmp, prepared_model)
     # The manifest's version_dir leads to meta_model.parquet and the example predictions.
     assert {"mmc", "corr_with_example", "fnc", "feature_exposure", "aux_targets"} <= set(report)
     # The trainer scored the same rows with the same model after its epoch: same number.
-    from numerflow.stages.train import load_checkpoint
+    import torch
 
-    last_epoch = load_checkpoint(checkpoint)["metrics"][-1]
+    last_epoch = torch.load(checkpoint, weights_only=True)["metrics"][-1]
     assert report["spearman"]["mean"] == pytest.approx(last_epoch["val_mean"], abs=1e-9)
     assert (in_tmp / "reports" / checkpoint.stem / "report.json").is_file()
+
+
+def test_summary_table_columns_align_with_long_target_names(in_tmp, prepared_model):
+    prepared, checkpoint = prepared_model
+    result = run_validate("--model", checkpoint, "--data", prepared / schema.VALIDATION_FILE, "--no-report")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["mean", "std"])
+    table = lines[header:next(i for i, line in enumerate(lines) if line.startswith("feature exposure"))]
+    names = [line[:-45].strip() for line in table[1:]]  # 45: the six right-aligned value columns
+    assert max(map(len, names)) > 22, names  # the synthetic targets include names that overflow 22 characters
+    assert len({len(line) for line in table}) == 1, "\n".join(table)  # every row ends in the same column
+    assert all(line[:-45].endswith(" ") and len(line[-45:].split()) == 6 for line in table[1:]), "\n".join(table)
 
 
 def test_model_mode_default_data(in_tmp, prepared_model):

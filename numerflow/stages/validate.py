@@ -44,12 +44,13 @@ class Report:
 
     def __str__(self) -> str:
         d = self.data
-        lines = [f"Validated {self.source} on {self.data_path}: {d['rows']:,} rows, {d['eras']} eras",
-                 f"{'':<22}{'mean':>8}{'std':>8}{'sharpe':>8}{'max_dd':>8}{'hit':>7}{'eras':>6}"]
         rows = [("spearman", d["spearman"]), ("numerai_corr", d["numerai_corr"])]
         rows += [(name, d[name]) for name in ("mmc", "fnc", "corr_with_example") if name in d]
         rows += [(f"corr {name}", summary) for name, summary in d.get("aux_targets", {}).items()]
-        lines += [_summary_line(name, summary) for name, summary in rows]
+        width = max(22, *(len(name) + 2 for name, _ in rows))  # long target names widen the column
+        lines = [f"Validated {self.source} on {self.data_path}: {d['rows']:,} rows, {d['eras']} eras",
+                 f"{'':<{width}}{'mean':>8}{'std':>8}{'sharpe':>8}{'max_dd':>8}{'hit':>7}{'eras':>6}"]
+        lines += [_summary_line(name, summary, width) for name, summary in rows]
         if "feature_exposure" in d:
             fe = d["feature_exposure"]
             lines.append(f"feature exposure (mean over eras): max {_fmt(fe['max'])}, rms {_fmt(fe['rms'])}")
@@ -67,10 +68,10 @@ def _fmt(value, width: int = 0) -> str:
     return text.rjust(width) if width else text
 
 
-def _summary_line(name: str, s: dict) -> str:
+def _summary_line(name: str, s: dict, width: int) -> str:
     sharpe = "nan" if s["sharpe"] is None else f"{s['sharpe']:.2f}"
     hit = "nan" if s["hit_rate"] is None else f"{s['hit_rate']:.0%}"
-    return (f"{name:<22}{_fmt(s['mean'], 8)}{_fmt(s['std'], 8)}{sharpe:>8}{_fmt(s['max_drawdown'], 8)}"
+    return (f"{name:<{width}}{_fmt(s['mean'], 8)}{_fmt(s['std'], 8)}{sharpe:>8}{_fmt(s['max_drawdown'], 8)}"
             f"{hit:>7}{s['eras_scored']:>6}")
 
 
