@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from numerflow.stages.train import load_checkpoint
+from numerflow.checkpoint import load_checkpoint
 from tests.test_train import write_prepared
 
 ARGS = ["train", "--layers", "16", "--batch-size", "128", "--epochs", "3", "--lr", "0.01", "--device", "cpu",

@@ -135,7 +135,7 @@ def export(config: ExportConfig) -> ExportResult:
 
     from numerflow.model import FEATURE_CENTRE, FEATURE_SCALE
     from numerflow.stages.predict import ensemble_weights, refuse_overwriting_inputs, union_of_features
-    from numerflow.stages.train import load_checkpoint, load_model
+    from numerflow.checkpoint import load_checkpoint, load_model
 
     model_paths = [Path(p) for p in config.models]
     weights = ensemble_weights(config.weights, len(model_paths))

@@ -97,7 +97,8 @@ def era_labels(frame, rows: int) -> np.ndarray:
 def score_models(checkpoints, model_paths, matrix, features, eras, weights, config) -> np.ndarray:
     """Weighted mean of each model's within-era ranks (rank averaging keeps models on one scale)."""
     from numerflow.metrics import rank_within_eras
-    from numerflow.stages.train import load_model, predict_scores, resolve_device
+    from numerflow.checkpoint import load_model, predict_scores
+    from numerflow.devices import resolve_device
 
     position = {name: j for j, name in enumerate(features)}
     device = resolve_device(config.device)
@@ -134,7 +135,7 @@ def write_predictions(ids, values: np.ndarray, out: Path) -> None:
 
 def predict(config: PredictConfig) -> PredictResult:
     from numerflow.metrics import neutralize, rank_within_eras
-    from numerflow.stages.train import load_checkpoint
+    from numerflow.checkpoint import load_checkpoint
 
     model_paths = [Path(p) for p in config.models]
     if not model_paths:

@@ -244,7 +244,8 @@ def _read_side_file(path: Path, column: str, data_ids, data_path: Path, notes: l
 
 def _model_predictions(config: ValidateConfig, data: _Data):
     """Load the checkpoint, read its features from the data, and predict every row."""
-    from numerflow.stages.train import load_checkpoint, load_model, predict_scores, resolve_device
+    from numerflow.checkpoint import load_checkpoint, load_model, predict_scores
+    from numerflow.devices import resolve_device
 
     checkpoint = load_checkpoint(config.model)
     features = list(checkpoint["features"])
