@@ -18,8 +18,11 @@ from numerflow import metrics
 from numerflow.cli import app
 from numerflow.config import TrainConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
-from numerflow.stages.train import (ADAM_BETAS, CHECKPOINT_KEYS, epoch_batches, learning_rate, load_checkpoint, load_model,
-                             masked_mse, masked_negative_pearson, predict_scores, resolve_device, train)
+from numerflow.checkpoint import KEYS as CHECKPOINT_KEYS, load_checkpoint, load_model, predict_scores
+from numerflow.devices import resolve_device
+from numerflow.stages.train import ADAM_BETAS, train
+from numerflow.training.data import epoch_batches
+from numerflow.training.losses import masked_mse, masked_negative_pearson
 
 runner = CliRunner()
 N_FEATURES = 12
@@ -246,28 +249,8 @@ def test_predict_with_mean_uses_every_head(prepared, tmp_path):
     np.testing.assert_allclose(main, heads[:, 0], rtol=1e-5, atol=1e-6)
 
 
-def test_onecycle_trace_matches_fastai_formula():
-    cfg, total = TrainConfig(lr=0.01), 1000
-
-    def cos(start, end, pos):
-        return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
-
-    for step in range(0, total, 37):
-        pos = step / total
-        lr, beta1 = learning_rate(cfg, step, total)
-        if pos < 0.25:
-            assert lr == pytest.approx(cos(0.01 / 25, 0.01, pos / 0.25))
-            assert beta1 == pytest.approx(cos(0.95, 0.85, pos / 0.25))
-        else:
-            assert lr == pytest.approx(cos(0.01, 0.01 / 1e5, (pos - 0.25) / 0.75))
-            assert beta1 == pytest.approx(cos(0.85, 0.95, (pos - 0.25) / 0.75))
-    assert learning_rate(cfg, 0, total) == pytest.approx((0.01 / 25, 0.95))
-    assert learning_rate(cfg, 250, total) == pytest.approx((0.01, 0.85))
-    assert learning_rate(replace(cfg, schedule="constant"), 500, total) == (0.01, ADAM_BETAS[0])
-
-
-def test_onecycle_schedule_reaches_the_optimizer(prepared, tmp_path, monkeypatch):
-    """The lr each optimizer step sees follows the one-cycle trace over all epochs."""
+def optimizer_trace(monkeypatch, cfg: TrainConfig) -> list[tuple[float, float]]:
+    """(lr, beta1) as each AdamW step of a real training run sees them."""
     seen = []
     original = torch.optim.AdamW.step
 
@@ -276,11 +259,38 @@ def test_onecycle_schedule_reaches_the_optimizer(prepared, tmp_path, monkeypatch
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", record)
-    cfg = config(prepared, tmp_path / "m.pt", epochs=2)
     train(cfg)
+    return seen
+
+
+def test_onecycle_has_fastais_shape_at_the_optimizer(prepared, tmp_path, monkeypatch):
+    """fit_one_cycle's published shape: lr starts at lr/25, peaks at lr a quarter of the way in
+    (beta1 bottoms out at 0.85 there), rises and falls by cosine, ends at lr/1e5 with beta1 back at 0.95."""
+    lr = 0.01
+    seen = optimizer_trace(monkeypatch, config(prepared, tmp_path / "m.pt", epochs=2, lr=lr))
     total = len(seen)
-    assert total == 2 * (20 * 120 // 128)
-    assert seen == [pytest.approx(learning_rate(cfg, i, total)) for i in range(total)]
+    assert total == 2 * (20 * 120 // 128)  # one step per batch, over both epochs
+    lrs, betas = np.array([s[0] for s in seen]), np.array([s[1] for s in seen])
+    assert lrs[0] == pytest.approx(lr / 25) and betas[0] == pytest.approx(0.95)
+    peak = int(np.argmax(lrs))
+    assert abs(peak - 0.25 * total) <= 1
+    assert lrs[peak] == pytest.approx(lr) and betas[peak] == pytest.approx(0.85) and np.argmin(betas) == peak
+    assert lrs[-1] == pytest.approx(lr / 1e5) and betas[-1] == pytest.approx(0.95)
+    assert np.all(np.diff(lrs[:peak + 1]) > 0) and np.all(np.diff(lrs[peak:]) < 0)
+    assert np.all(np.diff(betas[:peak + 1]) < 0) and np.all(np.diff(betas[peak:]) > 0)
+    # Cosine, not linear: a quarter of the way up the warm-up, lr has covered (1 - cos(pi/4)) / 2
+    # ≈ 15% of the rise (a straight line would cover 25%).
+    quarter = peak / 4
+    if quarter == int(quarter):
+        assert (lrs[int(quarter)] - lrs[0]) / (lr - lrs[0]) == pytest.approx((1 - math.cos(math.pi / 4)) / 2)
+    else:  # between two steps: both sides of the 15% mark, well short of 25%
+        below, above = ((lrs[int(q)] - lrs[0]) / (lr - lrs[0]) for q in (quarter, quarter + 1))
+        assert below < 0.146 < above < 0.25
+
+
+def test_constant_schedule_keeps_lr_and_adam_betas(prepared, tmp_path, monkeypatch):
+    seen = optimizer_trace(monkeypatch, config(prepared, tmp_path / "m.pt", epochs=2, schedule="constant"))
+    assert seen == [(0.01, ADAM_BETAS[0])] * (2 * (20 * 120 // 128))
 
 
 # --- errors ----------------------------------------------------------------------------------------
