@@ -24,7 +24,8 @@ from numerflow.config import TrainConfig
 from numerflow.devices import fits_on_gpu, resolve_device
 from numerflow.errors import CheckpointError, ConfigError
 from numerflow.files import atomic_path, write_json
-from numerflow.options import Activation, Loss, PredictWith, Schedule
+from numerflow.options import Loss, Schedule
+from numerflow.training.settings import check_config, check_out, config_dict, json_sidecar_path, resume_path
 
 # fastai's Adam defaults; beta1 follows the one-cycle momentum schedule when that schedule is on.
 ADAM_BETAS = (0.9, 0.99)
@@ -162,6 +163,7 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
 
 
 def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
+    """train() once the settings are checked and this process has its device (and rank)."""
     import torch
     from torch import nn
 
@@ -230,8 +232,7 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
                                "world_size": dist.world, "rows_train": len(train_split.features),
                                "rows_validation": len(valid_split.features)})
         resume_file.unlink(missing_ok=True)
-    return TrainResult(checkpoint=out, metrics=state.metrics, best_epoch=state.best_epoch,
-                       epochs_run=len(state.metrics),
+    return TrainResult(checkpoint=out, metrics=state.metrics, best_epoch=state.best_epoch, epochs_run=len(state.metrics),
                        stopped_early=config.patience is not None and len(state.metrics) < config.epochs,
                        resumed_from=resumed_from, device=str(device), world_size=dist.world,
                        seconds=time.perf_counter() - started, config_json=json_path if dist.writes else None)
@@ -319,45 +320,7 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
     return float(all_reduce_sum(loss_sum, dist)) / (len(slices) * dist.world)
 
 
-# --- settings, paths and small helpers -----------------------------------------------------------
-
-def check_config(config: TrainConfig) -> None:
-    for option, choices, value in (("loss", Loss, config.loss), ("schedule", Schedule, config.schedule),
-                                   ("predict-with", PredictWith, config.predict_with),
-                                   ("activation", Activation, config.activation)):
-        if value not in choices.names():
-            raise ConfigError(f"unknown {option} '{value}' (choose {', '.join(choices.names())})")
-    if config.batch_size < 2 or config.epochs < 1 or config.lr <= 0:
-        raise ConfigError("batch size must be ≥ 2, epochs ≥ 1 and lr > 0")
-    if config.weight_decay < 0 or config.l1 < 0:
-        raise ConfigError("weight decay and l1 must be ≥ 0")
-
-
-def check_out(config: TrainConfig) -> None:
-    """Refuse an --out that would overwrite an input (the checkpoint, its .json or .resume file
-    landing on the prepared data) or that is a folder, before any training time is spent."""
-    data, out = Path(config.data), Path(config.out)
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give a checkpoint file path such as {out / 'model.pt'}")
-    inputs = {(data / name).resolve() for name in ("train.parquet", "validation.parquet", "manifest.json")}
-    for written in (out, json_sidecar_path(out), resume_path(out)):
-        if written.resolve() in inputs:
-            raise ConfigError(f"--out {out} would overwrite the training input {written}; choose another path")
-
-
-def config_dict(config: TrainConfig) -> dict:
-    """The TrainConfig as JSON-safe values (paths as strings)."""
-    return {f.name: (str(v) if isinstance(v, Path) else v)
-            for f in fields(config) for v in [getattr(config, f.name)]}
-
-
-def resume_path(out: Path) -> Path:
-    return out.with_name(out.name + ".resume")
-
-
-def json_sidecar_path(out: Path) -> Path:
-    return out.with_suffix(".json")
-
+# --- small helpers ---------------------------------------------------------------------------------
 
 def set_seed(seed: int) -> None:
     """One seed for Python's random, numpy and torch (all devices)."""
