@@ -23,13 +23,20 @@ KEYS = ("numerflow_version", "model_config", "features", "targets", "predict_wit
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
     """Write `checkpoint` (a dict with every key in KEYS) atomically: a crash leaves no half file."""
-    import torch
-
     missing = [key for key in KEYS if key not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint lacks {', '.join(missing)}")  # a bug in the caller, not bad input
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    return save_atomic(path, checkpoint)
+
+
+def save_atomic(path: str | os.PathLike, obj) -> Path:
+    """torch.save to `path` through a temporary file. Written through a file object, not the
+    temporary's name: torch names the zip's inner folder after a path it is given, which would
+    make two runs with the same --seed differ in bytes."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(obj, file)
     return Path(path)
 
 

@@ -19,11 +19,11 @@ from typing import Callable
 import numpy as np
 
 from numerflow import __version__
-from numerflow.checkpoint import save_checkpoint
+from numerflow.checkpoint import save_atomic, save_checkpoint
 from numerflow.config import TrainConfig
 from numerflow.devices import fits_on_gpu, resolve_device
 from numerflow.errors import CheckpointError, ConfigError
-from numerflow.files import atomic_path, write_json
+from numerflow.files import write_json
 from numerflow.options import Loss, Schedule
 from numerflow.training.settings import check_config, check_out, config_dict, json_sidecar_path, resume_path
 
@@ -110,8 +110,7 @@ class TrainState:
         self.rng_state = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             self.rng_state["cuda"] = torch.cuda.get_rng_state_all()
-        with atomic_path(path) as tmp:
-            torch.save({f.name: getattr(self, f.name) for f in fields(self)}, tmp)
+        save_atomic(path, {f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def load(cls, path: Path, config: TrainConfig, features: list[str], targets: list[str]) -> "TrainState":
