@@ -121,6 +121,8 @@ class TrainState:
             state = cls(**torch.load(path, map_location="cpu", weights_only=True))
         except Exception:
             raise CheckpointError(f"{path}: not a numerflow resume file") from None
+        if state.model_state is None or (config.schedule == Schedule.onecycle and state.scheduler_state is None):
+            raise CheckpointError(f"{path}: written by an older numerflow; train again without --resume")
         if state.features != features or state.targets != targets:
             raise ConfigError(f"{path}: cannot resume: the prepared data's features or targets changed since it was written")
         now = config_dict(config)
@@ -318,8 +320,6 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
         loss_sum += loss.detach()
     return float(all_reduce_sum(loss_sum, dist)) / (len(slices) * dist.world)
 
-
-# --- small helpers ---------------------------------------------------------------------------------
 
 def set_seed(seed: int) -> None:
     """One seed for Python's random, numpy and torch (all devices)."""
