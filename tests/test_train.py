@@ -149,6 +149,18 @@ def test_resume_with_changed_settings_is_refused(prepared, tmp_path):
         train(config(prepared, tmp_path / "m.pt", lr=0.02, resume=True))
 
 
+def test_resume_file_without_the_schedule_state_is_one_error(prepared, tmp_path):
+    """A resume file written before the schedule's state was saved cannot continue the one-cycle."""
+    with pytest.raises(Interrupt):
+        train(config(prepared, tmp_path / "m.pt"), say=lambda line: (_ for _ in ()).throw(Interrupt()))
+    state = torch.load(tmp_path / "m.pt.resume", weights_only=True)
+    assert state["scheduler_state"] is not None
+    del state["scheduler_state"]
+    torch.save(state, tmp_path / "m.pt.resume")
+    with pytest.raises(CheckpointError, match=r"m.pt.resume: written by an older numerflow; train again without"):
+        train(config(prepared, tmp_path / "m.pt", resume=True))
+
+
 def test_resume_without_a_resume_file_starts_fresh(prepared, tmp_path):
     result = train(config(prepared, tmp_path / "m.pt", epochs=1, resume=True))
     assert result.resumed_from == 0 and result.epochs_run == 1

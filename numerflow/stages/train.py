@@ -121,8 +121,6 @@ class TrainState:
             state = cls(**torch.load(path, map_location="cpu", weights_only=True))
         except Exception:
             raise CheckpointError(f"{path}: not a numerflow resume file") from None
-        if state.model_state is None or (config.schedule == Schedule.onecycle and state.scheduler_state is None):
-            raise CheckpointError(f"{path}: written by an older numerflow; train again without --resume")
         if state.features != features or state.targets != targets:
             raise ConfigError(f"{path}: cannot resume: the prepared data's features or targets changed since it was written")
         now = config_dict(config)
@@ -130,6 +128,8 @@ class TrainState:
         if changed:
             diffs = ", ".join(f"{k} ({state.train_config.get(k)!r} → {now[k]!r})" for k in changed)
             raise ConfigError(f"{path}: cannot resume with different settings: {diffs}")
+        if config.schedule == Schedule.onecycle and state.scheduler_state is None:
+            raise CheckpointError(f"{path}: written by an older numerflow; train again without --resume")
         return state
 
     def restore(self, model, optimizer, scheduler) -> None:
