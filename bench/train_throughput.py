@@ -6,8 +6,9 @@ memory of `numerflow train` on a large prepared set.
 
 Same data (random int8 features 0..4, one float target), same MLP (780 → 256 → 1), same batch
 (2048), same optimiser (AdamW), one epoch each:
-  numerflow  numerflow.stages.train's own epoch loop: int8 rows gathered by a shuffled index into a
-             reused buffer and cast to float32 per step (the data stays int8: 1 byte per value)
+  numerflow  numerflow.stages.train.run_epoch with train's optimizer and one-cycle schedule: int8 rows
+             gathered by a shuffled index into a reused buffer and cast to float32 per step (the data
+             stays int8: 1 byte per value)
   blog       the blog's loop: a per-row Dataset whose __getitem__ returns float32 numpy rows,
              DataLoader(batch_size, shuffle=False), default collate
   bare       the compute limit: a pre-cast float32 tensor (4 bytes per value) sliced in order
@@ -36,7 +37,8 @@ from torch import nn
 
 from numerflow.config import TrainConfig
 from numerflow.model import ModelConfig, build_model, parameter_groups
-from numerflow.stages.train import _Dist, _run_epoch, epoch_batches, masked_mse
+from numerflow.stages.train import make_optimizer, make_scheduler, run_epoch
+from numerflow.training.data import Rows, epoch_batches
 
 GIB = 1 << 30
 # Linux carries the parent's high-water RSS into a child spawned from it (exec records the old
@@ -70,13 +72,13 @@ def time_numerflow(x: np.ndarray, y: np.ndarray, config: TrainConfig, max_steps:
     rows = len(x) if not max_steps else min(len(x), max_steps * config.batch_size)
     x_t, y_t = torch.from_numpy(x[:rows]), torch.from_numpy(y[:rows])
     model, _ = fresh_model(x.shape[1], config.layers)
-    decayed, exempt = parameter_groups(model)
-    optimizer = torch.optim.AdamW([{"params": decayed}, {"params": exempt, "weight_decay": 0.0}], lr=config.lr)
     codes = np.zeros(rows, dtype=np.int64)
     steps = len(epoch_batches(rows, codes, config.batch_size, "mse", config.seed, 0)[1])
+    # The optimizer and one-cycle schedule `numerflow train` builds, stepped by its own epoch loop.
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, steps)
     start = time.perf_counter()
-    _run_epoch(model, optimizer, x_t, y_t, codes, config, masked_mse, 0, steps, steps, decayed, _Dist(),
-               torch.device("cpu"))
+    run_epoch(model, optimizer, scheduler, Rows(x_t, y_t, codes), config, epoch=0)
     return time.perf_counter() - start, steps * config.batch_size
 
 

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from numerflow.stages.train import load_checkpoint
-from tests.test_train import write_prepared
+from numerflow.checkpoint import load_checkpoint
+from tests.prepared_helpers import write_prepared
 
 ARGS = ["train", "--layers", "16", "--batch-size", "128", "--epochs", "3", "--lr", "0.01", "--device", "cpu",
         "--targets", "target,target_aux_20", "--seed", "3",

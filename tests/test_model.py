@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from numerflow.errors import ConfigError
-from numerflow.model import MLP, ModelConfig, build_model, parameter_groups
+from numerflow.model import MLP, ModelConfig, build_model, centre_into, parameter_groups
 
 
 def layer_types(model: MLP) -> list[str]:
@@ -44,12 +44,18 @@ def test_dropout_only_in_training():
 
 
 def test_inputs_are_centred_inside_the_model():
-    """0..4 features enter as (x - 2) / 2: all-2 rows (a "missing" feature group) are zeros."""
-    model = build_model(ModelConfig(n_features=3, layers=[4]))
-    first = model.net[0]
-    with torch.no_grad():
-        hidden = first((torch.full((1, 3), 2.0) - 2) * 0.5)
-    assert torch.allclose(hidden, first.bias.unsqueeze(0))
+    """0..4 features enter the network as (x - 2) / 2: 0 and 4 become -1 and 1, and an all-2 row
+    (a "missing" feature group) becomes a zero input."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_features=3, layers=[4])).eval()
+    raw = torch.tensor([[0.0, 2.0, 4.0], [2.0, 2.0, 2.0], [1.0, 3.0, 4.0]])
+    expected = model.net(torch.tensor([[-1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [-0.5, 0.5, 1.0]]))
+    assert not torch.allclose(model.net(raw), expected)  # so the check below can tell the two apart
+    assert torch.allclose(model(raw), expected)
+    # centre_into maps int8 rows the same way into a buffer; centred=True then skips the model's own step.
+    centred = centre_into(raw.to(torch.int8), torch.empty(3, 3))
+    assert torch.equal(centred, torch.tensor([[-1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [-0.5, 0.5, 1.0]]))
+    assert torch.allclose(model(centred, centred=True), expected)
 
 
 def test_parameter_groups_decay_linear_weights_only():

@@ -1,5 +1,5 @@
-"""train: every option changes what it should, on small prepared Parquet written here (planted
-signal, one auxiliary target with NaNs), plus the CLI through CliRunner on the shared synthetic set."""
+"""train: every option changes what it should, on small prepared Parquet (tests/prepared_helpers.py:
+planted signal, one auxiliary target with NaNs), plus the CLI through CliRunner on the shared synthetic set."""
 
 from __future__ import annotations
 
@@ -15,48 +15,17 @@ import torch
 from typer.testing import CliRunner
 
 from numerflow import metrics
+from numerflow.checkpoint import KEYS as CHECKPOINT_KEYS, load_checkpoint, load_model, predict_scores
 from numerflow.cli import app
 from numerflow.config import TrainConfig
+from numerflow.devices import resolve_device
 from numerflow.errors import CheckpointError, ConfigError, DataError
-from numerflow.stages.train import (ADAM_BETAS, CHECKPOINT_KEYS, epoch_batches, learning_rate, load_checkpoint, load_model,
-                             masked_mse, masked_negative_pearson, predict_scores, resolve_device, train)
+from numerflow.stages.train import ADAM_BETAS, train
+from numerflow.training.data import epoch_batches
+from numerflow.training.losses import masked_mse, masked_negative_pearson
+from tests.prepared_helpers import FEATURES, N_FEATURES, TARGETS, write_prepared
 
 runner = CliRunner()
-N_FEATURES = 12
-FEATURES = [f"feature_f{i:02d}" for i in range(N_FEATURES)]
-TARGETS = ["target", "target_aux_20"]
-
-
-def prepared_frame(eras: list[str], rows_per_era: int, seed: int) -> pd.DataFrame:
-    """Prepared layout (index id, era, int8 features, float32 targets main first) with a planted
-    signal; the auxiliary target is NaN in a third of the rows."""
-    rng = np.random.default_rng(seed)
-    n = len(eras) * rows_per_era
-    x = rng.integers(0, 5, (n, N_FEATURES)).astype(np.int8)
-    signal = (x[:, 0] - 2.0) - 0.7 * (x[:, 1] - 2.0) + 0.5 * (x[:, 2] - 2.0) * (x[:, 3] - 2.0)
-    noisy = signal + rng.normal(0, 3.0, n)
-    # Bucket the target into 0, .25, .5, .75, 1 like Numerai's.
-    target = np.digitize(noisy, np.quantile(noisy, [0.05, 0.25, 0.75, 0.95])) / 4
-    aux = np.digitize(noisy + rng.normal(0, 1, n), np.quantile(noisy, [0.05, 0.25, 0.75, 0.95])) / 4
-    aux[rng.random(n) < 0.33] = np.nan
-    frame = pd.DataFrame(x, columns=FEATURES, index=pd.Index([f"n{seed}{i:014x}" for i in range(n)], name="id"))
-    frame.insert(0, "era", np.repeat(eras, rows_per_era))
-    frame["target"] = target.astype(np.float32)
-    frame["target_aux_20"] = aux.astype(np.float32)
-    return frame
-
-
-def write_prepared(folder: Path, train_eras: int = 20, valid_eras: int = 8, rows_per_era: int = 120) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    train_labels = [f"{i:04d}" for i in range(1, train_eras + 1)]
-    valid_labels = [f"{i:04d}" for i in range(train_eras + 5, train_eras + 5 + valid_eras)]
-    prepared_frame(train_labels, rows_per_era, seed=1).to_parquet(folder / "train.parquet")
-    prepared_frame(valid_labels, rows_per_era, seed=2).to_parquet(folder / "validation.parquet")
-    (folder / "manifest.json").write_text(json.dumps({
-        "version": "test", "feature_set": "all", "features": FEATURES, "target": "target", "targets": TARGETS,
-        "eras_train": train_labels, "eras_validation": valid_labels, "embargo": 4, "downsample": 1,
-        "rows_train": train_eras * rows_per_era, "rows_validation": valid_eras * rows_per_era, "sources": {}}))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +75,14 @@ def test_checkpoint_keeps_the_best_epochs_weights(prepared, tmp_path):
     assert score["mean"] == pytest.approx(best, abs=1e-6)
 
 
-def test_same_seed_same_checkpoint_other_seed_differs(prepared, tmp_path):
+def test_same_seed_same_checkpoint_bytes_other_seed_differs(prepared, tmp_path):
     a = train(config(prepared, tmp_path / "a.pt", dropout=0.2, seed=7))
-    b = train(config(prepared, tmp_path / "b.pt", dropout=0.2, seed=7))
+    first = (tmp_path / "a.pt").read_bytes()
+    b = train(config(prepared, tmp_path / "a.pt", dropout=0.2, seed=7))  # the same --out: it is saved inside
     c = train(config(prepared, tmp_path / "c.pt", dropout=0.2, seed=8))
-    sa, sb, sc = (load_checkpoint(tmp_path / f"{n}.pt")["state_dict"] for n in "abc")
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert (tmp_path / "a.pt").read_bytes() == first
     assert a.metrics == b.metrics
+    sa, sc = (load_checkpoint(tmp_path / f"{n}.pt")["state_dict"] for n in "ac")
     assert not torch.equal(first_layer(sa), first_layer(sc)) and a.metrics != c.metrics
 
 
@@ -143,6 +113,18 @@ def test_resume_with_changed_settings_is_refused(prepared, tmp_path):
         train(config(prepared, tmp_path / "m.pt"), say=lambda line: (_ for _ in ()).throw(Interrupt()))
     with pytest.raises(ConfigError, match=r"m.pt.resume: cannot resume with different settings: lr \(0.01 → 0.02\)"):
         train(config(prepared, tmp_path / "m.pt", lr=0.02, resume=True))
+
+
+def test_resume_file_without_the_schedule_state_is_one_error(prepared, tmp_path):
+    """A resume file written before the schedule's state was saved cannot continue the one-cycle."""
+    with pytest.raises(Interrupt):
+        train(config(prepared, tmp_path / "m.pt"), say=lambda line: (_ for _ in ()).throw(Interrupt()))
+    state = torch.load(tmp_path / "m.pt.resume", weights_only=True)
+    assert state["scheduler_state"] is not None
+    del state["scheduler_state"]
+    torch.save(state, tmp_path / "m.pt.resume")
+    with pytest.raises(CheckpointError, match=r"m.pt.resume: written by an older numerflow; train again without"):
+        train(config(prepared, tmp_path / "m.pt", resume=True))
 
 
 def test_resume_without_a_resume_file_starts_fresh(prepared, tmp_path):
@@ -246,28 +228,8 @@ def test_predict_with_mean_uses_every_head(prepared, tmp_path):
     np.testing.assert_allclose(main, heads[:, 0], rtol=1e-5, atol=1e-6)
 
 
-def test_onecycle_trace_matches_fastai_formula():
-    cfg, total = TrainConfig(lr=0.01), 1000
-
-    def cos(start, end, pos):
-        return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
-
-    for step in range(0, total, 37):
-        pos = step / total
-        lr, beta1 = learning_rate(cfg, step, total)
-        if pos < 0.25:
-            assert lr == pytest.approx(cos(0.01 / 25, 0.01, pos / 0.25))
-            assert beta1 == pytest.approx(cos(0.95, 0.85, pos / 0.25))
-        else:
-            assert lr == pytest.approx(cos(0.01, 0.01 / 1e5, (pos - 0.25) / 0.75))
-            assert beta1 == pytest.approx(cos(0.85, 0.95, (pos - 0.25) / 0.75))
-    assert learning_rate(cfg, 0, total) == pytest.approx((0.01 / 25, 0.95))
-    assert learning_rate(cfg, 250, total) == pytest.approx((0.01, 0.85))
-    assert learning_rate(replace(cfg, schedule="constant"), 500, total) == (0.01, ADAM_BETAS[0])
-
-
-def test_onecycle_schedule_reaches_the_optimizer(prepared, tmp_path, monkeypatch):
-    """The lr each optimizer step sees follows the one-cycle trace over all epochs."""
+def optimizer_trace(monkeypatch, cfg: TrainConfig) -> list[tuple[float, float]]:
+    """(lr, beta1) as each AdamW step of a real training run sees them."""
     seen = []
     original = torch.optim.AdamW.step
 
@@ -276,11 +238,38 @@ def test_onecycle_schedule_reaches_the_optimizer(prepared, tmp_path, monkeypatch
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", record)
-    cfg = config(prepared, tmp_path / "m.pt", epochs=2)
     train(cfg)
+    return seen
+
+
+def test_onecycle_has_fastais_shape_at_the_optimizer(prepared, tmp_path, monkeypatch):
+    """fit_one_cycle's published shape: lr starts at lr/25, peaks at lr a quarter of the way in
+    (beta1 bottoms out at 0.85 there), rises and falls by cosine, ends at lr/1e5 with beta1 back at 0.95."""
+    lr = 0.01
+    seen = optimizer_trace(monkeypatch, config(prepared, tmp_path / "m.pt", epochs=2, lr=lr))
     total = len(seen)
-    assert total == 2 * (20 * 120 // 128)
-    assert seen == [pytest.approx(learning_rate(cfg, i, total)) for i in range(total)]
+    assert total == 2 * (20 * 120 // 128)  # one step per batch, over both epochs
+    lrs, betas = np.array([s[0] for s in seen]), np.array([s[1] for s in seen])
+    assert lrs[0] == pytest.approx(lr / 25) and betas[0] == pytest.approx(0.95)
+    peak = int(np.argmax(lrs))
+    assert abs(peak - 0.25 * total) <= 1
+    assert lrs[peak] == pytest.approx(lr) and betas[peak] == pytest.approx(0.85) and np.argmin(betas) == peak
+    assert lrs[-1] == pytest.approx(lr / 1e5) and betas[-1] == pytest.approx(0.95)
+    assert np.all(np.diff(lrs[:peak + 1]) > 0) and np.all(np.diff(lrs[peak:]) < 0)
+    assert np.all(np.diff(betas[:peak + 1]) < 0) and np.all(np.diff(betas[peak:]) > 0)
+    # Cosine, not linear: a quarter of the way up the warm-up, lr has covered (1 - cos(pi/4)) / 2
+    # ≈ 15% of the rise (a straight line would cover 25%).
+    quarter = peak / 4
+    if quarter == int(quarter):
+        assert (lrs[int(quarter)] - lrs[0]) / (lr - lrs[0]) == pytest.approx((1 - math.cos(math.pi / 4)) / 2)
+    else:  # between two steps: both sides of the 15% mark, well short of 25%
+        below, above = ((lrs[int(q)] - lrs[0]) / (lr - lrs[0]) for q in (quarter, quarter + 1))
+        assert below < 0.146 < above < 0.25
+
+
+def test_constant_schedule_keeps_lr_and_adam_betas(prepared, tmp_path, monkeypatch):
+    seen = optimizer_trace(monkeypatch, config(prepared, tmp_path / "m.pt", epochs=2, schedule="constant"))
+    assert seen == [(0.01, ADAM_BETAS[0])] * (2 * (20 * 120 // 128))
 
 
 # --- errors ----------------------------------------------------------------------------------------

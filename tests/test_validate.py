@@ -132,9 +132,9 @@ def test_model_mode_on_prepared_data_matches_the_trainer(in_tmp, prepared_model)
     # The manifest's version_dir leads to meta_model.parquet and the example predictions.
     assert {"mmc", "corr_with_example", "fnc", "feature_exposure", "aux_targets"} <= set(report)
     # The trainer scored the same rows with the same model after its epoch: same number.
-    import torch
+    from numerflow.checkpoint import load_checkpoint
 
-    last_epoch = torch.load(checkpoint, weights_only=True)["metrics"][-1]
+    last_epoch = load_checkpoint(checkpoint)["metrics"][-1]
     assert report["spearman"]["mean"] == pytest.approx(last_epoch["val_mean"], abs=1e-9)
     assert (in_tmp / "reports" / checkpoint.stem / "report.json").is_file()
 

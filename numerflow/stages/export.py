@@ -9,8 +9,8 @@ function evaluates the network with numpy in row batches. `live_benchmark_models
 not used, so the frame may be absent or have any columns.
 
 Exactly `numerflow predict`'s ranks: both evaluate the network in float64 and round each raw score
-to float32 before ranking (`exact_scores` is predict's side). Two float64 evaluations (torch's and
-numpy's BLAS, any CPU) differ by about 1e-16, far below the spacing of different rows' scores, and
+to float32 before ranking (`checkpoint.predict_scores` is predict's side). Two float64
+evaluations (torch's and numpy's BLAS, any CPU) differ by about 1e-16, far below the spacing of different rows' scores, and
 the rounding turns the last-bit differences of identical rows back into the ties ranking expects.
 Float32 forward passes differed by a rank step near ties (2 of 6,720 live rows at 3,555 features).
 
@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from numerflow import schema
+from numerflow.checkpoint import SCORE_BATCH_BYTES
 from numerflow.config import ExportConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
 
-FLOAT_BATCH_BYTES = 128 << 20  # float64 inputs per forward batch, in predict and in the pickle
 SAMPLE_ROWS = 64  # random rows (plus all-0, all-2, all-4) scored before writing: finite-output check
 RUNNER_SECONDS = 600  # Numerai's runner: 10 minutes,
 RUNNER_MEMORY_BYTES = 4 * 10**9  # 4 GB,
@@ -123,34 +123,10 @@ def numpy_layers(model) -> list[tuple]:
     return layers
 
 
-def exact_scores(model, features_int8, device="cpu", predict_with: str = "main") -> np.ndarray:
-    """Raw scores (float32) of an int8 (rows, features) matrix computed as the exported pickle
-    computes them: float64 throughout, each score rounded to float32 at the end (see the module
-    docstring). Batches are sized by bytes, so a wide matrix never has a large float copy. The
-    model is converted to float64 in place."""
-    import torch
-
-    from numerflow.model import centre_into
-
-    if torch.device(device).type == "mps":  # Apple's GPUs have no float64: the CPU gives the same scores
-        device = "cpu"
-    model = model.to(device=device, dtype=torch.float64).eval()
-    rows = max(1, FLOAT_BATCH_BYTES // (8 * max(1, features_int8.shape[1])))
-    buffer = torch.empty((min(rows, len(features_int8)), features_int8.shape[1]), dtype=torch.float64, device=device)
-    out = np.empty(len(features_int8), dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, len(features_int8), rows):
-            chunk = torch.from_numpy(np.array(features_int8[start:start + rows]))  # a copy: inputs may be read-only
-            heads = model(centre_into(chunk.to(device), buffer[:len(chunk)]), centred=True)
-            scores = heads[:, 0] if predict_with == "main" else heads.mean(dim=1)
-            out[start:start + len(chunk)] = scores.cpu().numpy()  # float64 → float32, rounded to nearest
-    return out
-
-
-def build_member_scores(centre: float, scale: float, batch_bytes: int = FLOAT_BATCH_BYTES):
+def build_member_scores(centre: float, scale: float, batch_bytes: int = SCORE_BATCH_BYTES):
     """`member_scores(frame, member, unit)`: one member's raw scores (float32) for a DataFrame
-    holding its features, float64 throughout as `exact_scores`. Built inside a function so that
-    cloudpickle stores it by value, with no reference to numerflow."""
+    holding its features, float64 throughout as `checkpoint.predict_scores`. Built inside a
+    function so that cloudpickle stores it by value, with no reference to numerflow."""
 
     def member_scores(frame, member, unit):
         import numpy as np
@@ -415,7 +391,7 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
 
     from numerflow.model import FEATURE_CENTRE, FEATURE_SCALE
     from numerflow.stages.predict import ensemble_weights, refuse_overwriting_inputs, union_of_features
-    from numerflow.stages.train import load_checkpoint, load_model
+    from numerflow.checkpoint import load_checkpoint, load_model
 
     model_paths = [Path(p) for p in config.models]
     weights = ensemble_weights(config.weights, len(model_paths))

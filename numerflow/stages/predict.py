@@ -88,11 +88,11 @@ def era_labels(frame, rows: int) -> np.ndarray:
 
 def score_models(checkpoints, model_paths, matrix, features, eras, weights, config) -> np.ndarray:
     """Weighted mean of each model's within-era ranks (rank averaging keeps models on one scale).
-    Raw scores are computed as the exported pickle computes them (export.exact_scores), so that
+    Raw scores come from checkpoint.predict_scores, which the exported pickle mirrors, so that
     `numerflow export` gives exactly these ranks."""
+    from numerflow.checkpoint import load_model, predict_scores
+    from numerflow.devices import resolve_device
     from numerflow.metrics import rank_within_eras
-    from numerflow.stages.export import exact_scores
-    from numerflow.stages.train import load_model, resolve_device
 
     position = {name: j for j, name in enumerate(features)}
     device = resolve_device(config.device)
@@ -103,12 +103,12 @@ def score_models(checkpoints, model_paths, matrix, features, eras, weights, conf
         predict_with = checkpoint.get("predict_with", "main")
         if columns == list(range(matrix.shape[1])):
             # The first model's features lead the union, so a single model reads the matrix as is.
-            raw = exact_scores(model, matrix, device=device, predict_with=predict_with)
+            raw = predict_scores(model, matrix, device=device, predict_with=predict_with, batch_rows=config.batch_size)
         else:
             # Another model's columns are gathered block by block: no second copy of the matrix.
             raw = np.concatenate([
-                exact_scores(model, matrix[start:start + config.batch_size, columns], device=device,
-                             predict_with=predict_with)
+                predict_scores(model, matrix[start:start + config.batch_size, columns], device=device,
+                               predict_with=predict_with)
                 for start in range(0, matrix.shape[0], config.batch_size)])
         if not np.all(np.isfinite(raw)):
             raise CheckpointError(f"{path}: the model produced non-finite predictions")
@@ -134,7 +134,7 @@ def write_predictions(frame, out: Path) -> None:
 
 def predict(config: PredictConfig) -> PredictResult:
     from numerflow.metrics import neutralize, rank_within_eras
-    from numerflow.stages.train import load_checkpoint
+    from numerflow.checkpoint import load_checkpoint
 
     model_paths = [Path(p) for p in config.models]
     if not model_paths:

@@ -254,7 +254,8 @@ def _read_side_file(path: Path, column: str, data_ids, data_path: Path, notes: l
 
 def _model_predictions(config: ValidateConfig, data: _Data):
     """Load the checkpoint, read its features from the data, and predict every row."""
-    from numerflow.stages.train import load_checkpoint, load_model, predict_scores, resolve_device
+    from numerflow.checkpoint import load_checkpoint, load_model, predict_scores
+    from numerflow.devices import resolve_device
 
     checkpoint = load_checkpoint(config.model)
     features = list(checkpoint["features"])
@@ -263,8 +264,8 @@ def _model_predictions(config: ValidateConfig, data: _Data):
     matrix, frame = _read_validation_rows(data, features, names)
     model = load_model(checkpoint)
     device = resolve_device(config.device)
-    raw = predict_scores(model.to(device), matrix, batch_size=config.batch_size, device=device,
-                         predict_with=checkpoint.get("predict_with", "main"))
+    raw = predict_scores(model, matrix, device=device, predict_with=checkpoint.get("predict_with", "main"),
+                         batch_rows=config.batch_size)
     bad = int((~np.isfinite(raw)).sum())
     if bad:
         raise CheckpointError(f"{config.model}: the model produced {bad} non-finite prediction(s)")
