@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from numerflow.cli import app
 from numerflow.errors import CheckpointError
 from numerflow.stages import export as export_stage
-from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fake_numerai, fixed_id  # noqa: F401 (fixture)
-from tests.live_helpers import assert_secret_absent, fake_models, synthetic_models  # noqa: F401 (fixtures)
+from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fixed_id
 
 runner = CliRunner()
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -37,7 +36,7 @@ def error_line(result) -> str:
 # --- upload ---------------------------------------------------------------------------------------
 
 def test_upload_chooses_the_image_of_this_python_and_the_version_trained_on(tmp_path, monkeypatch, fake_numerai,
-                                                                              fake_models, caplog):
+                                                                              fake_models, caplog, assert_secret_absent):
     monkeypatch.chdir(tmp_path)
     result = export_upload("--model", str(fake_models["a"]), "--model-name", "other_model")
     assert result.exit_code == 0, result.output
@@ -125,7 +124,8 @@ def test_a_pickle_failing_on_the_live_features_is_not_written_or_uploaded(tmp_pa
     assert not (tmp_path / "model.pkl").exists() and not UPLOAD_OPS & set(fake_numerai.ops())
 
 
-def test_upload_needs_credentials_and_never_shows_the_secret(tmp_path, monkeypatch, fake_numerai, fake_models, caplog):
+def test_upload_needs_credentials_and_never_shows_the_secret(tmp_path, monkeypatch, fake_numerai, fake_models, caplog,
+                                                           assert_secret_absent):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NUMERAI_SECRET_KEY")
     line = error_line(export_upload("--model", str(fake_models["a"]), "--model-name", "fake_model"))

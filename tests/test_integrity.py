@@ -20,8 +20,6 @@ from typer.testing import CliRunner
 from numerflow import schema
 from numerflow.cli import app
 from numerflow.errors import DataError
-from tests.fake_numerai import fake_numerai  # noqa: F401 (fixture)
-from tests.live_helpers import copy_live, fake_models  # noqa: F401 (fixture)
 
 runner = CliRunner()
 SMALL = ["--eras", "20", "--rows-per-era", "40", "--features", "10"]
@@ -292,7 +290,7 @@ def round_project(numerai, tmp_path, fake_models):
 
 
 @pytest.fixture
-def project(numerai, tmp_path, synthetic_dir):
+def project(numerai, tmp_path, synthetic_dir, copy_live):
     """A project folder for `numerflow submit`: the current round's live data and a valid
     predictions file."""
     import numpy as np
