@@ -159,8 +159,7 @@ def predict(config: PredictConfig) -> PredictResult:
     for path, checkpoint in zip(model_paths, checkpoints):
         check_features(path, checkpoint["features"], columns, data)
     features = union_of_features([c["features"] for c in checkpoints])
-    matrix, frame = schema.read_matrix(data, features, [schema.ERA] if schema.ERA in columns else [],
-                                       batch_rows=config.batch_size)
+    matrix, frame = schema.read_matrix(data, features, [schema.ERA] if schema.ERA in columns else [])
     if matrix.shape[0] == 0:
         raise DataError(f"{data}: no rows")
     if frame.index.name != schema.ID:
