@@ -124,3 +124,32 @@ def test_read_matrix_reads_a_step_at_a_time(tmp_path):
         pa.set_memory_pool(default)
     np.testing.assert_array_equal(matrix, frame.to_numpy())
     assert 0 < pool.max_memory() < rows * width / 4  # a quarter of the int8 bytes: more than 4 steps
+
+
+def test_prepare_output_does_not_depend_on_row_groups_or_read_budget(tmp_path, synthetic_dir, monkeypatch):
+    """prepare reads a row group and a block of columns at a time: the same data laid out in many
+    small row groups, read one column per step, gives the same prepared rows as one row group per
+    file read whole."""
+    import shutil
+
+    from numerflow.config import PrepareConfig
+    from numerflow.stages.prepare import prepare
+
+    layouts = {"whole": None, "small": 97}
+    outputs = {}
+    for name, row_group_rows in layouts.items():
+        dataset = tmp_path / name
+        shutil.copytree(synthetic_dir, dataset)
+        for split in ("train", "validation"):
+            table = pq.read_table(synthetic_dir / f"{split}.parquet")
+            pq.write_table(table, dataset / f"{split}.parquet", row_group_size=row_group_rows or table.num_rows)
+        monkeypatch.setattr(schema, "READ_BYTES", 1 if row_group_rows else WHOLE_FILE)
+        result = prepare(PrepareConfig(dataset=dataset, feature_set="all", aux_targets=["all"], downsample=3,
+                                       embargo=2, out_dir=tmp_path / f"prepared_{name}"))
+        outputs[name] = [pq.read_table(path) for path in (result.train, result.validation)]
+        assert all(t.num_rows for t in outputs[name])
+    for whole, small in zip(outputs["whole"], outputs["small"]):
+        assert whole.schema.equals(small.schema, check_metadata=True)
+        pd.testing.assert_frame_equal(whole.to_pandas(), small.to_pandas())  # NaN targets equal too
+    groups = pq.ParquetFile(tmp_path / "prepared_small" / "train.parquet").metadata.num_row_groups
+    assert groups == 1  # small kept row groups are gathered into output row groups
