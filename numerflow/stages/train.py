@@ -276,8 +276,8 @@ def _read_split(path: Path, features: list[str], targets: list[str], require_mai
     values = frame[targets].to_numpy(dtype=np.float32, na_value=np.nan)
     if require_main and np.isnan(values[:, 0]).all():
         raise DataError(f"{path}: main target '{targets[0]}' has no known values (all NaN)")
-    # A writable copy: torch refuses to wrap pandas' read-only views safely.
-    return _Split(matrix, np.array(values, dtype=np.float32, order="C"), groups.codes.astype(np.int64), groups.labels)
+    # Writable and C-ordered for torch (pandas may hand back a read-only view); copied only if not.
+    return _Split(matrix, np.require(values, np.float32, ["C", "W"]), groups.codes.astype(np.int64), groups.labels)
 
 
 def _release_reader_memory() -> None:
