@@ -78,7 +78,8 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=3555)
     parser.add_argument("--rows-per-era", type=int, default=5000)
     parser.add_argument("--exposure", action="store_true", help="validate with exposure and FNC")
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one); "
+                        "data generated there by an earlier run with the same sizes is reused")
     parser.add_argument("--write-data", type=Path, help=argparse.SUPPRESS)  # the generate child
     args = parser.parse_args()
     if args.write_data:
@@ -104,9 +105,10 @@ def run(args, work: Path) -> None:
 
     data_dir = work / "data"
     version = data_dir / "synthetic"
-    stage("generate", [sys.executable, __file__, "--write-data", str(data_dir), "--train-rows", str(args.train_rows),
-                       "--validation-rows", str(args.validation_rows), "--features", str(args.features),
-                       "--rows-per-era", str(args.rows_per_era)], None, None)
+    if not (version / "features.json").is_file():  # --keep: a folder from an earlier run is reused
+        stage("generate", [sys.executable, __file__, "--write-data", str(data_dir), "--train-rows", str(args.train_rows),
+                           "--validation-rows", str(args.validation_rows), "--features", str(args.features),
+                           "--rows-per-era", str(args.rows_per_era)], None, None)
     meta = json.loads((version / "features.json").read_text())
     features, targets = meta["feature_sets"]["all"], meta["targets"]
     files = [version / "train.parquet", version / "validation.parquet"]

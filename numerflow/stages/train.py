@@ -144,6 +144,9 @@ def load_model(checkpoint: dict):
     return model.eval()
 
 
+SCORE_BUFFER_BYTES = 128 << 20  # predict_scores' float32 batch buffer
+
+
 def predict_scores(model, features_int8, batch_size: int = 65536, device="cpu",
                    predict_with: str = "main") -> np.ndarray:
     """Raw scores (1-D float32) for an int8 (rows, features) array or tensor, cast batch by batch
@@ -156,6 +159,8 @@ def predict_scores(model, features_int8, batch_size: int = 65536, device="cpu",
     from numerflow.model import centre_into
 
     features = features_int8
+    # Rows per step bounded by the float32 buffer's bytes too: 65,536 rows x 3,555 features would be 0.9 GB.
+    batch_size = max(1, min(batch_size, SCORE_BUFFER_BYTES // (4 * max(1, features.shape[1]))))
     was_training = model.training
     model.eval()
     out = np.empty(len(features), dtype=np.float32)
