@@ -312,7 +312,8 @@ def _kept_rows(parquet: pq.ParquetFile, group: int, src: _Source, era_set: pa.Ar
     table = _read(parquet, group, columns, src)
     target = table.column(main_target)
     known = pc.invert(pc.is_nan(target.cast(pa.float64()))) if pa.types.is_floating(target.type) else pc.is_valid(target)
-    mask = pc.and_kleene(pc.is_in(table.column(schema.ERA).cast(pa.string()), value_set=era_set), pc.fill_null(known, False))
+    chosen = pc.is_in(table.column(schema.ERA).cast(pa.string()), value_set=era_set)
+    mask = pc.and_kleene(chosen, pc.fill_null(known, False))
     if src.has_data_type:
         mask = pc.and_kleene(mask, pc.equal(table.column(schema.DATA_TYPE).cast(pa.string()), src.data_type))
     return pc.fill_null(mask, False).combine_chunks()
