@@ -8,6 +8,8 @@ its own child process:
   prepare   `python -m numerflow prepare --feature-set all --downsample 1 --embargo 0` (every row
             goes through, the worst case for memory)
   pandas    `pandas.read_parquet(columns=...)` of train and validation (what a naive prepare holds)
+  read_table  `pyarrow.parquet.read_table(columns=...)` of both: the wall-time baseline (issue 10:
+            prepare at most 2x)
 and prints each one's peak RSS (ru_maxrss of the child), the int8 feature bytes, the bound the issue
 sets (1.5 x int8 feature bytes + 1 GiB) and the ratios.
 
@@ -145,8 +147,13 @@ def main() -> None:
         pandas_cmd = [sys.executable, "-c", pandas_code, str(version_dir / "train.parquet"),
                       str(version_dir / "validation.parquet")]
 
+        arrow_code = pandas_code.replace("import sys, pandas as pd", "import sys, pyarrow.parquet as pq").replace(
+            "pd.read_parquet(p, columns=cols)", "pq.read_table(p, columns=cols)").replace("len(f)", "f.num_rows")
+        arrow_cmd = [sys.executable, "-c", arrow_code, *pandas_cmd[3:]]
+
         prepare_rss, prepare_s, prepare_cpu = peak_rss(prepare_cmd)
         pandas_rss, pandas_s, pandas_cpu = peak_rss(pandas_cmd)
+        arrow_rss, arrow_s, arrow_cpu = peak_rss(arrow_cmd)
         manifest = json.loads((Path(tmp) / "prepared" / "manifest.json").read_text())
         prepared_rows = manifest["rows_train"] + manifest["rows_validation"]
         print(f"prepared: {prepared_rows:,} of {rows:,} rows (rows with a NaN main target dropped)")
@@ -161,6 +168,9 @@ def main() -> None:
           f"= {pandas_rss / bound:.2f} x bound, {pandas_rss / feature_bytes:.2f} x int8 bytes")
     print(f"prepare / pandas: memory {prepare_rss / pandas_rss:.2f}x, wall time {prepare_s / pandas_s:.2f}x, "
           f"CPU time {prepare_cpu / pandas_cpu:.2f}x")
+    print(f"pyarrow read_table peak RSS   {arrow_rss / GIB:7.2f} GiB  {arrow_s:6.1f} s ({arrow_cpu:.1f} s CPU)")
+    print(f"prepare / read_table: wall time {prepare_s / arrow_s:.2f}x (issue 10: at most 2x), "
+          f"CPU time {prepare_cpu / arrow_cpu:.2f}x; prepare peak {prepare_rss / GIB:.2f} GiB (issue 10: at most 1.5)")
     print("PASS" if prepare_rss < bound else "FAIL: prepare above the bound")
 
 

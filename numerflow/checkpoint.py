@@ -108,9 +108,9 @@ def predict_scores(model, features_int8, device="cpu", predict_with: str = Predi
     end: two float64 evaluations (torch's and numpy's BLAS) differ by ~1e-16, far below the spacing
     of different rows' scores, and the rounding turns last-bit differences of identical rows back
     into ties, so every path gives the same ranks. (Float32 forward passes differed by a rank step
-    near ties: 2 of 6,720 live rows at 3,555 features.) Batches hold `batch_rows` rows, by default
-    SCORE_BATCH_BYTES of float64 inputs, so a wide matrix never has a large float copy. The model
-    itself is not changed."""
+    near ties: 2 of 6,720 live rows at 3,555 features.) Batches hold at most `batch_rows` rows and
+    at most SCORE_BATCH_BYTES of float64 inputs, so a wide matrix never has a large float copy
+    (65,536 rows x 3,555 features would be 1.9 GB). The model itself is not changed."""
     import copy
 
     import torch
@@ -125,7 +125,8 @@ def predict_scores(model, features_int8, device="cpu", predict_with: str = Predi
     if device.type == "mps":  # Apple's GPUs have no float64: the CPU gives the same scores
         device = torch.device("cpu")
     model = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
-    rows = batch_rows or max(1, SCORE_BATCH_BYTES // (8 * max(1, features_int8.shape[1])))
+    rows = max(1, SCORE_BATCH_BYTES // (8 * max(1, features_int8.shape[1])))
+    rows = min(rows, batch_rows or rows)
     out = np.empty(len(features_int8), dtype=np.float32)
     # One float64 buffer, reused: cast and centred in one pass (no extra full-batch temporaries).
     buffer = torch.empty((min(rows, len(features_int8)), features_int8.shape[1]), dtype=torch.float64, device=device)

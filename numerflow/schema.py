@@ -225,50 +225,101 @@ def require_columns(path, needed: list[str], present, needed_by=None, error=Data
     raise error(f"{path}: missing {what}: {shown}")
 
 
+# Bytes held per value while one int8 Parquet column chunk is decoded (its compressed pages, decode
+# buffers, the Arrow result): measured about 2.3-3.2 on 3,555-column files. Read steps are sized with it.
+DECODED_VALUE_BYTES = 3
+# What one read step of read_matrix may decode: its memory above the matrix it returns. Steps of
+# 16-256 MB read at the same speed (decoding, not per-call overhead, dominates).
+READ_BYTES = 64 << 20
+TRANSPOSE_ROWS = 2048  # rows per cache-sized slice when a column block is copied into the matrix
+
+
 def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
-                batch_rows: int = 65536, where: tuple[str, str] | None = None):
-    """Read `features` of a Parquet file into one int8 (rows, features) array, batch by batch,
-    never building a float copy of the whole matrix, plus a DataFrame of `columns` (e.g. era,
-    targets) indexed by id. Missing columns are a DataError listing them.
+                where: tuple[str, str] | None = None, read_bytes: int = READ_BYTES):
+    """Read `features` of a Parquet file into one int8 (rows, features) array, plus a DataFrame of
+    `columns` (e.g. era, targets) indexed by id. Missing columns are a DataError listing them.
+
+    Memory stays at the matrix plus `read_bytes` whatever the file's width and size: the matrix is
+    allocated once, then filled row group by row group and, within a row group, a block of columns
+    at a time sized so that decoding it takes about `read_bytes`. Nothing else is kept: the file is
+    opened without Arrow's pre-buffering, which holds every compressed byte read until it closes.
 
     `where=(column, value)` keeps only the rows whose `column` equals `value` (e.g. data_type ==
     "validation" in a raw validation.parquet, which also holds millions of other rows): a first
-    pass over that one column counts them, then each batch is filtered as it is read, so the
-    matrix holds the kept rows only and the others are never copied."""
+    pass over that one column counts them per row group, so the matrix holds the kept rows only,
+    the others are never copied and row groups without any are never decoded."""
+    names = parquet_columns(path)
+    require_columns(path, list(features) + list(columns) + ([where[0]] if where else []), names)
+    extra = [c for c in dict.fromkeys(columns) if c not in features] + ([ID] if ID in names and ID not in columns else [])
+    import pyarrow as pa
+
+    try:
+        with pq.ParquetFile(path, pre_buffer=False) as pf:
+            groups = _kept_rows(pf, where)
+            matrix = np.empty((sum(kept for _, _, kept in groups), len(features)), dtype=np.int8)
+            extras, start = [], 0
+            for group, mask, kept in groups:
+                rows = matrix[start:start + kept]
+                _fill_features(pf, group, mask, features, rows, read_bytes, path)
+                table = pf.read_row_group(group, columns=extra)
+                extras.append(table if mask is None else table.filter(mask))
+                start += kept
+            schema_of_extras = pf.schema_arrow
+    except (pa.ArrowException, OSError) as exc:  # a file that breaks mid-read
+        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+    return matrix, _extras_frame(extras, extra, schema_of_extras, len(matrix))
+
+
+def _kept_rows(pf, where: tuple[str, str] | None) -> list[tuple[int, np.ndarray | None, int]]:
+    """(row group, boolean mask of its kept rows or None for all, kept count) of every row group
+    that has rows to keep."""
+    sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    if where is None:
+        return [(g, None, n) for g, n in enumerate(sizes) if n]
+    groups = []
+    for g, n in enumerate(sizes):
+        mask = _row_mask(pf.read_row_group(g, columns=[where[0]]).column(0), where[1]).to_numpy(zero_copy_only=False)
+        kept = int(np.count_nonzero(mask))
+        if kept:
+            groups.append((g, None if kept == n else mask, kept))
+    return groups
+
+
+def _fill_features(pf, group: int, mask: np.ndarray | None, features: list[str], out: np.ndarray,
+                   read_bytes: int, path) -> None:
+    """Decode `features` of one row group into `out` (its kept rows x features), a block of
+    columns at a time."""
+    step = max(1, read_bytes // max(1, pf.metadata.row_group(group).num_rows * DECODED_VALUE_BYTES))
+    for first in range(0, len(features), step):
+        names = features[first:first + step]
+        table = pf.read_row_group(group, columns=names)
+        block = np.empty((len(names), len(out)), dtype=np.int8)  # one contiguous row per column
+        for j, name in enumerate(names):
+            values = table.column(j).to_numpy()
+            block[j] = features_to_int8(values if mask is None else values[mask], f"{path}: column {name}")
+        del table  # before the copy below: Arrow's decoded columns are the larger part
+        _copy_transposed(block, out[:, first:first + len(names)])
+
+
+def _copy_transposed(block: np.ndarray, out: np.ndarray) -> None:
+    """out[:] = block.T, a slice of rows at a time: writing one column at a time down a wide
+    row-major matrix touches a cache line per value and is 2-3x slower."""
+    for start in range(0, len(out), TRANSPOSE_ROWS):
+        out[start:start + TRANSPOSE_ROWS] = block[:, start:start + TRANSPOSE_ROWS].T
+
+
+def _extras_frame(parts: list, names: list[str], file_schema, rows: int):
+    """The non-feature columns as one DataFrame, indexed by id when the file has ids. Built from
+    Arrow once at the end (not per batch, then concatenated: that would hold them twice)."""
     import pandas as pd
     import pyarrow as pa
 
-    names = parquet_columns(path)
-    require_columns(path, list(features) + list(columns) + ([where[0]] if where else []), names)
-    wanted = list(features) + [c for c in columns if c not in features]
-    if ID in names:
-        wanted.append(ID)
-    try:
-        pf = pq.ParquetFile(path)
-        n_rows = pf.metadata.num_rows
-        if where:
-            n_rows = sum(int(_row_mask(batch.column(0), where[1]).true_count)
-                         for batch in pf.iter_batches(batch_size=1 << 20, columns=[where[0]]))
-            read = wanted + ([where[0]] if where[0] not in wanted else [])
-        else:
-            read = wanted
-        matrix = np.empty((n_rows, len(features)), dtype=np.int8)
-        extras, start = [], 0
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=read):
-            if where:
-                batch = batch.filter(_row_mask(batch.column(where[0]), where[1])).select(wanted)
-            stop = start + batch.num_rows
-            for j, name in enumerate(features):
-                values = batch.column(name).to_numpy(zero_copy_only=False)
-                matrix[start:stop, j] = features_to_int8(values, f"{path}: column {name}")
-            extras.append(batch.select([c for c in wanted if c not in features]).to_pandas())
-            start = stop
-    except (pa.ArrowException, OSError) as exc:  # a file that breaks mid-read
-        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
-    # Batches carry pandas metadata, so `id` may come back as the index already.
-    extras = [part.set_index(ID) if ID in part.columns else part for part in extras]
-    frame = pd.concat(extras, ignore_index=ID not in names) if extras else pd.DataFrame(columns=wanted[len(features):])
-    return matrix, frame
+    if not names:  # Arrow tables without columns have no rows either
+        return pd.DataFrame(index=pd.RangeIndex(rows))
+    table = pa.concat_tables(parts) if parts else file_schema.empty_table().select(names)
+    # Without the file's pandas metadata: it may describe a RangeIndex of the unfiltered file.
+    frame = table.replace_schema_metadata(None).to_pandas(self_destruct=True, split_blocks=True)
+    return frame.set_index(ID) if ID in frame.columns else frame
 
 
 def _row_mask(values, equals: str):

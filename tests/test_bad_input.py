@@ -64,7 +64,7 @@ def test_read_matrix_where_keeps_only_matching_rows(tmp_path):
     frame = mixed_frame()
     path = tmp_path / "v.parquet"
     frame.to_parquet(path)
-    matrix, extra = schema.read_matrix(path, ["feature_b", "feature_a"], ["era", "target"], batch_rows=5,
+    matrix, extra = schema.read_matrix(path, ["feature_b", "feature_a"], ["era", "target"], read_bytes=1,
                                        where=("data_type", "validation"))
     kept = frame[frame.data_type == "validation"]
     assert matrix.dtype == np.int8 and matrix.shape == (len(kept), 2)

@@ -57,7 +57,7 @@ def test_read_matrix_keeps_int8_and_lists_missing_columns(tmp_path):
     }, index=pd.Index(["n1", "n2", "n3"], name="id"))
     path = tmp_path / "x.parquet"
     frame.to_parquet(path)
-    matrix, extra = schema.read_matrix(path, ["feature_b", "feature_a"], ["era", "target"], batch_rows=2)
+    matrix, extra = schema.read_matrix(path, ["feature_b", "feature_a"], ["era", "target"], read_bytes=1)
     assert matrix.dtype == np.int8
     assert matrix.tolist() == [[4, 0], [3, 2], [2, 4]]
     assert list(extra.index) == ["n1", "n2", "n3"]

@@ -162,8 +162,7 @@ def predict(config: PredictConfig) -> PredictResult:
         # A checkpoint whose features are not all in the data cannot predict it: say which are absent.
         schema.require_columns(data, checkpoint["features"], columns, needed_by=path, error=CheckpointError)
     features = union_of_features([c["features"] for c in checkpoints])
-    matrix, frame = schema.read_matrix(data, features, [schema.ERA] if schema.ERA in columns else [],
-                                       batch_rows=config.batch_size)
+    matrix, frame = schema.read_matrix(data, features, [schema.ERA] if schema.ERA in columns else [])
     if matrix.shape[0] == 0:
         raise DataError(f"{data}: no rows")
     if frame.index.name != schema.ID:

@@ -47,7 +47,8 @@ def read_split(path: Path, features: list[str], targets: list[str], require_main
     if require_main and np.isnan(values[:, 0]).all():
         raise DataError(f"{path}: main target '{targets[0]}' has no known values (all NaN)")
     # A writable copy: torch refuses to wrap pandas' read-only views safely.
-    return Split(matrix, np.array(values, dtype=np.float32, order="C"), groups.codes.astype(np.int64), groups.labels)
+    # Writable and C-ordered for torch (pandas may hand back a read-only view); copied only if not.
+    return Split(matrix, np.require(values, np.float32, ["C", "W"]), groups.codes.astype(np.int64), groups.labels)
 
 
 def release_reader_memory() -> None:

@@ -1,0 +1,170 @@
+"""The whole pipeline at Numerai's full size: peak memory and wall time of every stage.
+
+Generates, with numerflow's own synthetic generator (streamed era by era to Parquet), a
+v5.3-shaped set: by default 2,700,000 train + 1,000,000 validation rows x 3,555 int8 features and
+20 targets. Then runs each stage in its own child process and measures its peak RSS (ru_maxrss of
+that child alone) and wall time:
+
+  generate         the synthetic set (bench/full_scale.py --write-data, in a child too)
+  read_table       pyarrow.parquet.read_table of train + validation, the columns prepare reads:
+                   the wall-time baseline for prepare
+  prepare ds4/ds1  `numerflow prepare --feature-set all --aux-targets all --downsample 4` and `1`
+  train ds4/ds1    `numerflow train --epochs 1 --device cpu` on each prepared folder
+  validate         `numerflow validate --model` on the raw validation.parquet (--no-exposure unless
+                   --exposure: exposure's own speed is bench/validate_speed.py's matter)
+  predict          `numerflow predict --model` on the raw validation.parquet
+  export           `numerflow export --model`
+
+and prints a markdown table: stage, rows x features, int8 bytes of the features the stage holds,
+wall, peak RSS, peak / int8, and the bound issue 10 sets (train, validate, predict: int8 + 1 GiB;
+prepare: 1.5 GiB whatever the size; prepare's wall at most 2x read_table's).
+
+    .venv/bin/python bench/full_scale.py                      # most of an hour, ~20 GiB RAM
+    .venv/bin/python bench/full_scale.py --train-rows 200000 --validation-rows 80000   # minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare_memory import peak_rss  # noqa: E402 - one child-measuring helper for the benches
+
+GIB = 1 << 30
+# v5.3's target names beyond the generator's own (target, target_ender_20 and six auxiliaries).
+EXTRA_TARGETS = ("agnes", "claudia", "rowan", "bravo", "caroline", "ralph")
+
+
+def shape_generator(train_rows: int, validation_rows: int, rows_per_era: int) -> int:
+    """Point numerflow's generator at the v5.3 shape: 20 targets, the asked train/validation split.
+    Returns the number of train + validation eras to generate."""
+    from numerflow import synthetic
+
+    base = synthetic.AUX_TARGETS
+    extra = tuple(synthetic.AuxTarget(f"target_{name}_{horizon}", *params)
+                  for name in EXTRA_TARGETS for horizon, params in
+                  (("20", (base[1].other_signal, 1.0, 0.5, "20")), ("60", (base[2].other_signal, 1.25, 0.4, "60"))))
+    synthetic.AUX_TARGETS = base + extra
+    synthetic.TARGET_NAMES = [synthetic.schema.TARGET, synthetic.TARGET_ALIAS] + [t.name for t in synthetic.AUX_TARGETS]
+    train_eras = max(1, round(train_rows / rows_per_era))
+    eras = train_eras + max(1, round(validation_rows / rows_per_era))
+    synthetic.TRAIN_SHARE = train_eras / eras
+    return eras
+
+
+def write_data(data_dir: Path, train_rows: int, validation_rows: int, features: int, rows_per_era: int) -> None:
+    from numerflow.config import SyntheticConfig
+    from numerflow.synthetic import write_synthetic
+
+    eras = shape_generator(train_rows, validation_rows, rows_per_era)
+    write_synthetic(SyntheticConfig(data_dir=data_dir, eras=eras, rows_per_era=rows_per_era, features=features, seed=0))
+
+
+def numerflow(*args: str) -> list[str]:
+    return [sys.executable, "-m", "numerflow", *args]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-rows", type=int, default=2_700_000)
+    parser.add_argument("--validation-rows", type=int, default=1_000_000)
+    parser.add_argument("--features", type=int, default=3555)
+    parser.add_argument("--rows-per-era", type=int, default=5000)
+    parser.add_argument("--exposure", action="store_true", help="validate with exposure and FNC")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one); "
+                        "data generated there by an earlier run with the same sizes is reused")
+    parser.add_argument("--write-data", type=Path, help=argparse.SUPPRESS)  # the generate child
+    args = parser.parse_args()
+    if args.write_data:
+        write_data(args.write_data, args.train_rows, args.validation_rows, args.features, args.rows_per_era)
+        return
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        run(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="nf-full-") as tmp:
+            run(args, Path(tmp))
+
+
+def run(args, work: Path) -> None:
+    rows: list[dict] = []
+
+    def stage(name: str, command: list[str], shape: tuple[int, int] | None, bound: float | None) -> float:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rss, wall, cpu = peak_rss(command)
+        int8 = shape[0] * shape[1] if shape else 0
+        rows.append(dict(stage=name, shape=shape, int8=int8, wall=wall, cpu=cpu, rss=rss, bound=bound))
+        return wall
+
+    data_dir = work / "data"
+    version = data_dir / "synthetic"
+    if not (version / "features.json").is_file():  # --keep: a folder from an earlier run is reused
+        stage("generate", [sys.executable, __file__, "--write-data", str(data_dir), "--train-rows", str(args.train_rows),
+                           "--validation-rows", str(args.validation_rows), "--features", str(args.features),
+                           "--rows-per-era", str(args.rows_per_era)], None, None)
+    meta = json.loads((version / "features.json").read_text())
+    features, targets = meta["feature_sets"]["all"], meta["targets"]
+    files = [version / "train.parquet", version / "validation.parquet"]
+    raw_rows = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    width = len(features)
+
+    columns = ["id", "era", "data_type"] + features + targets
+    read_code = ("import sys, pyarrow.parquet as pq\n"
+                 f"cols = {columns!r}\n"
+                 "print(sum(pq.read_table(p, columns=cols).num_rows for p in sys.argv[1:]))\n")
+    baseline = stage("read_table", [sys.executable, "-c", read_code, *map(str, files)], (sum(raw_rows), width), None)
+    prepared = {}
+    for k in (4, 1):
+        out = work / f"prepared_ds{k}"
+        wall = stage(f"prepare ds{k}", numerflow("prepare", "--dataset", str(version), "--feature-set", "all",
+                                                 "--aux-targets", "all", "--downsample", str(k), "--out-dir", str(out)),
+                     (sum(raw_rows), width), 1.5 * GIB)
+        rows[-1]["vs_read_table"] = wall / baseline
+        prepared[k] = out
+    models = {}
+    for k, out in prepared.items():
+        manifest = json.loads((out / "manifest.json").read_text())
+        held = manifest["rows_train"] + manifest["rows_validation"]
+        models[k] = work / f"model_ds{k}.pt"
+        stage(f"train ds{k}", numerflow("train", "--data", str(out), "--out", str(models[k]), "--epochs", "1",
+                                        "--device", "cpu"), (held, width), held * width + GIB)
+    model, valid = str(models[1]), str(files[1])
+    valid_int8 = raw_rows[1] * width
+    stage("validate", numerflow("validate", "--model", model, "--data", valid, "--device", "cpu", "--no-report",
+                                "--exposure" if args.exposure else "--no-exposure"),
+          (raw_rows[1], width), valid_int8 + GIB)
+    stage("predict", numerflow("predict", "--model", model, "--data", valid, "--device", "cpu",
+                               "--out", str(work / "predictions.parquet")), (raw_rows[1], width), valid_int8 + GIB)
+    stage("export", numerflow("export", "--model", model, "--out", str(work / "model.pkl")), None, None)
+    print_table(rows, args)
+
+
+def print_table(rows: list[dict], args) -> None:
+    print(f"\nbench/full_scale.py: {args.train_rows:,} train + {args.validation_rows:,} validation rows x "
+          f"{args.features:,} features (numerflow's synthetic generator, v5.3-shaped, 20 targets)\n")
+    print("| stage | rows x features | int8 bytes | wall | CPU | peak RSS | peak / int8 | bound | within |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        shape = f"{r['shape'][0]:,} x {r['shape'][1]:,}" if r["shape"] else "-"
+        int8 = f"{r['int8'] / GIB:.2f} GiB" if r["int8"] else "-"
+        ratio = f"{r['rss'] / r['int8']:.2f}" if r["int8"] else "-"
+        bound = f"{r['bound'] / GIB:.2f} GiB" if r["bound"] else "-"
+        within = ("yes" if r["rss"] <= r["bound"] else "NO") if r["bound"] else "-"
+        print(f"| {r['stage']} | {shape} | {int8} | {r['wall']:.1f} s | {r['cpu']:.1f} s | {r['rss'] / GIB:.2f} GiB "
+              f"| {ratio} | {bound} | {within} |")
+    print()
+    for r in rows:
+        if "vs_read_table" in r:
+            print(f"{r['stage']}: wall {r['vs_read_table']:.2f}x a plain pyarrow read_table of the same columns "
+                  f"in this run (issue 10: at most 2x)")
+
+
+if __name__ == "__main__":
+    main()
