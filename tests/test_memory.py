@@ -139,7 +139,8 @@ def test_prepare_output_does_not_depend_on_row_groups_or_read_budget(tmp_path, s
     outputs = {}
     for name, row_group_rows in layouts.items():
         dataset = tmp_path / name
-        shutil.copytree(synthetic_dir, dataset)
+        # The files are rewritten below: no download record (it would rightly refuse them).
+        shutil.copytree(synthetic_dir, dataset, ignore=shutil.ignore_patterns(schema.VERSION_MANIFEST_FILE))
         for split in ("train", "validation"):
             table = pq.read_table(synthetic_dir / f"{split}.parquet")
             pq.write_table(table, dataset / f"{split}.parquet", row_group_size=row_group_rows or table.num_rows)
