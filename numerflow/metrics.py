@@ -103,6 +103,7 @@ class _EraLayout:
         self.counts = np.bincount(codes, minlength=self.n_eras)
         self.starts = np.cumsum(self.counts) - self.counts
         self.present = self.counts > 0
+        self._era_of_row = None
 
     def take(self, x: np.ndarray) -> np.ndarray:
         """x (in row order) in era-by-era order."""
@@ -143,18 +144,26 @@ class _EraLayout:
         first = x[np.minimum(self.starts, max(self.n_rows - 1, 0))] if self.n_rows else np.zeros(self.n_eras)
         return self.sums(x != self.expand(first)) == 0
 
+    def era_of_row(self) -> np.ndarray:
+        """Each row's era index (in this layout), built once."""
+        if self._era_of_row is None:
+            self._era_of_row = self.expand(np.arange(self.n_eras, dtype=np.int32))
+        return self._era_of_row
+
     def sort_within_eras(self, x: np.ndarray) -> np.ndarray:
         """Positions (in this layout) sorting finite x inside each era, eras kept in order.
 
-        The eras become the rows of a 2-D grid padded with +inf (which sorts last) and numpy sorts
-        every row in one call: each era's sort runs in cache, several times faster than one
+        The eras become the rows of a 2-D grid (padded past each era's end with +inf) and numpy
+        sorts every row in one call: each era's sort runs in cache, several times faster than one
         global sort. When era sizes are so uneven that padding would more than double the data,
-        one global sort then a stable (radix) sort on the era codes does the same job."""
+        one global sort then a stable sort on the era codes."""
+        x = x.astype(np.float64)  # also the fastest key: numpy's AVX-512 argsort takes 64-bit ones
         width = int(self.counts.max(initial=0))
         if self.n_eras * width > 2 * self.n_rows + 4096:
-            era_of_row = self.expand(np.arange(self.n_eras, dtype=np.int32))
             order = np.argsort(x)
-            return order[np.argsort(era_of_row[order], kind="stable")]
+            return order[np.argsort(self.era_of_row()[order], kind="stable")]
+        if np.all(self.counts == width):  # the grid is a free reshape
+            return (np.argsort(x.reshape(self.n_eras, width), axis=1) + self.starts[:, None]).ravel()
         real = np.arange(width) < self.counts[:, None]
         grid = np.full((self.n_eras, width), np.inf)
         grid[real] = x  # row-major order of the real cells is the era-by-era order
@@ -167,23 +176,41 @@ class _EraLayout:
 
 def _average_ranks(x: np.ndarray, layout: _EraLayout) -> tuple[np.ndarray, np.ndarray]:
     """1-based ranks of finite x within their eras, ties given their average rank (scipy's
-    rankdata, pandas rank(method="average")), and the number of distinct values per era."""
+    rankdata, pandas rank(method="average")), and the number of distinct values per era.
+
+    Values with few distinct levels (Numerai's five target buckets) are counted, not sorted:
+    rank = rows of lower levels in the era + (rows of this level + 1) / 2."""
+    levels = _levels(x)
+    if levels is not None:
+        level, n_levels = levels
+        cell = layout.era_of_row() * n_levels + level
+        per_cell = np.bincount(cell, minlength=layout.n_eras * n_levels).reshape(layout.n_eras, n_levels)
+        mean_rank = np.cumsum(per_cell, axis=1) - per_cell + (per_cell + 1) / 2.0
+        return mean_rank.ravel()[cell], (per_cell > 0).sum(axis=1)
     order = layout.sort_within_eras(x)
-    ranks = np.empty(layout.n_rows)
-    if not layout.n_rows:
-        return ranks, np.zeros(layout.n_eras, dtype=np.int64)
     sorted_x = x[order]
-    # A tie run ends where the value changes or an era ends; its rows share the mean position.
-    era_start = np.zeros(layout.n_rows, dtype=bool)
-    era_start[layout.starts[layout.present]] = True
-    run_start = era_start.copy()
-    run_start[1:] |= sorted_x[1:] != sorted_x[:-1]
+    # A tie run starts where the value changes or an era starts; its rows share its mean rank.
+    run_start = np.ones(layout.n_rows, dtype=bool)
+    np.not_equal(sorted_x[1:], sorted_x[:-1], out=run_start[1:])
+    run_start[layout.starts[layout.present]] = True
     first = np.flatnonzero(run_start)
-    last = np.append(first[1:], layout.n_rows) - 1
-    first_of_era = layout.expand(layout.starts)[first]
-    mean_rank = (first + last) / 2.0 - first_of_era + 1.0
-    ranks[order] = np.repeat(mean_rank, last - first + 1)
+    length = np.diff(first, append=layout.n_rows)
+    sorted_ranks = np.repeat(first + (length + 1) / 2.0, length)  # 1-based positions in the layout
+    sorted_ranks -= layout.expand(layout.starts.astype(np.float64))  # ... and within the era
+    ranks = np.empty(layout.n_rows)
+    ranks[order] = sorted_ranks
     return ranks, layout.sums(run_start)
+
+
+def _levels(x: np.ndarray, max_levels: int = 16):
+    """(level index per row, number of levels) when x takes few distinct values, else None."""
+    levels = np.unique(x[:4096])
+    if len(x) <= 4096 or len(levels) > max_levels:
+        return None  # small inputs: sorting is as quick
+    index = np.zeros(len(x), dtype=np.intp)
+    for level in levels[:-1]:  # a few comparison passes beat a binary search per row
+        index += x > level
+    return (index, len(levels)) if np.array_equal(levels[index], x) else None  # else a level outside the sample
 
 
 def _percentile(ranks: np.ndarray, layout: _EraLayout) -> np.ndarray:
@@ -251,7 +278,7 @@ class _ScoredRows:
         self.counts = layout.counts
         self.target = layout.take(target)
         self.aligned = [layout.take(np.asarray(a, dtype=np.float64)) for a in aligned]
-        predictions = layout.take(predictions).astype(np.float64)
+        predictions = layout.take(predictions)
         bad = ~np.isfinite(predictions)
         self.bad_era = layout.sums(bad) > 0
         # Placeholders keep the sort valid; their eras are reported as NaN.
@@ -309,7 +336,8 @@ def per_era_pearson(x, y, eras) -> EraScores:
     """Plain Pearson correlation of x and y per era (rows with NaN y skipped)."""
     rows = _ScoredRows(x, y, eras)
     layout = rows.layout
-    return rows.scores(_pearson(rows.predictions, rows.target, layout), layout.constant(rows.predictions),
+    x = rows.predictions.astype(np.float64)
+    return rows.scores(_pearson(x, rows.target, layout), layout.constant(x),
                        layout.constant(rows.target))
 
 

@@ -210,3 +210,27 @@ def test_reusing_era_groups_gives_the_same_scores():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="differ in length"):
         metrics.per_era_spearman([1.0, 2.0], [1.0, 2.0, 3.0], ["a", "a", "a"])
+
+
+@pytest.mark.parametrize("pred_levels", [5, None])
+def test_spearman_and_corr_on_large_bucketed_data(pred_levels):
+    """Enough rows (> 4,096) that values with few distinct levels (bucketed targets, here also
+    bucketed predictions) are ranked by counting rather than sorting; eras of uneven size."""
+    rng = np.random.default_rng(11)
+    per_era = rng.integers(200, 400, size=25)
+    eras = np.repeat([f"era{i}" for i in range(1, 26)], per_era)
+    target = rng.choice(BUCKETS, size=len(eras), p=[.05, .2, .5, .2, .05])
+    prediction = target + rng.normal(size=len(eras))
+    if pred_levels:
+        prediction = np.clip(np.round(prediction * 2), -2, 2)  # ties everywhere
+    frame = pd.DataFrame({"era": eras, "prediction": prediction, "target": target},
+                         index=pd.Index([f"n{i:05d}" for i in range(len(eras))], name="id"))
+    args = (frame["prediction"], frame["target"], frame["era"])
+    assert_matches(metrics.per_era_spearman(*args),
+                   per_era_reference(frame, lambda d: spearmanr(d.prediction, d.target)[0]))
+    assert_matches(metrics.per_era_numerai_corr(*args),
+                   per_era_reference(frame, lambda d: scoring.numerai_corr(d[["prediction"]], d["target"]).iloc[0]))
+    ranks = metrics.rank_within_eras(frame["prediction"].to_numpy(), frame["era"])
+    grouped = frame.groupby("era")["prediction"]
+    np.testing.assert_allclose(ranks, (grouped.rank(method="average") - 0.5) / grouped.transform("count"),
+                               rtol=0, atol=1e-12)
