@@ -234,3 +234,34 @@ def test_spearman_and_corr_on_large_bucketed_data(pred_levels):
     grouped = frame.groupby("era")["prediction"]
     np.testing.assert_allclose(ranks, (grouped.rank(method="average") - 0.5) / grouped.transform("count"),
                                rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float32, np.float64])
+def test_neutralize_and_exposure_equal_a_plain_lstsq_reference(dtype):
+    """One Gram matrix per era, shared by exposure and neutralisation, against the textbook
+    computation era by era: np.linalg.lstsq on the features plus a constant column, and
+    np.corrcoef per feature. Era "c" has fewer rows than features (an exact fit: the neutralised
+    predictions are rounding noise, as lstsq's are); era "d" has a duplicated feature."""
+    rng = np.random.default_rng(12)
+    sizes = {"a": 400, "b": 250, "c": 30, "d": 300}
+    eras = np.concatenate([[era] * n for era, n in sizes.items()])
+    features = rng.integers(0, 5, size=(len(eras), 40)).astype(dtype)
+    if dtype != np.int8:
+        features = features + rng.normal(scale=0.1, size=features.shape).astype(dtype)
+    in_d = eras == "d"
+    features[in_d, 7] = features[in_d, 3]
+    prediction = features[:, :5].astype(np.float64) @ rng.normal(size=5) + rng.normal(size=len(eras))
+    order = rng.permutation(len(eras))  # rows need not come era by era
+    eras, features, prediction = eras[order], features[order], prediction[order]
+    target = rng.choice(BUCKETS, size=len(eras))
+    ours = metrics.neutralize(prediction, features, eras)
+    fs = metrics.feature_scores(prediction, features, target, eras)
+    for i, era in enumerate(sorted(sizes)):
+        rows = eras == era
+        x = np.column_stack([features[rows].astype(np.float64), np.ones(rows.sum())])
+        y = prediction[rows]
+        expected = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+        np.testing.assert_allclose(ours[rows], expected, rtol=0, atol=1e-9 * np.abs(y).max())
+        corr = np.array([np.corrcoef(x[:, j], y)[0, 1] for j in range(features.shape[1])])
+        np.testing.assert_allclose(fs.max_exposure.values[i], np.abs(corr).max(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(fs.rms_exposure.values[i], np.sqrt(np.mean(corr ** 2)), rtol=0, atol=1e-12)

@@ -1,0 +1,82 @@
+"""How close numerflow's feature exposure + FNC come to the Gram-matrix arithmetic they need.
+
+    .venv/bin/python bench/exposure_speed.py [--eras 200] [--rows 5000] [--features 780] [--repeat 1]
+
+int8 features 0..4 (as Numerai ships them), era-ordered rows. Times, in the same run:
+- numerflow: metrics.feature_scores (max/RMS exposure and FNC per era);
+- the arithmetic floor: per era, the int8 block cast to float64, its Gram matrix x^T x, x^T y for
+  the two vectors (raw predictions for exposure, gaussianised ranks for FNC), one solve of the
+  normal equations and the fitted values x b, with numpy, nothing else;
+- the Gram matrices alone (x^T x per era, cast included), the one product that dominates.
+Prints seconds, per-era milliseconds and numerflow's time as a ratio of each (target: <= 2x the
+floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from numerflow import metrics
+
+
+def make_data(n_eras: int, rows: int, n_features: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = n_eras * rows
+    features = rng.integers(0, 5, size=(n, n_features), dtype=np.int8)
+    signal = features[:, :20].astype(np.float32).sum(axis=1)
+    prediction = (signal + rng.normal(scale=5.0, size=n)).astype(np.float32)
+    target = np.clip(np.round((signal - signal.mean()) / 16 + 2 + rng.normal(size=n)) / 4, 0, 1)
+    eras = np.repeat(np.arange(1, n_eras + 1), rows)
+    return features, prediction, target, eras
+
+
+def gram_floor(features, prediction, eras, rows: int, solve: bool) -> None:
+    """The per-era products feature_scores needs (or only the Grams), nothing else."""
+    gauss = metrics.gaussianize_within_eras(prediction, eras) if solve else None
+    for start in range(0, len(eras), rows):
+        x = features[start:start + rows].astype(np.float64)
+        gram = x.T @ x
+        if solve:
+            y = np.stack([prediction[start:start + rows], gauss[start:start + rows]], axis=1)
+            x_t_y = x.T @ y
+            x @ np.linalg.solve(gram, x_t_y[:, 1])
+
+
+def best_of(repeat: int, fn) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eras", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--features", type=int, default=780)
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    features, prediction, target, eras = make_data(args.eras, args.rows, args.features)
+    timings = [
+        ("numerflow feature_scores (exposure + FNC)",
+         best_of(args.repeat, lambda: metrics.feature_scores(prediction, features, target, eras))),
+        ("floor: cast + Gram + x^T y + solve + x b",
+         best_of(args.repeat, lambda: gram_floor(features, prediction, eras, args.rows, solve=True))),
+        ("Grams alone: cast + x^T x",
+         best_of(args.repeat, lambda: gram_floor(features, prediction, eras, args.rows, solve=False))),
+    ]
+    ours = timings[0][1]
+    shape = f"{args.eras} eras x {args.rows} rows x {args.features} int8 features"
+    print("| shape | what | seconds | ms per era | numerflow / this |")
+    print("|---|---|---:|---:|---:|")
+    for name, seconds in timings:
+        print(f"| {shape} | {name} | {seconds:.2f} | {1000 * seconds / args.eras:.1f} | {ours / seconds:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
