@@ -15,11 +15,10 @@ floor).
 from __future__ import annotations
 
 import argparse
-import time
-
 import numpy as np
 
 from numerflow import metrics
+from validate_speed import best_of  # bench/ is on the path when run as a script
 
 
 def make_data(n_eras: int, rows: int, n_features: int, seed: int = 0):
@@ -43,15 +42,6 @@ def gram_floor(features, prediction, eras, rows: int, solve: bool) -> None:
             y = np.stack([prediction[start:start + rows], gauss[start:start + rows]], axis=1)
             x_t_y = x.T @ y
             x @ np.linalg.solve(gram, x_t_y[:, 1])
-
-
-def best_of(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main():

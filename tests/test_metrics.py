@@ -49,6 +49,14 @@ def assert_matches(scores: metrics.EraScores, reference: dict):
     np.testing.assert_allclose(scores.values, list(reference.values()), rtol=0, atol=TOL)
 
 
+def assert_spearman_and_corr_match(frame):
+    args = (frame["prediction"], frame["target"], frame["era"])
+    assert_matches(metrics.per_era_spearman(*args),
+                   per_era_reference(frame, lambda d: spearmanr(d.prediction, d.target)[0]))
+    assert_matches(metrics.per_era_numerai_corr(*args),
+                   per_era_reference(frame, lambda d: scoring.numerai_corr(d[["prediction"]], d["target"]).iloc[0]))
+
+
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_spearman_equals_scipy_per_era(shuffle, dtype):
@@ -81,11 +89,7 @@ def test_spearman_and_corr_without_ties(sizes):
     frame = pd.DataFrame({"era": eras, "prediction": rng.normal(size=len(eras)),
                           "target": rng.choice(BUCKETS, size=len(eras))},
                          index=pd.Index([f"n{i:05d}" for i in range(len(eras))], name="id"))
-    args = (frame["prediction"], frame["target"], frame["era"])
-    assert_matches(metrics.per_era_spearman(*args),
-                   per_era_reference(frame, lambda d: spearmanr(d.prediction, d.target)[0]))
-    assert_matches(metrics.per_era_numerai_corr(*args),
-                   per_era_reference(frame, lambda d: scoring.numerai_corr(d[["prediction"]], d["target"]).iloc[0]))
+    assert_spearman_and_corr_match(frame)
 
 
 def test_numerai_corr_equals_numerai_tools_per_era():
@@ -225,11 +229,7 @@ def test_spearman_and_corr_on_large_bucketed_data(pred_levels):
         prediction = np.clip(np.round(prediction * 2), -2, 2)  # ties everywhere
     frame = pd.DataFrame({"era": eras, "prediction": prediction, "target": target},
                          index=pd.Index([f"n{i:05d}" for i in range(len(eras))], name="id"))
-    args = (frame["prediction"], frame["target"], frame["era"])
-    assert_matches(metrics.per_era_spearman(*args),
-                   per_era_reference(frame, lambda d: spearmanr(d.prediction, d.target)[0]))
-    assert_matches(metrics.per_era_numerai_corr(*args),
-                   per_era_reference(frame, lambda d: scoring.numerai_corr(d[["prediction"]], d["target"]).iloc[0]))
+    assert_spearman_and_corr_match(frame)
     ranks = metrics.rank_within_eras(frame["prediction"].to_numpy(), frame["era"])
     grouped = frame.groupby("era")["prediction"]
     np.testing.assert_allclose(ranks, (grouped.rank(method="average") - 0.5) / grouped.transform("count"),
