@@ -189,17 +189,23 @@ def _average_ranks(x: np.ndarray, layout: _EraLayout) -> tuple[np.ndarray, np.nd
         return mean_rank.ravel()[cell], (per_cell > 0).sum(axis=1)
     order = layout.sort_within_eras(x)
     sorted_x = x[order]
-    # A tie run starts where the value changes or an era starts; its rows share its mean rank.
-    run_start = np.ones(layout.n_rows, dtype=bool)
-    np.not_equal(sorted_x[1:], sorted_x[:-1], out=run_start[1:])
-    run_start[layout.starts[layout.present]] = True
-    first = np.flatnonzero(run_start)
-    length = np.diff(first, append=layout.n_rows)
-    sorted_ranks = np.repeat(first + (length + 1) / 2.0, length)  # 1-based positions in the layout
-    sorted_ranks -= layout.expand(layout.starts.astype(np.float64))  # ... and within the era
+    # In sorted order the ranks are the positions 1..n of each era, except in runs of tied values,
+    # which share their mean position. Model outputs have few ties: only those rows are revisited.
+    sorted_ranks = np.arange(1.0, layout.n_rows + 1) - layout.expand(layout.starts)
+    tied = np.zeros(layout.n_rows, dtype=bool)  # row i ties with row i - 1 of its era
+    np.equal(sorted_x[1:], sorted_x[:-1], out=tied[1:])
+    tied[layout.starts[layout.present]] = False
+    after_first = np.flatnonzero(tied)
+    if after_first.size:
+        new_run = np.r_[True, np.diff(after_first) != 1]
+        first = after_first[new_run] - 1
+        length = np.diff(np.r_[np.flatnonzero(new_run), after_first.size]) + 1
+        start_of_run = np.repeat(np.cumsum(length) - length, length)
+        rows = np.repeat(first, length) + np.arange(length.sum()) - start_of_run
+        sorted_ranks[rows] = np.repeat(sorted_ranks[first] + (length - 1) / 2.0, length)
     ranks = np.empty(layout.n_rows)
     ranks[order] = sorted_ranks
-    return ranks, layout.sums(run_start)
+    return ranks, layout.counts - layout.sums(tied)
 
 
 def _levels(x: np.ndarray, max_levels: int = 16):
