@@ -162,12 +162,15 @@ class _EraLayout:
         if self.n_eras * width > 2 * self.n_rows + 4096:
             order = np.argsort(x)
             return order[np.argsort(self.era_of_row()[order], kind="stable")]
-        if np.all(self.counts == width):  # the grid is a free reshape
-            return (np.argsort(x.reshape(self.n_eras, width), axis=1) + self.starts[:, None]).ravel()
-        real = np.arange(width) < self.counts[:, None]
-        grid = np.full((self.n_eras, width), np.inf)
-        grid[real] = x  # row-major order of the real cells is the era-by-era order
-        return (np.argsort(grid, axis=1) + self.starts[:, None])[real]
+        real = None if np.all(self.counts == width) else np.arange(width) < self.counts[:, None]
+        if real is None:  # the grid is a free reshape
+            grid = x.reshape(self.n_eras, width)
+        else:
+            grid = np.full((self.n_eras, width), np.inf)
+            grid[real] = x  # row-major order of the real cells is the era-by-era order
+        order = np.argsort(grid, axis=1)
+        order += self.starts[:, None]
+        return order.ravel() if real is None else order[real]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +194,8 @@ def _average_ranks(x: np.ndarray, layout: _EraLayout) -> tuple[np.ndarray, np.nd
     sorted_x = x[order]
     # In sorted order the ranks are the positions 1..n of each era, except in runs of tied values,
     # which share their mean position. Model outputs have few ties: only those rows are revisited.
-    sorted_ranks = np.arange(1.0, layout.n_rows + 1) - layout.expand(layout.starts)
+    sorted_ranks = np.arange(1.0, layout.n_rows + 1)
+    sorted_ranks -= layout.expand(layout.starts)
     tied = np.zeros(layout.n_rows, dtype=bool)  # row i ties with row i - 1 of its era
     np.equal(sorted_x[1:], sorted_x[:-1], out=tied[1:])
     tied[layout.starts[layout.present]] = False
@@ -213,7 +217,7 @@ def _levels(x: np.ndarray, max_levels: int = 16):
     levels = np.unique(x[:4096])
     if len(x) <= 4096 or len(levels) > max_levels:
         return None  # small inputs: sorting is as quick
-    index = np.zeros(len(x), dtype=np.intp)
+    index = np.zeros(len(x), dtype=np.uint8)
     for level in levels[:-1]:  # a few comparison passes beat a binary search per row
         index += x > level
     return (index, len(levels)) if np.array_equal(levels[index], x) else None  # else a level outside the sample
