@@ -5,8 +5,8 @@
 Two shapes: 2,000,000 rows in 500 eras (the size of a validation run) and 20,000 eras of 100 rows
 (where per-group Python overhead dominates). Each timing is the best of --repeat runs. Prints
 seconds and each time as a ratio of the blog's. The floor is one sort of the predictions within
-their eras (np.lexsort on (era, prediction), and numerflow's per-era sort on the era grid): Spearman cannot
-be computed without it.
+their eras (np.lexsort on (era, prediction), and numerflow's sort of every era at once on a 2-D
+grid, metrics._EraLayout.sort_within_eras): Spearman cannot be computed without it.
 """
 
 from __future__ import annotations

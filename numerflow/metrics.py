@@ -8,9 +8,11 @@ every era at once:
 
 Spearman is Pearson of the ranks; CORR is Pearson of the powered gaussian ranks with the powered
 target; MMC orthogonalises the gaussian ranks to the meta model's; FNC neutralises them to the
-features. The one place that needs care for speed is `_sort_within_eras` (every rank goes through
-it); every other step is a per-era sum (np.add.reduceat on rows laid out era by era) or an
-elementwise function. numpy only (plus scipy.special.ndtri), no I/O.
+features. The one place that needs care for speed is `_average_ranks`, which every rank goes
+through (values with a few levels are counted; others sorted within their eras, all eras in one
+numpy call); every other step is a per-era sum (np.add.reduceat on rows laid out era by era) or an
+elementwise function. Exposure and FNC share one Gram matrix per era. numpy only (plus
+scipy.special.ndtri), no I/O.
 
 Conventions, shared by every per-era function:
 - `eras` is an array of labels ("0012", "era12", 12, ...) or an `EraGroups` from `group_eras`
@@ -421,7 +423,8 @@ class _EraFeatures:
     def exposure(self, y_c: np.ndarray, x_t_y: np.ndarray) -> np.ndarray:
         """Pearson correlation of centred y with every varying feature."""
         v = self.varying
-        return x_t_y[v] / np.sqrt(np.diagonal(self.gram)[v] * (y_c @ y_c))
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant y: NaN, reported unscorable
+            return x_t_y[v] / np.sqrt(np.diagonal(self.gram)[v] * (y_c @ y_c))
 
     def fitted(self, y_c: np.ndarray, x_t_y: np.ndarray) -> np.ndarray:
         """The least-squares fit of centred y on the features (centred: the intercept is implicit).
