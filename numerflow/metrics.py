@@ -236,7 +236,7 @@ def _gaussian(ranks: np.ndarray, layout: _EraLayout) -> np.ndarray:
     Average ranks are multiples of 1/2, so when eras share a few sizes the quantiles are looked
     up in one table per size (2n ndtri calls per size, not one per row; the same arithmetic)."""
     sizes, size_of_era = np.unique(layout.counts, return_inverse=True)
-    if 2 * sizes.sum() > layout.n_rows:
+    if not layout.n_rows or 2 * sizes.sum() > layout.n_rows:
         return ndtri(_percentile(ranks, layout))
     half_steps = [np.arange(1.0, 2 * size) / 2 + 0.5 for size in sizes]  # every possible rank
     table = ndtri(np.concatenate([(r - 0.5) / size for r, size in zip(half_steps, sizes)]))
