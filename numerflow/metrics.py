@@ -1,11 +1,18 @@
 """Era-wise scoring with Numerai's definitions: Spearman, Numerai CORR, MMC, feature exposure,
 feature-neutral CORR, and the per-era summary (mean, std, sharpe, drawdown, hit rate).
 
-numpy only (plus scipy.special.ndtri), no I/O. Every era is scored at once: one sort of the values
-within their eras (a global argsort, then a stable radix sort on the small integer era codes),
-average ranks for ties from the run boundaries, and per-era sums with np.bincount. There is no
-Python loop over eras on the Spearman / CORR / MMC paths; feature exposure and neutralisation loop
-over eras because each era is one large matrix product.
+Built, like numerai_tools.scoring, from one small function per mathematical step, each applied to
+every era at once:
+
+    rank (ties averaged) -> gaussianise -> signed power 1.5 -> Pearson
+
+Spearman is Pearson of the ranks; CORR is Pearson of the powered gaussian ranks with the powered
+target; MMC orthogonalises the gaussian ranks to the meta model's; FNC neutralises them to the
+features. The one place that needs care for speed is `_average_ranks`, which every rank goes
+through (values with a few levels are counted; others sorted within their eras, all eras in one
+numpy call); every other step is a per-era sum (np.add.reduceat on rows laid out era by era) or an
+elementwise function. Exposure and FNC share one Gram matrix per era. numpy only (plus
+scipy.special.ndtri), no I/O.
 
 Conventions, shared by every per-era function:
 - `eras` is an array of labels ("0012", "era12", 12, ...) or an `EraGroups` from `group_eras`
@@ -51,10 +58,6 @@ class EraGroups:
         return EraGroups(self.labels, self.codes[mask])
 
 
-def _code_dtype(n_eras: int):
-    return np.int16 if n_eras < np.iinfo(np.int16).max else np.int32
-
-
 def _sorted_labels(labels) -> list[str]:
     """Labels in schema.era_sort_key order; all-digit labels ("0012") take a quicker key."""
     if all(label.isdigit() for label in labels):
@@ -76,58 +79,55 @@ def group_eras(eras) -> EraGroups:
     n = len(labels_in)
     if n == 0:
         return EraGroups([], np.empty(0, dtype=np.int16))
-    boundary = np.empty(n, dtype=bool)
-    boundary[0] = True
-    np.not_equal(labels_in[1:], labels_in[:-1], out=boundary[1:])
-    run_starts = np.flatnonzero(boundary)
+    run_starts = np.flatnonzero(np.r_[True, labels_in[1:] != labels_in[:-1]])
     run_labels = [str(x) for x in labels_in[run_starts].tolist()]
     unique = _sorted_labels(set(run_labels))
     code_of = {label: i for i, label in enumerate(unique)}
-    dtype = _code_dtype(len(unique))
+    dtype = np.int16 if len(unique) < np.iinfo(np.int16).max else np.int32
     run_codes = np.fromiter((code_of[label] for label in run_labels), dtype=dtype, count=len(run_labels))
-    run_lengths = np.diff(np.append(run_starts, n))
-    return EraGroups(unique, np.repeat(run_codes, run_lengths))
+    return EraGroups(unique, np.repeat(run_codes, np.diff(np.append(run_starts, n))))
 
 
 # ---------------------------------------------------------------------------------------------
-# Rows regrouped era by era
+# Rows laid out era by era: per-era sums, means, and the one sort
 
 
 class _EraLayout:
-    """Rows regrouped era by era (a stable radix sort of the int16 codes; nothing moves when the
-    rows already come era by era, as Numerai files do). In this layout every era is one
-    contiguous run, so per-era sums are np.add.reduceat calls and per-era values expand to rows
-    with np.repeat."""
+    """Rows regrouped era by era (a stable radix sort of the era codes; nothing moves when the
+    rows already come era by era, as Numerai files do). Every era is then one contiguous run, so
+    per-era sums are np.add.reduceat and per-era values expand to rows with np.repeat."""
 
-    def __init__(self, codes: np.ndarray, n_eras: int):
-        self.n_eras = n_eras
-        self.n_rows = len(codes)
+    def __init__(self, groups: EraGroups):
+        codes = groups.codes
+        self.n_eras, self.n_rows = groups.n_eras, len(codes)
         in_order = self.n_rows < 2 or bool(np.all(codes[1:] >= codes[:-1]))
         self.order = None if in_order else np.argsort(codes, kind="stable")
-        self.counts = np.bincount(codes, minlength=n_eras)
+        self.counts = np.bincount(codes, minlength=self.n_eras)
         self.starts = np.cumsum(self.counts) - self.counts
-        self._present = self.counts > 0
-        self._present_starts = self.starts[self._present]
-        self._row_codes = None
+        self.present = self.counts > 0
+        self._era_of_row = None
 
     def take(self, x: np.ndarray) -> np.ndarray:
         """x (in row order) in era-by-era order."""
         return x if self.order is None else x[self.order]
 
-    def put_back(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def put_back(self, x: np.ndarray) -> np.ndarray:
         """x (in era-by-era order) in the original row order."""
         if self.order is None:
-            return x if out is None else np.copyto(out, x) or out
-        out = np.empty_like(x) if out is None else out
+            return x
+        out = np.empty_like(x)
         out[self.order] = x
         return out
+
+    def rows_of(self, era: int) -> slice:
+        return slice(int(self.starts[era]), int(self.starts[era] + self.counts[era]))
 
     def sums(self, x: np.ndarray) -> np.ndarray:
         """Per-era sums (0 for eras without rows); booleans are counted."""
         dtype = np.int64 if x.dtype.kind in "biu" else np.float64
         out = np.zeros(self.n_eras, dtype=dtype)
         if self.n_rows:
-            out[self._present] = np.add.reduceat(x, self._present_starts, dtype=dtype)
+            out[self.present] = np.add.reduceat(x, self.starts[self.present], dtype=dtype)
         return out
 
     def means(self, x: np.ndarray) -> np.ndarray:
@@ -136,240 +136,112 @@ class _EraLayout:
 
     def expand(self, per_era: np.ndarray) -> np.ndarray:
         """Per-era values, one per row."""
-        return per_era[self.row_codes()]
+        return np.repeat(per_era, self.counts)
 
     def centre(self, x: np.ndarray) -> np.ndarray:
         return x - self.expand(self.means(x))
 
-    def row_codes(self) -> np.ndarray:
-        """Each row's era index (in this layout), built once."""
-        if self._row_codes is None:
-            self._row_codes = np.repeat(np.arange(self.n_eras, dtype=np.intp), self.counts)
-        return self._row_codes
-
-    def slices(self):
-        """(era, slice of its rows in this layout) for every era that has rows."""
-        for era in np.flatnonzero(self._present):
-            yield int(era), slice(int(self.starts[era]), int(self.starts[era] + self.counts[era]))
-
-    def constant(self, values: np.ndarray) -> np.ndarray:
+    def constant(self, x: np.ndarray) -> np.ndarray:
         """Per era: True when all its values are equal (exact, unlike a variance test)."""
-        if not self.n_rows:
-            return np.ones(self.n_eras, dtype=bool)
-        first = values[np.minimum(self.starts, self.n_rows - 1)]
-        return self.sums(values != self.expand(first)) == 0
+        first = x[np.minimum(self.starts, max(self.n_rows - 1, 0))] if self.n_rows else np.zeros(self.n_eras)
+        return self.sums(x != self.expand(first)) == 0
 
-    def era_grid(self, values: np.ndarray):
-        """The eras as the rows of a 2-D array, each padded with +inf past its end, and the mask
-        of real cells (None when all eras have the same size: the grid is then a free reshape).
-        None when era sizes are too uneven for padding to be cheap."""
+    def era_of_row(self) -> np.ndarray:
+        """Each row's era index (in this layout), built once."""
+        if self._era_of_row is None:
+            self._era_of_row = self.expand(np.arange(self.n_eras, dtype=np.int32))
+        return self._era_of_row
+
+    def sort_within_eras(self, x: np.ndarray) -> np.ndarray:
+        """Positions (in this layout) sorting finite x inside each era, eras kept in order.
+
+        The eras become the rows of a 2-D grid (padded past each era's end with +inf) and numpy
+        sorts every row in one call: each era's sort runs in cache, several times faster than one
+        global sort. When era sizes are so uneven that padding would more than double the data,
+        one global sort then a stable sort on the era codes."""
+        x = x if x.dtype.kind == "f" else x.astype(np.float64)  # floats pad with +inf
         width = int(self.counts.max(initial=0))
-        if self.n_rows == 0 or self.n_eras * width > 2 * self.n_rows + 4096:
-            return None
-        if not np.issubdtype(values.dtype, np.floating):
-            values = values.astype(np.float64)
-        if np.all(self.counts == width):
-            return values.reshape(self.n_eras, width), None
-        grid = np.full((self.n_eras, width), np.inf, dtype=values.dtype)
-        real = np.arange(width) < self.counts[:, None]
-        grid[real] = values  # row-major order of the real cells is the era-by-era order
-        return grid, real
-
-    def sort_within_eras(self, values: np.ndarray) -> np.ndarray:
-        """Positions (in this layout) sorting the values inside each era, eras kept in order.
-
-        One argsort per era, done by numpy in a single call on the era grid (sorted along axis 1;
-        padding is +inf and values are finite, so padding sorts last). Each era's sort runs in
-        cache, several times faster than one global argsort of all rows. When era sizes are too
-        uneven to pad: a global argsort, then a stable radix sort on the era codes (which keeps
-        the value order inside each era)."""
-        if self.n_rows == 0:
-            return np.empty(0, dtype=np.intp)
-        grid = self.era_grid(values)
-        if grid is None:
-            codes = self.row_codes()
-            order = np.argsort(values)
-            return order[np.argsort(codes[order], kind="stable")]
-        return self._grid_order(np.argsort(grid[0], axis=1), grid[1])
-
-    def _grid_order(self, within: np.ndarray, real) -> np.ndarray:
-        within = within + self.starts[:, None]
-        return within.ravel() if real is None else within[real]
-
-    def grid_sort(self, values: np.ndarray) -> "_GridSort | None":
-        """Sort `values` (finite) inside each era of the era grid; None when the grid does not
-        apply (very uneven eras)."""
-        grid = self.era_grid(values)
-        if grid is None:
-            return None
-        cells, real = grid
-        within = np.argsort(cells, axis=1)
-        sorted_cells = np.take_along_axis(cells, within, axis=1)
-        ties = sorted_cells[:, 1:] == sorted_cells[:, :-1]
-        if real is not None:
-            ties &= real[:, 1:]  # +inf padding equals itself: not a tie
-        # A tie at grid cell (e, j) joins sorted cells j and j + 1 of era e; consecutive ones chain
-        # into runs. Only the tied cells are touched later, so ties cost in proportion to their count.
-        era, column = np.nonzero(ties)
-        joined = era * cells.shape[1] + column
-        breaks = np.flatnonzero(np.diff(joined) != 1)
-        run_first = joined[np.r_[0, breaks + 1]] if joined.size else joined
-        run_last = joined[np.r_[breaks, joined.size - 1]] + 1 if joined.size else joined
-        tied_pairs = np.bincount(era, minlength=self.n_eras)
-        return _GridSort(within, real, bool(joined.size), run_first, run_last, self.counts - tied_pairs)
-
-    def to_grid(self, x: np.ndarray, real, fill=0) -> np.ndarray:
-        """x (in this layout) on the era grid, padding cells `fill`."""
-        if real is None:
-            return x.reshape(self.n_eras, -1)
-        out = np.full(real.shape, fill, dtype=x.dtype)
-        out[real] = x
-        return out
-
-    def average_ranks(self, values: np.ndarray, sorted_grid: "_GridSort | None" = None):
-        """1-based ranks of `values` (finite, in this layout) within their eras, ties given their
-        average rank (scipy.stats.rankdata / pandas rank(method="average")), and the number of
-        distinct values per era. `sorted_grid`: grid_sort(values), when already computed."""
-        levels = _discrete_levels(values)
-        if levels is not None:
-            return self._counted_ranks(*levels)
-        sorted_grid = sorted_grid or self.grid_sort(values)
-        if sorted_grid is None:
-            return self._ranks_from_order(values, self.sort_within_eras(values))
-        within, real = sorted_grid.within, sorted_grid.real
-        # Ranks are the sorted positions (tie runs: their mean), written back era by era inside
-        # the grid: every gather and scatter stays in cache.
-        ranks = np.empty(within.shape, dtype=np.float64)
-        np.put_along_axis(ranks, within, _sorted_ranks(sorted_grid, within.shape), axis=1)
-        return (ranks.ravel() if real is None else ranks[real]), sorted_grid.distinct.copy()
-
-    def _ranks_from_order(self, values: np.ndarray, order: np.ndarray):
-        n = self.n_rows
-        sorted_values = values[order]
-        new_run = np.empty(n, dtype=bool)
-        new_run[:1] = True
-        np.not_equal(sorted_values[1:], sorted_values[:-1], out=new_run[1:])
-        new_run[self._present_starts] = True  # a tie never spans two eras
-        # A tie run over sorted positions [s, s + len) gets the mean position s + (len - 1) / 2.
-        run_starts = np.flatnonzero(new_run)
-        run_lengths = np.diff(np.append(run_starts, n))
-        position = np.repeat(run_starts + (run_lengths - 1) / 2.0, run_lengths)
-        position -= self.expand(self.starts) - 1.0
-        ranks = np.empty(n, dtype=np.float64)
-        ranks[order] = position
-        return ranks, self.sums(new_run)
-
-    def _counted_ranks(self, n_levels: int, level_index: np.ndarray):
-        """Average ranks for values with few levels, without sorting: count each (era, level)
-        pair; a level's rank is the count of smaller values in its era plus the mean position
-        among its equals."""
-        cell = self.row_codes() * n_levels + level_index
-        per_cell = np.bincount(cell, minlength=self.n_eras * n_levels).reshape(self.n_eras, n_levels)
-        below = np.cumsum(per_cell, axis=1) - per_cell
-        rank_of_cell = (below + (per_cell + 1) / 2.0).ravel()
-        return rank_of_cell[cell], (per_cell > 0).sum(axis=1)
-
-    def percentile_ranks(self, values: np.ndarray):
-        """((rank - 0.5) / n within each era, distinct values per era)."""
-        ranks, distinct = self.average_ranks(values)
-        return (ranks - 0.5) / self.expand(self.counts), distinct
+        if self.n_eras * width > 2 * self.n_rows + 4096:
+            order = np.argsort(x)
+            return order[np.argsort(self.era_of_row()[order], kind="stable")]
+        real = None if np.all(self.counts == width) else np.arange(width) < self.counts[:, None]
+        if real is None:  # the grid is a free reshape
+            grid = x.reshape(self.n_eras, width)
+        else:
+            grid = np.full((self.n_eras, width), np.inf, dtype=x.dtype)
+            grid[real] = x  # row-major order of the real cells is the era-by-era order
+        order = np.argsort(grid, axis=1)
+        order += self.starts[:, None]
+        return order.ravel() if real is None else order[real]
 
 
-@dataclass
-class _GridSort:
-    """Per-era argsort on the era grid: `within[e]` lists era e's grid columns in value order
-    (padding last); `real` masks real cells (None: equal era sizes); `ties`: any era has ties."""
-
-    within: np.ndarray
-    real: np.ndarray | None
-    ties: bool
-    run_first: np.ndarray  # flat grid index of each tie run's first sorted cell
-    run_last: np.ndarray  # ... and last (inclusive)
-    distinct: np.ndarray  # distinct values per era
-
-    def tied_cells(self, width: int):
-        """(flat grid index of every tied cell, its run's mean 1-based position in the era)."""
-        lengths = self.run_last - self.run_first + 1
-        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        cells = np.repeat(self.run_first, lengths) + offsets
-        mean_position = (self.run_first % width + self.run_last % width) / 2.0 + 1.0
-        return cells, np.repeat(mean_position, lengths)
-
-    def tie_correction(self, n_eras: int, width: int) -> np.ndarray:
-        """Per era sum over tie runs of (len^3 - len) / 12: what ties remove from the ranks'
-        sum of squares n(n^2 - 1) / 12."""
-        lengths = (self.run_last - self.run_first + 1).astype(np.float64)
-        return np.bincount(self.run_first // width, weights=(lengths ** 3 - lengths) / 12.0, minlength=n_eras)
+# ---------------------------------------------------------------------------------------------
+# The steps: rank, gaussianise, power, Pearson (each for every era at once, in layout order)
 
 
-def _sorted_ranks(sorted_grid: _GridSort, shape) -> np.ndarray:
-    """1-based ranks in sorted order on the grid: positions, tie runs replaced by their mean."""
-    positions = np.broadcast_to(np.arange(1.0, shape[1] + 1.0), shape)
-    if not sorted_grid.ties:
-        return positions
-    positions = positions.copy()
-    cells, mean_position = sorted_grid.tied_cells(shape[1])
-    positions.reshape(-1)[cells] = mean_position
-    return positions
+def _average_ranks(x: np.ndarray, layout: _EraLayout) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ranks of finite x within their eras, ties given their average rank (scipy's
+    rankdata, pandas rank(method="average")), and the number of distinct values per era.
+
+    Values with few distinct levels (Numerai's five target buckets) are counted, not sorted:
+    rank = rows of lower levels in the era + (rows of this level + 1) / 2."""
+    levels = _levels(x)
+    if levels is not None:
+        level, n_levels = levels
+        cell = layout.era_of_row() * n_levels + level
+        per_cell = np.bincount(cell, minlength=layout.n_eras * n_levels).reshape(layout.n_eras, n_levels)
+        mean_rank = np.cumsum(per_cell, axis=1) - per_cell + (per_cell + 1) / 2.0
+        return mean_rank.ravel()[cell], (per_cell > 0).sum(axis=1)
+    order = layout.sort_within_eras(x)
+    sorted_x = x[order]
+    # In sorted order the ranks are the positions 1..n of each era, except in runs of tied values,
+    # which share their mean position. Model outputs have few ties: only those rows are revisited.
+    sorted_ranks = np.arange(1.0, layout.n_rows + 1)
+    sorted_ranks -= layout.expand(layout.starts)
+    tied = np.zeros(layout.n_rows, dtype=bool)  # row i ties with row i - 1 of its era
+    np.equal(sorted_x[1:], sorted_x[:-1], out=tied[1:])
+    tied[layout.starts[layout.present]] = False
+    after_first = np.flatnonzero(tied)
+    if after_first.size:
+        new_run = np.r_[True, np.diff(after_first) != 1]
+        first = after_first[new_run] - 1
+        length = np.diff(np.r_[np.flatnonzero(new_run), after_first.size]) + 1
+        start_of_run = np.repeat(np.cumsum(length) - length, length)
+        rows = np.repeat(first, length) + np.arange(length.sum()) - start_of_run
+        sorted_ranks[rows] = np.repeat(sorted_ranks[first] + (length - 1) / 2.0, length)
+    ranks = np.empty(layout.n_rows)
+    ranks[order] = sorted_ranks
+    return ranks, layout.counts - layout.sums(tied)
 
 
-def _gaussian_rank_table(counts: np.ndarray, width: int, n_rows: int):
-    """Signed-power-1.5 normal quantiles of (position - 0.5) / n for positions 1..n, one row per
-    era size on the era grid (padding 0), and which row each era uses. They depend only on the
-    era size: computed once per distinct size when that is cheaper (equal-sized eras: one row of
-    ndtri calls instead of one per data row)."""
-    sizes, era_size = np.unique(counts, return_inverse=True)
-    if len(sizes) * width > n_rows:
-        sizes, era_size = counts, np.arange(len(counts))
-    column = np.arange(width)
-    real = column < sizes[:, None]
-    quantile = np.where(real, (column + 0.5) / np.maximum(sizes, 1)[:, None], 0.5)
-    return np.where(real, _signed_power(ndtri(quantile)), 0.0), era_size
+def _levels(x: np.ndarray, max_levels: int = 16):
+    """(level index per row, number of levels) when x takes few distinct values, else None."""
+    levels = np.unique(x[:4096])
+    if len(x) <= 4096 or len(levels) > max_levels:
+        return None  # small inputs: sorting is as quick
+    index = np.zeros(len(x), dtype=np.uint8)
+    for level in levels[:-1]:  # a few comparison passes beat a binary search per row
+        index += x > level
+    return (index, len(levels)) if np.array_equal(levels[index], x) else None  # else a level outside the sample
 
 
-def _discrete_levels(values: np.ndarray, max_levels: int = 16):
-    """If `values` take few distinct values (Numerai targets: 0, .25, .5, .75, 1), return
-    (number of levels, level index per row), else None: such ranks are counted, not sorted."""
-    if len(values) == 0:
-        return None
-    levels = np.unique(values[:4096])
-    if len(levels) > max_levels:
-        return None
-    # A few passes of comparisons beat a binary search per row; int8 keeps the passes light.
-    index = np.zeros(len(values), dtype=np.int8)
-    matched = 0
-    for level in levels:
-        matched += np.count_nonzero(values == level)
-        if level != levels[-1]:
-            np.add(index, values > level, out=index, casting="unsafe")
-    if matched != len(values):
-        return None
-    return len(levels), index
+def _percentile(ranks: np.ndarray, layout: _EraLayout) -> np.ndarray:
+    """(rank - 0.5) / n: numerai_tools' tie_kept_rank, strictly inside (0, 1)."""
+    return (ranks - 0.5) / layout.expand(layout.counts)
 
 
-def rank_within_eras(values, eras) -> np.ndarray:
-    """(rank - 0.5) / n within each era, ties averaged: values strictly inside (0, 1), the
-    percentile rank numerai_tools' tie_kept_rank uses. NaN stays NaN and is not counted in n."""
-    values = np.asarray(values)
-    groups = group_eras(eras)
-    if len(values) != len(groups):
-        raise ValueError(f"values ({len(values)}) and eras ({len(groups)}) differ in length")
-    finite = np.isfinite(values)
-    all_finite = bool(finite.all())
-    if not all_finite:
-        values, groups = values[finite], groups.subset(finite)
-    layout = _EraLayout(groups.codes, groups.n_eras)
-    ranks = layout.put_back(layout.percentile_ranks(layout.take(values))[0])
-    if all_finite:
-        return ranks
-    out = np.full(len(finite), np.nan)
-    out[finite] = ranks
-    return out
+def _gaussian(ranks: np.ndarray, layout: _EraLayout) -> np.ndarray:
+    """ndtri((rank - 0.5) / n): numerai_tools' gaussian(tie_kept_rank(x)), era by era.
 
-
-def gaussianize_within_eras(values, eras) -> np.ndarray:
-    """Normal quantiles of the per-era percentile ranks (numerai_tools' gaussian(tie_kept_rank))."""
-    return ndtri(rank_within_eras(values, eras))
+    Average ranks are multiples of 1/2, so when eras share a few sizes the quantiles are looked
+    up in one table per size (2n ndtri calls per size, not one per row; the same arithmetic)."""
+    sizes, size_of_era = np.unique(layout.counts, return_inverse=True)
+    if not layout.n_rows or 2 * sizes.sum() > layout.n_rows:
+        return ndtri(_percentile(ranks, layout))
+    half_steps = [np.arange(1.0, 2 * size) / 2 + 0.5 for size in sizes]  # every possible rank
+    table = ndtri(np.concatenate([(r - 0.5) / size for r, size in zip(half_steps, sizes)]))
+    offset = np.r_[0, np.cumsum([len(r) for r in half_steps])][:-1]
+    return table[layout.expand(offset[size_of_era]) + (2 * ranks).astype(np.intp) - 2]
 
 
 def _signed_power(x: np.ndarray) -> np.ndarray:
@@ -377,8 +249,20 @@ def _signed_power(x: np.ndarray) -> np.ndarray:
     return x * np.sqrt(np.abs(x))
 
 
+def _pearson(x: np.ndarray, y: np.ndarray, layout: _EraLayout) -> np.ndarray:
+    """Pearson's r of x and y in each era."""
+    xc, yc = layout.centre(x), layout.centre(y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return layout.sums(xc * yc) / np.sqrt(layout.sums(xc * xc) * layout.sums(yc * yc))
+
+
+def _powered_target(target: np.ndarray, layout: _EraLayout) -> np.ndarray:
+    """numerai_corr's target: centred on the era's mean, then signed power 1.5."""
+    return _signed_power(layout.centre(target))
+
+
 # ---------------------------------------------------------------------------------------------
-# Per-era scores
+# Scored rows: the (predictions, target, eras) rows that count, laid out era by era
 
 
 @dataclass
@@ -398,9 +282,10 @@ class EraScores:
 
 
 class _ScoredRows:
-    """The rows of one (predictions, target, eras) triple that can be scored, regrouped era by
-    era, with per era: row counts and whether a non-finite prediction disqualifies it.
-    `aligned` arrays (e.g. the meta model) follow the same row selection and order."""
+    """Rows with a finite target, era by era, and the per-era facts every score needs: row
+    counts, whether a non-finite prediction disqualifies the era, and the predictions' ranks
+    (computed once, shared by every score). `aligned` arrays (e.g. the meta model) follow the
+    same row selection and order."""
 
     def __init__(self, predictions, target, eras, aligned=()):
         predictions, target = np.asarray(predictions), np.asarray(target, dtype=np.float64)
@@ -414,146 +299,45 @@ class _ScoredRows:
         if not keep.all():
             predictions, target, groups = predictions[keep], target[keep], groups.subset(keep)
             aligned = [np.asarray(a)[keep] for a in aligned]
-        self.labels, self.n_eras = groups.labels, groups.n_eras
-        self.layout = layout = _EraLayout(groups.codes, groups.n_eras)
+        self.groups = groups
+        self.layout = layout = _EraLayout(groups)
         self.counts = layout.counts
         self.target = layout.take(target)
-        self.aligned = [layout.take(np.asarray(a)) for a in aligned]
+        self.aligned = [layout.take(np.asarray(a, dtype=np.float64)) for a in aligned]
         predictions = layout.take(predictions)
         bad = ~np.isfinite(predictions)
-        self.bad_era = layout.sums(bad.astype(np.int64)) > 0
+        self.bad_era = layout.sums(bad) > 0
         # Placeholders keep the sort valid; their eras are reported as NaN.
-        self.predictions = np.where(bad, 0, predictions) if self.bad_era.any() else predictions
-        self._pred_ranks = None
-        self._grid_sort = None
-        self._grid_sorted = False
+        self.predictions = np.where(bad, 0.0, predictions) if self.bad_era.any() else predictions
+        self._ranks = None
 
-    def sorted_grid(self) -> _GridSort | None:
-        """The predictions sorted within eras on the era grid (computed once, shared by every
-        score), or None when the grid does not apply."""
-        if not self._grid_sorted:
-            self._grid_sort = self.layout.grid_sort(self.predictions)
-            self._grid_sorted = True
-        return self._grid_sort
+    def prediction_ranks(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._ranks is None:
+            self._ranks = _average_ranks(self.predictions, self.layout)
+        return self._ranks
 
-    def sorted_scoring(self) -> _GridSort | None:
-        """The grid sort, when scores are best computed in prediction order: there, each era's
-        prediction ranks are 1..n (tie runs averaged), so a score needs only the target gathered
-        into that order. None for very uneven eras and for predictions with few distinct values
-        (counted ranks are cheaper there)."""
-        if _discrete_levels(self.predictions) is not None:
-            return None
-        return self.sorted_grid()
+    def gaussian_predictions(self) -> np.ndarray:
+        """numerai_tools' gaussian(tie_kept_rank(predictions)), era by era."""
+        return _gaussian(self.prediction_ranks()[0], self.layout)
 
-    def gathered(self, x: np.ndarray, sorted_grid: _GridSort) -> np.ndarray:
-        """x (per row, this layout) on the era grid in prediction order; padding 0."""
-        return np.take_along_axis(self.layout.to_grid(x, sorted_grid.real), sorted_grid.within, axis=1)
+    def constant_predictions(self) -> np.ndarray:
+        return self.prediction_ranks()[1] < 2
 
     def scores(self, values: np.ndarray, *unscorable_flags: np.ndarray) -> EraScores:
         unscorable = (self.counts < MIN_ROWS) | self.bad_era
         for flag in unscorable_flags:
             unscorable = unscorable | flag
-        return EraScores(list(self.labels), self.counts.copy(), np.where(unscorable, np.nan, values))
-
-    def cosine(self, xc: np.ndarray, yc: np.ndarray) -> np.ndarray:
-        """Per era sum(x y) / sqrt(sum(x x) sum(y y)): Pearson's r for per-era centred x, y."""
-        sums = self.layout.sums
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return sums(xc * yc) / np.sqrt(sums(xc * xc) * sums(yc * yc))
-
-    def pearson(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return self.cosine(self.layout.centre(x), self.layout.centre(y))
-
-    def prediction_ranks(self):
-        if self._pred_ranks is None:
-            levels = _discrete_levels(self.predictions)
-            self._pred_ranks = self.layout.average_ranks(
-                self.predictions, None if levels is not None else self.sorted_grid())
-        return self._pred_ranks
-
-    def gaussian_predictions(self) -> np.ndarray:
-        ranks, _ = self.prediction_ranks()
-        return ndtri((ranks - 0.5) / self.layout.expand(self.counts))
-
-    def _discrete_target_in_order(self, sorted_grid: _GridSort, half: np.ndarray):
-        """For a target with few levels (Numerai's five buckets): its centred ranks in prediction
-        order from a per-(era, level) table, gathering one byte per row instead of a float; and
-        per era the sum of squares and the number of distinct values. None for other targets."""
-        levels = _discrete_levels(self.target)
-        if levels is None:
-            return None
-        n_levels, level_index = levels
-        # Padding cells get an extra level whose centred rank is 0, so they add nothing.
-        level_grid = self.layout.to_grid(level_index, sorted_grid.real, fill=n_levels)
-        per_cell = np.stack([np.count_nonzero(level_grid == level, axis=1) for level in range(n_levels)], axis=1)
-        below = np.cumsum(per_cell, axis=1) - per_cell
-        centred = np.zeros((self.n_eras, n_levels + 1))
-        centred[:, :n_levels] = below + (per_cell + 1) / 2.0 - half[:, None]
-        t = np.take_along_axis(centred, np.take_along_axis(level_grid, sorted_grid.within, axis=1), axis=1)
-        squares = (per_cell * centred[:, :n_levels] ** 2).sum(axis=1)
-        return t, squares, (per_cell > 0).sum(axis=1)
+        return EraScores(list(self.groups.labels), self.counts.copy(), np.where(unscorable, np.nan, values))
 
     def spearman(self) -> EraScores:
-        # Average ranks of n rows always have mean (n + 1) / 2: centre without a pass.
-        half = (self.counts + 1) / 2.0
-        sorted_grid = self.sorted_scoring()
-        discrete = self._discrete_target_in_order(sorted_grid, half) if sorted_grid is not None else None
-        if discrete is not None:
-            t, t_squares, target_distinct = discrete
-        else:
-            target_ranks, target_distinct = self.layout.average_ranks(self.target)
-            target_centred = target_ranks - self.layout.expand(half)
-        if sorted_grid is None:
-            pred_ranks, pred_distinct = self.prediction_ranks()
-            values = self.cosine(pred_ranks - self.layout.expand(half), target_centred)
-            return self.scores(values, pred_distinct < 2, target_distinct < 2)
-        if discrete is None:
-            t = self.gathered(target_centred, sorted_grid)
-            t_squares = (t * t).sum(axis=1)
-        width = t.shape[1]
-        if sorted_grid.ties:
-            sxy = np.einsum("ij,ij->i", t, _sorted_ranks(sorted_grid, t.shape))
-        else:
-            sxy = t @ np.arange(1.0, width + 1.0)
-        sxy -= half * t.sum(axis=1)  # the ranks' centre; t sums to ~0 already
-        # Sum of squares of centred ranks 1..n is n(n^2 - 1)/12, less (len^3 - len)/12 per tie run.
-        sxx = self.counts * (self.counts ** 2 - 1.0) / 12.0 - sorted_grid.tie_correction(self.n_eras, width)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = sxy / np.sqrt(sxx * t_squares)
-        return self.scores(values, sorted_grid.distinct < 2, target_distinct < 2)
+        target_ranks, target_distinct = _average_ranks(self.target, self.layout)
+        values = _pearson(self.prediction_ranks()[0], target_ranks, self.layout)
+        return self.scores(values, self.constant_predictions(), target_distinct < 2)
 
     def numerai_corr(self) -> EraScores:
-        powered_target = self.layout.centre(_signed_power(self.layout.centre(self.target)))
-        sorted_grid = self.sorted_scoring()
-        if sorted_grid is None:
-            _, pred_distinct = self.prediction_ranks()
-            gauss = _signed_power(self.gaussian_predictions())
-            values = self.cosine(self.layout.centre(gauss), powered_target)
-            return self.scores(values, pred_distinct < 2, self.layout.constant(self.target))
-        # In sorted order the gaussianised predictions depend only on the era size, except at
-        # tie runs (recomputed from their mean rank).
-        t = self.gathered(powered_target, sorted_grid)
-        width = t.shape[1]
-        table, era_size = _gaussian_rank_table(self.counts, width, self.layout.n_rows)
-        n = self.counts.astype(np.float64)
-        if not sorted_grid.ties and len(table) == 1:
-            g = table[0]
-            g_sum, g_squares = np.full(self.n_eras, g.sum()), np.full(self.n_eras, g @ g)
-            sxy = t @ g
-        else:
-            g = table[era_size]
-            if sorted_grid.ties:
-                cells, mean_position = sorted_grid.tied_cells(width)
-                era_of_cell = cells // width
-                g.reshape(-1)[cells] = _signed_power(ndtri((mean_position - 0.5) / n[era_of_cell]))
-            g_sum, g_squares = g.sum(axis=1), np.einsum("ij,ij->i", g, g)
-            sxy = np.einsum("ij,ij->i", t, g)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            g_mean = g_sum / n
-            sxy -= g_mean * t.sum(axis=1)
-            sxx = g_squares - n * g_mean ** 2
-            values = sxy / np.sqrt(sxx * (t * t).sum(axis=1))
-        return self.scores(values, sorted_grid.distinct < 2, self.layout.constant(self.target))
+        powered = _signed_power(self.gaussian_predictions())
+        values = _pearson(powered, _powered_target(self.target, self.layout), self.layout)
+        return self.scores(values, self.constant_predictions(), self.layout.constant(self.target))
 
 
 def per_era_spearman(predictions, target, eras) -> EraScores:
@@ -569,7 +353,7 @@ def per_era_numerai_corr(predictions, target, eras) -> EraScores:
 
 
 def per_era_scores(predictions, target, eras) -> dict[str, EraScores]:
-    """Spearman and Numerai CORR together, sharing the one sort of the predictions."""
+    """Spearman and Numerai CORR together, sharing the one ranking of the predictions."""
     rows = _ScoredRows(predictions, target, eras)
     return {"spearman": rows.spearman(), "numerai_corr": rows.numerai_corr()}
 
@@ -577,9 +361,10 @@ def per_era_scores(predictions, target, eras) -> dict[str, EraScores]:
 def per_era_pearson(x, y, eras) -> EraScores:
     """Plain Pearson correlation of x and y per era (rows with NaN y skipped)."""
     rows = _ScoredRows(x, y, eras)
-    x_values = rows.predictions.astype(np.float64)
-    return rows.scores(rows.pearson(x_values, rows.target), rows.layout.constant(x_values),
-                       rows.layout.constant(rows.target))
+    layout = rows.layout
+    x = rows.predictions.astype(np.float64)
+    return rows.scores(_pearson(x, rows.target, layout), layout.constant(x),
+                       layout.constant(rows.target))
 
 
 def per_era_mmc(predictions, meta_model, target, eras) -> EraScores:
@@ -591,10 +376,9 @@ def per_era_mmc(predictions, meta_model, target, eras) -> EraScores:
     target = np.where(np.isfinite(meta_model), np.asarray(target, dtype=np.float64), np.nan)
     rows = _ScoredRows(predictions, target, eras, aligned=[meta_model])
     layout, sums = rows.layout, rows.layout.sums
-    _, pred_distinct = rows.prediction_ranks()
     p = rows.gaussian_predictions()
-    meta_pct, meta_distinct = layout.percentile_ranks(rows.aligned[0])
-    m = ndtri(meta_pct)
+    meta_ranks, meta_distinct = _average_ranks(rows.aligned[0], layout)
+    m = _gaussian(meta_ranks, layout)
     with np.errstate(invalid="ignore", divide="ignore"):
         neutral = p - m * layout.expand(sums(p * m) / sums(m * m))
     # numerai_tools turns 0..1 targets into buckets -2..2 (times 4, then centred); it checks the
@@ -605,54 +389,92 @@ def per_era_mmc(predictions, meta_model, target, eras) -> EraScores:
     with np.errstate(invalid="ignore", divide="ignore"):
         values = sums(centred * neutral) / rows.counts
     # A constant meta model leaves nothing to orthogonalise against: unscorable like the rest.
-    return rows.scores(values, pred_distinct < 2, meta_distinct < 2, layout.constant(rows.target))
+    return rows.scores(values, rows.constant_predictions(), meta_distinct < 2, layout.constant(rows.target))
 
 
 # ---------------------------------------------------------------------------------------------
-# Features: exposure and neutralisation (one matrix product per era)
+# Ranks as a public step (submissions, neutralised predictions)
 
 
-def _project_out(features_c: np.ndarray, y_c: np.ndarray) -> np.ndarray:
-    """The least-squares fit of y_c on features_c (both centred, so the intercept is implicit).
+def rank_within_eras(values, eras) -> np.ndarray:
+    """(rank - 0.5) / n within each era, ties averaged: values strictly inside (0, 1), the
+    percentile rank numerai_tools' tie_kept_rank uses. NaN stays NaN and is not counted in n."""
+    values = np.asarray(values, dtype=np.float64)
+    groups = group_eras(eras)
+    if len(values) != len(groups):
+        raise ValueError(f"values ({len(values)}) and eras ({len(groups)}) differ in length")
+    finite = np.isfinite(values)
+    layout = _EraLayout(groups.subset(finite))
+    finite_values = layout.take(values[finite])
+    ranks = layout.put_back(_percentile(_average_ranks(finite_values, layout)[0], layout))
+    out = np.full(len(values), np.nan)
+    out[finite] = ranks
+    return out
 
-    Features constant in the era (a group "missing" as all 2s) are dropped first; then the normal
-    equations are solved directly (rows x features^2 / 2 for the Gram matrix, a small solve), and
-    accepted when the residual is orthogonal to the features. A singular or ill-conditioned era
-    falls back to a pseudo-inverse through the Gram matrix's eigen-decomposition, dropping null
-    directions as np.linalg.lstsq's rcond does in numerai_tools."""
-    varying = np.einsum("ij,ij->j", features_c, features_c) > 0
-    x = features_c if varying.all() else features_c[:, varying]
-    if x.shape[1] == 0:
-        return np.zeros_like(y_c)
-    gram = x.T @ x
-    rhs = x.T @ y_c
-    try:
-        fitted = x @ np.linalg.solve(gram, rhs)
-        leftover = x.T @ (y_c - fitted)
-        if np.abs(leftover).max(initial=0.0) <= 1e-8 * max(float(np.abs(rhs).max(initial=0.0)), 1e-300):
-            return fitted
-    except np.linalg.LinAlgError:
-        pass
-    eigval, eigvec = np.linalg.eigh(gram)
-    keep = eigval > 1e-12 * max(float(eigval.max(initial=0.0)), 0.0)
-    basis = eigvec[:, keep]
-    along_basis = basis.T @ rhs
-    along_basis /= eigval[keep][:, None] if along_basis.ndim == 2 else eigval[keep]
-    return x @ (basis @ along_basis)
+
+def gaussianize_within_eras(values, eras) -> np.ndarray:
+    """Normal quantiles of the per-era percentile ranks (numerai_tools' gaussian(tie_kept_rank))."""
+    return ndtri(rank_within_eras(values, eras))
+
+
+# ---------------------------------------------------------------------------------------------
+# Features: exposure and neutralisation, from one Gram matrix per era
+
+
+class _EraFeatures:
+    """One era's features, centred, as float64 (int8 features are cast here, one era at a time,
+    never the whole matrix), with their Gram matrix x^T x: the one large product per era, shared
+    by exposure (its diagonal) and neutralisation (the normal equations)."""
+
+    def __init__(self, features, rows):
+        x = np.asarray(features[rows], dtype=np.float64)
+        x -= x.mean(axis=0)
+        self.x = x
+        self.gram = x.T @ x  # numpy runs x.T @ x as one symmetric BLAS product (syrk)
+        # Features constant in the era (a group "missing" as all 2s) are left out of every fit.
+        self.varying = np.diagonal(self.gram) > 0
+
+    def exposure(self, y_c: np.ndarray, x_t_y: np.ndarray) -> np.ndarray:
+        """Pearson correlation of centred y with every varying feature."""
+        v = self.varying
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant y: NaN, reported unscorable
+            return x_t_y[v] / np.sqrt(np.diagonal(self.gram)[v] * (y_c @ y_c))
+
+    def fitted(self, y_c: np.ndarray, x_t_y: np.ndarray) -> np.ndarray:
+        """The least-squares fit of centred y on the features (centred: the intercept is implicit).
+
+        The normal equations are solved directly, and the answer accepted when the residual is
+        orthogonal to the features. A singular or ill-conditioned era falls back to a
+        pseudo-inverse through the Gram matrix's eigen-decomposition, dropping null directions
+        as np.linalg.lstsq's rcond does in numerai_tools."""
+        v = self.varying
+        if not v.any():
+            return np.zeros_like(y_c)
+        gram, rhs = self.gram[np.ix_(v, v)], x_t_y[v]
+        coef = np.zeros((len(v),) + rhs.shape[1:])  # zero for constant features: x is not copied
+        try:
+            coef[v] = np.linalg.solve(gram, rhs)
+            fitted = self.x @ coef
+            leftover = (self.x.T @ (y_c - fitted))[v]
+            if np.abs(leftover).max(initial=0.0) <= 1e-8 * max(float(np.abs(rhs).max(initial=0.0)), 1e-300):
+                return fitted
+        except np.linalg.LinAlgError:
+            pass
+        eigval, eigvec = np.linalg.eigh(gram)
+        keep = eigval > 1e-12 * max(float(eigval.max(initial=0.0)), 0.0)
+        basis = eigvec[:, keep]
+        along_basis = basis.T @ rhs
+        along_basis /= eigval[keep][:, None] if along_basis.ndim == 2 else eigval[keep]
+        coef[v] = basis @ along_basis
+        return self.x @ coef
 
 
 def _era_rows(groups: EraGroups):
     """(era index, row indices in original order) for every era that has rows."""
-    layout = _EraLayout(groups.codes, groups.n_eras)
+    layout = _EraLayout(groups)
     rows = np.arange(len(groups)) if layout.order is None else layout.order
-    for era, part in layout.slices():
-        yield era, rows[part]
-
-
-def _centred_features(features, idx) -> np.ndarray:
-    x = np.asarray(features[idx], dtype=np.float64)  # int8 is cast here, one era at a time
-    x -= x.mean(axis=0)
-    return x
+    for era in np.flatnonzero(layout.present):
+        yield int(era), rows[layout.rows_of(era)]
 
 
 def neutralize(predictions, features, eras, proportion: float = 1.0) -> np.ndarray:
@@ -667,12 +489,11 @@ def neutralize(predictions, features, eras, proportion: float = 1.0) -> np.ndarr
         raise ValueError(f"predictions ({len(y)}) and features ({len(features)}) differ in length")
     out = np.empty_like(y)
     for _, idx in _era_rows(group_eras(eras)):
-        x = _centred_features(features, idx)
-        y_era = y[idx]
-        y_mean = y_era.mean(axis=0)
-        fitted = _project_out(x, y_era - y_mean)
+        era = _EraFeatures(features, idx)
+        y_mean = y[idx].mean(axis=0)
+        y_c = y[idx] - y_mean
         # The constant column's share is the era mean: at proportion 1 the era is also centred.
-        out[idx] = y_era - proportion * (fitted + y_mean)
+        out[idx] = y[idx] - proportion * (era.fitted(y_c, era.x.T @ y_c) + y_mean)
     return out[:, 0] if one_d else out
 
 
@@ -686,7 +507,7 @@ class FeatureScores:
 
 
 def feature_scores(predictions, features, target, eras) -> FeatureScores:
-    """Feature exposure and feature-neutral CORR.
+    """Feature exposure and feature-neutral CORR, from one Gram matrix per era.
 
     FNC is numerai_tools.scoring.feature_neutral_corr era by era: gaussianised ranks neutralised
     to the features (least squares with a constant), then numerai_corr. Exposure follows Numerai's
@@ -699,35 +520,31 @@ def feature_scores(predictions, features, target, eras) -> FeatureScores:
     if not (len(predictions) == len(target) == len(groups) == len(features)):
         raise ValueError("predictions, features, target and eras differ in length")
     keep = np.isfinite(target)
-    feature_rows = np.arange(len(target))  # rows of `features`: never copy the whole matrix
-    if not keep.all():
-        predictions, target, groups = predictions[keep], target[keep], groups.subset(keep)
-        feature_rows = feature_rows[keep]
-    max_exp = np.full(groups.n_eras, np.nan)
-    rms_exp = np.full(groups.n_eras, np.nan)
-    neutral = np.full(len(predictions), np.nan)
+    feature_rows = np.flatnonzero(keep)  # rows of `features`: never copy the whole matrix
+    predictions, target, groups = predictions[keep], target[keep], groups.subset(keep)
+    raw = _ScoredRows(predictions, target, groups)
     gauss = gaussianize_within_eras(predictions, groups)
+    max_exp, rms_exp = np.full(groups.n_eras, np.nan), np.full(groups.n_eras, np.nan)
+    neutral = np.full(len(predictions), np.nan)
     for era, idx in _era_rows(groups):
-        p = predictions[idx]
-        if not np.isfinite(p).all():
-            continue  # the era is reported unscorable below
-        x = _centred_features(features, feature_rows[idx])
-        p = p - p.mean()
-        scale = np.sqrt((x * x).sum(axis=0) * (p @ p))
-        varying = scale > 0
-        if varying.any():
-            corr = (x[:, varying].T @ p) / scale[varying]
-            max_exp[era] = np.abs(corr).max()
-            rms_exp[era] = np.sqrt(np.mean(corr * corr))
-        g = gauss[idx] - gauss[idx].mean()
-        neutral[idx] = g - _project_out(x, g)
+        if raw.bad_era[era]:
+            continue  # a non-finite prediction: the era is reported unscorable below
+        # (An era with no more rows than features fits exactly: its FNC is rounding noise. Skip
+        # such eras here when that is decided.)
+        x = _EraFeatures(features, feature_rows[idx])
+        y_c = np.stack([predictions[idx], gauss[idx]], axis=1)
+        y_c -= y_c.mean(axis=0)
+        x_t_y = x.x.T @ y_c  # both columns in one pass over the era's features
+        corr = x.exposure(y_c[:, 0], x_t_y[:, 0])
+        if corr.size:
+            max_exp[era], rms_exp[era] = np.abs(corr).max(), np.sqrt(np.mean(corr * corr))
+        neutral[idx] = y_c[:, 1] - x.fitted(y_c[:, 1], x_t_y[:, 1])
     fnc = _ScoredRows(neutral, target, groups).numerai_corr()
-    # Exposure of constant predictions is undefined: NaN via max_exp; unscorable eras follow fnc's.
-    unscored = np.isnan(_ScoredRows(predictions, target, groups).numerai_corr().values)
-    counts = fnc.rows
+    # Exposure of constant predictions is undefined: NaN via max_exp; unscorable eras follow CORR's.
+    unscored = np.isnan(raw.numerai_corr().values)
     return FeatureScores(
-        max_exposure=EraScores(list(groups.labels), counts.copy(), np.where(unscored, np.nan, max_exp)),
-        rms_exposure=EraScores(list(groups.labels), counts.copy(), np.where(unscored, np.nan, rms_exp)),
+        max_exposure=EraScores(list(groups.labels), fnc.rows.copy(), np.where(unscored, np.nan, max_exp)),
+        rms_exposure=EraScores(list(groups.labels), fnc.rows.copy(), np.where(unscored, np.nan, rms_exp)),
         fnc=fnc,
     )
 

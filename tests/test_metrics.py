@@ -49,6 +49,14 @@ def assert_matches(scores: metrics.EraScores, reference: dict):
     np.testing.assert_allclose(scores.values, list(reference.values()), rtol=0, atol=TOL)
 
 
+def assert_spearman_and_corr_match(frame):
+    args = (frame["prediction"], frame["target"], frame["era"])
+    assert_matches(metrics.per_era_spearman(*args),
+                   per_era_reference(frame, lambda d: spearmanr(d.prediction, d.target)[0]))
+    assert_matches(metrics.per_era_numerai_corr(*args),
+                   per_era_reference(frame, lambda d: scoring.numerai_corr(d[["prediction"]], d["target"]).iloc[0]))
+
+
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_spearman_equals_scipy_per_era(shuffle, dtype):
@@ -81,11 +89,7 @@ def test_spearman_and_corr_without_ties(sizes):
     frame = pd.DataFrame({"era": eras, "prediction": rng.normal(size=len(eras)),
                           "target": rng.choice(BUCKETS, size=len(eras))},
                          index=pd.Index([f"n{i:05d}" for i in range(len(eras))], name="id"))
-    args = (frame["prediction"], frame["target"], frame["era"])
-    assert_matches(metrics.per_era_spearman(*args),
-                   per_era_reference(frame, lambda d: spearmanr(d.prediction, d.target)[0]))
-    assert_matches(metrics.per_era_numerai_corr(*args),
-                   per_era_reference(frame, lambda d: scoring.numerai_corr(d[["prediction"]], d["target"]).iloc[0]))
+    assert_spearman_and_corr_match(frame)
 
 
 def test_numerai_corr_equals_numerai_tools_per_era():
@@ -210,3 +214,54 @@ def test_reusing_era_groups_gives_the_same_scores():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="differ in length"):
         metrics.per_era_spearman([1.0, 2.0], [1.0, 2.0, 3.0], ["a", "a", "a"])
+
+
+@pytest.mark.parametrize("pred_levels", [5, None])
+def test_spearman_and_corr_on_large_bucketed_data(pred_levels):
+    """Enough rows (> 4,096) that values with few distinct levels (bucketed targets, here also
+    bucketed predictions) are ranked by counting rather than sorting; eras of uneven size."""
+    rng = np.random.default_rng(11)
+    per_era = rng.integers(200, 400, size=25)
+    eras = np.repeat([f"era{i}" for i in range(1, 26)], per_era)
+    target = rng.choice(BUCKETS, size=len(eras), p=[.05, .2, .5, .2, .05])
+    prediction = target + rng.normal(size=len(eras))
+    if pred_levels:
+        prediction = np.clip(np.round(prediction * 2), -2, 2)  # ties everywhere
+    frame = pd.DataFrame({"era": eras, "prediction": prediction, "target": target},
+                         index=pd.Index([f"n{i:05d}" for i in range(len(eras))], name="id"))
+    assert_spearman_and_corr_match(frame)
+    ranks = metrics.rank_within_eras(frame["prediction"].to_numpy(), frame["era"])
+    grouped = frame.groupby("era")["prediction"]
+    np.testing.assert_allclose(ranks, (grouped.rank(method="average") - 0.5) / grouped.transform("count"),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float32, np.float64])
+def test_neutralize_and_exposure_equal_a_plain_lstsq_reference(dtype):
+    """One Gram matrix per era, shared by exposure and neutralisation, against the textbook
+    computation era by era: np.linalg.lstsq on the features plus a constant column, and
+    np.corrcoef per feature. Era "c" has fewer rows than features (an exact fit: the neutralised
+    predictions are rounding noise, as lstsq's are); era "d" has a duplicated feature."""
+    rng = np.random.default_rng(12)
+    sizes = {"a": 400, "b": 250, "c": 30, "d": 300}
+    eras = np.concatenate([[era] * n for era, n in sizes.items()])
+    features = rng.integers(0, 5, size=(len(eras), 40)).astype(dtype)
+    if dtype != np.int8:
+        features = features + rng.normal(scale=0.1, size=features.shape).astype(dtype)
+    in_d = eras == "d"
+    features[in_d, 7] = features[in_d, 3]
+    prediction = features[:, :5].astype(np.float64) @ rng.normal(size=5) + rng.normal(size=len(eras))
+    order = rng.permutation(len(eras))  # rows need not come era by era
+    eras, features, prediction = eras[order], features[order], prediction[order]
+    target = rng.choice(BUCKETS, size=len(eras))
+    ours = metrics.neutralize(prediction, features, eras)
+    fs = metrics.feature_scores(prediction, features, target, eras)
+    for i, era in enumerate(sorted(sizes)):
+        rows = eras == era
+        x = np.column_stack([features[rows].astype(np.float64), np.ones(rows.sum())])
+        y = prediction[rows]
+        expected = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+        np.testing.assert_allclose(ours[rows], expected, rtol=0, atol=1e-9 * np.abs(y).max())
+        corr = np.array([np.corrcoef(x[:, j], y)[0, 1] for j in range(features.shape[1])])
+        np.testing.assert_allclose(fs.max_exposure.values[i], np.abs(corr).max(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(fs.rms_exposure.values[i], np.sqrt(np.mean(corr ** 2)), rtol=0, atol=1e-12)
