@@ -185,6 +185,8 @@ def prepare(
     downsample: int = typer.Option(cfg.PrepareConfig.downsample, "--downsample", min=1, help="Keep every K-th training era (1 keeps all)."),
     embargo: int = typer.Option(cfg.PrepareConfig.embargo, "--embargo", min=0, help="Eras dropped between the last train era and validation."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Output folder (default: DATA_DIR/prepared)."),
+    bin_features: Optional[int] = typer.Option(None, "--bin-features", min=5, max=5,
+                                               help="Continuous features (pre-2019 releases): 5 equal-frequency buckets per era."),
 ):
     """Select features and targets, keep them int8, and write prepared/train+validation.parquet.
 
@@ -192,7 +194,7 @@ def prepare(
     """
     typer.echo(str(numerflow.prepare(data_dir=data_dir, dataset=dataset, feature_set=feature_set, target=target,
                                      aux_targets=split_list(aux_targets) or [], downsample=downsample,
-                                     embargo=embargo, out_dir=out_dir)))
+                                     embargo=embargo, out_dir=out_dir, bin_features=bin_features)))
 
 
 def positive(value):

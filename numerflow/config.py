@@ -128,6 +128,7 @@ class PrepareConfig(StageSettings):
     downsample: int = 4  # keep every 4th era: neighbouring eras overlap in time (targets look 20 days ahead)
     embargo: int = 4  # eras dropped between the last train era and validation (weekly eras, 20-day targets)
     out_dir: Path | None = None  # None: <data_dir>/prepared
+    bin_features: int | None = None  # continuous (pre-2019) features: N equal-frequency buckets per era (N=5)
 
 
 @dataclass

@@ -25,7 +25,7 @@ Conventions, shared by every per-era function:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import ndtri
@@ -477,6 +477,19 @@ def _era_rows(groups: EraGroups):
         yield int(era), rows[layout.rows_of(era)]
 
 
+def exact_fit(rows: int, n_features: int) -> bool:
+    """An era with no more rows than the fit's parameters (the features plus the constant) is fitted
+    exactly: what neutralising leaves is rounding noise, not a signal. FNC leaves such eras
+    unscored and neutralize leaves their predictions as they are."""
+    return rows <= n_features + 1
+
+
+def exact_fit_eras(eras, n_features: int) -> list[str]:
+    """The labels of the eras exact_fit skips (for the notes that say so)."""
+    groups = group_eras(eras)
+    return [str(groups.labels[era]) for era, idx in _era_rows(groups) if exact_fit(len(idx), n_features)]
+
+
 def neutralize(predictions, features, eras, proportion: float = 1.0) -> np.ndarray:
     """Remove `proportion` of the predictions' linear exposure to the features within each era
     (numerai_tools.scoring.neutralize applied era by era: least squares on the features plus a
@@ -489,6 +502,9 @@ def neutralize(predictions, features, eras, proportion: float = 1.0) -> np.ndarr
         raise ValueError(f"predictions ({len(y)}) and features ({len(features)}) differ in length")
     out = np.empty_like(y)
     for _, idx in _era_rows(group_eras(eras)):
+        if exact_fit(len(idx), features.shape[1]):
+            out[idx] = y[idx]  # see exact_fit: left as they are
+            continue
         era = _EraFeatures(features, idx)
         y_mean = y[idx].mean(axis=0)
         y_c = y[idx] - y_mean
@@ -504,6 +520,7 @@ class FeatureScores:
     max_exposure: EraScores  # per era: max over features of |Pearson(predictions, feature)|
     rms_exposure: EraScores  # per era: root mean square over features of that correlation
     fnc: EraScores  # per era: Numerai CORR of the predictions neutralised to all features
+    exact_fit_eras: list[str] = field(default_factory=list)  # FNC unscored there: see exact_fit
 
 
 def feature_scores(predictions, features, target, eras) -> FeatureScores:
@@ -526,19 +543,22 @@ def feature_scores(predictions, features, target, eras) -> FeatureScores:
     gauss = gaussianize_within_eras(predictions, groups)
     max_exp, rms_exp = np.full(groups.n_eras, np.nan), np.full(groups.n_eras, np.nan)
     neutral = np.full(len(predictions), np.nan)
+    small: list[str] = []
     for era, idx in _era_rows(groups):
         if raw.bad_era[era]:
             continue  # a non-finite prediction: the era is reported unscorable below
-        # (An era with no more rows than features fits exactly: its FNC is rounding noise. Skip
-        # such eras here when that is decided.)
         x = _EraFeatures(features, feature_rows[idx])
+        if exact_fit(len(idx), features.shape[1]):
+            neutral[idx] = np.nan  # FNC would be rounding noise: unscored (exposure is still measured)
+            small.append(str(groups.labels[era]))
         y_c = np.stack([predictions[idx], gauss[idx]], axis=1)
         y_c -= y_c.mean(axis=0)
         x_t_y = x.x.T @ y_c  # both columns in one pass over the era's features
         corr = x.exposure(y_c[:, 0], x_t_y[:, 0])
         if corr.size:
             max_exp[era], rms_exp[era] = np.abs(corr).max(), np.sqrt(np.mean(corr * corr))
-        neutral[idx] = y_c[:, 1] - x.fitted(y_c[:, 1], x_t_y[:, 1])
+        if not exact_fit(len(idx), features.shape[1]):
+            neutral[idx] = y_c[:, 1] - x.fitted(y_c[:, 1], x_t_y[:, 1])
     fnc = _ScoredRows(neutral, target, groups).numerai_corr()
     # Exposure of constant predictions is undefined: NaN via max_exp; unscorable eras follow CORR's.
     unscored = np.isnan(raw.numerai_corr().values)
@@ -546,6 +566,7 @@ def feature_scores(predictions, features, target, eras) -> FeatureScores:
         max_exposure=EraScores(list(groups.labels), fnc.rows.copy(), np.where(unscored, np.nan, max_exp)),
         rms_exposure=EraScores(list(groups.labels), fnc.rows.copy(), np.where(unscored, np.nan, rms_exp)),
         fnc=fnc,
+        exact_fit_eras=small,
     )
 
 

@@ -168,7 +168,9 @@ def features_to_int8(values: np.ndarray, source: str = "data") -> np.ndarray:
     if np.isnan(values).any():
         raise DataError(f"{source}: missing (NaN) feature values")
     if not np.array_equal(as_int, scaled) or as_int.min(initial=0) < 0 or as_int.max(initial=0) > 4:
-        raise DataError(f"{source}: float feature values that are not 0, .25, .5, .75 or 1")
+        raise DataError(f"{source}: float feature values that are not 0, .25, .5, .75 or 1 (continuous features "
+                        f"of a pre-2019 release? pass `numerflow prepare --bin-features 5` to bucket them within "
+                        f"each era)")
     return as_int.astype(np.int8)
 
 

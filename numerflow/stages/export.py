@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numerflow import schema
+from numerflow import binning, schema
 from numerflow.checkpoint import SCORE_BATCH_BYTES
 from numerflow.config import ExportConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
@@ -159,9 +159,10 @@ def build_member_scores(centre: float, scale: float, batch_bytes: int = SCORE_BA
 
 
 def build_predict(members: list[dict], weights: list[float], features: list[str], neutralize: float,
-                  member_scores):
+                  member_scores, binner=None):
     """The self-contained predict function. Everything it uses is an argument or imported inside it,
-    so cloudpickle stores it by value with no reference to numerflow."""
+    so cloudpickle stores it by value with no reference to numerflow. `binner`: (bins,
+    binning.bin_within_eras) when the checkpoints were trained on binned continuous features."""
 
     def predict(live_features, live_benchmark_models=None):
         # live_benchmark_models: Numerai's runner passes it when it has one; this model does not use it,
@@ -177,6 +178,13 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
         missing = [f for f in features if f not in live_features.columns]
         if missing:
             raise ValueError(f"live_features lacks {len(missing)} feature(s) the model needs: {missing[:10]}")
+        if binner is not None:  # continuous features: buckets within each era, as prepare made them
+            bins, bin_within_eras = binner
+            era_of_rows = (live_features["era"].to_numpy() if "era" in live_features.columns
+                           else np.zeros(len(live_features), dtype=np.int8))
+            binned = bin_within_eras(live_features[features].to_numpy(dtype=np.float64, na_value=np.nan),
+                                     era_of_rows, bins)
+            live_features = pd.DataFrame(binned, columns=features, index=live_features.index).assign(era=era_of_rows)
         # v5 features are integers 0..4; older releases store floats 0, .25, .5, .75, 1 (decided once,
         # on the whole frame, so that a small batch of low values is never rescaled by mistake)
         floats = all(pd.api.types.is_float_dtype(live_features[f]) for f in features)
@@ -193,6 +201,9 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
             neutral = np.empty(n)
             for era in np.unique(eras):
                 rows = np.flatnonzero(eras == era)
+                if len(rows) <= len(features) + 1:  # metrics.exact_fit: left as they are, as predict does
+                    neutral[rows] = result[rows]
+                    continue
                 x = live_features.iloc[rows][features].to_numpy(dtype=np.float64) * unit
                 x = np.where(np.isnan(x), 2.0, x)
                 x = np.hstack([x - x.mean(axis=0), np.ones((len(rows), 1))])
@@ -406,7 +417,9 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
     check_finite_scores(members, model_paths, member_scores)
     features = union_of_features([m["features"] for m in members])
     plan = plan_upload(upload, checkpoints, client) if upload is not None else None
-    function = build_predict(members, [float(w) for w in weights], features, float(config.neutralize), member_scores)
+    bins = binning.checkpoints_bins(checkpoints, model_paths)
+    function = build_predict(members, [float(w) for w in weights], features, float(config.neutralize), member_scores,
+                             binner=None if bins is None else (bins, binning.make_binner()))
     uploaded = publish(cloudpickle.dumps(function), out, plan)
     return ExportResult(out=out, models=model_paths, features=len(features), size=out.stat().st_size,
                         python=f"{sys.version_info.major}.{sys.version_info.minor}", upload=uploaded)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numerflow import schema
+from numerflow import binning, schema
 from numerflow.config import DEFAULT_PREDICTIONS_DIR, PredictConfig, weights_problem
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
@@ -116,6 +116,25 @@ def score_models(checkpoints, model_paths, matrix, features, eras, weights, conf
     return combined
 
 
+def read_features(data: Path, features: list[str], columns: list[str], bins: int | None):
+    """The int8 feature matrix: as stored, or binned within each era as prepare did for the
+    checkpoints (continuous features of pre-2019 releases)."""
+    if bins is None:
+        return schema.read_matrix(data, features, columns)
+    return binning.read_binned_matrix(data, features, columns, bins)
+
+
+def exact_fit_warning(eras, n_features: int) -> list[str]:
+    from numerflow.metrics import exact_fit_eras
+
+    small = exact_fit_eras(eras, n_features)
+    if not small:
+        return []
+    return [f"not neutralised in {len(small)} era(s) with no more rows than the {n_features} features plus a "
+            f"constant (the fit is exact there: only rounding noise would be left): "
+            + ", ".join(small[:10]) + (" ..." if len(small) > 10 else "")]
+
+
 def predictions_frame(ids, values: np.ndarray):
     import pandas as pd
 
@@ -162,7 +181,8 @@ def predict(config: PredictConfig) -> PredictResult:
         # A checkpoint whose features are not all in the data cannot predict it: say which are absent.
         schema.require_columns(data, checkpoint["features"], columns, needed_by=path, error=CheckpointError)
     features = union_of_features([c["features"] for c in checkpoints])
-    matrix, frame = schema.read_matrix(data, features, [schema.ERA] if schema.ERA in columns else [])
+    matrix, frame = read_features(data, features, [schema.ERA] if schema.ERA in columns else [],
+                                  binning.checkpoints_bins(checkpoints, model_paths))
     if matrix.shape[0] == 0:
         raise DataError(f"{data}: no rows")
     if frame.index.name != schema.ID:
@@ -178,6 +198,8 @@ def predict(config: PredictConfig) -> PredictResult:
     if out is not None:
         write_predictions(predictions, out)
     warnings = []
+    if config.neutralize > 0:
+        warnings += exact_fit_warning(eras, matrix.shape[1])
     if np.isclose(np.std(ranked), 0.0):
         warnings.append("predictions are constant; Numerai will refuse them")
     return PredictResult(predictions=predictions, out=out, data=data, models=model_paths, rows=len(ranked), eras=len(np.unique(eras)),

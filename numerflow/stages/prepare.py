@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from numerflow import schema
+from numerflow import binning, schema
 from numerflow.config import PrepareConfig
 from numerflow.errors import ConfigError, DataError
 from numerflow.files import publish_set
@@ -90,6 +91,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     for src in (train_src, valid_src):
         _require_columns(src, [schema.ID, schema.ERA] + features)
     targets = _targets(config, train_src, valid_src)
+    bin_record = binning.record(config.bin_features)  # ConfigError for an unsupported count, before any work
     if config.downsample < 1:
         raise ConfigError(f"--downsample must be at least 1, got {config.downsample}")
     if config.embargo < 0:
@@ -120,9 +122,12 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         "embargo": config.embargo,
         "downsample": config.downsample,
     }
+    if bin_record:
+        manifest[binning.BINNING] = bin_record  # predict/export bin live features the same way
     # One set: both files are written under temporary names, renamed only once both are complete,
     # and the manifest (naming each file's size and checksum) is written last; readers check it.
-    with publish_set(out_dir, MANIFEST_FILE, manifest) as outputs:
+    with publish_set(out_dir, MANIFEST_FILE, manifest) as outputs, tempfile.TemporaryDirectory() as scratch:
+        train_src, valid_src = binning.binned_sources((train_src, valid_src), features, config.bin_features, scratch)
         rows_train, kept_train = _copy_rows(train_src, outputs.path(OUT_TRAIN), out_schema, features, targets,
                                             train_eras)
         rows_valid, kept_valid = _copy_rows(valid_src, outputs.path(OUT_VALIDATION), out_schema, features,

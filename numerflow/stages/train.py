@@ -225,7 +225,8 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
         save_checkpoint(out, {"numerflow_version": __version__, "model_config": model_config.to_dict(),
                               "features": features, "targets": targets, "predict_with": config.predict_with,
                               "state_dict": state.best_state, "train_config": config_dict(config),
-                              "metrics": state.metrics, "best_epoch": state.best_epoch})
+                              "metrics": state.metrics, "best_epoch": state.best_epoch,
+                              "binning": manifest.get("binning")})  # live features are binned as prepare did
         write_json(json_path, {"numerflow_version": __version__, "train_config": config_dict(config),
                                "model_config": model_config.to_dict(), "features": len(features),
                                "targets": targets, "best_epoch": state.best_epoch, "metrics": state.metrics,

@@ -13,12 +13,13 @@ import csv
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from numerflow import metrics, schema
+from numerflow import binning, metrics, schema
 from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import dump_json, publish_set
@@ -98,6 +99,7 @@ class _Data:
     target: str
     aux_targets: list[str]
     features: list[str]  # for exposure / FNC
+    binned: bool = False  # continuous features read as 5 buckets within each era (binning.py)
 
 
 def _data_path(config: ValidateConfig) -> Path:
@@ -129,24 +131,80 @@ def _describe_data(path: Path, config: ValidateConfig) -> _Data:
     if schema.ERA not in columns:
         raise DataError(f"{path}: no '{schema.ERA}' column")
     if main not in columns:
-        raise DataError(f"{path}: no target column '{main}'")
+        _missing_target(path, main, columns)
     aux = [t for t in targets if t != main]
     return _Data(path, source_dir, main, aux, features)
 
 
+def _missing_target(path: Path, main: str, columns: list[str]) -> None:
+    """The missing-target error, naming the targets the file has and the option that picks one
+    (as prepare's does): old releases name theirs target_<name>."""
+    available = [c for c in columns if schema.is_target(c)]
+    raise DataError(f"{path}: target '{main}' not found (available: {', '.join(available) or 'none'}; "
+                    f"choose one with --target)")
+
+
 def _raw_features(path: Path, columns: list[str]) -> list[str]:
     """Features for exposure on a raw file: features.json's medium set beside it when present
-    (all ~2,750 would cost four times the memory for little), else every feature column."""
+    (all ~2,750 would cost four times the memory for little), or its only/`all` set for releases
+    without one; else every feature column, `feature_*` or the `featureN` of pre-2019 releases."""
     meta_path = path.parent / schema.FEATURES_FILE
-    present = [c for c in columns if schema.is_feature(c)]
+    present = set(columns)
+    named = [c for c in columns if schema.is_feature(c) or re.fullmatch(r"feature\d+", c)]
     if meta_path.is_file():
         try:
-            medium = schema.feature_set(schema.read_feature_sets(meta_path), "medium", meta_path)
+            sets = schema.read_feature_sets(meta_path)["feature_sets"]
         except DataError:
-            return present
-        available = set(present)
-        return [f for f in medium if f in available]
-    return present
+            return named
+        for name in ("medium", "all", *sets):
+            chosen = [f for f in sets.get(name) or [] if isinstance(f, str) and f in present]
+            if chosen:
+                return chosen
+    return named
+
+
+def _exact_fit_note(eras: list[str], n_features: int, notes: list[str]) -> None:
+    if eras:
+        shown = ", ".join(eras[:10]) + (" ..." if len(eras) > 10 else "")
+        notes.append(f"FNC left out in {len(eras)} era(s) with no more rows than the {n_features} features plus "
+                     f"a constant (the neutralising fit is exact there, its score rounding noise): {shown}")
+
+
+def _no_features_note(config: ValidateConfig, data: _Data, matrix, notes: list[str]) -> None:
+    """Say why exposure and FNC are absent, instead of leaving them out silently, and how
+    continuous features were read."""
+    if data.binned:
+        notes.append(f"continuous features in {data.path.name}: read as {binning.SUPPORTED_BINS} equal-frequency "
+                     f"buckets within each era (as `prepare --bin-features {binning.SUPPORTED_BINS}`)")
+    if config.exposure and (matrix is None or not matrix.shape[1]):
+        notes.append(f"no feature columns known for {data.path} (no prepare manifest, no features.json set, no "
+                     f"feature_*/featureN columns): feature exposure and FNC left out")
+
+
+def _foreign_ids_note(predictions, data: _Data, validation_ids, notes: list[str]):
+    """Predictions for ids that are the file's other rows (test/live rows of an all-in-one
+    tournament file) are not errors: they are left out with a note. Returns the predictions to
+    align; ids in no row of the file stay for _align to refuse."""
+    unknown = predictions.index[~predictions.index.isin(validation_ids)]
+    if not len(unknown) or schema.DATA_TYPE not in schema.parquet_columns(data.path):
+        return predictions
+    import pyarrow.parquet as pq
+
+    kinds = pq.read_table(data.path, columns=[schema.ID, schema.DATA_TYPE]).to_pandas()
+    kinds = kinds.set_index(kinds[schema.ID].astype(str))[schema.DATA_TYPE].astype(str)
+    other = kinds[kinds.index.isin(unknown)]
+    if not len(other):
+        return predictions
+    if len(other) == len(predictions):
+        raise DataError(f"{predictions.name}: none of its {len(predictions)} id(s) are validation rows of "
+                        f"{data.path} (they are {_counts(other)} rows); validate scores data_type == 'validation' rows")
+    notes.append(f"{len(other):,} predicted id(s) are {_counts(other)} rows of {data.path.name}, not validation "
+                 f"rows: left out")
+    return predictions.drop(other.index)
+
+
+def _counts(kinds) -> str:
+    return ", ".join(f"{count:,} {kind}" for kind, count in kinds.value_counts().sort_index().items())
 
 
 def _read_validation_rows(data: _Data, features: list[str], names) -> tuple[np.ndarray, object]:
@@ -154,7 +212,7 @@ def _read_validation_rows(data: _Data, features: list[str], names) -> tuple[np.n
     filtered on data_type == "validation" while it is read: its other rows (millions on Numerai's
     validation.parquet) are never copied."""
     where = (schema.DATA_TYPE, "validation") if schema.DATA_TYPE in names else None
-    matrix, frame = schema.read_matrix(data.path, features, [schema.ERA, data.target] + data.aux_targets, where=where)
+    matrix, frame = _read_features(data, features, [schema.ERA, data.target] + data.aux_targets, where)
     if not len(frame):
         raise DataError(f"{data.path}: no rows with {schema.DATA_TYPE} == 'validation'" if where
                         else f"{data.path}: no rows to score")
@@ -162,6 +220,15 @@ def _read_validation_rows(data: _Data, features: list[str], names) -> tuple[np.n
         if not _is_numeric(frame[name]):
             raise DataError(f"{data.path}: target column '{name}' holds {frame[name].dtype} values, not numbers")
     return matrix, frame
+
+
+def _read_features(data: _Data, features: list[str], columns: list[str], where):
+    """schema.read_matrix, or for the continuous features of a pre-2019 file the buckets that
+    `prepare --bin-features 5` makes (within each era): what its models were trained on."""
+    if not binning.is_continuous(data.path, features):
+        return schema.read_matrix(data.path, features, columns, where=where)
+    data.binned = True
+    return binning.read_binned_matrix(data.path, features, columns, binning.SUPPORTED_BINS, where=where)
 
 
 def _is_numeric(column) -> bool:
@@ -273,11 +340,13 @@ def _model_predictions(config: ValidateConfig, data: _Data):
     return raw.astype(np.float64), matrix, frame
 
 
-def _file_predictions(config: ValidateConfig, data: _Data):
+def _file_predictions(config: ValidateConfig, data: _Data, notes: list[str]):
     predictions = read_predictions(config.predictions)
     names = schema.parquet_columns(data.path)
     features = data.features if config.exposure else []
     matrix, frame = _read_validation_rows(data, features, names)
+    predictions = _foreign_ids_note(predictions.rename(source_name(config.predictions)), data,
+                                    frame.index.astype(str), notes)
     values = _align(predictions.index, predictions.to_numpy(), frame.index.astype(str),
                     source_name(config.predictions), data.path, strict=True)
     return values, matrix, frame
@@ -340,6 +409,7 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
                                                 "features": int(matrix.shape[1])})
         per_era["fnc"] = fs.fnc
         report["fnc"] = _summary(fs.fnc)
+        _exact_fit_note(fs.exact_fit_eras, matrix.shape[1], notes)
     if data.aux_targets:
         report["aux_targets"] = {
             name: _summary(metrics.per_era_numerai_corr(
@@ -417,10 +487,11 @@ def validate(config: ValidateConfig) -> Report:
     notes: list[str] = []
     if config.predictions is not None:
         source = Path(source_name(config.predictions))
-        predictions, matrix, frame = _file_predictions(config, data)
+        predictions, matrix, frame = _file_predictions(config, data, notes)
     else:
         source = Path(config.model)
         predictions, matrix, frame = _model_predictions(config, data)
+    _no_features_note(config, data, matrix, notes)
     report_data = score(predictions, frame, matrix, data, config, notes)
     report_data = {"source": str(source), "data": str(data.path), **report_data, "notes": notes}
     report = Report(data=json_safe(report_data), source=str(source), data_path=data.path, notes=notes)
