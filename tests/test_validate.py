@@ -181,7 +181,9 @@ def test_missing_target_column(in_tmp, synthetic_dir, raw_validation):
     data.to_parquet("no_target.parquet")
     example_predictions(synthetic_dir).to_csv("p.csv", index=False)
     result = run_validate("--predictions", "p.csv", "--data", "no_target.parquet")
-    assert error_line(result) == "Error: no_target.parquet: no target column 'target'"
+    available = ", ".join(c for c in data.columns if c.startswith("target_"))
+    assert error_line(result) == (f"Error: no_target.parquet: target 'target' not found (available: {available}; "
+                                  f"choose one with --target)")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

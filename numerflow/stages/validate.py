@@ -190,8 +190,11 @@ def _foreign_ids_note(predictions, data: _Data, validation_ids, notes: list[str]
         return predictions
     import pyarrow.parquet as pq
 
-    kinds = pq.read_table(data.path, columns=[schema.ID, schema.DATA_TYPE]).to_pandas()
-    kinds = kinds.set_index(kinds[schema.ID].astype(str))[schema.DATA_TYPE].astype(str)
+    import pandas as pd
+
+    table = pq.read_table(data.path, columns=[schema.ID, schema.DATA_TYPE])
+    kinds = pd.Series(table.column(schema.DATA_TYPE).cast("string").to_numpy(zero_copy_only=False),
+                      index=table.column(schema.ID).cast("string").to_numpy(zero_copy_only=False)).astype(str)
     other = kinds[kinds.index.isin(unknown)]
     if not len(other):
         return predictions
