@@ -17,6 +17,7 @@ whole (length, else ETag, else structure) and renames it.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import os
@@ -32,7 +33,7 @@ import requests
 from numerapi import NumerAPI, base_api
 
 from numerflow.errors import ApiError, AuthError, ConfigError, DataError
-from numerflow.files import CHECKSUM, file_checksum, plain_md5
+from numerflow.files import CHECKSUM, file_checksum, plain_md5, read_text
 
 RETRY_ATTEMPTS = 4  # tries per call on transient failures
 RETRY_BASE_SECONDS = 2.0  # waits 2, 4, 8 s between tries; env NUMERFLOW_RETRY_BASE_SECONDS overrides
@@ -100,7 +101,7 @@ def credentials(public_id: str | None = None, secret_key: str | None = None) -> 
     if not (public_id and secret_key) and Path(".env").is_file():
         from dotenv import dotenv_values
 
-        values = dotenv_values(".env")
+        values = dotenv_values(stream=io.StringIO(read_text(".env", ConfigError)))
         public_id = public_id or values.get(CREDENTIAL_VARS[0])
         secret_key = secret_key or values.get(CREDENTIAL_VARS[1])
     # A key pasted with its line break (`$(cat key)`, a CRLF .env) cannot go into an HTTP header.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from numerflow.errors import ConfigError
+from numerflow.files import read_text
 from numerflow.options import Activation, Loss, PredictWith, Schedule, parse_device
 
 CONFIG_FILE = "numerflow.toml"
@@ -61,11 +62,9 @@ def load_settings(path: str | os.PathLike | None = None) -> SettingsFile:
         return SettingsFile(path, {})
     if not path.is_file():
         raise ConfigError(f"{path}: not a file (a settings file must be a TOML file)")
+    text = read_text(path, ConfigError)
     try:
-        return SettingsFile(path, tomllib.loads(path.read_bytes().decode("utf-8")))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
-                          f"TOML files are UTF-8") from None
+        return SettingsFile(path, tomllib.loads(text))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
 

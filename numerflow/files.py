@@ -129,6 +129,18 @@ def write_json(path: str | os.PathLike, obj) -> Path:
     return Path(path)
 
 
+def read_text(path: str | os.PathLike, error: type[NumerflowError] = DataError) -> str:
+    """A UTF-8 text file's content; another encoding is `error` naming the file and the first bad
+    byte (never the text around it: a .env holds the secret key). An unreadable file is the
+    OSError naming it."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                    f"save it as UTF-8") from None
+
+
 # --- checksums and file records ----------------------------------------------------------------
 
 def file_checksum(path: str | os.PathLike, algorithm: str = CHECKSUM) -> str:

@@ -15,33 +15,13 @@ import typing
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import numerflow
 from numerflow import api, files
 from numerflow.cli import app, os_error_line
 from numerflow.config import SEED_MAX, PrepareConfig
 from numerflow.errors import ConfigError
-
-runner = CliRunner()
-
-
-def run(*args, env=None):
-    return runner.invoke(app, [str(a) for a in args], env=env)
-
-
-def error_line(result) -> str:
-    """The single line a failed command printed (exit 1, no traceback)."""
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
-def usage_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    return [line for line in result.output.splitlines() if line.startswith("Error:")][-1]
+from tests.test_bad_input import error_line, run, usage_error
 
 
 @pytest.fixture
@@ -153,7 +133,7 @@ def test_every_number_option_refuses_negative_and_non_finite_values_at_parse_tim
 def test_a_settings_file_that_is_not_utf8_is_one_error_line(in_tmp):
     (in_tmp / "numerflow.toml").write_bytes('[train]\n# réglages\nepochs = 3\n'.encode("latin-1"))
     assert error_line(run("prepare")) == ("Error: numerflow.toml: not UTF-8 text (byte 0xe9 at offset 11); "
-                                          "TOML files are UTF-8")
+                                          "save it as UTF-8")
 
 
 def test_a_settings_file_that_is_a_folder_is_an_error_not_ignored(in_tmp):
@@ -200,11 +180,21 @@ def test_toml_internal_names_are_refused_with_the_option_name(in_tmp, table, int
                                           f"write {option} = ... (keys are named like the options: --{option})")
 
 
+def test_a_dotenv_that_is_not_utf8_is_one_error_naming_it_without_the_secret(in_tmp, monkeypatch):
+    monkeypatch.delenv("NUMERAI_PUBLIC_ID", raising=False)
+    monkeypatch.delenv("NUMERAI_SECRET_KEY", raising=False)
+    (in_tmp / ".env").write_bytes("NUMERAI_PUBLIC_ID=pub\n# clé\nNUMERAI_SECRET_KEY=CANARYSECRET\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        api.credentials()
+    assert str(caught.value) == ".env: not UTF-8 text (byte 0xe9 at offset 26); save it as UTF-8"
+
+
 # ---- NUMERFLOW_RETRY_BASE_SECONDS --------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e300", "two"])
-def test_a_bad_retry_base_is_one_error_line_before_any_request(in_tmp, value):
-    result = run("download", "--data-dir", in_tmp / "data", env={"NUMERFLOW_RETRY_BASE_SECONDS": value})
+def test_a_bad_retry_base_is_one_error_line_before_any_request(in_tmp, monkeypatch, value):
+    monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", value)
+    result = run("download", "--data-dir", in_tmp / "data")
     assert error_line(result) == (f"Error: NUMERFLOW_RETRY_BASE_SECONDS must be a number of seconds from 0 to "
                                   f"3600, got '{value}'")
     assert not (in_tmp / "data").exists()
