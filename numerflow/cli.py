@@ -108,7 +108,7 @@ def toml_defaults(settings: cfg.SettingsFile, commands: dict) -> dict:
     source = settings.path
     defaults = {}
     for name, table in settings.tables.items():
-        if name == "models":  # `numerflow round`'s [models.<name>] tables
+        if name == "models":  # `numerflow round`'s [models.<numerai model name>] tables
             continue
         command = commands.get(name.replace("_", "-"))
         if command is None:

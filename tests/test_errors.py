@@ -128,6 +128,13 @@ def test_every_number_option_refuses_negative_and_non_finite_values_at_parse_tim
         assert f"Invalid value for '{flag}'" in usage_error(result)
 
 
+@pytest.mark.parametrize("line, flag", [("weight_decay = inf", "--weight-decay"), ("l1 = nan", "--l1"),
+                                        ("seed = -1", "--seed"), ("dropout = nan", "--dropout")])
+def test_numbers_from_numerflow_toml_get_the_same_checks_as_flags(in_tmp, line, flag):
+    (in_tmp / "numerflow.toml").write_text(f"[train]\n{line}\n")  # TOML has inf and nan literals
+    assert f"Invalid value for '{flag}'" in usage_error(run("train"))
+
+
 # ---- numerflow.toml: not UTF-8, a folder, keys named like the options ------------------------
 
 def test_a_settings_file_that_is_not_utf8_is_one_error_line(in_tmp):
