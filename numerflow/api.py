@@ -17,7 +17,9 @@ whole (length, else ETag, else structure) and renames it.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import math
 import os
 import re
 import shutil
@@ -30,8 +32,8 @@ from typing import Callable, TypeVar
 import requests
 from numerapi import NumerAPI, base_api
 
-from numerflow.errors import ApiError, AuthError, DataError
-from numerflow.files import CHECKSUM, file_checksum, plain_md5
+from numerflow.errors import ApiError, AuthError, ConfigError, DataError
+from numerflow.files import CHECKSUM, file_checksum, plain_md5, read_text
 
 RETRY_ATTEMPTS = 4  # tries per call on transient failures
 RETRY_BASE_SECONDS = 2.0  # waits 2, 4, 8 s between tries; env NUMERFLOW_RETRY_BASE_SECONDS overrides
@@ -99,7 +101,7 @@ def credentials(public_id: str | None = None, secret_key: str | None = None) -> 
     if not (public_id and secret_key) and Path(".env").is_file():
         from dotenv import dotenv_values
 
-        values = dotenv_values(".env")
+        values = dotenv_values(stream=io.StringIO(read_text(".env", ConfigError)))
         public_id = public_id or values.get(CREDENTIAL_VARS[0])
         secret_key = secret_key or values.get(CREDENTIAL_VARS[1])
     # A key pasted with its line break (`$(cat key)`, a CRLF .env) cannot go into an HTTP header.
@@ -114,25 +116,39 @@ def missing_credentials_message(public_id: str | None, secret_key: str | None) -
 
 # --- retries and error translation -------------------------------------------------------------
 
+MAX_RETRY_BASE_SECONDS = 3600.0  # the longest first wait: 8 hours by the 4th try, still a number sleep() takes
+
+
 def retry_base_seconds() -> float:
-    value = os.environ.get("NUMERFLOW_RETRY_BASE_SECONDS")
-    try:
-        return max(0.0, float(value)) if value else RETRY_BASE_SECONDS
-    except ValueError:
+    """NUMERFLOW_RETRY_BASE_SECONDS, or the default when unset. Anything but a number of seconds
+    from 0 to MAX_RETRY_BASE_SECONDS (text, nan, inf, a negative) is a ConfigError: inf used to
+    reach time.sleep and overflow, text used to be ignored."""
+    value = os.environ.get("NUMERFLOW_RETRY_BASE_SECONDS", "").strip()
+    if not value:
         return RETRY_BASE_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_RETRY_BASE_SECONDS:  # nan fails too
+        raise ConfigError(f"NUMERFLOW_RETRY_BASE_SECONDS must be a number of seconds from 0 to "
+                          f"{MAX_RETRY_BASE_SECONDS:g}, got '{value}'")
+    return seconds
 
 
 def with_retries(what: str, call: Callable[[], T], attempts: int | None = None) -> T:
     """`call()`, again after base, 2*base, ... seconds (or the server's Retry-After when longer)
-    while it fails transiently; then ApiError."""
+    while it fails transiently; then ApiError. The wait is checked before the first try, so a bad
+    NUMERFLOW_RETRY_BASE_SECONDS fails every run, not only one that needs a retry."""
     attempts = attempts or RETRY_ATTEMPTS
+    base = retry_base_seconds()
     for attempt in range(attempts):
         try:
             return call()
         except _Transient as exc:
             last = exc
             if attempt + 1 < attempts:
-                time.sleep(max(retry_base_seconds() * 2 ** attempt, exc.retry_after or 0.0))
+                time.sleep(max(base * 2 ** attempt, exc.retry_after or 0.0))
     raise ApiError(f"{what} failed after {attempts} tries: {last}")
 
 

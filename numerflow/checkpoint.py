@@ -8,6 +8,7 @@ saved beside its weights, so the file alone rebuilds the model). It is loaded wi
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -33,11 +34,38 @@ def save_atomic(path: str | os.PathLike, obj) -> Path:
     """torch.save to `path` through a temporary file. Written through a file object, not the
     temporary's name: torch names the zip's inner folder after a path it is given, which would
     make two runs with the same --seed differ in bytes."""
+    with atomic_path(path) as tmp:
+        _torch_save(obj, tmp)
+    return Path(path)
+
+
+def _torch_save(obj, tmp: Path) -> None:
+    """torch.save into the file `tmp`. torch's zip writer turns a failed write (a full disk, an I/O
+    error) into a RuntimeError ("[enforce fail at inline_container.cc] unexpected pos ..."): that
+    is given back as the OSError it was (atomic_path adds the file's name), so the CLI reports one
+    line; any other RuntimeError is a bug and propagates as it is."""
     import torch
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as file:
-        torch.save(obj, file)
-    return Path(path)
+    try:
+        with open(tmp, "wb") as file:
+            torch.save(obj, file)
+    except RuntimeError as exc:
+        cause = _os_error_in_chain(exc)
+        if cause is not None:
+            raise cause from None
+        if "inline_container" in str(exc) or "PytorchStreamWriter" in str(exc):
+            raise OSError(errno.EIO, f"torch could not write the file ({exc})") from None
+        raise
+
+
+def _os_error_in_chain(exc: BaseException) -> OSError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -5,6 +5,7 @@ imports stage modules (and torch) only when called, so `numerflow --help` stays 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -27,7 +28,11 @@ app = typer.Typer(
 
 
 def reports_errors(command):
-    """Turn numerflow's expected failures into one `Error: ...` line and exit 1."""
+    """Turn the expected failure classes into one `Error: ...` line and exit 1: numerflow's own
+    errors, and OSError (a missing, unreadable, read-only or full file or folder), which every
+    writer and reader lets through with the file's name (files.atomic_path and
+    checkpoint.save_atomic add it where the OS does not). Anything else is a bug and keeps its
+    traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -79,6 +84,7 @@ def version_callback(value: bool):
 
 
 @app.callback()
+@reports_errors
 def main_options(
     ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
@@ -88,18 +94,17 @@ def main_options(
     # numerflow.toml is read once per run, here: its tables ([train], [prepare], ...) become
     # defaults that flags and NUMERFLOW_* variables override (click's default_map ranks below
     # both), and `round` gets its [models.<name>] tables from ctx.obj.
-    try:
-        ctx.obj = cfg.load_settings()
-        ctx.default_map = toml_defaults(ctx.obj, ctx.command.commands)
-    except NumerflowError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    ctx.obj = cfg.load_settings()
+    ctx.default_map = toml_defaults(ctx.obj, ctx.command.commands)
 
 
 def toml_defaults(settings: cfg.SettingsFile, commands: dict) -> dict:
-    """numerflow.toml's command tables as click defaults. A table or key that matches no command
-    or option is an error (a typo must not be ignored silently); `aux-targets` and `aux_targets`
-    both work, and a TOML list for a comma-separated option (layers = [512, 256]) is joined."""
+    """numerflow.toml's command tables as click defaults. Keys are the options' long names
+    (`round`, `model`, `json`; `aux-targets` and `aux_targets` both work). A table or key that
+    matches no command or option is an error (a typo must not be ignored silently), and so is a
+    parameter's internal name where it differs from its option's (`round_num`: use `round`).
+    A TOML list for a comma-separated option (layers = [512, 256]) is joined; one value for a
+    repeatable option (model = "a.pt") is a list of one."""
     source = settings.path
     defaults = {}
     for name, table in settings.tables.items():
@@ -110,16 +115,37 @@ def toml_defaults(settings: cfg.SettingsFile, commands: dict) -> dict:
             raise ConfigError(f"{source}: unknown table [{name}] (tables: {', '.join(sorted(commands))}, models)")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: '{name}' must be a table: [{name}] with option = value lines")
-        params = {param.name: param for param in command.params}
+        params = option_keys(command)
         table = {key.replace("-", "_"): value for key, value in table.items()}
+        internal = {param.name: key for key, param in params.items() if param.name != key}
+        misnamed = sorted(set(table) & set(internal))
+        if misnamed:
+            key = internal[misnamed[0]]
+            raise ConfigError(f"{source}: [{name}]: '{misnamed[0]}' is an internal name; write {key} = ... "
+                              f"(keys are named like the options: --{key.replace('_', '-')})")
         unknown = sorted(set(table) - set(params))
         if unknown:
             raise ConfigError(f"{source}: [{name}]: unknown key(s) {', '.join(unknown)} "
                               f"(allowed: {', '.join(sorted(params))})")
-        defaults[command.name] = {
-            key: ",".join(map(str, value)) if isinstance(value, list) and not params[key].multiple else value
-            for key, value in table.items()}
+        defaults[command.name] = {params[key].name: toml_value(params[key], value) for key, value in table.items()}
     return defaults
+
+
+def option_keys(command) -> dict:
+    """numerflow.toml key → the command's parameter: an option's first long name, `-` as `_`
+    (validate's --json is `json`, its parameter `as_json`)."""
+    keys = {}
+    for param in command.params:
+        long_names = [opt for opt in getattr(param, "opts", []) if opt.startswith("--")]
+        if long_names:
+            keys[long_names[0].removeprefix("--").replace("-", "_")] = param
+    return keys
+
+
+def toml_value(param, value):
+    if param.multiple:
+        return value if isinstance(value, list) else [value]
+    return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
 DataDir = typer.Option(cfg.DEFAULT_DATA_DIR, "--data-dir", envvar="NUMERFLOW_DATA_DIR",
@@ -158,7 +184,8 @@ def download(
     eras: int = typer.Option(cfg.SyntheticConfig.eras, "--eras", min=12, help="Synthetic: number of train+validation eras."),
     rows_per_era: int = typer.Option(cfg.SyntheticConfig.rows_per_era, "--rows-per-era", min=10, help="Synthetic: rows per era."),
     features: int = typer.Option(cfg.SyntheticConfig.features, "--features", min=8, help="Synthetic: number of features."),
-    seed: int = typer.Option(cfg.SyntheticConfig.seed, "--seed", help="Synthetic: random seed."),
+    seed: int = typer.Option(cfg.SyntheticConfig.seed, "--seed", min=0, max=cfg.SEED_MAX,
+                             help="Synthetic: random seed (0 to 2**32-1, as for train)."),
 ):
     """Download the Numerai data set into DATA_DIR/<version>/ (or write synthetic data offline).
 
@@ -204,6 +231,14 @@ def positive(value):
     return value
 
 
+def finite(value):
+    """A typer callback refusing nan and ±inf (exit 2) for a number option whose min/max alone
+    would let them through (a `min` with no `max` accepts inf)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
 def suffix_in(*suffixes: str):
     """A typer callback accepting only paths ending in one of `suffixes` (exit 2 otherwise)."""
     def check(value):
@@ -229,15 +264,16 @@ def train(
     predict_with: PredictWithOption = PredictWith(cfg.TrainConfig.predict_with),
     loss: LossOption = Loss(cfg.TrainConfig.loss),
     lr: float = typer.Option(cfg.TrainConfig.lr, "--lr", callback=positive, help="Peak learning rate."),
-    weight_decay: float = typer.Option(cfg.TrainConfig.weight_decay, "--weight-decay", min=0.0,
+    weight_decay: float = typer.Option(cfg.TrainConfig.weight_decay, "--weight-decay", min=0.0, callback=finite,
                                        help="Decoupled weight decay (AdamW), not on biases and BatchNorm."),
-    l1: float = typer.Option(cfg.TrainConfig.l1, "--l1", min=0.0, help="L1 penalty on weights."),
+    l1: float = typer.Option(cfg.TrainConfig.l1, "--l1", min=0.0, callback=finite, help="L1 penalty on weights."),
     batch_size: int = typer.Option(cfg.TrainConfig.batch_size, "--batch-size", min=2, help="Rows per step."),
     schedule: ScheduleOption = Schedule(cfg.TrainConfig.schedule),
     epochs: int = typer.Option(cfg.TrainConfig.epochs, "--epochs", min=1, help="Epochs (upper bound with --patience)."),
     patience: Optional[int] = typer.Option(cfg.TrainConfig.patience, "--patience", min=1,
                                            help="Stop after this many epochs without a better validation era-Spearman."),
-    seed: int = typer.Option(cfg.TrainConfig.seed, "--seed", help="Random seed (same seed on CPU: same checkpoint)."),
+    seed: int = typer.Option(cfg.TrainConfig.seed, "--seed", min=0, max=cfg.SEED_MAX,
+                             help="Random seed, 0 to 2**32-1 (same seed on CPU: same checkpoint)."),
     device: Device = cfg.TrainConfig.device,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last completed epoch."),
 ):

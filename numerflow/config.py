@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from numerflow.errors import ConfigError
+from numerflow.files import read_text
 from numerflow.options import Activation, Loss, PredictWith, Schedule, parse_device
 
 CONFIG_FILE = "numerflow.toml"
@@ -27,6 +28,9 @@ DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_PREDICTIONS_DIR = Path("predictions")
 DEFAULT_RECEIPTS_DIR = Path("receipts")
 DEFAULT_REPORTS_DIR = Path("reports")
+# Seeds are 0..2**32-1: numpy's Generator refuses negative seeds, torch.manual_seed overflows past
+# 2**64-1, and numpy's legacy np.random.seed takes 32 bits; one range for every command and the API.
+SEED_MAX = 2**32 - 1
 
 
 @dataclass
@@ -47,17 +51,29 @@ def settings_path() -> Path:
 
 def load_settings(path: str | os.PathLike | None = None) -> SettingsFile:
     """numerflow.toml (`path`, else NUMERFLOW_CONFIG, else the working folder's); no tables if
-    the working folder has none. A file that NUMERFLOW_CONFIG names must exist."""
+    the working folder has none. A file that NUMERFLOW_CONFIG names must exist; anything there
+    that is not a readable UTF-8 TOML file (a folder, another encoding) is an error, never ignored.
+    An unreadable file is the OSError naming it, which cli.py reports."""
     from_env = path is None and bool(os.environ.get("NUMERFLOW_CONFIG"))
     path = Path(path) if path is not None else settings_path()
-    if not path.is_file():
+    if not path.exists():
         if from_env or path != Path(CONFIG_FILE):
             raise ConfigError(f"{path}: file not found" + (" (named by NUMERFLOW_CONFIG)" if from_env else ""))
         return SettingsFile(path, {})
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file (a settings file must be a TOML file)")
+    text = read_text(path, ConfigError)
     try:
-        return SettingsFile(path, tomllib.loads(path.read_text()))
+        return SettingsFile(path, tomllib.loads(text))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+
+
+def seed_problem(seed) -> str | None:
+    """Why `seed` cannot seed every generator a stage uses, or None when it can."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        return f"seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}"
+    return None
 
 
 def weights_problem(weights: list[float] | None, n_models: int) -> str | None:

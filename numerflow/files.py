@@ -96,11 +96,25 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     tmp_path = temporary_path(final)
     try:
-        yield tmp_path
+        with names_file(final):
+            yield tmp_path
         _refuse_folder(final)
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def names_file(path: Path) -> Iterator[None]:
+    """Give an OSError raised in the block without a file name (a write() on a full disk, a
+    library's writer) the name of `path`, the file being written, so its one error line says
+    which file: "models/model.pt: No space left on device"."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def dump_json(path: str | os.PathLike, obj) -> None:
@@ -113,6 +127,18 @@ def write_json(path: str | os.PathLike, obj) -> Path:
     with atomic_path(path) as tmp:
         dump_json(tmp, obj)
     return Path(path)
+
+
+def read_text(path: str | os.PathLike, error: type[NumerflowError] = DataError) -> str:
+    """A UTF-8 text file's content; another encoding is `error` naming the file and the first bad
+    byte (never the text around it: a .env holds the secret key). An unreadable file is the
+    OSError naming it."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                    f"save it as UTF-8") from None
 
 
 # --- checksums and file records ----------------------------------------------------------------

@@ -297,8 +297,8 @@ def test_bad_option_values_are_usage_errors(in_tmp, args, message):
     ("[train]\nepochz = 3\n", "numerflow.toml: [train]: unknown key(s) epochz (allowed: activation, batch_size, "
      "batchnorm, data, data_dir, device, dropout, epochs, l1, layers, loss, lr, out, patience, predict_with, resume, "
      "schedule, seed, targets, weight_decay)"),
-    ("[predict]\nmodel = \"a.pt\"\n", "numerflow.toml: [predict]: unknown key(s) model (allowed: batch_size, data, "
-     "data_dir, device, models, neutralize, out, version, weights)"),
+    ("[predict]\nmodelz = \"a.pt\"\n", "numerflow.toml: [predict]: unknown key(s) modelz (allowed: batch_size, data, "
+     "data_dir, device, model, neutralize, out, version, weights)"),
     ("[trian]\nepochs = 3\n", "numerflow.toml: unknown table [trian] (tables: download, export, predict, prepare, "
      "quickstart, round, submit, train, validate, models)"),
     ("train = 3\n", "numerflow.toml: 'train' must be a table: [train] with option = value lines"),

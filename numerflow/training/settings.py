@@ -3,10 +3,12 @@ its checkpoint."""
 
 from __future__ import annotations
 
+import math
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
-from numerflow.config import TrainConfig
+from numerflow.config import TrainConfig, seed_problem
 from numerflow.errors import ConfigError
 from numerflow.options import Activation, Loss, PredictWith, Schedule
 
@@ -17,15 +19,21 @@ def check_config(config: TrainConfig) -> None:
                                    ("activation", Activation, config.activation)):
         if value not in choices.names():
             raise ConfigError(f"unknown {option} '{value}' (choose {', '.join(choices.names())})")
-    if config.batch_size < 2 or config.epochs < 1 or config.lr <= 0:
-        raise ConfigError("batch size must be ≥ 2, epochs ≥ 1 and lr > 0")
-    if config.weight_decay < 0 or config.l1 < 0:
-        raise ConfigError("weight decay and l1 must be ≥ 0")
+    if config.batch_size < 2 or config.epochs < 1 or not 0 < config.lr < math.inf:
+        raise ConfigError("batch size must be ≥ 2, epochs ≥ 1 and lr a finite number > 0")
+    if not (0 <= config.weight_decay < math.inf and 0 <= config.l1 < math.inf):  # nan fails both
+        raise ConfigError("weight decay and l1 must be finite numbers ≥ 0")
+    if not 0 <= config.dropout < 1:
+        raise ConfigError(f"dropout must be a number from 0 to below 1, got {config.dropout}")
+    problem = seed_problem(config.seed)
+    if problem:
+        raise ConfigError(problem)
 
 
 def check_out(config: TrainConfig) -> None:
     """Refuse an --out that would overwrite an input (the checkpoint, its .json or .resume file
-    landing on the prepared data) or that is a folder, before any training time is spent."""
+    landing on the prepared data), that is a folder, or whose folder cannot be written, before
+    any training time is spent."""
     data, out = Path(config.data), Path(config.out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a checkpoint file path such as {out / 'model.pt'}")
@@ -33,6 +41,20 @@ def check_out(config: TrainConfig) -> None:
     for written in (out, json_sidecar_path(out), resume_path(out)):
         if written.resolve() in inputs:
             raise ConfigError(f"--out {out} would overwrite the training input {written}; choose another path")
+    check_writable(out.parent, "--out")
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Make `folder` and create (then remove) a file in it: the one test that is true for every
+    user and file system (os.access says yes to root on a read-only mount)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{option}: cannot make the folder {folder}: a file is in the way") from None
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
 def config_dict(config: TrainConfig) -> dict:
