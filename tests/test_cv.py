@@ -220,3 +220,31 @@ def test_a_missing_prepared_folder_is_an_error(in_tmp):
     with pytest.raises(DataError):
         numerflow.cv(data=in_tmp / "nowhere", say=None, **TINY_API)
     assert not (in_tmp / "cv").exists()
+
+
+# --- the in-memory training entry point ----------------------------------------------------------
+
+
+def test_train_arrays_on_loaded_splits_matches_train_from_files(prepared, tmp_path):
+    """The entry point cv (and sweeps) call: on the same rows it trains exactly what `train` does."""
+    import torch
+
+    from numerflow.config import TrainConfig
+    from numerflow.stages.train import train, train_arrays
+    from numerflow.training.data import read_split
+
+    config = TrainConfig(data=prepared, out=tmp_path / "m.pt", epochs=2, layers=[8], batch_size=64, device="cpu")
+    from_files = train(config)
+    splits = [read_split(prepared / f"{name}.parquet", FEATURES, TARGETS) for name in ("train", "validation")]
+    seen = []
+    in_memory = train_arrays(config, splits[0], FEATURES, TARGETS, splits[1], on_epoch=seen.append)
+    assert in_memory.metrics == from_files.metrics and seen == in_memory.metrics
+    assert in_memory.best_epoch == from_files.best_epoch
+    saved = torch.load(from_files.checkpoint, weights_only=True)
+    kept = in_memory.checkpoint(config)
+    assert all(torch.equal(saved["state_dict"][k], kept["state_dict"][k]) for k in saved["state_dict"])
+    assert {k: v for k, v in kept.items() if k != "state_dict"} == {k: v for k, v in saved.items() if k != "state_dict"}
+    # Without a validation split every epoch runs and the last one is kept.
+    last = train_arrays(config, splits[0], FEATURES, TARGETS)
+    assert [row["epoch"] for row in last.metrics] == [1, 2] and last.best_epoch == 2
+    assert "val_mean" not in last.metrics[0]
