@@ -20,7 +20,7 @@ from pathlib import Path
 
 from numerflow.errors import ConfigError
 from numerflow.files import read_text
-from numerflow.options import Activation, Loss, PredictWith, Schedule, parse_device
+from numerflow.options import Activation, Loss, PredictWith, Schedule, Scheme, parse_device
 
 CONFIG_FILE = "numerflow.toml"
 DEFAULT_DATA_DIR = Path("data")  # download writes data/<version>/, prepare data/prepared/
@@ -31,6 +31,7 @@ DEFAULT_REPORTS_DIR = Path("reports")
 # Seeds are 0..2**32-1: numpy's Generator refuses negative seeds, torch.manual_seed overflows past
 # 2**64-1, and numpy's legacy np.random.seed takes 32 bits; one range for every command and the API.
 SEED_MAX = 2**32 - 1
+DEFAULT_CV_DIR = Path("cv")
 
 
 @dataclass
@@ -170,6 +171,20 @@ class TrainConfig(StageSettings):
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     resume: bool = False  # continue an interrupted run from its last completed epoch
+
+
+@dataclass
+class CvConfig(TrainConfig):
+    """train's settings for every fold, plus how the folds are drawn (numerflow/stages/cv.py)."""
+    CHOICES = {**TrainConfig.CHOICES, "scheme": Scheme}
+
+    out: Path = DEFAULT_CV_DIR  # results go to <out>/<name>/ (oof.parquet, report.json, folds/)
+    resume: bool = False  # skip the folds an interrupted run of the same name and settings finished
+    folds: int = 5  # test folds: contiguous blocks of training eras (expanding: one more block, never tested)
+    scheme: str = "blocked"  # Scheme: blocked: train on every other era | expanding: only on earlier eras
+    embargo: int = 13  # eras (by era number, as prepare's --embargo) dropped from training on each side of a test block
+    include_validation: bool = False  # add validation.parquet as a last fold, trained on the training eras before it
+    name: str = "model"  # the run's folder under `out`
 
 
 @dataclass
