@@ -208,11 +208,8 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     # The best epoch's checkpoint, its JSON sidecar; the resume file is no longer needed.
     json_path = json_sidecar_path(out)
     if dist.writes:
-        save_checkpoint(out, {"numerflow_version": __version__, "model_config": model_config.to_dict(),
-                              "features": features, "targets": targets, "predict_with": config.predict_with,
-                              "state_dict": state.best_state, "train_config": config_dict(config),
-                              "metrics": state.metrics, "best_epoch": state.best_epoch,
-                              "binning": manifest.get("binning")})  # live features are binned as prepare did
+        save_checkpoint(out, checkpoint_dict(config, model_config.to_dict(), features, targets, state.best_state,
+                                             state.metrics, state.best_epoch, manifest.get("binning")))
         write_json(json_path, {"numerflow_version": __version__, "train_config": config_dict(config),
                                "model_config": model_config.to_dict(), "features": len(features),
                                "targets": targets, "best_epoch": state.best_epoch, "metrics": state.metrics,
@@ -239,11 +236,21 @@ class FitResult:
     epoch_seconds: list[float]
     device: str
 
-    def checkpoint(self, config: TrainConfig) -> dict:
-        """The dict numerflow.checkpoint.save_checkpoint writes, as train() writes it."""
-        return {"numerflow_version": __version__, "model_config": self.model_config, "features": self.features,
-                "targets": self.targets, "predict_with": config.predict_with, "state_dict": cpu_copy(self.model),
-                "train_config": config_dict(config), "metrics": self.metrics, "best_epoch": self.best_epoch}
+    def checkpoint(self, config: TrainConfig, binning: dict | None = None) -> dict:
+        """The dict numerflow.checkpoint.save_checkpoint writes, as train() writes it (`binning`:
+        the prepared manifest's, when prepare binned continuous features)."""
+        return checkpoint_dict(config, self.model_config, self.features, self.targets, cpu_copy(self.model),
+                               self.metrics, self.best_epoch, binning)
+
+
+def checkpoint_dict(config: TrainConfig, model_config: dict, features: list[str], targets: list[str],
+                    state_dict: dict, metrics: list[dict], best_epoch: int, binning: dict | None) -> dict:
+    """A checkpoint as save_checkpoint writes it: the model's config beside its weights (so the file
+    alone rebuilds the model), the training settings and metrics, and the prepared binning so that
+    predict and export bin live features as prepare did."""
+    return {"numerflow_version": __version__, "model_config": model_config, "features": features,
+            "targets": targets, "predict_with": config.predict_with, "state_dict": state_dict,
+            "train_config": config_dict(config), "metrics": metrics, "best_epoch": best_epoch, "binning": binning}
 
 
 def train_arrays(config: TrainConfig, train_split, features: list[str], targets: list[str], valid_split=None, *,
