@@ -99,11 +99,18 @@ def write_files(folder: Path, n_eras: int, rows_per_era: int) -> tuple[Path, Pat
     return folder / "V.parquet", folder / "P.parquet"
 
 
-def timed_process(args: list[str]) -> tuple[float, str]:
-    start = time.perf_counter()
+def timed_process(args: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system, steadier on a shared machine) and stdout of a child."""
+    import resource
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    start, start_cpu = time.perf_counter(), cpu()
     out = subprocess.run(args, check=True, capture_output=True, text=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    return time.perf_counter() - start, out.stdout
+    return time.perf_counter() - start, cpu() - start_cpu, out.stdout
 
 
 def whole_process(n_eras: int, rows_per_era: int, repeat: int) -> list[tuple[str, float]]:
@@ -113,23 +120,30 @@ def whole_process(n_eras: int, rows_per_era: int, repeat: int) -> list[tuple[str
         ours = [sys.executable, "-m", "numerflow", "validate", "--predictions", str(p), "--data", str(v),
                 "--json", "--no-report"]
         blog = [sys.executable, "-c", BLOG_SCRIPT, str(v), str(p)]
-        times = {"blog": [], "numerflow": []}
+        wall, cpu = {"blog": [], "numerflow": []}, {"blog": [], "numerflow": []}
         for _ in range(repeat):
-            seconds, out = timed_process(blog)
-            times["blog"].append(seconds)
-            blog_mean = float(out.strip().splitlines()[-1])
-            seconds, out = timed_process(ours)
-            times["numerflow"].append(seconds)
-            ours_mean = json.loads(out)["spearman"]["mean"]
+            for name, args in (("blog", blog), ("numerflow", ours)):
+                seconds, cpu_seconds, out = timed_process(args)
+                wall[name].append(seconds)
+                cpu[name].append(cpu_seconds)
+                if name == "blog":
+                    blog_mean = float(out.strip().splitlines()[-1])
+                else:
+                    ours_mean = json.loads(out)["spearman"]["mean"]
             assert abs(ours_mean - blog_mean) < 1e-9, f"numerflow {ours_mean} and the blog {blog_mean} disagree"
-    return [("blog script: read_parquet + join + groupby.apply(spearmanr)", min(times["blog"])),
-            ("numerflow validate --predictions --json --no-report", min(times["numerflow"]))]
+    names = {"blog": "blog script: read_parquet + join + groupby.apply(spearmanr)",
+             "numerflow": "numerflow validate --predictions --json --no-report"}
+    return ([(f"{names[n]}, wall", min(wall[n])) for n in names]
+            + [(f"{names[n]}, CPU (user+sys)", min(cpu[n])) for n in names])
 
 
-def print_table(shape: str, timings: list[tuple[str, float]]) -> None:
-    blog = timings[0][1]
-    for name, seconds in timings:
-        print(f"| {shape} | {name} | {seconds:.3f} | {blog / seconds:.1f}x |", flush=True)
+def print_table(shape: str, timings: list[tuple[str, float]], baseline_every: int = 0) -> None:
+    """Rows of `timings` with each one's ratio to the first of its group of `baseline_every` rows
+    (all rows: one group)."""
+    group = baseline_every or len(timings)
+    for i, (name, seconds) in enumerate(timings):
+        baseline = timings[i - i % group][1]
+        print(f"| {shape} | {name} | {seconds:.3f} | {baseline / seconds:.1f}x |", flush=True)
 
 
 def main():
@@ -139,7 +153,7 @@ def main():
     args = parser.parse_args()
     print("| shape | what | seconds | blog / this |")
     print("|---|---|---:|---:|")
-    print_table("whole process, 500 eras x 4000 rows", whole_process(500, 4000, args.repeat))
+    print_table("whole process, 500 eras x 4000 rows", whole_process(500, 4000, args.repeat), baseline_every=2)
     if args.whole_only:
         return
     for n_eras, rows in [(500, 4000), (20000, 100)]:

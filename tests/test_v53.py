@@ -249,3 +249,13 @@ def test_row_ids_place_values_on_the_data_rows(ids, tmp_path):
         rows.place(pd.Index([ids[1], "zz"]), [1.0, 2.0], "p", strict=True)
     with pytest.raises(Exception, match=r"v.parquet: 1 duplicate id\(s\)$"):
         RowIds(pd.Index(ids + ids[:1]), tmp_path / "v.parquet")
+
+
+def test_validate_a_raw_release_without_the_target_alias(v53_dir, tmp_path):
+    raw = pd.read_parquet(v53_dir / "validation.parquet").drop(columns=["target"])
+    raw.to_parquet(tmp_path / "validation.parquet")
+    predictions = pd.DataFrame({"prediction": np.random.default_rng(0).random(len(raw))}, index=raw.index)
+    predictions.to_csv(tmp_path / "p.csv")
+    report = validate(ValidateConfig(predictions=tmp_path / "p.csv", data=tmp_path / "validation.parquet",
+                                     write_report=False)).data
+    assert report["target"] == "target_ender_20" and report["rows"] == len(raw)

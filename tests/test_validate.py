@@ -227,6 +227,7 @@ def test_partial_predictions_and_no_side_files_are_noted(in_tmp, synthetic_dir, 
         f"{len(preds) - len(preds) // 2:,} validation rows have no prediction: scored the {len(preds) // 2:,} that do",
         "meta_model.parquet not found in .: MMC left out",
         "validation_example_preds.parquet not found in .: corr_with_example left out",
+        "validation_benchmark_models.parquet not found in .: BMC left out",
     ]
 
 

@@ -129,7 +129,7 @@ def _describe_data(path: Path, config: ValidateConfig) -> _Data:
         features = [f for f in manifest.get("features", []) if f in columns]
     else:
         source_dir = path.parent
-        main = config.target or schema.TARGET
+        main = config.target or _default_target(columns)
         targets = [c for c in columns if schema.is_target(c)]
         features = _raw_features(path, columns)
     if schema.ERA not in columns:
@@ -138,6 +138,11 @@ def _describe_data(path: Path, config: ValidateConfig) -> _Data:
         raise DataError(f"{path}: no target column '{main}'")
     aux = [t for t in targets if t != main]
     return _Data(path, source_dir, main, aux, features)
+
+
+def _default_target(columns: list[str]) -> str:
+    """`target`, or target_ender_20 (whose alias it is) in a release without the alias."""
+    return schema.MAIN_TARGET if schema.TARGET not in columns and schema.MAIN_TARGET in columns else schema.TARGET
 
 
 def _raw_features(path: Path, columns: list[str]) -> list[str]:
