@@ -1,18 +1,30 @@
 """How fast numerflow scores eras, against the blog's pandas era_spearman in the same run.
 
-    .venv/bin/python bench/validate_speed.py [--repeat 3]
+    .venv/bin/python bench/validate_speed.py [--repeat 3] [--whole-only]
 
 Two shapes: 2,000,000 rows in 500 eras (the size of a validation run) and 20,000 eras of 100 rows
 (where per-group Python overhead dominates). Each timing is the best of --repeat runs. Prints
 seconds and each time as a ratio of the blog's. The floor is one sort of the predictions within
 their eras (np.lexsort on (era, prediction), and numerflow's sort of every era at once on a 2-D
 grid, metrics._EraLayout.sort_within_eras): Spearman cannot be computed without it.
+
+Whole process: the same 2,000,000 rows written as Numerai files (V.parquet: id, era, data_type,
+target; P.parquet: id, prediction, shuffled), then `numerflow validate --predictions P.parquet
+--data V.parquet --json --no-report` and the blog's script (pandas.read_parquet both, join on id,
+groupby("era").apply(spearmanr)) each run as a fresh subprocess, interpreter start and imports
+included; best of --repeat, alternating the two.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,17 +73,91 @@ def run(n_eras: int, rows_per_era: int, repeat: int) -> list[tuple[str, float]]:
     return timings
 
 
+BLOG_SCRIPT = """
+import sys
+import pandas as pd
+from scipy.stats import spearmanr
+data = pd.read_parquet(sys.argv[1])
+data = data[data["data_type"] == "validation"]
+df = data.join(pd.read_parquet(sys.argv[2]), how="inner")
+print(df.groupby("era").apply(lambda d: spearmanr(d["prediction"], d["target"])[0]).mean())
+"""
+
+
+def write_files(folder: Path, n_eras: int, rows_per_era: int) -> tuple[Path, Path]:
+    """V.parquet (id index, era, data_type, target) and P.parquet (id, prediction) in another row order."""
+    df = make_data(n_eras, rows_per_era)
+    n = len(df)
+    rng = np.random.default_rng(1)
+    ids = pd.Index([f"n{i:015x}" for i in rng.choice(1 << 60, n, replace=False)], name="id")  # Numerai's shape
+    data = pd.DataFrame({"era": df["era"].to_numpy(), "data_type": "validation",
+                         "target": df["target"].to_numpy()}, index=ids)
+    order = rng.permutation(n)
+    preds = pd.DataFrame({"prediction": df["pred"].to_numpy()[order]}, index=ids[order])
+    data.to_parquet(folder / "V.parquet")
+    preds.to_parquet(folder / "P.parquet")
+    return folder / "V.parquet", folder / "P.parquet"
+
+
+def timed_process(args: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system, steadier on a shared machine) and stdout of a child."""
+    import resource
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    start, start_cpu = time.perf_counter(), cpu()
+    out = subprocess.run(args, check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return time.perf_counter() - start, cpu() - start_cpu, out.stdout
+
+
+def whole_process(n_eras: int, rows_per_era: int, repeat: int) -> list[tuple[str, float]]:
+    """numerflow validate and the blog's script, each as a whole fresh process, best of `repeat`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        v, p = write_files(Path(tmp), n_eras, rows_per_era)
+        ours = [sys.executable, "-m", "numerflow", "validate", "--predictions", str(p), "--data", str(v),
+                "--json", "--no-report"]
+        blog = [sys.executable, "-c", BLOG_SCRIPT, str(v), str(p)]
+        wall, cpu = {"blog": [], "numerflow": []}, {"blog": [], "numerflow": []}
+        for _ in range(repeat):
+            for name, args in (("blog", blog), ("numerflow", ours)):
+                seconds, cpu_seconds, out = timed_process(args)
+                wall[name].append(seconds)
+                cpu[name].append(cpu_seconds)
+                if name == "blog":
+                    blog_mean = float(out.strip().splitlines()[-1])
+                else:
+                    ours_mean = json.loads(out)["spearman"]["mean"]
+            assert abs(ours_mean - blog_mean) < 1e-9, f"numerflow {ours_mean} and the blog {blog_mean} disagree"
+    names = {"blog": "blog script: read_parquet + join + groupby.apply(spearmanr)",
+             "numerflow": "numerflow validate --predictions --json --no-report"}
+    return ([(f"{names[n]}, wall", min(wall[n])) for n in names]
+            + [(f"{names[n]}, CPU (user+sys)", min(cpu[n])) for n in names])
+
+
+def print_table(shape: str, timings: list[tuple[str, float]], baseline_every: int = 0) -> None:
+    """Rows of `timings` with each one's ratio to the first of its group of `baseline_every` rows
+    (all rows: one group)."""
+    group = baseline_every or len(timings)
+    for i, (name, seconds) in enumerate(timings):
+        baseline = timings[i - i % group][1]
+        print(f"| {shape} | {name} | {seconds:.3f} | {baseline / seconds:.1f}x |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--whole-only", action="store_true", help="only the whole-process comparison")
     args = parser.parse_args()
     print("| shape | what | seconds | blog / this |")
     print("|---|---|---:|---:|")
+    print_table("whole process, 500 eras x 4000 rows", whole_process(500, 4000, args.repeat), baseline_every=2)
+    if args.whole_only:
+        return
     for n_eras, rows in [(500, 4000), (20000, 100)]:
-        timings = run(n_eras, rows, args.repeat)
-        blog = timings[0][1]
-        for name, seconds in timings:
-            print(f"| {n_eras} eras x {rows} rows | {name} | {seconds:.3f} | {blog / seconds:.1f}x |")
+        print_table(f"{n_eras} eras x {rows} rows", run(n_eras, rows, args.repeat))
 
 
 if __name__ == "__main__":

@@ -358,9 +358,12 @@ def validate(
     target: Optional[str] = typer.Option(None, "--target", help="Target to score against (default: the main one)."),
     exposure: bool = typer.Option(True, "--exposure/--no-exposure",
                                   help="Feature exposure and feature-neutral CORR (a least-squares fit per era)."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="Benchmark column for BMC, from "
+                                            "validation_benchmark_models.parquet (default: the version's main "
+                                            "one, e.g. v53_lgbm_ender20)."),
     device: Device = cfg.ValidateConfig.device,
 ):
-    """Score a model (or any model's predictions) era by era: Spearman, Numerai CORR, MMC,
+    """Score a model (or any model's predictions) era by era: Spearman, Numerai CORR, MMC, BMC,
     feature exposure, FNC, auxiliary targets; write reports/<name>/.
 
     Example: numerflow validate --predictions lgbm_preds.csv --data data/v5.2/validation.parquet --json
@@ -369,7 +372,8 @@ def validate(
         raise typer.BadParameter("give --model or --predictions, not both")
     result = numerflow.validate(model=model if model is not None else cfg.ValidateConfig.model,
                                 predictions=predictions, data=data, data_dir=data_dir, report_dir=report,
-                                write_report=not no_report, target=target, exposure=exposure, device=device)
+                                write_report=not no_report, target=target, exposure=exposure, benchmark=benchmark,
+                                device=device)
     typer.echo(result.to_json() if as_json else str(result))
 
 

@@ -198,6 +198,7 @@ class ValidateConfig(StageSettings):
     write_report: bool = True  # report.json, per_era.csv, per_era.png into report_dir
     target: str | None = None  # None: the prepared manifest's main target, else "target"
     exposure: bool = True  # feature exposure + feature-neutral CORR (one least-squares fit per era)
+    benchmark: str | None = None  # BMC's benchmark column; None: the version's main one (v53_lgbm_ender20)
     device: str = "auto"  # model mode: where the forward passes run
     batch_size: int = 65536  # model mode: rows per forward pass (bounds memory)
 

@@ -392,6 +392,13 @@ def per_era_mmc(predictions, meta_model, target, eras) -> EraScores:
     return rows.scores(values, rows.constant_predictions(), meta_distinct < 2, layout.constant(rows.target))
 
 
+def per_era_bmc(predictions, benchmark, target, eras) -> EraScores:
+    """Benchmark model contribution per era: numerai_tools.scoring.correlation_contribution with a
+    benchmark model's predictions (e.g. v53_lgbm_ender20) in place of the meta model, on each
+    era's rows; rows without a benchmark value are skipped. The same arithmetic as MMC."""
+    return per_era_mmc(predictions, benchmark, target, eras)
+
+
 # ---------------------------------------------------------------------------------------------
 # Ranks as a public step (submissions, neutralised predictions)
 

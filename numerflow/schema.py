@@ -29,6 +29,14 @@ FEATURES_FILE = "features.json"
 META_MODEL_FILE = "meta_model.parquet"
 VALIDATION_EXAMPLE_FILE = "validation_example_preds.parquet"
 LIVE_EXAMPLE_FILE = "live_example_preds.parquet"
+# Numerai's benchmark models' predictions (LightGBM, one column per model, e.g. v53_lgbm_ender20),
+# published with each version since the 5.x releases; the live one changes every round.
+TRAIN_BENCHMARK_FILE = "train_benchmark_models.parquet"
+VALIDATION_BENCHMARK_FILE = "validation_benchmark_models.parquet"
+LIVE_BENCHMARK_FILE = "live_benchmark_models.parquet"
+BENCHMARK_FILES = (TRAIN_BENCHMARK_FILE, VALIDATION_BENCHMARK_FILE, LIVE_BENCHMARK_FILE)
+# The main target's own name: `target` is its alias (v5.2, v5.3), and a release may drop the alias.
+MAIN_TARGET = "target_ender_20"
 
 # --- folder layout: every file name and manifest key numerflow's folders use, defined here once --
 # A version folder (<data_dir>/<version>/, from `download` or `download --synthetic`) records its
@@ -176,6 +184,13 @@ def features_to_int8(values: np.ndarray, source: str = "data") -> np.ndarray:
 
 LIVE_ROUND_FILE = "live_round.json"  # {"round": N}: the round live.parquet belongs to
 SYNTHETIC_VERSION = "synthetic"
+
+
+def main_benchmark(version: str) -> str | None:
+    """The version's main benchmark column, Numerai's LightGBM on the main target: 'v5.3' →
+    'v53_lgbm_ender20'; None for a folder that is not a vX.Y release."""
+    number = version_number(version)
+    return f"v{''.join(map(str, number))}_lgbm_ender20" if number else None
 
 
 def version_number(name: str) -> tuple[int, ...] | None:

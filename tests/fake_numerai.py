@@ -53,24 +53,55 @@ def _parquet_bytes(frame) -> bytes:
     return buf.getvalue()
 
 
+QUANTUM_FEATURES = 3  # v5.3's `quantum` set (807 features at Numerai), new columns beside v5.2's
+V53_TARGETS = ("target", "target_ender_20", "target_cyrusd_20")  # `target` is target_ender_20's alias
+
+
+def _is_v53_or_later(version: str) -> bool:
+    m = re.fullmatch(r"v(\d+)\.(\d+)", version)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 3)
+
+
+def benchmark_columns(version: str) -> list[str]:
+    """The benchmark models' columns of a release: its own LightGBM on the main target first."""
+    return ["v53_lgbm_ender20", "v52_lgbm_ender20", "v53_lgbm_ender60"] if _is_v53_or_later(version) else []
+
+
 def make_version_files(version: str = "v5.2", round_number: int = 600, rows: int = 60,
                        n_features: int = 4, seed: int = 0) -> dict[str, bytes]:
-    """`{"<version>/<name>": bytes}` for every file Numerai lists per version (tiny, valid Parquet/JSON/CSV)."""
+    """`{"<version>/<name>": bytes}` for every file Numerai lists per version (tiny, valid Parquet/JSON/CSV).
+
+    v5.3 and later have the 2026 layout: a `quantum` feature set (also in `all`), `target_ender_20`
+    beside its alias `target` and an auxiliary target, and the benchmark models' files
+    ({train,validation,live}_benchmark_models.parquet). Older versions keep the short file list
+    the older tests count on."""
     import numpy as np
     import pandas as pd
 
     rng = np.random.default_rng(seed)
+    v53 = _is_v53_or_later(version)
     features = [f"feature_f{i}" for i in range(n_features)]
+    quantum = [f"feature_quantum_q{i}" for i in range(QUANTUM_FEATURES)] if v53 else []
 
     def frame(kind: str, eras: list[str], with_target: bool = True):
         n = rows * len(eras)
-        df = pd.DataFrame(rng.integers(0, 5, size=(n, n_features)).astype("int8"), columns=features)
+        columns = features + quantum
+        df = pd.DataFrame(rng.integers(0, 5, size=(n, len(columns))).astype("int8"), columns=columns)
         df.insert(0, "era", np.repeat(eras, rows))
         df.insert(1, "data_type", kind)
         if with_target:
             df["target"] = rng.integers(0, 5, size=n) / 4
+            if v53:
+                df["target_ender_20"] = df["target"]
+                df["target_cyrusd_20"] = rng.integers(0, 5, size=n) / 4
         df.index = pd.Index([f"n{kind[0]}{round_number:05d}{i:09x}" for i in range(n)], name="id")
         return df
+
+    def benchmarks(df):
+        """Benchmark predictions in [0, 1] that lean on the target where there is one."""
+        base = df["target"].to_numpy() if "target" in df else np.full(len(df), 0.5)
+        columns = {name: np.clip(0.3 * base + 0.7 * rng.random(len(df)), 0, 1) for name in benchmark_columns(version)}
+        return pd.DataFrame({"era": df["era"], **columns}, index=df.index)
 
     train = frame("train", ["0001", "0002", "0003"])
     validation = frame("validation", ["0008", "0009"])
@@ -80,8 +111,10 @@ def make_version_files(version: str = "v5.2", round_number: int = 600, rows: int
     val_preds = pd.DataFrame({"prediction": rng.random(len(validation))}, index=validation.index)
     meta = pd.DataFrame({"era": validation["era"], "numerai_meta_model": rng.random(len(validation))},
                         index=validation.index)
-    meta_json = {"feature_sets": {"small": features[:2], "medium": features, "all": features},
-                 "targets": ["target"]}
+    sets = {"small": features[:2], "medium": features, "all": features + quantum}
+    if v53:
+        sets["quantum"] = quantum
+    meta_json = {"feature_sets": sets, "targets": list(V53_TARGETS) if v53 else ["target"]}
     files = {
         "train.parquet": _parquet_bytes(train),
         "validation.parquet": _parquet_bytes(validation),
@@ -92,8 +125,10 @@ def make_version_files(version: str = "v5.2", round_number: int = 600, rows: int
         "validation_example_preds.csv": val_preds.to_csv().encode(),
         "live_example_preds.parquet": _parquet_bytes(live_preds),
         "live_example_preds.csv": live_preds.to_csv().encode(),
-        "train_benchmark_models.parquet": _parquet_bytes(val_preds),
     }
+    if v53:
+        for kind, df in (("train", train), ("validation", validation), ("live", live)):
+            files[f"{kind}_benchmark_models.parquet"] = _parquet_bytes(benchmarks(df))
     return {f"{version}/{name}": data for name, data in files.items()}
 
 

@@ -177,7 +177,7 @@ def test_ids_not_in_the_data(in_tmp, synthetic_dir, raw_validation):
 
 
 def test_missing_target_column(in_tmp, synthetic_dir, raw_validation):
-    data = pd.read_parquet(raw_validation).drop(columns=[schema.TARGET])
+    data = pd.read_parquet(raw_validation).drop(columns=[schema.TARGET, schema.MAIN_TARGET])  # and the column it aliases
     data.to_parquet("no_target.parquet")
     example_predictions(synthetic_dir).to_csv("p.csv", index=False)
     result = run_validate("--predictions", "p.csv", "--data", "no_target.parquet")
@@ -229,6 +229,7 @@ def test_partial_predictions_and_no_side_files_are_noted(in_tmp, synthetic_dir, 
         f"{len(preds) - len(preds) // 2:,} validation rows have no prediction: scored the {len(preds) // 2:,} that do",
         "meta_model.parquet not found in .: MMC left out",
         "validation_example_preds.parquet not found in .: corr_with_example left out",
+        "validation_benchmark_models.parquet not found in .: BMC left out",
     ]
 
 

@@ -6,9 +6,13 @@ file numerflow did not fetch, when it is whole Parquet/JSON), so a rerun sends n
 all. A body is accepted only when provably whole (see api.download_file); until then it lives in a
 `.<name>.partial` file that the next run resumes, so a final name always means a complete file.
 
-The live files change every round: they are kept as live_<round>.parquet and
-live_example_preds_<round>.parquet; the current round's are also reachable as live.parquet /
-live_example_preds.parquet, and live_round.json ({"round": N}) says which round that is.
+The live files change every round: they are kept as live_<round>.parquet,
+live_example_preds_<round>.parquet and live_benchmark_models_<round>.parquet; the current round's
+are also reachable as live.parquet / live_example_preds.parquet / live_benchmark_models.parquet,
+and live_round.json ({"round": N}) says which round that is.
+
+Benchmark models' files ({train,validation,live}_benchmark_models.parquet) are fetched when the
+version offers them; a version that offers none of them is not reported as lacking them.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from numerflow.files import atomic_path, file_problem, file_record, write_json
 
 MANIFEST_FILE = schema.VERSION_MANIFEST_FILE
 # Order matters only for the user: small files first, the 4 GB validation file last.
-ALL_FILES = (schema.FEATURES_FILE, schema.LIVE_FILE, schema.LIVE_EXAMPLE_FILE, schema.TRAIN_FILE,
-             schema.META_MODEL_FILE, schema.VALIDATION_EXAMPLE_FILE, schema.VALIDATION_FILE)
-LIVE_ONLY_FILES = (schema.FEATURES_FILE, schema.LIVE_FILE, schema.LIVE_EXAMPLE_FILE)
+ALL_FILES = (schema.FEATURES_FILE, schema.LIVE_FILE, schema.LIVE_EXAMPLE_FILE, schema.LIVE_BENCHMARK_FILE,
+             schema.TRAIN_FILE, schema.TRAIN_BENCHMARK_FILE, schema.META_MODEL_FILE, schema.VALIDATION_EXAMPLE_FILE,
+             schema.VALIDATION_BENCHMARK_FILE, schema.VALIDATION_FILE)
+LIVE_ONLY_FILES = (schema.FEATURES_FILE, schema.LIVE_FILE, schema.LIVE_EXAMPLE_FILE, schema.LIVE_BENCHMARK_FILE)
 REQUIRED_FILES = (schema.FEATURES_FILE, schema.LIVE_FILE, schema.TRAIN_FILE, schema.VALIDATION_FILE)
-ROUND_FILES = (schema.LIVE_FILE, schema.LIVE_EXAMPLE_FILE)  # new content every round
+# new content every round
+ROUND_FILES = (schema.LIVE_FILE, schema.LIVE_EXAMPLE_FILE, schema.LIVE_BENCHMARK_FILE)
 
 
 @dataclass
@@ -136,7 +142,10 @@ def download(config: DownloadConfig, client=None) -> DownloadResult:
 
     manifest = read_manifest(directory)
     result = DownloadResult(version, directory, live_round, current)
-    for name in (LIVE_ONLY_FILES if config.live_only else ALL_FILES):
+    wanted = LIVE_ONLY_FILES if config.live_only else ALL_FILES
+    if not any(f"{version}/{name}" in names for name in schema.BENCHMARK_FILES):
+        wanted = [name for name in wanted if name not in schema.BENCHMARK_FILES]  # a release without them
+    for name in wanted:
         remote = f"{version}/{name}"
         if remote not in names:
             if name in REQUIRED_FILES:

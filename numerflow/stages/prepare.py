@@ -52,12 +52,14 @@ class PrepareResult:
     rows_validation: int
     eras_train: list[str] = field(default_factory=list)
     eras_validation: list[str] = field(default_factory=list)
+    target_choice: str = ""  # how the main target was chosen, when there was a choice (see _main_target)
 
     def __str__(self) -> str:
         aux = len(self.targets) - 1
         width = max(len(str(p)) for p in (self.train, self.validation))
+        choice = f" ({self.target_choice})" if self.target_choice else ""
         lines = [f"Prepared {self.version}: feature set '{self.feature_set}' ({len(self.features)} int8 features), "
-                 f"target '{self.targets[0]}'" + (f" + {aux} auxiliary" if aux else ""),
+                 f"target '{self.targets[0]}'{choice}" + (f" + {aux} auxiliary" if aux else ""),
                  f"  train       {str(self.train):<{width}}  {self.rows_train:,} rows, {_era_span(self.eras_train)}",
                  f"  validation  {str(self.validation):<{width}}  {self.rows_validation:,} rows, "
                  f"{_era_span(self.eras_validation)}",
@@ -90,7 +92,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     features = schema.feature_set(meta, config.feature_set, source=features_path)
     for src in (train_src, valid_src):
         _require_columns(src, [schema.ID, schema.ERA] + features)
-    targets = _targets(config, train_src, valid_src)
+    targets, target_choice = _targets(config, train_src, valid_src)
     bin_record = binning.record(config.bin_features)  # ConfigError for an unsupported count, before any work
     if config.downsample < 1:
         raise ConfigError(f"--downsample must be at least 1, got {config.downsample}")
@@ -137,7 +139,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     return PrepareResult(out_dir=out_dir, train=out_train, validation=out_valid, manifest=out_manifest,
                          version=version_dir.name, feature_set=config.feature_set, features=features,
                          targets=targets, rows_train=rows_train, rows_validation=rows_valid,
-                         eras_train=kept_train, eras_validation=kept_valid)
+                         eras_train=kept_train, eras_validation=kept_valid, target_choice=target_choice)
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -164,23 +166,48 @@ def _require_columns(src: _Source, needed: list[str]) -> None:
     schema.require_columns(src.path, needed, src.columns)
 
 
-def _targets(config: PrepareConfig, train: _Source, valid: _Source) -> list[str]:
-    """Main target first, then the auxiliary ones (file order for `all`), each in both files."""
+def _targets(config: PrepareConfig, train: _Source, valid: _Source) -> tuple[list[str], str]:
+    """Main target first, then the auxiliary ones (file order for `all`), each in both files; and
+    how the main target was chosen, for the user."""
     available = [c for c in train.columns if schema.is_target(c)]
-    if config.target not in available:
-        raise DataError(f"{train.path}: target '{config.target}' not found "
-                        f"(available: {', '.join(available) or 'none'})")
+    main, how = _main_target(config.target, available, train)
     if [a.lower() for a in config.aux_targets] == [ALL_AUX]:
-        aux = [c for c in available if c != config.target]
+        aux = [c for c in available if c != main]
     else:
-        aux = [a for a in dict.fromkeys(config.aux_targets) if a != config.target]
+        aux = [a for a in dict.fromkeys(config.aux_targets) if a != main]
         unknown = [a for a in aux if a not in available]
         if unknown:
             raise DataError(f"{train.path}: target(s) {', '.join(unknown)} not found "
                             f"(available: {', '.join(available)})")
-    targets = [config.target] + aux
+    targets = [main] + aux
     _require_columns(valid, targets)
-    return targets
+    return targets, how
+
+
+def _main_target(requested: str, available: list[str], train: _Source) -> tuple[str, str]:
+    """The main target column and a note saying why. `target` is an alias of target_ender_20 in
+    v5.2 and v5.3; a release without the alias still has target_ender_20, which is then kept."""
+    if requested == schema.TARGET and requested not in available and schema.MAIN_TARGET in available:
+        return schema.MAIN_TARGET, f"'{schema.TARGET}' is absent: {schema.MAIN_TARGET} is the main target"
+    if requested not in available:
+        raise DataError(f"{train.path}: target '{requested}' not found "
+                        f"(available: {', '.join(available) or 'none'})")
+    if requested == schema.TARGET and schema.MAIN_TARGET in available and _same_values(train, requested,
+                                                                                        schema.MAIN_TARGET):
+        return requested, f"'{schema.TARGET}' is the alias of {schema.MAIN_TARGET}: the same values"
+    return requested, ""
+
+
+def _same_values(src: _Source, first: str, second: str) -> bool:
+    """Whether two columns of `src` hold the same values on every row (NaN equal to NaN), read a
+    row group at a time."""
+    with _open(src) as parquet:
+        for group in range(parquet.metadata.num_row_groups):
+            table = _read(parquet, group, [first, second], src)
+            a, b = (table.column(i).cast(pa.float64()).to_numpy() for i in (0, 1))
+            if not np.array_equal(a, b, equal_nan=True):
+                return False
+    return True
 
 
 def _era_number(label: str, path: Path) -> int:

@@ -9,6 +9,7 @@ looked up beside a raw file, or in the version folder a prepared file came from 
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -46,12 +47,15 @@ class Report:
     def __str__(self) -> str:
         d = self.data
         rows = [("spearman", d["spearman"]), ("numerai_corr", d["numerai_corr"])]
-        rows += [(name, d[name]) for name in ("mmc", "fnc", "corr_with_example") if name in d]
+        rows += [(name, d[name]) for name in ("mmc", "bmc", "corr_with_benchmark", "fnc", "corr_with_example")
+                 if name in d]
         rows += [(f"corr {name}", summary) for name, summary in d.get("aux_targets", {}).items()]
         width = max(22, *(len(name) + 2 for name, _ in rows))  # long target names widen the column
         lines = [f"Validated {self.source} on {self.data_path}: {d['rows']:,} rows, {d['eras']} eras",
                  f"{'':<{width}}{'mean':>8}{'std':>8}{'sharpe':>8}{'max_dd':>8}{'hit':>7}{'eras':>6}"]
         lines += [_summary_line(name, summary, width) for name, summary in rows]
+        if "benchmark" in d:
+            lines.append(f"bmc and corr_with_benchmark against {d['benchmark']}")
         if "feature_exposure" in d:
             fe = d["feature_exposure"]
             lines.append(f"feature exposure (mean over eras): max {_fmt(fe['max'])}, rms {_fmt(fe['rms'])}")
@@ -100,6 +104,7 @@ class _Data:
     aux_targets: list[str]
     features: list[str]  # for exposure / FNC
     binned: bool = False  # continuous features read as 5 buckets within each era (binning.py)
+    row_ids: "RowIds | None" = None  # the validation rows' ids, hashed once when first matched
 
 
 def _data_path(config: ValidateConfig) -> Path:
@@ -125,7 +130,7 @@ def _describe_data(path: Path, config: ValidateConfig) -> _Data:
         features = [f for f in manifest.get("features", []) if f in columns]
     else:
         source_dir = path.parent
-        main = config.target or schema.TARGET
+        main = config.target or _default_target(columns)
         targets = [c for c in columns if schema.is_target(c)]
         features = _raw_features(path, columns)
     if schema.ERA not in columns:
@@ -142,6 +147,11 @@ def _missing_target(path: Path, main: str, columns: list[str]) -> None:
     available = [c for c in columns if schema.is_target(c)]
     raise DataError(f"{path}: target '{main}' not found (available: {', '.join(available) or 'none'}; "
                     f"choose one with --target)")
+
+
+def _default_target(columns: list[str]) -> str:
+    """`target`, or target_ender_20 (whose alias it is) in a release without the alias."""
+    return schema.MAIN_TARGET if schema.TARGET not in columns and schema.MAIN_TARGET in columns else schema.TARGET
 
 
 def _raw_features(path: Path, columns: list[str]) -> list[str]:
@@ -181,12 +191,14 @@ def _no_features_note(config: ValidateConfig, data: _Data, matrix, notes: list[s
                      f"feature_*/featureN columns): feature exposure and FNC left out")
 
 
-def _foreign_ids_note(predictions, data: _Data, validation_ids, notes: list[str]):
+def _foreign_ids_note(predictions, data: _Data, notes: list[str]):
     """Predictions for ids that are the file's other rows (test/live rows of an all-in-one
     tournament file) are not errors: they are left out with a note. Returns the predictions to
-    align; ids in no row of the file stay for _align to refuse."""
-    unknown = predictions.index[~predictions.index.isin(validation_ids)]
-    if not len(unknown) or schema.DATA_TYPE not in schema.parquet_columns(data.path):
+    place; ids in no row of the file stay for RowIds.place to refuse."""
+    if schema.DATA_TYPE not in schema.parquet_columns(data.path):
+        return predictions
+    unknown = predictions.index[data.row_ids.positions(predictions.index) < 0]
+    if not len(unknown):
         return predictions
     import pyarrow.parquet as pq
 
@@ -242,7 +254,8 @@ def _is_numeric(column) -> bool:
 
 def read_predictions(predictions):
     """Predictions as a float64 Series indexed by id (as text): an id,prediction file (.csv or
-    .parquet), or in memory a DataFrame/Series indexed by id or with an `id` column."""
+    .parquet), or in memory a DataFrame/Series indexed by id or with an `id` column. Repeated ids
+    are refused when they are matched to the data's rows (RowIds.place), in the same hash pass."""
     import pandas as pd
 
     where = source_name(predictions)
@@ -272,9 +285,7 @@ def read_predictions(predictions):
     bad = int((~np.isfinite(values)).sum())
     if bad:
         raise DataError(f"{where}: {bad} NaN or infinite prediction(s)")
-    ids = frame.index.astype(str)
-    if ids.has_duplicates:
-        raise DataError(f"{where}: {int(ids.duplicated().sum())} duplicate id(s)")
+    ids = frame.index if isinstance(frame.index.dtype, pd.StringDtype) else frame.index.astype(str)
     return pd.Series(values, index=ids, name=schema.PREDICTION)
 
 
@@ -283,36 +294,135 @@ def source_name(predictions) -> str:
     return str(predictions) if isinstance(predictions, (str, os.PathLike)) else "predictions"
 
 
-def _align(ids, values, data_ids, what, data_path: Path, strict: bool) -> np.ndarray:
-    """values (indexed by `ids`) placed on the data's rows, NaN where absent. With `strict`,
-    ids that the data does not have are an error."""
-    position = data_ids.get_indexer(ids)
-    unknown = int((position < 0).sum())
-    if strict and unknown:
-        raise DataError(f"{what}: {unknown} of {len(ids)} id(s) are not in {data_path}")
-    out = np.full(len(data_ids), np.nan)
-    found = position >= 0
-    out[position[found]] = np.asarray(values, dtype=np.float64)[found]
-    return out
+# --- id matching: every id,value file is placed on the data's rows through one hash of its ids --
+
+HEX_DIGITS = np.full(256, 255, dtype=np.uint8)  # byte → its value as a lowercase hex digit, 255 if none
+HEX_DIGITS[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+NUMERAI_ID_BYTES = 16  # "n" + 15 hex digits
 
 
-def _read_side_file(path: Path, column: str, data_ids, data_path: Path, notes: list[str]):
-    """meta_model / example predictions aligned to the data's rows, or None (with a note)."""
+def _arrow_strings(ids):
+    """`ids` (a pandas Index or Series, a numpy or Arrow array) as one Arrow string array, or None
+    when they are not text. Arrow-backed pandas strings are handed over without a copy."""
+    import pyarrow as pa
+
+    try:
+        array = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(getattr(ids, "array", ids))
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else None
+
+
+def numerai_id_keys(ids) -> np.ndarray | None:
+    """Numerai's ids ("n" + 15 lowercase hex digits) as the exact 60-bit integers they spell
+    (distinct ids, distinct keys), or None when any id has another shape. Matching 2M integer keys
+    is about 10x faster than matching 2M strings, and the ids never become Python objects: the
+    digits are read straight from Arrow's string buffer."""
+    import pyarrow as pa
+
+    array = _arrow_strings(ids)
+    if array is None or array.null_count:
+        return None
+    buffers = array.buffers()
+    offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(buffers[1], dtype=offset_type)[array.offset:array.offset + len(array) + 1]
+    if not len(array) or not np.all(np.diff(offsets) == NUMERAI_ID_BYTES):
+        return None
+    chars = np.frombuffer(buffers[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(-1, NUMERAI_ID_BYTES)
+    if not np.all(chars[:, 0] == ord("n")):
+        return None
+    digits = HEX_DIGITS[chars]
+    digits[:, 0] = 0  # the leading "n" as a zero digit: 16 digits fill 8 bytes
+    if np.any(digits > 15):
+        return None
+    packed = np.ascontiguousarray((digits[:, 0::2] << 4) | digits[:, 1::2])
+    return packed.view(">u8").ravel().astype(np.uint64)
+
+
+def _as_text(ids):
     import pandas as pd
 
+    return pd.Index(ids).astype(str)
+
+
+class RowIds:
+    """The data's row ids, hashed once (one uniqueness check, one hash table) for every file placed
+    on its rows: predictions, meta model, example predictions, benchmark models. Numerai-shaped
+    ids are matched as integer keys, other ids as text."""
+
+    def __init__(self, ids, data_path: Path):
+        import pandas as pd
+
+        self.ids, self.data_path, self.size = ids, data_path, len(ids)
+        keys = numerai_id_keys(ids)
+        self.as_keys = keys is not None
+        self.index = pd.Index(keys if self.as_keys else _as_text(ids))
+        if not self.index.is_unique:  # fills the hash table that get_indexer then reuses
+            raise DataError(f"{data_path}: {int(self.index.duplicated().sum())} duplicate id(s)")
+        self._text_index = None
+        self.kept = None  # a boolean mask: place() returns these rows only
+
+    def restricted_to(self, rows: np.ndarray) -> "RowIds":
+        """The same lookup (no new hash table), placing values on the data rows `rows` only."""
+        view = copy.copy(self)
+        view.kept = rows if self.kept is None else np.flatnonzero(self.kept)[rows]
+        return view
+
+    def positions(self, ids) -> np.ndarray:
+        """The data row of each id, -1 where the data has no such id."""
+        if not self.as_keys:
+            return self.index.get_indexer(_as_text(ids))
+        keys = numerai_id_keys(ids)
+        if keys is not None:
+            return self.index.get_indexer(keys)
+        if self._text_index is None:  # ids of other shapes: matched as text (a second table, rarely)
+            self._text_index = _as_text(self.ids)
+        return self._text_index.get_indexer(_as_text(ids))
+
+    def place(self, ids, values, what, strict: bool) -> np.ndarray:
+        """`values` (one per id) on the data's rows, NaN where absent. With `strict` (the
+        predictions being scored), repeated ids and ids the data lacks are errors; a side file's
+        extra ids are ignored."""
+        position = self.positions(ids)
+        found = position >= 0
+        if strict:
+            found_twice = len(position[found]) - int(np.count_nonzero(np.bincount(position[found], minlength=self.size)))
+            unknown = ~found
+            repeats = found_twice + (int(_as_text(ids)[unknown].duplicated().sum()) if unknown.any() else 0)
+            if repeats:
+                raise DataError(f"{what}: {repeats} duplicate id(s)")
+            if unknown.any():
+                raise DataError(f"{what}: {int(unknown.sum())} of {len(position)} id(s) are not in {self.data_path}")
+        out = np.full(self.size, np.nan)
+        out[position[found]] = np.asarray(values, dtype=np.float64)[found]
+        return out if self.kept is None else out[self.kept]
+
+
+def _read_side_column(path: Path, column: str, row_ids: RowIds) -> np.ndarray:
+    """One numeric column of an id-indexed Parquet file (meta model, example predictions,
+    benchmark models), placed on the data's rows; only `id` and that column are read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema.require_columns(path, [schema.ID, column], schema.parquet_columns(path))
+    try:
+        table = pq.read_table(path, columns=[schema.ID, column])
+        values = table.column(column).cast(pa.float64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(f"{path}: column '{column}' does not hold numbers") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+    return row_ids.place(table.column(schema.ID), values, path, strict=False)
+
+
+def _read_side_file(path: Path, column: str, row_ids: RowIds, data_path: Path, notes: list[str]):
+    """meta_model / example predictions aligned to the data's rows, or None (with a note)."""
     if not path.is_file():
         notes.append(f"{path.name} not found in {path.parent}: {'MMC' if column == schema.META_MODEL else 'corr_with_example'} left out")
         return None
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
-    if schema.ID in frame.columns:
-        frame = frame.set_index(schema.ID)
-    if column not in frame.columns:
-        raise DataError(f"{path}: no '{column}' column")
-    aligned = _align(frame.index.astype(str), frame[column].to_numpy(dtype=np.float64, na_value=np.nan),
-                     data_ids, path, data_path, strict=False)
+    aligned = _read_side_column(path, column, row_ids)
     if not np.isfinite(aligned).any():
         notes.append(f"{path.name} shares no ids with {data_path.name}: left out")
         return None
@@ -320,6 +430,52 @@ def _read_side_file(path: Path, column: str, data_ids, data_path: Path, notes: l
 
 
 # --- scoring ------------------------------------------------------------------------------------
+
+
+# --- BMC: contribution beyond Numerai's benchmark model -----------------------------------------
+
+
+def _benchmark_scores(source_dir: Path, requested: str | None, predictions, target, eras, row_ids: RowIds,
+                      data_path: Path, notes: list[str]):
+    """(benchmark column, per-era BMC, per-era rank correlation with the benchmark) against
+    validation_benchmark_models.parquet in the data's version folder, or None with a note. The
+    column is `requested` (--benchmark), else the version's main benchmark (v53_lgbm_ender20 for
+    v5.3). Rows the benchmark file has no value for are left out of both, with a note."""
+    path = source_dir / schema.VALIDATION_BENCHMARK_FILE
+    if not path.is_file():
+        if requested is not None:
+            raise DataError(f"--benchmark {requested}: {path.name} not found in {path.parent}")
+        notes.append(f"{path.name} not found in {path.parent}: BMC left out")
+        return None
+    available = [c for c in schema.parquet_columns(path) if c not in (schema.ID, schema.ERA, schema.DATA_TYPE)
+                 and not c.startswith("__")]
+    column = requested if requested is not None else _default_benchmark(source_dir.name, available)
+    if column not in available:
+        if requested is not None:
+            raise DataError(f"{path}: no benchmark column '{requested}' (available: {', '.join(available) or 'none'})")
+        notes.append(f"{path.name} has no main benchmark column ({schema.main_benchmark(source_dir.name) or 'vNN_lgbm_ender20'}"
+                     f"): BMC left out; pick one with --benchmark (available: {', '.join(available) or 'none'})")
+        return None
+    values = _read_side_column(path, column, row_ids)
+    covered = int(np.isfinite(values).sum())
+    if covered == 0:
+        notes.append(f"{path.name} shares no ids with {data_path.name}: BMC left out")
+        return None
+    if covered < len(values):
+        notes.append(f"{path.name} covers {covered:,} of the {len(values):,} scored rows: BMC and "
+                     f"corr_with_benchmark are measured on those rows")
+    return (column, metrics.per_era_bmc(predictions, values, target, eras),
+            metrics.per_era_spearman(predictions, values, eras))
+
+
+def _default_benchmark(version: str, available: list[str]) -> str | None:
+    """The version's main benchmark, else the newest vNN_lgbm_ender20 the file has."""
+    main = schema.main_benchmark(version)
+    if main in available:
+        return main
+    numbered = [(int(m.group(1)), c) for c in available if (m := re.fullmatch(r"v(\d+)_lgbm_ender20", c))]
+    return max(numbered)[1] if numbered else None
+
 
 
 def _model_predictions(config: ValidateConfig, data: _Data):
@@ -348,10 +504,9 @@ def _file_predictions(config: ValidateConfig, data: _Data, notes: list[str]):
     names = schema.parquet_columns(data.path)
     features = data.features if config.exposure else []
     matrix, frame = _read_validation_rows(data, features, names)
-    predictions = _foreign_ids_note(predictions.rename(source_name(config.predictions)), data,
-                                    frame.index.astype(str), notes)
-    values = _align(predictions.index, predictions.to_numpy(), frame.index.astype(str),
-                    source_name(config.predictions), data.path, strict=True)
+    data.row_ids = RowIds(frame.index, data.path)
+    predictions = _foreign_ids_note(predictions.rename(source_name(config.predictions)), data, notes)
+    values = data.row_ids.place(predictions.index, predictions.to_numpy(), source_name(config.predictions), strict=True)
     return values, matrix, frame
 
 
@@ -375,7 +530,9 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
     with_prediction = np.isfinite(predictions)
     if not with_prediction.any():
         raise DataError(f"{data.path}: no rows to score")
+    row_ids = data.row_ids if data.row_ids is not None else RowIds(frame.index, data.path)
     if not with_prediction.all():
+        row_ids = row_ids.restricted_to(with_prediction)
         notes.append(f"{int((~with_prediction).sum()):,} validation rows have no prediction: scored the "
                      f"{int(with_prediction.sum()):,} that do")
         predictions, frame = predictions[with_prediction], frame[with_prediction]
@@ -390,19 +547,28 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
         "spearman": _summary(per_era["spearman"]),
         "numerai_corr": _summary(per_era["numerai_corr"]),
     }
-    ids = frame.index.astype(str)
     if data.source_dir is not None:
-        meta = _read_side_file(data.source_dir / schema.META_MODEL_FILE, schema.META_MODEL, ids, data.path, notes)
+        meta = _read_side_file(data.source_dir / schema.META_MODEL_FILE, schema.META_MODEL, row_ids, data.path,
+                               notes)
         if meta is not None:
             per_era["mmc"] = metrics.per_era_mmc(predictions, meta, target, eras)
             report["mmc"] = _summary(per_era["mmc"])
-        example = _read_side_file(data.source_dir / schema.VALIDATION_EXAMPLE_FILE, schema.PREDICTION, ids,
+        example = _read_side_file(data.source_dir / schema.VALIDATION_EXAMPLE_FILE, schema.PREDICTION, row_ids,
                                   data.path, notes)
         if example is not None:
             # Rank correlation per era with the example model: how much of it the model repeats.
             report["corr_with_example"] = _summary(metrics.per_era_spearman(predictions, example, eras))
+        benchmark = _benchmark_scores(data.source_dir, config.benchmark, predictions, target, eras, row_ids,
+                                      data.path, notes)
+        if benchmark is not None:
+            report["benchmark"], bmc, with_benchmark = benchmark
+            per_era["bmc"], per_era["corr_with_benchmark"] = bmc, with_benchmark
+            report["bmc"], report["corr_with_benchmark"] = _summary(bmc), _summary(with_benchmark)
     else:
-        notes.append("no source data folder known: MMC and corr_with_example left out")
+        if config.benchmark is not None:
+            raise DataError(f"--benchmark {config.benchmark}: no source data folder known for {data.path}, "
+                            f"so no {schema.VALIDATION_BENCHMARK_FILE} to read")
+        notes.append("no source data folder known: MMC, BMC and corr_with_example left out")
     if config.exposure and matrix is not None and matrix.shape[1]:
         fs = metrics.feature_scores(predictions, matrix, target, eras)
         report["feature_exposure"] = json_safe({"max": float(np.nanmean(fs.max_exposure.values))
