@@ -81,7 +81,8 @@ def group_eras(eras) -> EraGroups:
         return EraGroups([], np.empty(0, dtype=np.int16))
     run_starts = np.flatnonzero(np.r_[True, labels_in[1:] != labels_in[:-1]])
     run_labels = [str(x) for x in labels_in[run_starts].tolist()]
-    unique = _sorted_labels(set(run_labels))
+    # dict.fromkeys keeps the file's order, nearly always sorted already: the sort is then one pass.
+    unique = _sorted_labels(dict.fromkeys(run_labels))
     code_of = {label: i for i, label in enumerate(unique)}
     dtype = np.int16 if len(unique) < np.iinfo(np.int16).max else np.int32
     run_codes = np.fromiter((code_of[label] for label in run_labels), dtype=dtype, count=len(run_labels))
@@ -241,7 +242,9 @@ def _gaussian(ranks: np.ndarray, layout: _EraLayout) -> np.ndarray:
     half_steps = [np.arange(1.0, 2 * size) / 2 + 0.5 for size in sizes]  # every possible rank
     table = ndtri(np.concatenate([(r - 0.5) / size for r, size in zip(half_steps, sizes)]))
     offset = np.r_[0, np.cumsum([len(r) for r in half_steps])][:-1]
-    return table[layout.expand(offset[size_of_era]) + (2 * ranks).astype(np.intp) - 2]
+    index = (2 * ranks).astype(np.intp)  # rank 1 -> 2: the table's first entry is index 0
+    index += layout.expand(offset[size_of_era] - 2)
+    return table[index]
 
 
 def _signed_power(x: np.ndarray) -> np.ndarray:
@@ -306,7 +309,7 @@ class _ScoredRows:
         self.aligned = [layout.take(np.asarray(a, dtype=np.float64)) for a in aligned]
         predictions = layout.take(predictions)
         bad = ~np.isfinite(predictions)
-        self.bad_era = layout.sums(bad) > 0
+        self.bad_era = layout.sums(bad) > 0 if bad.any() else np.zeros(layout.n_eras, dtype=bool)
         # Placeholders keep the sort valid; their eras are reported as NaN.
         self.predictions = np.where(bad, 0.0, predictions) if self.bad_era.any() else predictions
         self._ranks = None
