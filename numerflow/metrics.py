@@ -104,7 +104,7 @@ class _EraLayout:
         in_order = self.n_rows < 2 or bool(np.all(codes[1:] >= codes[:-1]))
         self.order = None if in_order else np.argsort(codes, kind="stable")
         if in_order:  # each era's first row by binary search: no pass over the rows
-            bounds = np.searchsorted(codes, np.arange(self.n_eras + 1))
+            bounds = np.searchsorted(codes, np.arange(self.n_eras + 1, dtype=codes.dtype))
             self.starts, self.counts = bounds[:-1], np.diff(bounds)
         else:
             self.counts = np.bincount(codes, minlength=self.n_eras)
@@ -235,7 +235,8 @@ def _average_ranks(x: np.ndarray, layout: _EraLayout) -> tuple[np.ndarray, np.nd
         sorted_ranks[rows] = np.repeat(sorted_ranks[first] + (length - 1) / 2.0, length)
     ranks = np.empty(layout.n_rows)
     ranks[order] = sorted_ranks
-    return ranks, layout.counts - layout.sums(tied)
+    ties_per_era = np.bincount(layout.era_of_row()[after_first], minlength=layout.n_eras)
+    return ranks, layout.counts - ties_per_era
 
 
 def _levels(x: np.ndarray, max_levels: int = 16):
