@@ -212,7 +212,8 @@ def _average_ranks(x: np.ndarray, layout: _EraLayout) -> tuple[np.ndarray, np.nd
     levels = _levels(x)
     if levels is not None:
         level, n_levels = levels
-        cell = layout.era_of_row() * n_levels + level
+        cell = layout.era_of_row() * n_levels
+        cell += level
         per_cell = np.bincount(cell, minlength=layout.n_eras * n_levels).reshape(layout.n_eras, n_levels)
         mean_rank = np.cumsum(per_cell, axis=1) - per_cell + (per_cell + 1) / 2.0
         return mean_rank.ravel()[cell], (per_cell > 0).sum(axis=1)
@@ -247,7 +248,8 @@ def _levels(x: np.ndarray, max_levels: int = 16):
     index = np.zeros(len(x), dtype=np.uint8)
     for level in levels[:-1]:  # a few comparison passes beat a binary search per row
         index += x > level
-    return (index, len(levels)) if np.array_equal(levels[index], x) else None  # else a level outside the sample
+    matched = sum(np.count_nonzero(x == level) for level in levels)
+    return (index, len(levels)) if matched == len(x) else None  # else a level outside the sample
 
 
 def _percentile(ranks: np.ndarray, layout: _EraLayout) -> np.ndarray:
