@@ -196,7 +196,7 @@ def _argsort_rows(grid: np.ndarray) -> np.ndarray:
     key |= np.arange(grid.shape[1], dtype=np.uint64)
     key.sort(axis=1)
     key &= np.uint64(0xFFFFFFFF)
-    return key.view(np.intp)
+    return key.view(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
