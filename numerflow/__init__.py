@@ -1,13 +1,14 @@
 """numerflow: a command-line pipeline and Python library for the Numerai tournament.
 
 Every stage is a function here, with the CLI options as keyword arguments (see numerflow.library):
-download, write_synthetic, prepare, train, validate, predict, submit, round, export, sweep, quickstart.
+download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart.
 Importing numerflow imports no torch and changes nothing in the process."""
 
 __version__ = "0.1.0"
 
 # Stage modules live in numerflow.stages, so importing them never replaces these functions.
 from numerflow.library import (  # noqa: E402
+    cv,
     download,
     export,
     predict,
@@ -23,5 +24,5 @@ from numerflow.library import (  # noqa: E402
 )
 
 # `round` is left out: `from numerflow import *` must not shadow the builtin round() in a notebook.
-__all__ = ["download", "write_synthetic", "prepare", "train", "validate", "predict", "submit", "export",
+__all__ = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "export",
            "sweep", "show_sweep", "quickstart", "__version__"]

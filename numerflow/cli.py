@@ -5,6 +5,7 @@ imports stage modules (and torch) only when called, so `numerflow --help` stays 
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -15,7 +16,7 @@ import numerflow
 from numerflow import __version__
 from numerflow import config as cfg
 from numerflow.errors import ConfigError, NumerflowError
-from numerflow.options import Activation, Loss, PredictWith, Pruner, Schedule, SweepObjective, device_problem
+from numerflow.options import Activation, Loss, PredictWith, Pruner, Schedule, Scheme, SweepObjective, device_problem
 
 app = typer.Typer(
     help="numerflow: download, prepare, train, validate, predict and submit for the Numerai tournament.",
@@ -244,13 +245,63 @@ def train(
 
     Example: numerflow train --layers 512,256 --batchnorm --epochs 6 --device auto
     """
-    result = numerflow.train(data=data or data_dir / "prepared", out=out, layers=int_list(layers),
-                             activation=activation, dropout=dropout, batchnorm=batchnorm, targets=split_list(targets),
-                             predict_with=predict_with, loss=loss, lr=lr, weight_decay=weight_decay, l1=l1,
-                             batch_size=batch_size, schedule=schedule, epochs=epochs, patience=patience, seed=seed,
-                             device=device, resume=resume, say=typer.echo)
+    result = numerflow.train(**train_settings(locals()), say=typer.echo)  # locals(): exactly the options above
     if result.config_json is not None:  # rank 0 only under torchrun
         typer.echo(str(result))
+
+
+def train_settings(options: dict) -> dict:
+    """train's command-line values (as `train` and `cv` receive them) as numerflow.train's keyword
+    arguments: the prepared folder resolved, comma-separated lists split."""
+    options = dict(options)
+    data_dir, data = options.pop("data_dir"), options.pop("data")
+    return {**options, "data": data or data_dir / "prepared", "layers": int_list(options["layers"]),
+            "targets": split_list(options["targets"])}
+
+
+def with_options_of(other, own, leave_out=()):
+    """Decorate a `command(**options)`: its parameters become those of `own` (a function holding
+    only option definitions) followed by every option of `other` that `own` does not redefine
+    or `leave_out` names, with the same names, types, defaults and help: one definition of
+    train's options for `cv`."""
+    def decorate(command):
+        mine = inspect.signature(own, eval_str=True).parameters
+        theirs = [p for name, p in inspect.signature(other, eval_str=True).parameters.items()
+                  if name not in mine and name not in leave_out]
+        parameters = list(mine.values()) + theirs
+        command.__signature__ = inspect.Signature(parameters)
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        return command
+    return decorate
+
+
+def cv_options(
+    folds: int = typer.Option(cfg.CvConfig.folds, "--folds", min=2, help="Test folds: contiguous blocks of training eras."),
+    scheme: Annotated[Scheme, typer.Option("--scheme", help="blocked: train on every other era; expanding: "
+                                           "walk-forward, only on earlier eras (the first block is never tested).")]
+    = Scheme(cfg.CvConfig.scheme),
+    embargo: int = typer.Option(cfg.CvConfig.embargo, "--embargo", min=0,
+                                help="Eras (by era number) left out of training on each side of a test block."),
+    include_validation: bool = typer.Option(False, "--include-validation",
+                                            help="Add validation.parquet as a last fold, trained on the eras before it."),
+    name: str = typer.Option(cfg.CvConfig.name, "--name", help="The run's folder: OUT/NAME/."),
+    out: Path = typer.Option(cfg.CvConfig.out, "--out", help="Folder holding the runs (default: cv)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the folds an interrupted run of this name finished."),
+):
+    """cv's own options; `cv` takes train's others too (with_options_of)."""
+
+
+@app.command()
+@reports_errors
+@with_options_of(train, cv_options, leave_out=("patience",))  # no fold scores its test eras while training
+def cv(**options):
+    """Cross-validate train's recipe era by era: blocked or walk-forward folds with an embargo;
+    writes OUT/NAME/oof.parquet (id, era, fold, prediction) and report.json. Takes every train
+    option (--layers, --epochs, --lr, ...); each fold trains --epochs epochs and keeps the last.
+
+    Example: numerflow cv --folds 5 --scheme expanding --embargo 13 --epochs 4 --name mlp256
+    """
+    typer.echo(str(numerflow.cv(**train_settings(options), say=typer.echo)))
 
 
 @app.command()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from numerflow.errors import ConfigError
-from numerflow.options import Activation, Loss, PredictWith, Pruner, Schedule, SweepObjective, parse_device
+from numerflow.options import Activation, Loss, PredictWith, Pruner, Schedule, Scheme, SweepObjective, parse_device
 
 CONFIG_FILE = "numerflow.toml"
 DEFAULT_DATA_DIR = Path("data")  # download writes data/<version>/, prepare data/prepared/
@@ -27,6 +27,7 @@ DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_PREDICTIONS_DIR = Path("predictions")
 DEFAULT_RECEIPTS_DIR = Path("receipts")
 DEFAULT_REPORTS_DIR = Path("reports")
+DEFAULT_CV_DIR = Path("cv")
 
 
 @dataclass
@@ -153,6 +154,20 @@ class TrainConfig(StageSettings):
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     resume: bool = False  # continue an interrupted run from its last completed epoch
+
+
+@dataclass
+class CvConfig(TrainConfig):
+    """train's settings for every fold, plus how the folds are drawn (numerflow/stages/cv.py)."""
+    CHOICES = {**TrainConfig.CHOICES, "scheme": Scheme}
+
+    out: Path = DEFAULT_CV_DIR  # results go to <out>/<name>/ (oof.parquet, report.json, folds/)
+    resume: bool = False  # skip the folds an interrupted run of the same name and settings finished
+    folds: int = 5  # test folds: contiguous blocks of training eras (expanding: one more block, never tested)
+    scheme: str = "blocked"  # Scheme: blocked: train on every other era | expanding: only on earlier eras
+    embargo: int = 13  # eras (by era number, as prepare's --embargo) dropped from training on each side of a test block
+    include_validation: bool = False  # add validation.parquet as a last fold, trained on the training eras before it
+    name: str = "model"  # the run's folder under `out`
 
 
 @dataclass

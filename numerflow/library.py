@@ -28,12 +28,16 @@ from numerflow.runtime import before_torch_import
 
 
 def _field_comments(config_class) -> dict[str, str]:
-    """Each field's trailing comment in config.py: the option's explanation, for help()."""
-    try:
-        source = inspect.getsource(config_class)
-    except (OSError, TypeError):
-        return {}
-    return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", source, re.MULTILINE))
+    """Each field's trailing comment in config.py: the option's explanation, for help(); a
+    subclass's (CvConfig's) own comments win over those it inherits."""
+    comments = {}
+    for klass in reversed(config_class.__mro__[:-1]):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        comments.update(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", source, re.MULTILINE))
+    return comments
 
 
 def _default(f):
@@ -126,6 +130,10 @@ train = _stage_function(
     "train", cfg.TrainConfig, _lazy("numerflow.stages.train", "train"),
     "Train the MLP on prepared data, keeping the best epoch's checkpoint at `out`; returns a TrainResult.",
     extra=SAY, extra_doc=SAY_DOC)
+cv = _stage_function(
+    "cv", cfg.CvConfig, _lazy("numerflow.stages.cv", "cv"),
+    "Cross-validate train's recipe era-wise on prepared data (blocked or walk-forward folds with an embargo), "
+    "writing out/name/oof.parquet and report.json; returns a CvResult.", extra=SAY, extra_doc=SAY_DOC)
 validate = _stage_function(
     "validate", cfg.ValidateConfig, _lazy("numerflow.stages.validate", "validate"),
     "Score a model, a predictions file or in-memory predictions (a DataFrame/Series indexed by id, or "
@@ -169,5 +177,5 @@ def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Calla
     return _lazy("numerflow.stages.quickstart", "quickstart")(Path(folder), say=say or _silent)
 
 
-STAGES = ["download", "write_synthetic", "prepare", "train", "validate", "predict", "submit", "round",
+STAGES = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "round",
           "export", "sweep", "quickstart"]

@@ -63,6 +63,12 @@ class Pruner(Choice):
     none = "none"
 
 
+class Scheme(Choice):
+    """How `numerflow cv` chooses each fold's training eras around its test block."""
+    blocked = "blocked"  # every other era (minus the embargo)
+    expanding = "expanding"  # walk-forward: only the eras before the test block (minus the embargo)
+
+
 # Devices are not a fixed list (cuda:N), so they are checked by pattern; whether the device is
 # there is checked where it is used (the checkpoint/training code's resolve_device).
 DEVICES = "auto, cpu, cuda, cuda:N or mps"

@@ -24,7 +24,7 @@ from numerflow.cli import app
 from numerflow.errors import ConfigError
 
 STAGES = {"download": cfg.DownloadConfig, "write_synthetic": cfg.SyntheticConfig, "prepare": cfg.PrepareConfig,
-          "train": cfg.TrainConfig, "validate": cfg.ValidateConfig, "predict": cfg.PredictConfig,
+          "train": cfg.TrainConfig, "cv": cfg.CvConfig, "validate": cfg.ValidateConfig, "predict": cfg.PredictConfig,
           "submit": cfg.SubmitConfig, "round": cfg.RoundConfig, "export": cfg.ExportConfig}
 
 

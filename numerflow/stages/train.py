@@ -93,11 +93,13 @@ class TrainState:
     numerflow_version: str = __version__
 
     def record(self, row: dict, seconds: float, model) -> None:
-        """Add a finished epoch; keep its weights if it scored best so far."""
+        """Add a finished epoch; keep its weights if it scored best so far (with no validation
+        score, as in a cv fold, the latest epoch is kept)."""
         self.metrics.append(row)
         self.epoch_seconds.append(seconds)
-        score = row["val_mean"] if np.isfinite(row["val_mean"]) else -math.inf
-        if score > self.best_score or self.best_state is None:
+        validated = "val_mean" in row
+        score = row["val_mean"] if validated and np.isfinite(row["val_mean"]) else -math.inf
+        if not validated or score > self.best_score or self.best_state is None:
             self.best_epoch, self.best_score, self.best_state, self.stale = len(self.metrics), score, cpu_copy(model), 0
         else:
             self.stale += 1
@@ -165,11 +167,9 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
 
 def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     """train() once the settings are checked and this process has its device (and rank)."""
-    import torch
     from torch import nn
 
-    from numerflow.model import ModelConfig, build_model
-    from numerflow.training.data import Rows, choose_targets, read_manifest, read_split
+    from numerflow.training.data import choose_targets, read_manifest, read_split
     from numerflow.training.validation import Validator
 
     # The data: int8 features, kept on the GPU when they fit.
@@ -183,19 +183,11 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
         state = TrainState.load(resume_file, config, features, targets)
     train_split = read_split(data / "train.parquet", features, targets, require_main=True)
     valid_split = read_split(data / "validation.parquet", features, targets)
-    x = torch.from_numpy(train_split.features)
-    if device.type == "cuda" and fits_on_gpu(x.numel(), device):
-        x = x.to(device)
-    rows = Rows(x, torch.from_numpy(train_split.targets).to(x.device), train_split.era_codes)
+    rows = rows_on(train_split, device)
     validator = Validator(valid_split, device, dist)
 
     # The model, its optimizer and schedule.
-    set_seed(config.seed)
-    model_config = ModelConfig(n_features=len(features), layers=list(config.layers), activation=config.activation,
-                               dropout=config.dropout, batchnorm=config.batchnorm, n_outputs=len(targets))
-    model = build_model(model_config).to(device)
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch(rows, config, dist) * config.epochs)
+    model_config, model, optimizer, scheduler = build_training(config, len(features), len(targets), rows, device, dist)
     net = model
     if dist.active:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -207,17 +199,11 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     for epoch in range(resumed_from, config.epochs):
         if config.patience is not None and state.stale >= config.patience:
             break
-        t0 = time.perf_counter()
-        train_loss = run_epoch(net, optimizer, scheduler, rows, config, epoch, dist=dist, device=device)
-        check_finite(model, train_loss, epoch + 1)
-        summary, _per_era = validator.score(model, config.predict_with)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, **{f"val_{k}": plain(v) for k, v in summary.items()}}
-        state.record(row, time.perf_counter() - t0, model)
+        row = epoch_step(net, model, optimizer, scheduler, rows, config, epoch, validator, state, dist, device)
         if dist.writes:
             state.save(resume_file, model, optimizer, scheduler)
             if say:
-                say(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.5f}, validation era-Spearman "
-                    f"mean {row['val_mean']:.4f} sharpe {row['val_sharpe']:.2f} ({state.epoch_seconds[-1]:.1f} s)")
+                say(epoch_line(row, config, state.epoch_seconds[-1]))
 
     # The best epoch's checkpoint, its JSON sidecar; the resume file is no longer needed.
     json_path = json_sidecar_path(out)
@@ -237,6 +223,106 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
                        stopped_early=config.patience is not None and len(state.metrics) < config.epochs,
                        resumed_from=resumed_from, device=str(device), world_size=dist.world,
                        seconds=time.perf_counter() - started, config_json=json_path if dist.writes else None)
+
+
+@dataclass
+class FitResult:
+    """What train_arrays returns: the trained model (the kept epoch's weights loaded, on the
+    training device) and everything a checkpoint holds."""
+    model: object  # torch.nn.Module
+    model_config: dict
+    features: list[str]
+    targets: list[str]
+    metrics: list[dict]  # one row per epoch: epoch, train_loss (+ val_* with a validation split)
+    best_epoch: int  # the epoch whose weights `model` holds
+    epoch_seconds: list[float]
+    device: str
+
+    def checkpoint(self, config: TrainConfig) -> dict:
+        """The dict numerflow.checkpoint.save_checkpoint writes, as train() writes it."""
+        return {"numerflow_version": __version__, "model_config": self.model_config, "features": self.features,
+                "targets": self.targets, "predict_with": config.predict_with, "state_dict": cpu_copy(self.model),
+                "train_config": config_dict(config), "metrics": self.metrics, "best_epoch": self.best_epoch}
+
+
+def train_arrays(config: TrainConfig, train_split, features: list[str], targets: list[str], valid_split=None, *,
+                 device=None, say: Callable[[str], None] | None = None,
+                 on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train on splits already in memory (training.data.Split, targets' columns in `targets`
+    order), in this process: the entry point of cv and sweeps, which read the prepared data once.
+    Nothing is read or written; config.data, out and resume are not used. With `valid_split`,
+    each epoch is scored on it as train() does and the best epoch is kept (config.patience
+    applies); without, every epoch runs and the last one is kept. `on_epoch(row)` sees each
+    epoch's metrics row as it finishes (raise from it to stop, e.g. a pruned trial)."""
+    from numerflow.training.distributed import Distributed
+    from numerflow.training.validation import Validator
+
+    check_config(config)
+    device = resolve_device(config.device) if device is None else device
+    dist = Distributed()
+    rows = rows_on(train_split, device)
+    validator = Validator(valid_split, device, dist) if valid_split is not None else None
+    model_config, model, optimizer, scheduler = build_training(config, len(features), len(targets), rows, device, dist)
+    state = TrainState(config_dict(config), features, targets)
+    for epoch in range(config.epochs):
+        if validator is not None and config.patience is not None and state.stale >= config.patience:
+            break
+        row = epoch_step(model, model, optimizer, scheduler, rows, config, epoch, validator, state, dist, device)
+        if say:
+            say(epoch_line(row, config, state.epoch_seconds[-1]))
+        if on_epoch:
+            on_epoch(row)
+    model.load_state_dict(state.best_state)
+    return FitResult(model=model.eval(), model_config=model_config.to_dict(), features=list(features),
+                     targets=list(targets), metrics=state.metrics, best_epoch=state.best_epoch,
+                     epoch_seconds=state.epoch_seconds, device=str(device))
+
+
+def rows_on(split, device) -> "Rows":  # noqa: F821 (training.data.Rows, imported lazily)
+    """The training split as the loop reads it: int8 features on the GPU when they fit."""
+    import torch
+
+    from numerflow.training.data import Rows
+
+    x = torch.from_numpy(split.features)
+    if device.type == "cuda" and fits_on_gpu(x.numel(), device):
+        x = x.to(device)
+    return Rows(x, torch.from_numpy(split.targets).to(x.device), split.era_codes)
+
+
+def build_training(config: TrainConfig, n_features: int, n_targets: int, rows, device, dist):
+    """(model config, model on `device`, optimizer, schedule), the model's weights drawn from config.seed."""
+    from numerflow.model import ModelConfig, build_model
+
+    set_seed(config.seed)
+    model_config = ModelConfig(n_features=n_features, layers=list(config.layers), activation=config.activation,
+                               dropout=config.dropout, batchnorm=config.batchnorm, n_outputs=n_targets)
+    model = build_model(model_config).to(device)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch(rows, config, dist) * config.epochs)
+    return model_config, model, optimizer, scheduler
+
+
+def epoch_step(net, model, optimizer, scheduler, rows, config: TrainConfig, epoch: int, validator, state: TrainState,
+               dist, device) -> dict:
+    """One epoch: train, stop on divergence, score on validation (when `validator` is not None),
+    record it in `state`; returns its metrics row. `net` is `model`, or its DDP wrapper."""
+    t0 = time.perf_counter()
+    train_loss = run_epoch(net, optimizer, scheduler, rows, config, epoch, dist=dist, device=device)
+    check_finite(model, train_loss, epoch + 1)
+    row = {"epoch": epoch + 1, "train_loss": train_loss}
+    if validator is not None:
+        summary, _per_era = validator.score(model, config.predict_with)
+        row.update({f"val_{k}": plain(v) for k, v in summary.items()})
+    state.record(row, time.perf_counter() - t0, model)
+    return row
+
+
+def epoch_line(row: dict, config: TrainConfig, seconds: float) -> str:
+    """The progress line of one epoch."""
+    scored = (f", validation era-Spearman mean {row['val_mean']:.4f} sharpe {row['val_sharpe']:.2f}"
+              if "val_mean" in row else "")
+    return f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.5f}{scored} ({seconds:.1f} s)"
 
 
 def make_optimizer(model, config: TrainConfig):

@@ -25,6 +25,7 @@ class Split:
     targets: np.ndarray  # float32 (rows, targets), NaN where unknown
     era_codes: np.ndarray  # int64 code per row
     eras: list[str]  # label of each code, in era order
+    ids: np.ndarray | None = None  # each row's id (as text), when read with_ids (cv's out-of-fold rows)
 
 
 @dataclass
@@ -36,8 +37,10 @@ class Rows:
     era_codes: np.ndarray
 
 
-def read_split(path: Path, features: list[str], targets: list[str], require_main: bool = False) -> Split:
-    """`require_main`: a split with no known main target is a DataError (nothing to train on)."""
+def read_split(path: Path, features: list[str], targets: list[str], require_main: bool = False,
+               with_ids: bool = False) -> Split:
+    """`require_main`: a split with no known main target is a DataError (nothing to train on).
+    `with_ids`: keep the rows' ids (training does not need them)."""
     matrix, frame = schema.read_matrix(path, features, [schema.ERA] + targets)
     release_reader_memory()
     if len(matrix) == 0:
@@ -48,7 +51,8 @@ def read_split(path: Path, features: list[str], targets: list[str], require_main
         raise DataError(f"{path}: main target '{targets[0]}' has no known values (all NaN)")
     # A writable copy: torch refuses to wrap pandas' read-only views safely.
     # Writable and C-ordered for torch (pandas may hand back a read-only view); copied only if not.
-    return Split(matrix, np.require(values, np.float32, ["C", "W"]), groups.codes.astype(np.int64), groups.labels)
+    return Split(matrix, np.require(values, np.float32, ["C", "W"]), groups.codes.astype(np.int64), groups.labels,
+                 frame.index.astype(str).to_numpy() if with_ids else None)
 
 
 def release_reader_memory() -> None:
