@@ -187,3 +187,32 @@ def test_an_existing_sweep_is_not_overwritten_without_resume(space, prepared, tm
     result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared)])
     assert result.exit_code == 1 and "--resume" in result.output
     assert list((tmp_path / "sweeps" / "sweep").iterdir()) == []
+
+
+def test_cv_sweep_scores_each_trial_as_numerflow_cv_does(prepared, tmp_path, monkeypatch):
+    import numerflow
+
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "cv.toml"
+    space.write_text('lr = {low = 1e-3, high = 3e-2, log = true}\nlayers = ["8", "16,8"]\n\n'
+                     '[fixed]\nepochs = 2\nbatch_size = 256\ndevice = "cpu"\n\n[cv]\nfolds = 3\nembargo = 2\n')
+    result = numerflow.sweep(space=space, data=prepared, trials=2, cv=True, pruner="none", seed=1, say=None)
+    rows = pd.read_csv(result.trials_csv)
+    assert list(rows["state"]) == ["COMPLETE", "COMPLETE"] and list(rows["epochs"]) == [3, 3]  # one step per fold
+    trial = rows.iloc[0]
+    report = numerflow.cv(data=prepared, layers=[int(w) for w in str(trial["layers"]).split(",")], lr=float(trial["lr"]),
+                          epochs=2, batch_size=256, device="cpu", seed=1, folds=3, embargo=2, name="check", say=None)
+    assert trial["score"] == pytest.approx(report.data["overall"]["numerai_corr"]["mean"], rel=1e-9)
+    # The trials leave no model: the best one's settings are trained once more for best.pt.
+    from numerflow.checkpoint import load_checkpoint
+
+    best = rows.loc[rows["score"].idxmax()]
+    assert load_checkpoint(result.checkpoint)["train_config"]["lr"] == pytest.approx(best["lr"])
+
+
+def test_cv_with_an_mmc_objective_is_refused(prepared, space, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), "--cv",
+                                      "--objective", "payout"])
+    assert result.exit_code == 1 and result.output.startswith("Error: --cv scores CORR only"), result.output
+    assert not (tmp_path / "sweeps").exists()

@@ -74,6 +74,8 @@ def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> Swee
         rows = ray_tune.run(config, space, objective, out_dir, cluster, say)
     else:
         rows = run_here(config, space, objective, out_dir, settings, say)
+        if config.cv:
+            train_best(config, space, objective, results.best_row(rows), out_dir, say)
     best = results.publish(out_dir, rows, space.names, space.distributions(), settings)
     counted = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED", "FAIL", "ERROR", "TERMINATED")]
     return SweepResult(out_dir, len(counted), sum(r["state"] == "PRUNED" for r in rows),
@@ -102,8 +104,11 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
         problem = meta_model_problem(Path(config.data))
         if problem:
             raise ConfigError(f"--objective {config.objective}: {problem}")
-    if config.cv:
-        raise ConfigError("--cv is not available in this build yet (numerflow cv)")
+    if config.cv and objective.needs_meta_model:
+        raise ConfigError(f"--cv scores CORR only (--objective corr_mean or corr_sharpe): the meta model "
+                          f"covers the validation eras, not the training eras the folds test")
+    if config.cv and config.ray:
+        raise ConfigError("--cv runs on this machine only (--jobs); leave out --ray")
     if config.resume:
         if not (out_dir / results.SETTINGS_JSON).is_file():
             raise ConfigError(f"{out_dir}: no sweep to resume (run without --resume to start it)")
@@ -149,16 +154,32 @@ def run_here(config: SweepConfig, space: Space, objective: Objective, out_dir: P
         done = len(local.finished(study)) - len(outcomes)
         for count, outcome in enumerate(outcomes, start=done + 1):
             row = next(r for r in rows if r["number"] == outcome.number)
-            say(progress_line(row, count, config.trials, best, space.names))
+            say(progress_line(row, count, config.trials, best, space.names, "fold(s)" if config.cv else "epoch(s)"))
 
     local.run_local(study, space, config, objective, out_dir, on_batch)
     return results.rows_from_study(study, space.names)
 
 
-def progress_line(row: dict, done: int, total: int, best: dict | None, params: list[str]) -> str:
+def train_best(config: SweepConfig, space: Space, objective: Objective, best: dict | None, out_dir: Path,
+               say) -> None:
+    """With --cv the trials leave no model: train the best trial's settings once as `train` would
+    (best epoch on validation) for best.pt."""
+    from numerflow.checkpoint import save_checkpoint
+    from numerflow.sweeps.trial import fit_in_memory, load_prepared
+
+    if best is None:
+        return
+    say(f"Training the best trial ({best['number']}) on all training eras for {out_dir / results.BEST_PT}")
+    params = {name: best[name] for name in space.names}
+    trial_config = space.train_settings(params, data=config.data, seed=config.seed, device=config.device)
+    fitted = fit_in_memory(trial_config, load_prepared(config.data, objective.needs_meta_model), objective)
+    save_checkpoint(out_dir / results.BEST_PT, fitted.checkpoint)
+
+
+def progress_line(row: dict, done: int, total: int, best: dict | None, params: list[str], unit: str) -> str:
     score = f"{row['score']:.4f}" if row["score"] is not None and math.isfinite(row["score"]) else "-"
     shown = ", ".join(f"{k}={_short(row[k])}" for k in params)
-    line = (f"trial {row['number']} ({done}/{total}): {row['state'].lower()} after {row['epochs']} epoch(s), "
+    line = (f"trial {row['number']} ({done}/{total}): {row['state'].lower()} after {row['epochs']} {unit}, "
             f"score {score}, {row['seconds']:.1f} s [{shown}]")
     return line + (f"; best: trial {best['number']} {best['score']:.4f}" if best else "")
 

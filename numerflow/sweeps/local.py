@@ -73,6 +73,7 @@ class TrialJob:
     pruner: str
     history: list = field(default_factory=list)  # FrozenTrials finished before this batch
     checkpoint: Path | None = None  # where a finished trial's checkpoint goes
+    cv: object = None  # a CvConfig: score the trial by cross-validation instead
 
 
 @dataclass
@@ -90,7 +91,7 @@ def run_job(job: TrialJob) -> TrialOutcome:
     import optuna
 
     from numerflow.checkpoint import save_checkpoint
-    from numerflow.sweeps.trial import fit_in_memory, load_prepared
+    from numerflow.sweeps.trial import fit_by_cv, fit_in_memory, load_prepared
 
     started = time.perf_counter()
     judge = _snapshot_trial(job.pruner, job.history)
@@ -103,13 +104,17 @@ def run_job(job: TrialJob) -> TrialOutcome:
             raise optuna.TrialPruned()
 
     try:
-        data = load_prepared(job.data, need_meta_model=job.objective.needs_meta_model)
-        result = fit_in_memory(job.config, data, job.objective, on_epoch)
+        data = load_prepared(job.data, need_meta_model=job.objective.needs_meta_model, with_ids=job.cv is not None)
+        if job.cv is not None:
+            result = fit_by_cv(job.cv, data, job.objective, on_epoch)
+        else:
+            result = fit_in_memory(job.config, data, job.objective, on_epoch)
     except optuna.TrialPruned:
         return TrialOutcome(job.number, "PRUNED", scores, seconds=time.perf_counter() - started)
     except NumerflowError as exc:  # e.g. training diverged at this lr: a bad trial, not a bad sweep
         return TrialOutcome(job.number, "FAIL", scores, seconds=time.perf_counter() - started, error=str(exc))
-    save_checkpoint(job.checkpoint, result.checkpoint)
+    if result.checkpoint is not None:
+        save_checkpoint(job.checkpoint, result.checkpoint)
     return TrialOutcome(job.number, "COMPLETE", result.scores, result.best_epoch, time.perf_counter() - started)
 
 
@@ -174,10 +179,12 @@ def run_local(study, space, settings, objective: Objective, out_dir: Path, on_ba
             for _ in range(min(jobs, left)):
                 study.sampler = sampler_for(settings.seed, len(study.trials))
                 batch.append(study.ask(space.distributions()))
-            work = [TrialJob(t.number, t.params, space.train_settings(t.params, data=settings.data, seed=settings.seed,
-                                                                      device=settings.device),
-                             settings.data, objective, settings.pruner, history,
-                             out_dir / "trials" / f"{t.number}.pt") for t in batch]
+            work = []
+            for t in batch:
+                config = space.train_settings(t.params, data=settings.data, seed=settings.seed, device=settings.device)
+                work.append(TrialJob(t.number, t.params, config, settings.data, objective, settings.pruner, history,
+                                     out_dir / "trials" / f"{t.number}.pt",
+                                     space.cv_settings(config) if settings.cv else None))
             outcomes = list(pool.map(run_job, work) if pool else map(run_job, work))
             for trial, outcome in zip(batch, outcomes):
                 record(study, trial, outcome)

@@ -23,19 +23,23 @@ class Objective:
         return self.name in (ObjectiveName.mmc_mean, ObjectiveName.payout)
 
     def summary(self, predictions: np.ndarray, data) -> dict:
-        """The objective and the usual validation summary (mean/sharpe of era-Spearman as train's
-        val_mean/val_sharpe, CORR mean; MMC mean when there is a meta model) of one epoch's
-        predictions on `data.validation` (a trial.PreparedData)."""
+        """The objective and the usual validation summary of one epoch's predictions on
+        `data.validation` (a trial.PreparedData): see `scores`."""
         split = data.validation
         groups = metrics.EraGroups(split.eras, split.era_codes.astype(np.int32))
-        target = split.targets[:, 0].astype(np.float64)
-        per_era = metrics.per_era_scores(predictions, target, groups)
+        return self.scores(predictions, split.targets[:, 0].astype(np.float64), groups, data.meta_model)
+
+    def scores(self, predictions: np.ndarray, target: np.ndarray, eras, meta_model: np.ndarray | None = None) -> dict:
+        """The objective and a summary (mean/sharpe of era-Spearman as train's val_mean/val_sharpe,
+        CORR mean and sharpe; MMC mean when there is a meta model) of predictions of rows in `eras`
+        (labels or metrics.EraGroups)."""
+        per_era = metrics.per_era_scores(predictions, target, eras)
         spearman, corr = metrics.summarize(per_era["spearman"]), metrics.summarize(per_era["numerai_corr"])
         row = {"val_mean": spearman["mean"], "val_sharpe": spearman["sharpe"], "corr_mean": corr["mean"],
                "corr_sharpe": corr["sharpe"]}
         mmc = None
-        if data.meta_model is not None:
-            mmc = np.asarray(metrics.per_era_mmc(predictions, data.meta_model, target, groups).values)
+        if meta_model is not None:
+            mmc = np.asarray(metrics.per_era_mmc(predictions, meta_model, target, eras).values)
             row["mmc_mean"] = metrics.summarize(mmc)["mean"]
         if self.name == ObjectiveName.payout:
             per_era_payout = self.payout["corr"] * np.asarray(per_era["numerai_corr"].values) + self.payout["mmc"] * mmc

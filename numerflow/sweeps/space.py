@@ -12,6 +12,9 @@
     corr = 0.5
     mmc = 2.0
 
+    [cv]                                         # the folds of `sweep --cv` (numerflow cv's options)
+    folds = 5
+
 Keys are train's options (`batch-size` or `batch_size`). Everything is checked before a sweep
 writes anything: unknown keys, empty choice lists, ranges with low > high, and each choice as a
 train setting.
@@ -29,8 +32,9 @@ from numerflow.errors import ConfigError
 
 # Options a sweep owns itself: where the data is, where checkpoints go, resuming.
 NOT_SWEPT = {"data", "out", "resume"}
-TABLES = {"fixed", "payout"}
+TABLES = {"fixed", "payout", "cv"}
 DEFAULT_PAYOUT = {"corr": 0.5, "mmc": 2.0}
+CV_KEYS = ("folds", "scheme", "embargo")  # `numerflow cv`'s fold options, for --cv
 
 
 def train_options() -> dict[str, object]:
@@ -63,6 +67,7 @@ class Space:
     ranges: dict[str, dict] = field(default_factory=dict)  # name -> {low, high, log, step}
     fixed: dict = field(default_factory=dict)
     payout: dict = field(default_factory=lambda: dict(DEFAULT_PAYOUT))
+    cv: dict = field(default_factory=dict)  # folds, scheme, embargo for --cv (CvConfig's defaults otherwise)
 
     @property
     def names(self) -> list[str]:
@@ -86,7 +91,14 @@ class Space:
         return TrainConfig(**{**sweep_owned, **{k: option_value(k, v) for k, v in {**self.fixed, **params}.items()}})
 
     def to_dict(self) -> dict:
-        return {"choices": self.choices, "ranges": self.ranges, "fixed": self.fixed, "payout": self.payout}
+        return {"choices": self.choices, "ranges": self.ranges, "fixed": self.fixed, "payout": self.payout,
+                "cv": self.cv}
+
+    def cv_settings(self, config: TrainConfig):
+        """A trial's TrainConfig as `numerflow cv` settings, with the space's [cv] folds."""
+        from numerflow.config import CvConfig
+
+        return CvConfig(**{f.name: getattr(config, f.name) for f in fields(TrainConfig)}, **self.cv)
 
 
 def load_space(path: str | Path) -> Space:
@@ -112,6 +124,10 @@ def load_space(path: str | Path) -> Space:
     if searched_and_fixed:
         raise ConfigError(f"{path}: {', '.join(searched_and_fixed)} both searched and in [fixed]")
     space.payout = _payout(path, _table(path, table, "payout"))
+    space.cv = {k.replace("-", "_"): v for k, v in _table(path, table, "cv").items()}
+    unknown = sorted(set(space.cv) - set(CV_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: [cv]: unknown key(s) {', '.join(unknown)} ({', '.join(CV_KEYS)})")
     _check_settings(space)
     return space
 
@@ -203,3 +219,10 @@ def _check_settings(space: Space) -> None:
             raise ConfigError(f"{space.source}: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{space.source}: {params or space.fixed}: {exc}") from None
+    try:
+        from numerflow.stages.cv import check_fold_settings
+
+        cv = space.cv_settings(space.train_settings({}))
+        check_fold_settings(cv.folds, cv.embargo)
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{space.source}: [cv]: {exc}") from None

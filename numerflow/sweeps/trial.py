@@ -34,11 +34,12 @@ class PreparedData:
     meta_model: np.ndarray | None  # the validation rows' meta model (for MMC), None when not found
 
 
-def load_prepared(path: str | Path, need_meta_model: bool = False) -> PreparedData:
-    """The prepared folder at `path`, read once per process and kept."""
+def load_prepared(path: str | Path, need_meta_model: bool = False, with_ids: bool = False) -> PreparedData:
+    """The prepared folder at `path`, read once per process and kept (`with_ids`: the training
+    rows' ids too, which cross-validation's out-of-fold rows carry)."""
     path = Path(path).resolve()
-    if path not in _LOADED:
-        _LOADED[path] = _read_prepared(path)
+    if path not in _LOADED or (with_ids and _LOADED[path].train.ids is None):
+        _LOADED[path] = _read_prepared(path, with_ids)
     data = _LOADED[path]
     if need_meta_model and data.meta_model is None:
         raise DataError(f"{path}: no meta model found for the validation rows ({schema.META_MODEL_FILE} "
@@ -54,12 +55,12 @@ def meta_model_problem(path: Path) -> str | None:
     return None
 
 
-def _read_prepared(path: Path) -> PreparedData:
+def _read_prepared(path: Path, with_ids: bool = False) -> PreparedData:
     from numerflow.training.data import read_manifest, read_split
 
     manifest = read_manifest(path)
     features, targets = list(manifest["features"]), list(manifest["targets"])
-    train = read_split(path / schema.TRAIN_FILE, features, targets, require_main=True)
+    train = read_split(path / schema.TRAIN_FILE, features, targets, require_main=True, with_ids=with_ids)
     validation = read_split(path / schema.VALIDATION_FILE, features, targets)
     return PreparedData(path, manifest, features, targets, train, validation, _meta_model(path / schema.VALIDATION_FILE))
 
@@ -146,3 +147,36 @@ def trial_checkpoint(config: TrainConfig, model_config, data: PreparedData, targ
     return {"numerflow_version": __version__, "model_config": model_config.to_dict(), "features": data.features,
             "targets": targets, "predict_with": config.predict_with, "state_dict": state,
             "train_config": config_dict(config), "metrics": list(metrics), "best_epoch": best_epoch}
+
+
+def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
+              on_fold: Callable[[int, float, None], None] | None = None) -> TrialResult:
+    """Score `cv_config` (a config.CvConfig) by era-wise cross-validation on `data`'s training
+    eras with `numerflow cv`'s own folds and fold runner: after each fold, the objective of the
+    out-of-fold predictions so far goes to `on_fold(fold, score, None)` (pruning); the trial's
+    score is the objective over all folds. No checkpoint: the folds' models are not the result."""
+    import pandas as pd
+
+    from numerflow.devices import resolve_device
+    from numerflow.stages.cv import TRAIN_SPLIT, CvData, plan_folds, run_fold
+    from numerflow.training.data import Split, choose_targets
+
+    started = time.perf_counter()
+    targets = choose_targets(cv_config, data.manifest, data.path / "manifest.json")
+    main = data.manifest.get("target") or data.targets[0]
+    columns = targets if main in targets else targets + [main]
+    train = data.train
+    split = Split(train.features, np.ascontiguousarray(train.targets[:, [data.targets.index(t) for t in columns]]),
+                  train.era_codes, train.eras, train.ids)
+    cv_data = CvData(data.features, targets, main, {TRAIN_SPLIT: split}, columns.index(main))
+    folds = plan_folds(train.eras, cv_config.folds, cv_config.scheme, cv_config.embargo, data.path / schema.TRAIN_FILE)
+    device = resolve_device(cv_config.device)
+    frames, scores = [], []
+    for fold in folds:
+        frames.append(run_fold(fold, cv_config, cv_data, device, None)[0])
+        oof = pd.concat(frames, ignore_index=True)
+        scores.append(objective.scores(oof[schema.PREDICTION].to_numpy(np.float64), oof[main].to_numpy(np.float64),
+                                       oof[schema.ERA].to_numpy())["objective"])
+        if on_fold:
+            on_fold(fold.number, scores[-1], None)
+    return TrialResult(scores, len(scores), time.perf_counter() - started, None)
