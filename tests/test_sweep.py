@@ -89,7 +89,12 @@ def test_jobs_2_sweep_finishes_is_reproducible_and_its_best_checkpoint_predicts(
     from numerflow.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(tmp_path / "sweeps" / "a" / "best.pt")
-    assert checkpoint["metrics"][checkpoint["best_epoch"] - 1]["corr_mean"] == pytest.approx(best["score"])
+    kept = checkpoint["metrics"][checkpoint["best_epoch"] - 1]
+    assert kept["corr_mean"] == pytest.approx(best["score"])
+    report = json.loads(numerflow_cli("validate", "--model", tmp_path / "sweeps" / "a" / "best.pt", "--data",
+                                      prepared / "validation.parquet", "--no-report", "--json", cwd=tmp_path).stdout)
+    assert report["numerai_corr"]["mean"] == pytest.approx(best["score"], rel=1e-9)
+    assert report["spearman"]["mean"] == pytest.approx(kept["val_mean"], rel=1e-9)
 
     shown = numerflow_cli("sweep", "--show", "a", cwd=tmp_path).stdout
     assert shown.splitlines()[0].split()[:3] == ["number", "state", "score"]

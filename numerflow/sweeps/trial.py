@@ -96,28 +96,20 @@ def fit_in_memory(config: TrainConfig, data: PreparedData, objective: Objective,
     (by the objective) is the result. `on_epoch(epoch, score, checkpoint)` is called after each
     epoch (`checkpoint()` builds the best epoch's checkpoint so far); it may raise to stop the
     trial (optuna.TrialPruned)."""
-    import torch
-
     from numerflow.checkpoint import predict_scores
     from numerflow.devices import resolve_device
-    from numerflow.model import ModelConfig, build_model
-    from numerflow.stages.train import (check_finite, cpu_copy, make_optimizer, make_scheduler, run_epoch,
-                                        set_seed, steps_per_epoch)
-    from numerflow.training.data import Rows, choose_targets
+    from numerflow.stages.train import build_training, check_finite, cpu_copy, rows_on, run_epoch
+    from numerflow.training.data import Split, choose_targets
     from numerflow.training.distributed import Distributed
 
     started = time.perf_counter()
     device = resolve_device(config.device)
     targets = choose_targets(config, data.manifest, data.path / "manifest.json")
-    columns = [data.targets.index(t) for t in targets]
-    rows = Rows(torch.from_numpy(data.train.features),
-                torch.from_numpy(np.ascontiguousarray(data.train.targets[:, columns])), data.train.era_codes)
-    set_seed(config.seed)
-    model_config = ModelConfig(n_features=len(data.features), layers=list(config.layers), activation=config.activation,
-                               dropout=config.dropout, batchnorm=config.batchnorm, n_outputs=len(targets))
-    model = build_model(model_config).to(device)
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch(rows, config, Distributed()) * config.epochs)
+    train = data.train
+    rows = rows_on(Split(train.features, np.ascontiguousarray(train.targets[:, [data.targets.index(t) for t in targets]]),
+                         train.era_codes, train.eras), device)
+    model_config, model, optimizer, scheduler = build_training(config, len(data.features), len(targets), rows, device,
+                                                               Distributed())
     scores, metrics, best = [], [], {"epoch": 0, "state": None}
 
     def checkpoint() -> dict:
