@@ -94,13 +94,12 @@ def importances(rows: list[dict], distributions: dict) -> dict[str, float]:
 
 def _evaluator():
     """fANOVA needs scikit-learn; PED-ANOVA (Optuna >= 3.6) does not."""
+    import importlib.util
+
     import optuna
 
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        if hasattr(optuna.importance, "PedAnovaImportanceEvaluator"):
-            return optuna.importance.PedAnovaImportanceEvaluator()
+    if importlib.util.find_spec("sklearn") is None and hasattr(optuna.importance, "PedAnovaImportanceEvaluator"):
+        return optuna.importance.PedAnovaImportanceEvaluator()
     return None
 
 
