@@ -221,3 +221,16 @@ def test_cv_with_an_mmc_objective_is_refused(prepared, space, tmp_path, monkeypa
                                       "--objective", "payout"])
     assert result.exit_code == 1 and result.output.startswith("Error: --cv scores CORR only"), result.output
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_resume_with_another_space_is_refused_and_changes_nothing(space, prepared, tmp_path, monkeypatch):
+    import numerflow
+
+    monkeypatch.chdir(tmp_path)
+    numerflow.sweep(space=space, data=prepared, trials=1, seed=3, say=None)
+    before = (tmp_path / "sweeps" / "sweep" / "trials.csv").read_bytes()
+    space.write_text(SPACE.replace('["corr", "mse"]', '["corr"]'))
+    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), "--trials", "2",
+                                      "--seed", "3", "--resume"])
+    assert result.exit_code == 1 and "cannot resume with different settings: space" in result.output, result.output
+    assert (tmp_path / "sweeps" / "sweep" / "trials.csv").read_bytes() == before

@@ -114,7 +114,8 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
             raise ConfigError(f"{out_dir}: no sweep to resume (run without --resume to start it)")
         stored = results_settings(out_dir)
         now = settings_record(config, space)
-        changed = [k for k in now if k not in ("trials",) and stored.get(k) != now[k]]
+        # --trials may grow; --jobs may change (the trials already run are kept as they are).
+        changed = [k for k in now if k not in ("trials", "jobs") and stored.get(k) != now[k]]
         if changed:
             raise ConfigError(f"{out_dir}: cannot resume with different settings: {', '.join(changed)}")
     elif out_dir.exists():
