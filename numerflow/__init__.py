@@ -1,7 +1,7 @@
 """numerflow: a command-line pipeline and Python library for the Numerai tournament.
 
 Every stage is a function here, with the CLI options as keyword arguments (see numerflow.library):
-download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, quickstart.
+download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart.
 Importing numerflow imports no torch and changes nothing in the process."""
 
 __version__ = "0.1.0"
@@ -15,7 +15,9 @@ from numerflow.library import (  # noqa: E402
     prepare,
     quickstart,
     round,
+    show_sweep,
     submit,
+    sweep,
     train,
     validate,
     write_synthetic,
@@ -23,4 +25,4 @@ from numerflow.library import (  # noqa: E402
 
 # `round` is left out: `from numerflow import *` must not shadow the builtin round() in a notebook.
 __all__ = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "export",
-           "quickstart", "__version__"]
+           "sweep", "show_sweep", "quickstart", "__version__"]

@@ -17,7 +17,7 @@ import numerflow
 from numerflow import __version__
 from numerflow import config as cfg
 from numerflow.errors import ConfigError, NumerflowError
-from numerflow.options import Activation, Loss, PredictWith, Schedule, Scheme, device_problem
+from numerflow.options import Activation, Loss, PredictWith, Pruner, Schedule, Scheme, SweepObjective, device_problem
 
 app = typer.Typer(
     help="numerflow: download, prepare, train, validate, predict and submit for the Numerai tournament.",
@@ -519,6 +519,47 @@ def quickstart(
     Example: numerflow quickstart --dir /tmp/nf-demo
     """
     typer.echo(str(numerflow.quickstart(folder=folder, say=typer.echo)))
+
+
+@app.command()
+@reports_errors
+def sweep(
+    space: Optional[Path] = typer.Option(None, "--space", help="Search space TOML: train options as lists of choices or ranges."),
+    trials: int = typer.Option(cfg.SweepConfig.trials, "--trials", min=1, help="Trials to finish (complete, pruned or failed)."),
+    objective: Annotated[SweepObjective, typer.Option("--objective", help="What each trial is scored by on validation.")]
+    = SweepObjective(cfg.SweepConfig.objective),
+    cv: bool = typer.Option(False, "--cv", help="Score each trial by era-wise cross-validation (numerflow cv)."),
+    jobs: int = typer.Option(cfg.SweepConfig.jobs, "--jobs", min=1, help="Trials trained at once here, one process each."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run on a Ray cluster: its ADDRESS, or auto."),
+    cpus_per_trial: float = typer.Option(cfg.SweepConfig.cpus_per_trial, "--cpus-per-trial", callback=positive,
+                                         help="Ray: CPUs reserved per trial."),
+    gpus_per_trial: float = typer.Option(cfg.SweepConfig.gpus_per_trial, "--gpus-per-trial", min=0.0,
+                                         help="Ray: GPUs reserved per trial (0.5: two trials share one)."),
+    pruner: Annotated[Pruner, typer.Option("--pruner", help="Stop trials whose per-epoch score falls behind.")]
+    = Pruner(cfg.SweepConfig.pruner),
+    name: Optional[str] = typer.Option(None, "--name", help="Results go to SWEEPS_DIR/NAME/ (default: the space file's name)."),
+    sweeps_dir: Path = typer.Option(cfg.DEFAULT_SWEEPS_DIR, "--sweeps-dir", help="Folder holding every sweep's folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the stored sweep NAME (same space and settings)."),
+    seed: int = typer.Option(cfg.SweepConfig.seed, "--seed", help="Sampler seed and every trial's training seed."),
+    data_dir: Path = DataDir,
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared folder (default: DATA_DIR/prepared); with --ray, "
+                                        "a path every node sees."),
+    device: Device = cfg.SweepConfig.device,
+    show: Optional[str] = typer.Option(None, "--show", help="Print the trials table of sweep NAME and exit."),
+):
+    """Search train's options with Optuna (here in --jobs processes, or on a Ray cluster with --ray);
+    keep the best trial's checkpoint as SWEEPS_DIR/NAME/best.pt.
+
+    Example: numerflow sweep --space sweep.toml --trials 40 --jobs 2 --objective corr_sharpe
+    """
+    if show is not None:
+        typer.echo(numerflow.show_sweep(name=show, sweeps_dir=sweeps_dir))
+        return
+    result = numerflow.sweep(space=space, data=data or data_dir / "prepared", trials=trials, objective=objective, cv=cv,
+                             jobs=jobs, ray=ray, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                             pruner=pruner, name=name, sweeps_dir=sweeps_dir, resume=resume, seed=seed,
+                             device=device, say=typer.echo)
+    typer.echo(str(result))
 
 
 def main():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from numerflow.errors import ConfigError
 from numerflow.files import read_text
-from numerflow.options import Activation, Loss, PredictWith, Schedule, Scheme, parse_device
+from numerflow.options import Activation, Loss, PredictWith, Pruner, Schedule, Scheme, SweepObjective, parse_device
 
 CONFIG_FILE = "numerflow.toml"
 DEFAULT_DATA_DIR = Path("data")  # download writes data/<version>/, prepare data/prepared/
@@ -247,3 +247,27 @@ class ExportConfig(StageSettings):
     weights: list[float] | None = None  # ensemble weights; None: equal
     neutralize: float = 0.0  # proportion of per-era feature exposure to remove (0: none)
     out: Path | None = None  # None: the first checkpoint's path with .pkl
+
+
+DEFAULT_SWEEPS_DIR = Path("sweeps")
+
+
+@dataclass
+class SweepConfig(StageSettings):
+    CHOICES = {"objective": SweepObjective, "pruner": Pruner}
+
+    space: Path | None = None  # the search space TOML (docs/sweep.md); None only with `show`
+    data: Path = DEFAULT_DATA_DIR / "prepared"  # prepared folder; with Ray, a path every node sees
+    trials: int = 20  # trials that finish (complete, pruned or failed) before the sweep stops
+    objective: str = "corr_mean"  # corr_mean | corr_sharpe | mmc_mean | payout (CORR x a + MMC x b per era)
+    cv: bool = False  # score each trial by era-wise cross-validation (numerflow cv) instead of validation
+    jobs: int = 1  # trials trained at once on this machine, each in its own process with cores // jobs threads
+    ray: str | None = None  # a Ray cluster address (or "auto"): run the trials through Ray Tune
+    cpus_per_trial: float = 1.0  # Ray: CPUs reserved per trial
+    gpus_per_trial: float = 0.0  # Ray: GPUs reserved per trial (fractions share one)
+    pruner: str = "median"  # median | halving | none: stop trials whose per-epoch score falls behind
+    name: str | None = None  # results go to <sweeps_dir>/<name>/; None: the space file's name without .toml
+    sweeps_dir: Path = DEFAULT_SWEEPS_DIR
+    resume: bool = False  # continue the stored study <sweeps_dir>/<name>/ (same space and settings)
+    seed: int = 0  # sampler seed and every trial's training seed (a [fixed] seed overrides the latter)
+    device: str = "auto"  # where each trial trains (a [fixed] device overrides it)

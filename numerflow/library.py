@@ -157,6 +157,17 @@ export = _stage_function(
     "returns an ExportResult.", extra={"upload": None},
     extra_doc="    upload = None  # numerflow.stages.export.UploadConfig(model_name=...): also upload it to Numerai")
 
+sweep = _stage_function(
+    "sweep", cfg.SweepConfig, _lazy("numerflow.stages.sweep", "sweep"),
+    "Search train's options over a space file with Optuna (worker processes here, or a Ray cluster), "
+    "scoring each trial on validation; results in sweeps_dir/<name>/; returns a SweepResult.",
+    extra=SAY, extra_doc=SAY_DOC)
+
+
+def show_sweep(*, name: str, sweeps_dir: os.PathLike | str = cfg.DEFAULT_SWEEPS_DIR) -> str:
+    """The trials table of the sweep in sweeps_dir/<name>/ (what `numerflow sweep --show NAME` prints)."""
+    return _lazy("numerflow.stages.sweep", "show")(cfg.SweepConfig(name=name, sweeps_dir=sweeps_dir))
+
 
 def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Callable[[str], None] | None = print):
     """Run the whole pipeline offline on synthetic data in a fresh `folder`; returns a QuickstartResult."""
@@ -167,4 +178,4 @@ def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Calla
 
 
 STAGES = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "round",
-          "export", "quickstart"]
+          "export", "sweep", "quickstart"]

@@ -50,6 +50,19 @@ class PredictWith(Choice):
     mean = "mean"  # the mean of all heads
 
 
+class SweepObjective(Choice):
+    corr_mean = "corr_mean"  # mean per-era Numerai CORR on validation
+    corr_sharpe = "corr_sharpe"
+    mmc_mean = "mmc_mean"  # mean per-era MMC against the meta model
+    payout = "payout"  # CORR x a + MMC x b per era (weights in the space file)
+
+
+class Pruner(Choice):
+    median = "median"  # optuna's MedianPruner
+    halving = "halving"  # optuna's SuccessiveHalvingPruner
+    none = "none"
+
+
 class Scheme(Choice):
     """How `numerflow cv` chooses each fold's training eras around its test block."""
     blocked = "blocked"  # every other era (minus the embargo)

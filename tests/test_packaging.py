@@ -34,6 +34,8 @@ def imported_top_level_modules() -> set[str]:
 
 
 THIRD_PARTY = sorted(imported_top_level_modules() - set(sys.stdlib_module_names) - {"numerflow"})
+# Imported only by an optional feature, declared as that extra: `sweep --ray` needs `numerflow[ray]`.
+OPTIONAL = {"ray": "ray"}
 
 
 def declared(requirements: list[str]) -> set[str]:
@@ -47,7 +49,8 @@ def test_the_walk_finds_the_imports():
 @pytest.mark.parametrize("module", THIRD_PARTY)
 def test_imported_package_is_a_dependency(module):
     distributions = importlib.metadata.packages_distributions().get(module, [module])
-    assert declared(PROJECT["dependencies"]) & {canonical(d) for d in distributions}, \
+    extra = PROJECT["optional-dependencies"][OPTIONAL[module]] if module in OPTIONAL else []
+    assert declared(PROJECT["dependencies"] + extra) & {canonical(d) for d in distributions}, \
         f"numerflow imports {module} ({', '.join(distributions)}) but pyproject.toml does not depend on it"
 
 

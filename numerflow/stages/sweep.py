@@ -1,0 +1,193 @@
+"""sweep stage: search train's options with Optuna, on this machine (`jobs` worker processes) or
+on a Ray cluster (Ray Tune with Optuna as its search algorithm), and keep the best trial.
+
+Read top to bottom: check everything (space, trials, data, the Ray address, the sweep folder)
+before writing anything; open or create the stored study in sweeps/<name>/; run the trials
+(numerflow/sweeps/local.py or ray_tune.py), publishing trials.csv, best.json, best.pt and plot.png
+after each batch; return a SweepResult. `show` prints a finished or running sweep's table.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from numerflow.config import SweepConfig
+from numerflow.errors import ConfigError
+from numerflow.files import write_json
+from numerflow.sweeps import results
+from numerflow.sweeps.objective import Objective
+from numerflow.sweeps.space import Space, load_space
+
+
+@dataclass
+class SweepResult:
+    out_dir: Path
+    trials: int  # finished trials in the study
+    pruned: int
+    failed: int
+    best: dict | None  # the best row of trials.csv
+    seconds: float
+    objective: str
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / results.BEST_PT
+
+    @property
+    def trials_csv(self) -> Path:
+        return self.out_dir / results.TRIALS_CSV
+
+    def __str__(self) -> str:
+        lines = [f"Sweep {self.out_dir}: {self.trials} trial(s) ({self.pruned} pruned, {self.failed} failed) "
+                 f"in {self.seconds:.1f} s"]
+        if self.best:
+            lines.append(f"Best trial {self.best['number']}: {self.objective} {self.best['score']:.4f} "
+                         f"(epoch {self.best['best_epoch']})")
+            lines.append(f"Checkpoint: {self.checkpoint}")
+        lines.append(f"Trials: {self.trials_csv}, plot: {self.out_dir / results.PLOT_PNG}")
+        return "\n".join(lines)
+
+
+def sweep_dir(config: SweepConfig) -> Path:
+    name = config.name or (Path(config.space).stem if config.space else None)
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"--name '{name}' must be a plain folder name")
+    return Path(config.sweeps_dir) / name
+
+
+def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> SweepResult:
+    """Run (or with config.resume continue) the sweep; returns its SweepResult."""
+    say = say or (lambda line: None)
+    started = time.perf_counter()
+    space, objective, out_dir = check(config)
+    settings = settings_record(config, space)
+    if config.ray:
+        from numerflow.sweeps import ray_tune
+
+        cluster = ray_tune.connect(config.ray)  # unreachable: an error before anything is written
+        out_dir.mkdir(parents=True, exist_ok=config.resume)
+        write_json(out_dir / results.SETTINGS_JSON, settings)
+        rows = ray_tune.run(config, space, objective, out_dir, cluster, say)
+    else:
+        rows = run_here(config, space, objective, out_dir, settings, say)
+        if config.cv:
+            train_best(config, space, objective, results.best_row(rows), out_dir, say)
+    best = results.publish(out_dir, rows, space.names, space.distributions(), settings)
+    counted = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED", "FAIL", "ERROR", "TERMINATED")]
+    return SweepResult(out_dir, len(counted), sum(r["state"] == "PRUNED" for r in rows),
+                       sum(r["state"] in ("FAIL", "ERROR") for r in rows), best,
+                       time.perf_counter() - started, config.objective)
+
+
+def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
+    """Every problem found before any file is written."""
+    from numerflow.sweeps.trial import meta_model_problem
+    from numerflow.training.data import read_manifest
+
+    if config.space is None:
+        raise ConfigError("give --space FILE (the search space), or --show NAME")
+    if config.trials < 1:
+        raise ConfigError(f"--trials must be ≥ 1, got {config.trials}")
+    if config.jobs < 1:
+        raise ConfigError(f"--jobs must be ≥ 1, got {config.jobs}")
+    if not (config.cpus_per_trial > 0 and config.gpus_per_trial >= 0):
+        raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial ≥ 0")
+    space = load_space(config.space)
+    objective = Objective(config.objective, space.payout)
+    out_dir = sweep_dir(config)
+    read_manifest(Path(config.data))
+    if objective.needs_meta_model:
+        problem = meta_model_problem(Path(config.data))
+        if problem:
+            raise ConfigError(f"--objective {config.objective}: {problem}")
+    if config.cv and objective.needs_meta_model:
+        raise ConfigError(f"--cv scores CORR only (--objective corr_mean or corr_sharpe): the meta model "
+                          f"covers the validation eras, not the training eras the folds test")
+    if config.cv and config.ray:
+        raise ConfigError("--cv runs on this machine only (--jobs); leave out --ray")
+    if config.resume:
+        if not (out_dir / results.SETTINGS_JSON).is_file():
+            raise ConfigError(f"{out_dir}: no sweep to resume (run without --resume to start it)")
+        stored = results_settings(out_dir)
+        now = settings_record(config, space)
+        # --trials may grow; --jobs may change (the trials already run are kept as they are).
+        changed = [k for k in now if k not in ("trials", "jobs") and stored.get(k) != now[k]]
+        if changed:
+            raise ConfigError(f"{out_dir}: cannot resume with different settings: {', '.join(changed)}")
+    elif out_dir.exists():
+        raise ConfigError(f"{out_dir} exists: add --resume to continue that sweep, or choose another --name")
+    return space, objective, out_dir
+
+
+def results_settings(out_dir: Path) -> dict:
+    import json
+
+    return json.loads((out_dir / results.SETTINGS_JSON).read_text())
+
+
+def settings_record(config: SweepConfig, space: Space) -> dict:
+    """What a resumed sweep must share with the one it continues (sweep.json)."""
+    return {"space": space.to_dict(), "objective": config.objective, "data": str(Path(config.data).resolve()),
+            "seed": config.seed, "pruner": config.pruner, "device": config.device, "backend": "ray" if config.ray else "local",
+            "jobs": config.jobs, "trials": config.trials}
+
+
+def run_here(config: SweepConfig, space: Space, objective: Objective, out_dir: Path, settings: dict, say) -> list[dict]:
+    """The local backend: Optuna study in study.db, trials in `jobs` processes."""
+    from numerflow.sweeps import local
+
+    out_dir.mkdir(parents=True, exist_ok=config.resume)
+    (out_dir / "trials").mkdir(exist_ok=True)
+    study = local.open_study(out_dir / "study.db", create=not config.resume)
+    if config.resume:
+        again = local.requeue_interrupted(study)
+        say(f"Resuming {out_dir}: {len(local.finished(study))} trial(s) done"
+            + (f", {again} interrupted trial(s) to run again" if again else ""))
+    write_json(out_dir / results.SETTINGS_JSON, settings)
+
+    def on_batch(outcomes) -> None:
+        rows = results.rows_from_study(study, space.names)
+        best = results.publish(out_dir, rows, space.names, space.distributions(), settings)
+        done = len(local.finished(study)) - len(outcomes)
+        for count, outcome in enumerate(outcomes, start=done + 1):
+            row = next(r for r in rows if r["number"] == outcome.number)
+            say(progress_line(row, count, config.trials, best, space.names, "fold(s)" if config.cv else "epoch(s)"))
+
+    local.run_local(study, space, config, objective, out_dir, on_batch)
+    return results.rows_from_study(study, space.names)
+
+
+def train_best(config: SweepConfig, space: Space, objective: Objective, best: dict | None, out_dir: Path,
+               say) -> None:
+    """With --cv the trials leave no model: train the best trial's settings once as `train` would
+    (best epoch on validation) for best.pt."""
+    from numerflow.checkpoint import save_checkpoint
+    from numerflow.sweeps.trial import fit_in_memory, load_prepared
+
+    if best is None:
+        return
+    say(f"Training the best trial ({best['number']}) on all training eras for {out_dir / results.BEST_PT}")
+    params = {name: best[name] for name in space.names}
+    trial_config = space.train_settings(params, data=config.data, seed=config.seed, device=config.device)
+    fitted = fit_in_memory(trial_config, load_prepared(config.data, objective.needs_meta_model), objective)
+    save_checkpoint(out_dir / results.BEST_PT, fitted.checkpoint)
+
+
+def progress_line(row: dict, done: int, total: int, best: dict | None, params: list[str], unit: str) -> str:
+    score = f"{row['score']:.4f}" if row["score"] is not None and math.isfinite(row["score"]) else "-"
+    shown = ", ".join(f"{k}={_short(row[k])}" for k in params)
+    line = (f"trial {row['number']} ({done}/{total}): {row['state'].lower()} after {row['epochs']} {unit}, "
+            f"score {score}, {row['seconds']:.1f} s [{shown}]")
+    return line + (f"; best: trial {best['number']} {best['score']:.4f}" if best else "")
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def show(config: SweepConfig) -> str:
+    return results.show(sweep_dir(config))

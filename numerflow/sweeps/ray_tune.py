@@ -1,0 +1,173 @@
+"""A sweep on a Ray cluster: Ray Tune runs the trials with Optuna's TPE as the search algorithm
+(OptunaSearch), per-trial resources, ASHA as the early stopping (in place of Optuna's pruner) and
+failed trials retried (FailureConfig). Each worker reads the prepared data from the same path,
+so that path must be one every node sees (a shared file system); a worker process keeps its copy
+for the next trial it runs (actors are reused). Ray's own records go to sweeps/<name>/ray/.
+
+Ray is an optional extra: `pip install numerflow[ray]`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+from numerflow.errors import ConfigError, NumerflowError
+from numerflow.sweeps.objective import Objective
+from numerflow.sweeps.space import Space
+
+MAX_FAILURES = 2  # a trial whose worker died is run again up to this many times
+CONNECT_SECONDS = 5.0
+
+
+def connect(address: str):
+    """Join the Ray cluster at `address` ("auto": the one this machine belongs to); an unreachable
+    cluster is a ConfigError, found before the sweep writes anything."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs Ray: pip install 'numerflow[ray]'") from None
+    if ray.is_initialized():  # already joined (a notebook, a test): use that cluster
+        return ray
+    if address != "auto":
+        _check_reachable(address)
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster ({first})") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A TCP connection to host:port first: ray.init would otherwise wait a minute on a wrong address."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray {address}: give HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT, or auto")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster ({exc.strerror or exc})") from None
+
+
+def max_epochs(space: Space) -> int:
+    """The most epochs any trial can run: ASHA's max_t."""
+    if "epochs" in space.choices:
+        return int(max(space.choices["epochs"]))
+    if "epochs" in space.ranges:
+        return int(space.ranges["epochs"]["high"])
+    return space.train_settings({}).epochs
+
+
+def trainable(params: dict, space: Space, data: str, seed: int, device: str, objective: Objective) -> None:
+    """One Ray Tune trial: train on this worker's copy of the data, report after every epoch
+    (the best score so far as `score`), attach a checkpoint whenever the epoch is the best yet."""
+    from ray import tune
+
+    from numerflow.sweeps.trial import fit_in_memory, load_prepared
+
+    config = space.train_settings(params, data=data, seed=seed, device=device)
+    best = {"score": -math.inf}
+
+    def on_epoch(epoch: int, score: float, checkpoint) -> None:
+        metrics = {"epoch": epoch, "epoch_score": score, "score": max(best["score"], score)}
+        if score > best["score"] or epoch == 1:
+            best["score"] = score
+            with tempfile.TemporaryDirectory() as folder:
+                from numerflow.checkpoint import save_checkpoint
+
+                save_checkpoint(Path(folder) / "model.pt", checkpoint())
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+
+    try:
+        fit_in_memory(config, load_prepared(data, objective.needs_meta_model), objective, on_epoch)
+    except NumerflowError as exc:  # e.g. diverged: a bad trial (no retry), not a broken worker
+        tune.report({"epoch": 0, "epoch_score": -math.inf, "score": -math.inf, "error": str(exc)})
+
+
+def run(config, space: Space, objective: Objective, out_dir: Path, ray, say) -> list[dict]:
+    """Run the sweep through Ray Tune; returns results.rows-style rows, the best trial's
+    checkpoint copied to out_dir/trials/<number>.pt."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    epochs = max_epochs(space)
+    function = tune.with_parameters(trainable, space=space, data=str(Path(config.data).resolve()), seed=config.seed,
+                                    device=config.device, objective=objective)
+    function = tune.with_resources(function, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+    storage = str(out_dir.resolve())
+    if config.resume and tune.Tuner.can_restore(os.path.join(storage, "ray")):
+        say(f"Resuming the Ray Tune run in {storage}/ray")
+        tuner = tune.Tuner.restore(os.path.join(storage, "ray"), function, resume_errored=True)
+    else:
+        search = OptunaSearch(space=space.distributions(), metric="score", mode="max",
+                              sampler=optuna.samplers.TPESampler(seed=config.seed))
+        tuner = tune.Tuner(
+            function,
+            tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=search, num_samples=config.trials,
+                                        scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=1,
+                                                                reduction_factor=3),
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(name="ray", storage_path=storage, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    grid = tuner.fit()
+    rows = rows_from_grid(grid, space, epochs)
+    _copy_best_checkpoint(grid, rows, out_dir)
+    for row in rows:
+        say(f"trial {row['number']}: {row['state'].lower()} after {row['epochs']} epoch(s), score {row['score']:.4f}")
+    return rows
+
+
+def _ordered(grid) -> list:
+    """The grid's results in the order Tune created the trials (their ids end in a counter)."""
+    results = [grid[i] for i in range(len(grid))]
+    return sorted(results, key=lambda r: (r.metrics or {}).get("trial_id", "") or str(r.path))
+
+
+def rows_from_grid(grid, space: Space, epochs: int) -> list[dict]:
+    rows = []
+    ordered = _ordered(grid)
+    starts = [m["timestamp"] - m.get("time_total_s", 0) for m in (r.metrics or {} for r in ordered) if "timestamp" in m]
+    start = min(starts, default=0)
+    for number, result in enumerate(ordered):
+        m = result.metrics or {}
+        run = int(m.get("epoch", 0))
+        state = ("FAIL" if result.error or m.get("error") else
+                 "COMPLETE" if run >= space.train_settings(_params(m, space)).epochs else "PRUNED")
+        rows.append({"number": number, "state": state, "score": float(m.get("score", math.nan)), "epochs": run,
+                     "best_epoch": run, "seconds": float(m.get("time_total_s", math.nan)),
+                     "finished_s": float(m["timestamp"] - start) if "timestamp" in m else math.nan,
+                     **_params(m, space)})
+    return rows
+
+
+def _params(metrics: dict, space: Space) -> dict:
+    config = metrics.get("config", {})
+    return {name: config.get(name) for name in space.names}
+
+
+def _copy_best_checkpoint(grid, rows: list[dict], out_dir: Path) -> None:
+    from numerflow.files import atomic_path
+    from numerflow.sweeps.results import best_row
+
+    best = best_row(rows)
+    if best is None:
+        return
+    result = _ordered(grid)[best["number"]]
+    if result.checkpoint is None:
+        return
+    (out_dir / "trials").mkdir(exist_ok=True)
+    with result.checkpoint.as_directory() as folder, atomic_path(out_dir / "trials" / f"{best['number']}.pt") as tmp:
+        shutil.copyfile(Path(folder) / "model.pt", tmp)

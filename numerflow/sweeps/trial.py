@@ -1,0 +1,174 @@
+"""One trial as a function call on in-memory data: the prepared folder is read once per process
+(`load_prepared`, cached), and `fit_in_memory` trains one TrainConfig on it with train's own
+pieces (model, optimizer, one-cycle schedule, run_epoch from stages/train.py), scoring the
+objective after every epoch and handing that score to `on_epoch` — where Optuna's pruner or Ray
+Tune's scheduler decide whether the trial goes on. Nothing here rereads Parquet per trial."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from numerflow import __version__, schema
+from numerflow.config import TrainConfig
+from numerflow.errors import DataError
+from numerflow.sweeps.objective import Objective
+
+_LOADED: dict[Path, "PreparedData"] = {}
+
+
+@dataclass
+class PreparedData:
+    """A prepared folder in memory: what every trial in this process shares (read-only)."""
+    path: Path
+    manifest: dict
+    features: list[str]
+    targets: list[str]  # every prepared target, main first
+    train: "Split"  # noqa: F821 (numerflow.training.data.Split)
+    validation: "Split"  # noqa: F821
+    meta_model: np.ndarray | None  # the validation rows' meta model (for MMC), None when not found
+
+
+def load_prepared(path: str | Path, need_meta_model: bool = False, with_ids: bool = False) -> PreparedData:
+    """The prepared folder at `path`, read once per process and kept (`with_ids`: the training
+    rows' ids too, which cross-validation's out-of-fold rows carry)."""
+    path = Path(path).resolve()
+    if path not in _LOADED or (with_ids and _LOADED[path].train.ids is None):
+        _LOADED[path] = _read_prepared(path, with_ids)
+    data = _LOADED[path]
+    if need_meta_model and data.meta_model is None:
+        raise DataError(f"{path}: no meta model found for the validation rows ({schema.META_MODEL_FILE} "
+                        "in the source data folder): MMC and payout cannot be scored")
+    return data
+
+
+def meta_model_problem(path: Path) -> str | None:
+    """Why MMC cannot be scored on the prepared folder's validation rows, or None (checked before
+    a sweep starts; reads only the ids and the meta model)."""
+    if _meta_model(Path(path) / schema.VALIDATION_FILE) is None:
+        return f"no meta model found for {Path(path) / schema.VALIDATION_FILE} ({schema.META_MODEL_FILE} in its source data folder)"
+    return None
+
+
+def _read_prepared(path: Path, with_ids: bool = False) -> PreparedData:
+    from numerflow.training.data import read_manifest, read_split
+
+    manifest = read_manifest(path)
+    features, targets = list(manifest["features"]), list(manifest["targets"])
+    train = read_split(path / schema.TRAIN_FILE, features, targets, require_main=True, with_ids=with_ids)
+    validation = read_split(path / schema.VALIDATION_FILE, features, targets)
+    return PreparedData(path, manifest, features, targets, train, validation, _meta_model(path / schema.VALIDATION_FILE))
+
+
+def _meta_model(validation: Path) -> np.ndarray | None:
+    """The meta model aligned to the validation rows, read the way `numerflow validate` reads it."""
+    from numerflow.config import ValidateConfig
+    from numerflow.stages.validate import _describe_data, _read_side_file
+
+    described = _describe_data(validation, ValidateConfig(data=validation))
+    if described.source_dir is None:
+        return None
+    _, frame = schema.read_matrix(validation, [], [schema.ERA])
+    return _read_side_file(described.source_dir / schema.META_MODEL_FILE, schema.META_MODEL,
+                           frame.index.astype(str), validation, [])
+
+
+@dataclass
+class TrialResult:
+    scores: list[float]  # the objective after each epoch run
+    best_epoch: int
+    seconds: float
+    checkpoint: dict | None  # a numerflow checkpoint of the best epoch (checkpoint.save_checkpoint's dict)
+
+    @property
+    def score(self) -> float:
+        return self.scores[self.best_epoch - 1] if self.scores else math.nan
+
+
+def fit_in_memory(config: TrainConfig, data: PreparedData, objective: Objective,
+                  on_epoch: Callable[[int, float, Callable[[], dict]], None] | None = None) -> TrialResult:
+    """Train `config` on `data`, scoring `objective` on validation after each epoch; the best epoch
+    (by the objective) is the result. `on_epoch(epoch, score, checkpoint)` is called after each
+    epoch (`checkpoint()` builds the best epoch's checkpoint so far); it may raise to stop the
+    trial (optuna.TrialPruned)."""
+    from numerflow.checkpoint import predict_scores
+    from numerflow.devices import resolve_device
+    from numerflow.stages.train import build_training, check_finite, cpu_copy, rows_on, run_epoch
+    from numerflow.training.data import Split, choose_targets
+    from numerflow.training.distributed import Distributed
+
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    targets = choose_targets(config, data.manifest, data.path / "manifest.json")
+    train = data.train
+    rows = rows_on(Split(train.features, np.ascontiguousarray(train.targets[:, [data.targets.index(t) for t in targets]]),
+                         train.era_codes, train.eras), device)
+    model_config, model, optimizer, scheduler = build_training(config, len(data.features), len(targets), rows, device,
+                                                               Distributed())
+    scores, metrics, best = [], [], {"epoch": 0, "state": None}
+
+    def checkpoint() -> dict:
+        return trial_checkpoint(config, model_config, data, targets, best["state"], metrics, best["epoch"])
+
+    for epoch in range(config.epochs):
+        train_loss = run_epoch(model, optimizer, scheduler, rows, config, epoch, device=device)
+        check_finite(model, train_loss, epoch + 1)
+        predictions = predict_scores(model, data.validation.features, device=device, predict_with=config.predict_with)
+        summary = objective.summary(predictions, data)
+        scores.append(summary["objective"])
+        metrics.append({"epoch": epoch + 1, "train_loss": train_loss, **summary})
+        if best["state"] is None or scores[-1] > scores[best["epoch"] - 1]:
+            best = {"epoch": epoch + 1, "state": cpu_copy(model)}
+        if on_epoch:
+            on_epoch(epoch + 1, scores[-1], checkpoint)
+        if config.patience is not None and epoch + 1 - best["epoch"] >= config.patience:
+            break
+    return TrialResult(scores, best["epoch"], time.perf_counter() - started, checkpoint())
+
+
+def trial_checkpoint(config: TrainConfig, model_config, data: PreparedData, targets: list[str], state: dict,
+                     metrics: list[dict], best_epoch: int) -> dict:
+    """A normal numerflow checkpoint (what `numerflow train` writes): predict and validate take it."""
+    from numerflow.training.settings import config_dict
+
+    return {"numerflow_version": __version__, "model_config": model_config.to_dict(), "features": data.features,
+            "targets": targets, "predict_with": config.predict_with, "state_dict": state,
+            "train_config": config_dict(config), "metrics": list(metrics), "best_epoch": best_epoch}
+
+
+def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
+              on_fold: Callable[[int, float, None], None] | None = None) -> TrialResult:
+    """Score `cv_config` (a config.CvConfig) by era-wise cross-validation on `data`'s training
+    eras with `numerflow cv`'s own folds and fold runner: after each fold, the objective of the
+    out-of-fold predictions so far goes to `on_fold(fold, score, None)` (pruning); the trial's
+    score is the objective over all folds. No checkpoint: the folds' models are not the result."""
+    import pandas as pd
+
+    from numerflow.devices import resolve_device
+    from numerflow.stages.cv import TRAIN_SPLIT, CvData, plan_folds, run_fold
+    from numerflow.training.data import Split, choose_targets
+
+    started = time.perf_counter()
+    targets = choose_targets(cv_config, data.manifest, data.path / "manifest.json")
+    main = data.manifest.get("target") or data.targets[0]
+    columns = targets if main in targets else targets + [main]
+    train = data.train
+    split = Split(train.features, np.ascontiguousarray(train.targets[:, [data.targets.index(t) for t in columns]]),
+                  train.era_codes, train.eras, train.ids)
+    cv_data = CvData(data.features, targets, main, {TRAIN_SPLIT: split}, columns.index(main))
+    folds = plan_folds(train.eras, cv_config.folds, cv_config.scheme, cv_config.embargo, data.path / schema.TRAIN_FILE)
+    device = resolve_device(cv_config.device)
+    frames, scores = [], []
+    for fold in folds:
+        frames.append(run_fold(fold, cv_config, cv_data, device, None)[0])
+        oof = pd.concat(frames, ignore_index=True)
+        scores.append(objective.scores(oof[schema.PREDICTION].to_numpy(np.float64), oof[main].to_numpy(np.float64),
+                                       oof[schema.ERA].to_numpy())["objective"])
+        if on_fold:
+            on_fold(fold.number, scores[-1], None)
+    return TrialResult(scores, len(scores), time.perf_counter() - started, None)

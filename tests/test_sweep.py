@@ -1,0 +1,236 @@
+"""numerflow sweep: real sweeps on a tiny prepared set — with --jobs 2 in worker processes (finishes,
+reproducible with the same seed, its best checkpoint predicts), killed with SIGKILL and resumed,
+on a real local Ray cluster — and bad input refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from numerflow.cli import app
+from numerflow.config import PrepareConfig
+
+SPACE = """
+lr = {low = 1e-3, high = 3e-2, log = true}
+layers = ["8", "16,8"]
+dropout = {low = 0.0, high = 0.5}
+loss = ["corr", "mse"]
+
+[fixed]
+epochs = 3
+batch_size = 256
+device = "cpu"
+"""
+TIMING = ["seconds", "finished_s"]  # the only columns allowed to differ between two runs
+
+
+@pytest.fixture(scope="module")
+def prepared(synthetic_dir, tmp_path_factory) -> Path:
+    from numerflow.stages.prepare import prepare
+
+    out = tmp_path_factory.mktemp("sweep") / "prepared"
+    return prepare(PrepareConfig(data_dir=synthetic_dir.parent, feature_set="all", downsample=1, embargo=4,
+                                 out_dir=out)).out_dir
+
+
+@pytest.fixture
+def space(tmp_path) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(SPACE)
+    return path
+
+
+def numerflow_cli(*args, cwd: Path, check: bool = True, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "numerflow", *map(str, args)], capture_output=True, text=True,
+                            cwd=cwd, env=env, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def sweep_args(space: Path, prepared: Path, name: str, trials: int, *more) -> list:
+    return ["sweep", "--space", space, "--data", prepared, "--trials", trials, "--name", name, "--seed", 3, *more]
+
+
+def table(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "trials.csv").drop(columns=TIMING)
+
+
+def test_jobs_2_sweep_finishes_is_reproducible_and_its_best_checkpoint_predicts(space, prepared, synthetic_dir, tmp_path):
+    for name in ("a", "b"):
+        out = numerflow_cli(*sweep_args(space, prepared, name, 4, "--jobs", 2), cwd=tmp_path)
+        assert "Best trial" in out.stdout
+    a, b = table(tmp_path / "sweeps" / "a"), table(tmp_path / "sweeps" / "b")
+    assert len(a) == 4 and set(a["state"]) <= {"COMPLETE", "PRUNED"}
+    assert a["lr"].nunique() == 4  # four different trials were sampled...
+    pd.testing.assert_frame_equal(a, b)  # ...and the same four again, scored the same, with the same seed
+    best = json.loads((tmp_path / "sweeps" / "a" / "best.json").read_text())
+    complete = a[a["state"] == "COMPLETE"]
+    assert best["score"] == pytest.approx(complete["score"].max())
+    assert best["params"]["lr"] == pytest.approx(complete.loc[complete["score"].idxmax(), "lr"])
+    assert (tmp_path / "sweeps" / "a" / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list((tmp_path / "sweeps" / "a" / "trials").glob("*.pt"))  # only the best checkpoint is kept
+
+    out = numerflow_cli("predict", "--model", tmp_path / "sweeps" / "a" / "best.pt",
+                        "--data", synthetic_dir / "live.parquet", "--out", tmp_path / "preds.csv", cwd=tmp_path)
+    predictions = pd.read_csv(tmp_path / "preds.csv")
+    assert len(predictions) > 0 and predictions["prediction"].between(0, 1).all(), out.stdout
+    # The checkpoint is the best trial's own: validate scores it to the trial's era-Spearman.
+    from numerflow.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(tmp_path / "sweeps" / "a" / "best.pt")
+    kept = checkpoint["metrics"][checkpoint["best_epoch"] - 1]
+    assert kept["corr_mean"] == pytest.approx(best["score"])
+    report = json.loads(numerflow_cli("validate", "--model", tmp_path / "sweeps" / "a" / "best.pt", "--data",
+                                      prepared / "validation.parquet", "--no-report", "--json", cwd=tmp_path).stdout)
+    assert report["numerai_corr"]["mean"] == pytest.approx(best["score"], rel=1e-9)
+    assert report["spearman"]["mean"] == pytest.approx(kept["val_mean"], rel=1e-9)
+
+    shown = numerflow_cli("sweep", "--show", "a", cwd=tmp_path).stdout
+    assert shown.splitlines()[0].split()[:3] == ["number", "state", "score"]
+    assert shown.splitlines()[1].split()[0] == str(best["number"])  # best first
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(space, prepared, tmp_path):
+    folder = tmp_path / "sweeps" / "k"
+    process = subprocess.Popen([sys.executable, "-m", "numerflow", *map(str, sweep_args(space, prepared, "k", 6))],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (folder / "trials.csv").is_file() and len(pd.read_csv(folder / "trials.csv")) >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the sweep ended before it could be killed: " + process.stderr.read().decode()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = table(folder)
+    assert 2 <= len(before) < 6
+
+    out = numerflow_cli(*sweep_args(space, prepared, "k", 6, "--resume"), cwd=tmp_path)
+    assert "Resuming" in out.stdout
+    after = table(folder)
+    finished = after[after["state"].isin(["COMPLETE", "PRUNED"])]
+    assert len(finished) == 6
+    # What was finished before the kill is kept as it was, not run again.
+    done = before[before["state"].isin(["COMPLETE", "PRUNED"])]
+    pd.testing.assert_frame_equal(after.set_index("number").loc[done["number"]].reset_index(), done.reset_index(drop=True))
+    # A trial killed mid-run was run again with the same parameters.
+    for _, killed in after[after["state"] == "FAIL"].iterrows():
+        assert ((finished["lr"] == killed["lr"]) & (finished["layers"] == killed["layers"])).any()
+    assert (folder / "best.pt").is_file()
+
+
+def test_a_sweep_runs_on_a_local_ray_cluster(space, prepared, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    import numerflow
+
+    monkeypatch.chdir(tmp_path)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        result = numerflow.sweep(space=space, data=prepared, trials=3, ray="auto", cpus_per_trial=1, name="r",
+                                 seed=3, say=None)
+    finally:
+        ray.shutdown()
+    rows = pd.read_csv(tmp_path / "sweeps" / "r" / "trials.csv")
+    assert len(rows) == 3 and result.trials == 3
+    assert set(rows["state"]) <= {"COMPLETE", "PRUNED"}
+    assert (rows["state"] == "COMPLETE").any()
+    from numerflow.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(result.checkpoint)
+    assert checkpoint["train_config"]["lr"] == pytest.approx(result.best["lr"])
+
+
+BAD_SPACES = {
+    "unknown option": ("lr = [0.01]\nlearning_rat = [0.1]\n", "unknown option 'learning_rat'"),
+    "low above high": ("dropout = {low = 0.6, high = 0.1}\n", "low (0.6) > high (0.1)"),
+    "empty choices": ("layers = []\n", "empty list of choices"),
+    "bad choice": ("loss = [\"corr\", \"huber\"]\n", "huber"),
+    "unknown fixed": ("lr = [0.01]\n[fixed]\nepoch = 2\n", "unknown option 'epoch'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPACES))
+def test_a_bad_space_is_one_error_line_and_writes_nothing(case, prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text, expected = BAD_SPACES[case]
+    (tmp_path / "bad.toml").write_text(text)
+    result = CliRunner().invoke(app, ["sweep", "--space", "bad.toml", "--data", str(prepared)])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().count("\n") == 0 and result.output.startswith("Error: ")
+    assert expected in result.output
+    assert not (tmp_path / "sweeps").exists()
+
+
+@pytest.mark.parametrize("args,code,expected", [
+    (["--trials", "0"], 2, "--trials"),
+    (["--ray", "127.0.0.1:1"], 1, "cannot reach a Ray cluster"),
+])
+def test_bad_options_are_one_error_and_write_nothing(args, code, expected, space, prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), *args])
+    assert result.exit_code == code, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and expected in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_an_existing_sweep_is_not_overwritten_without_resume(space, prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps" / "sweep").mkdir(parents=True)
+    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared)])
+    assert result.exit_code == 1 and "--resume" in result.output
+    assert list((tmp_path / "sweeps" / "sweep").iterdir()) == []
+
+
+def test_cv_sweep_scores_each_trial_as_numerflow_cv_does(prepared, tmp_path, monkeypatch):
+    import numerflow
+
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "cv.toml"
+    space.write_text('lr = {low = 1e-3, high = 3e-2, log = true}\nlayers = ["8", "16,8"]\n\n'
+                     '[fixed]\nepochs = 2\nbatch_size = 256\ndevice = "cpu"\n\n[cv]\nfolds = 3\nembargo = 2\n')
+    result = numerflow.sweep(space=space, data=prepared, trials=2, cv=True, pruner="none", seed=1, say=None)
+    rows = pd.read_csv(result.trials_csv)
+    assert list(rows["state"]) == ["COMPLETE", "COMPLETE"] and list(rows["epochs"]) == [3, 3]  # one step per fold
+    trial = rows.iloc[0]
+    report = numerflow.cv(data=prepared, layers=[int(w) for w in str(trial["layers"]).split(",")], lr=float(trial["lr"]),
+                          epochs=2, batch_size=256, device="cpu", seed=1, folds=3, embargo=2, name="check", say=None)
+    assert trial["score"] == pytest.approx(report.data["overall"]["numerai_corr"]["mean"], rel=1e-9)
+    # The trials leave no model: the best one's settings are trained once more for best.pt.
+    from numerflow.checkpoint import load_checkpoint
+
+    best = rows.loc[rows["score"].idxmax()]
+    assert load_checkpoint(result.checkpoint)["train_config"]["lr"] == pytest.approx(best["lr"])
+
+
+def test_cv_with_an_mmc_objective_is_refused(prepared, space, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), "--cv",
+                                      "--objective", "payout"])
+    assert result.exit_code == 1 and result.output.startswith("Error: --cv scores CORR only"), result.output
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_resume_with_another_space_is_refused_and_changes_nothing(space, prepared, tmp_path, monkeypatch):
+    import numerflow
+
+    monkeypatch.chdir(tmp_path)
+    numerflow.sweep(space=space, data=prepared, trials=1, seed=3, say=None)
+    before = (tmp_path / "sweeps" / "sweep" / "trials.csv").read_bytes()
+    space.write_text(SPACE.replace('["corr", "mse"]', '["corr"]'))
+    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), "--trials", "2",
+                                      "--seed", "3", "--resume"])
+    assert result.exit_code == 1 and "cannot resume with different settings: space" in result.output, result.output
+    assert (tmp_path / "sweeps" / "sweep" / "trials.csv").read_bytes() == before
