@@ -533,7 +533,7 @@ def sweep(
     ray: Optional[str] = typer.Option(None, "--ray", help="Run on a Ray cluster: its ADDRESS, or auto."),
     cpus_per_trial: float = typer.Option(cfg.SweepConfig.cpus_per_trial, "--cpus-per-trial", callback=positive,
                                          help="Ray: CPUs reserved per trial."),
-    gpus_per_trial: float = typer.Option(cfg.SweepConfig.gpus_per_trial, "--gpus-per-trial", min=0.0,
+    gpus_per_trial: float = typer.Option(cfg.SweepConfig.gpus_per_trial, "--gpus-per-trial", min=0.0, callback=finite,
                                          help="Ray: GPUs reserved per trial (0.5: two trials share one)."),
     pruner: Annotated[Pruner, typer.Option("--pruner", help="Stop trials whose per-epoch score falls behind.")]
     = Pruner(cfg.SweepConfig.pruner),

@@ -429,7 +429,16 @@ def _read_side_file(path: Path, column: str, row_ids: RowIds, data_path: Path, n
     return aligned
 
 
-# --- scoring ------------------------------------------------------------------------------------
+def meta_model_on_rows(data_path: Path, ids) -> np.ndarray | None:
+    """The meta model placed on the rows `ids` of a validation file, read as validate reads it
+    (None when the file's version folder has none): sweeps score MMC objectives with it."""
+    from numerflow.config import ValidateConfig
+
+    data = _describe_data(data_path, ValidateConfig(data=data_path))
+    if data.source_dir is None:
+        return None
+    return _read_side_file(data.source_dir / schema.META_MODEL_FILE, schema.META_MODEL, RowIds(ids, data_path),
+                           data_path, [])
 
 
 # --- BMC: contribution beyond Numerai's benchmark model -----------------------------------------

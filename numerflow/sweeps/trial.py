@@ -67,15 +67,10 @@ def _read_prepared(path: Path, with_ids: bool = False) -> PreparedData:
 
 def _meta_model(validation: Path) -> np.ndarray | None:
     """The meta model aligned to the validation rows, read the way `numerflow validate` reads it."""
-    from numerflow.config import ValidateConfig
-    from numerflow.stages.validate import _describe_data, _read_side_file
+    from numerflow.stages.validate import meta_model_on_rows
 
-    described = _describe_data(validation, ValidateConfig(data=validation))
-    if described.source_dir is None:
-        return None
     _, frame = schema.read_matrix(validation, [], [schema.ERA])
-    return _read_side_file(described.source_dir / schema.META_MODEL_FILE, schema.META_MODEL,
-                           frame.index.astype(str), validation, [])
+    return meta_model_on_rows(validation, frame.index)
 
 
 @dataclass
