@@ -222,7 +222,9 @@ def train(
     activation: ActivationOption = Activation(cfg.TrainConfig.activation),
     dropout: float = typer.Option(cfg.TrainConfig.dropout, "--dropout", min=0.0, max=0.99, help="Dropout after each hidden layer."),
     batchnorm: bool = typer.Option(cfg.TrainConfig.batchnorm, "--batchnorm/--no-batchnorm",
-                                   help="fastai's layout: BatchNorm on inputs and after each hidden layer."),
+                                   help="fastai's layout: BatchNorm after each hidden layer."),
+    input_batchnorm: bool = typer.Option(cfg.TrainConfig.input_batchnorm, "--input-batchnorm/--no-input-batchnorm",
+                                         help="With --batchnorm, BatchNorm on the inputs too (slower on CPU)."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Targets to fit, main first, e.g. target,target_x_20 (default: all prepared)."),
     predict_with: PredictWithOption = PredictWith(cfg.TrainConfig.predict_with),
     loss: LossOption = Loss(cfg.TrainConfig.loss),
@@ -245,7 +247,8 @@ def train(
     Example: numerflow train --layers 512,256 --batchnorm --epochs 6 --device auto
     """
     result = numerflow.train(data=data or data_dir / "prepared", out=out, layers=int_list(layers),
-                             activation=activation, dropout=dropout, batchnorm=batchnorm, targets=split_list(targets),
+                             activation=activation, dropout=dropout, batchnorm=batchnorm,
+                             input_batchnorm=input_batchnorm, targets=split_list(targets),
                              predict_with=predict_with, loss=loss, lr=lr, weight_decay=weight_decay, l1=l1,
                              batch_size=batch_size, schedule=schedule, epochs=epochs, patience=patience, seed=seed,
                              device=device, resume=resume, say=typer.echo)
