@@ -33,6 +33,16 @@ def test_batchnorm_layout_is_fastais():
     assert [m.num_features for m in model.net if isinstance(m, nn.BatchNorm1d)] == [10, 8, 4]
 
 
+def test_without_input_batchnorm_the_first_linear_keeps_its_bias():
+    """input_batchnorm off: no BN on the inputs, so the first Linear has a bias (nothing before it
+    shifts its inputs); the hidden layers keep fastai's layout."""
+    model = build_model({"n_features": 10, "layers": [8, 4], "dropout": 0.2, "batchnorm": True,
+                         "input_batchnorm": False, "n_outputs": 1})
+    assert layer_types(model) == ["Linear", "ReLU", "BatchNorm1d", "Dropout",
+                                  "Linear", "ReLU", "BatchNorm1d", "Dropout", "Linear"]
+    assert [m.bias is None for m in model.net if isinstance(m, nn.Linear)] == [False, True, False]
+
+
 def test_dropout_only_in_training():
     torch.manual_seed(0)
     model = build_model(ModelConfig(n_features=6, layers=[64], dropout=0.5))

@@ -52,7 +52,8 @@ def test_train_writes_checkpoint_json_and_scores_the_planted_signal(prepared, tm
     assert set(CHECKPOINT_KEYS) <= set(checkpoint)
     assert checkpoint["features"] == FEATURES and checkpoint["targets"] == ["target"]
     assert checkpoint["model_config"] == {"n_features": N_FEATURES, "layers": [16], "activation": "relu",
-                                          "dropout": 0.0, "batchnorm": False, "n_outputs": 1}
+                                          "dropout": 0.0, "batchnorm": False, "input_batchnorm": False,
+                                          "n_outputs": 1}
     assert [m["epoch"] for m in checkpoint["metrics"]] == [1, 2, 3]
     assert result.best["val_mean"] > 0.1  # the planted signal is strong at this size
     sidecar = json.loads((tmp_path / "m.json").read_text())
@@ -198,8 +199,27 @@ def test_corr_loss_trains_on_batches_within_eras(prepared, tmp_path):
     codes = np.repeat(np.arange(5), [30, 7, 50, 1, 12])
     order, slices = epoch_batches(len(codes), codes, 20, "corr", seed=0, epoch=0)
     batches = [order[a:b] for a, b in slices]
-    assert all(len(set(codes[b])) == 1 and len(b) <= 20 for b in batches)
+    # Eras cut into chunks of at most 20 // 2 rows (30 → 3 x 10, 7, 50 → 5 x 10, 12 → 2 x 6), whole
+    # chunks packed into batches of at most 20 rows: fewer batches than chunks, some with two eras.
+    assert all(len(b) <= 20 for b in batches) and len(batches) < 11
+    assert any(len(set(codes[b])) > 1 for b in batches)
+    for b in batches:  # every era's rows in a batch are whole chunks of it
+        assert all(np.sum(codes[b] == era) in (6, 7, 10, 12, 13, 16, 20) for era in set(codes[b]))
     assert sorted(np.concatenate(batches)) == [i for i in range(len(codes)) if codes[i] != 3]  # 1-row era unusable
+
+
+def test_corr_loss_is_the_mean_pearson_over_the_eras_in_a_batch():
+    rng = np.random.default_rng(1)
+    pred, target = rng.normal(size=(60, 2)), rng.normal(size=(60, 2))
+    segments = np.repeat([0, 1, 2], [25, 30, 5])
+    target[:10, 1] = np.nan  # era 0 of head 1: 15 known rows
+    target[55:, 0] = np.nan  # era 2 of head 0: no known row, left out of the mean
+    mask = ~np.isnan(target)
+    got = masked_negative_pearson(torch.tensor(pred), torch.tensor(np.nan_to_num(target)), torch.tensor(mask),
+                                  torch.tensor(segments))
+    expected = [np.corrcoef(pred[segments == s][m, h], target[segments == s][m, h])[0, 1]
+                for h in (0, 1) for s in (0, 1, 2) if (m := mask[segments == s, h]).sum() >= 2]
+    assert len(expected) == 5 and got.item() == pytest.approx(-np.mean(expected))
 
 
 def test_mse_batches_are_shuffled_each_epoch_and_drop_the_partial_batch():

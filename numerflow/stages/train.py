@@ -304,7 +304,8 @@ def build_training(config: TrainConfig, n_features: int, n_targets: int, rows, d
 
     set_seed(config.seed)
     model_config = ModelConfig(n_features=n_features, layers=list(config.layers), activation=config.activation,
-                               dropout=config.dropout, batchnorm=config.batchnorm, n_outputs=n_targets)
+                               dropout=config.dropout, batchnorm=config.batchnorm,
+                               input_batchnorm=config.input_batchnorm, n_outputs=n_targets)
     model = build_model(model_config).to(device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch(rows, config, dist) * config.epochs)
@@ -377,7 +378,7 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
     from tqdm.auto import tqdm
 
     from numerflow.model import centre_into, parameter_groups
-    from numerflow.training.data import epoch_batches
+    from numerflow.training.data import batch_segments, epoch_batches
     from numerflow.training.distributed import Distributed, all_reduce_sum
     from numerflow.training.losses import LOSSES
 
@@ -387,6 +388,8 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
     l1_weights = parameter_groups(net)[0] if config.l1 else []
     order, slices = epoch_batches(len(rows.features), rows.era_codes, config.batch_size, config.loss, config.seed,
                                   epoch, dist.rank, dist.world)
+    # corr: each batch row's era, for Pearson per era within batches that hold several eras.
+    batch_eras = rows.era_codes[order] if Loss(config.loss) is Loss.corr else None
     order = torch.from_numpy(order).to(rows.features.device)
     widest = max(stop - start for start, stop in slices)
     # Two buffers reused by every step: the int8 rows gathered by index, and their float32 cast.
@@ -404,7 +407,10 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
             batch = batch.to(device, non_blocking=True)
         x = centre_into(batch, cast[:stop - start])
         y = rows.targets[idx].to(device, non_blocking=True)
-        loss = loss_fn(net(x, centred=True), torch.nan_to_num(y), ~torch.isnan(y))
+        segments = None
+        if batch_eras is not None:
+            segments = torch.from_numpy(batch_segments(batch_eras[start:stop])).to(device, non_blocking=True)
+        loss = loss_fn(net(x, centred=True), torch.nan_to_num(y), ~torch.isnan(y), segments)
         total = loss + config.l1 * sum(w.abs().sum() for w in l1_weights) if config.l1 else loss
         optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -85,30 +85,58 @@ def choose_targets(config: TrainConfig, manifest: dict, source: Path) -> list[st
     return list(dict.fromkeys(config.targets))
 
 
+# corr batches: each era is cut into chunks of at most batch_size // CORR_ERAS_PER_BATCH rows and a
+# batch packs whole chunks of several eras (the loss takes Pearson per era inside it). One era per
+# batch left batches at the era's size (or its chunks' size, ~1,700 of 2,048 rows on 5,000-row
+# eras), so more, smaller steps per epoch; two chunks fill a batch to ~batch_size rows.
+CORR_ERAS_PER_BATCH = 2
+
+
 def epoch_batches(n_rows: int, era_codes: np.ndarray, batch_size: int, loss: str, seed: int, epoch: int,
                   rank: int = 0, world: int = 1) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """This rank's row order for one epoch and the (start, stop) slices of its batches.
 
     mse: one shuffled permutation, cut into batches of batch_size // world rows per rank (the
     last partial batch is dropped, as fastai does). corr: each era's rows shuffled and cut into
-    near-equal chunks of at most batch_size, chunks in random order, dealt to ranks in turn.
+    near-equal chunks of at most batch_size // CORR_ERAS_PER_BATCH rows, chunks in random order and
+    packed in that order into batches of at most batch_size rows, batches dealt to ranks in turn.
     The order depends on (seed, epoch) only, so every rank and every --resume agrees on it."""
     rng = np.random.default_rng([seed, epoch])
     if Loss(loss) is Loss.corr:
+        chunk_size = max(2, batch_size // CORR_ERAS_PER_BATCH)
         chunks = []
         for code in range(int(era_codes.max()) + 1):
             rows = np.flatnonzero(era_codes == code)
             if len(rows) >= 2:
                 rows = rows[rng.permutation(len(rows))]
-                chunks += np.array_split(rows, math.ceil(len(rows) / batch_size))
-        chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-        per_rank = len(chunks) // world if world > 1 else len(chunks)
-        mine = chunks[rank::world][:per_rank]
+                chunks += np.array_split(rows, math.ceil(len(rows) / chunk_size))
+        batches = pack([chunks[i] for i in rng.permutation(len(chunks))], batch_size)
+        per_rank = len(batches) // world if world > 1 else len(batches)
+        mine = batches[rank::world][:per_rank]
         order = np.concatenate(mine) if mine else np.empty(0, dtype=np.int64)
-        stops = np.cumsum([len(c) for c in mine])
+        stops = np.cumsum([len(b) for b in mine])
         return order, list(zip(np.r_[0, stops[:-1]].tolist(), stops.tolist()))
     perm = rng.permutation(n_rows)
     per_rank_batch = max(2, batch_size // world)
     steps = max(1, n_rows // (per_rank_batch * world))  # equal on every rank, as DDP requires
     mine = perm[rank::world][:steps * per_rank_batch]
     return mine, [(s, min(s + per_rank_batch, len(mine))) for s in range(0, len(mine), per_rank_batch)]
+
+
+def pack(chunks: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Consecutive chunks joined into batches of at most batch_size rows (a chunk is never split)."""
+    batches, current, size = [], [], 0
+    for chunk in chunks:
+        if current and size + len(chunk) > batch_size:
+            batches.append(np.concatenate(current))
+            current, size = [], 0
+        current.append(chunk)
+        size += len(chunk)
+    if current:
+        batches.append(np.concatenate(current))
+    return batches
+
+
+def batch_segments(era_codes: np.ndarray) -> np.ndarray:
+    """Each row's era as 0..k-1 within its batch: the segments the corr loss takes Pearson over."""
+    return np.unique(era_codes, return_inverse=True)[1].reshape(-1)
