@@ -542,7 +542,8 @@ def sweep(
     name: Optional[str] = typer.Option(None, "--name", help="Results go to SWEEPS_DIR/NAME/ (default: the space file's name)."),
     sweeps_dir: Path = typer.Option(cfg.DEFAULT_SWEEPS_DIR, "--sweeps-dir", help="Folder holding every sweep's folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue the stored sweep NAME (same space and settings)."),
-    seed: int = typer.Option(cfg.SweepConfig.seed, "--seed", help="Sampler seed and every trial's training seed."),
+    seed: int = typer.Option(cfg.SweepConfig.seed, "--seed", min=0, max=cfg.SEED_MAX,
+                             help="Sampler seed and every trial's training seed."),
     data_dir: Path = DataDir,
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared folder (default: DATA_DIR/prepared); with --ray, "
                                         "a path every node sees."),
