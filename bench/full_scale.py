@@ -21,6 +21,9 @@ prepare: 1.5 GiB whatever the size; prepare's wall at most 2x read_table's).
 
     .venv/bin/python bench/full_scale.py                      # most of an hour, ~20 GiB RAM
     .venv/bin/python bench/full_scale.py --train-rows 200000 --validation-rows 80000   # minutes
+
+A stage that fails (e.g. killed for memory) is reported with its peak RSS and the run goes on;
+each row is also printed to stderr as its stage ends.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_memory import peak_rss  # noqa: E402 - one child-measuring helper for the benches
+from prepare_memory import CommandFailed, peak_rss  # noqa: E402 - one child-measuring helper for the benches
 
 GIB = 1 << 30
 # v5.3's target names beyond the generator's own (target, target_ender_20 and six auxiliaries).
@@ -80,6 +83,8 @@ def main() -> None:
     parser.add_argument("--exposure", action="store_true", help="validate with exposure and FNC")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one); "
                         "data generated there by an earlier run with the same sizes is reused")
+    parser.add_argument("--only-prepare", action="store_true", help="stop after read_table and prepare (e.g. to "
+                        "measure a change to prepare again on the data of an earlier --keep run)")
     parser.add_argument("--write-data", type=Path, help=argparse.SUPPRESS)  # the generate child
     args = parser.parse_args()
     if args.write_data:
@@ -95,12 +100,20 @@ def main() -> None:
 
 def run(args, work: Path) -> None:
     rows: list[dict] = []
+    failed: list[str] = []
 
-    def stage(name: str, command: list[str], shape: tuple[int, int] | None, bound: float | None) -> float:
+    def stage(name: str, command: list[str], shape: tuple[int, int] | None, bound: float | None) -> float | None:
+        """Run and measure one stage; None when it failed (recorded, and the run goes on)."""
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rss, wall, cpu = peak_rss(command)
+        try:
+            rss, wall, cpu = peak_rss(command, exit_on_failure=False)
+        except CommandFailed as failure:
+            print(failure, file=sys.stderr, flush=True)
+            failed.append(name)
+            return None
         int8 = shape[0] * shape[1] if shape else 0
         rows.append(dict(stage=name, shape=shape, int8=int8, wall=wall, cpu=cpu, rss=rss, bound=bound))
+        print(table_row(rows[-1]), file=sys.stderr, flush=True)  # a long run's rows so far, if it stops
         return wall
 
     data_dir = work / "data"
@@ -126,24 +139,42 @@ def run(args, work: Path) -> None:
         wall = stage(f"prepare ds{k}", numerflow("prepare", "--dataset", str(version), "--feature-set", "all",
                                                  "--aux-targets", "all", "--downsample", str(k), "--out-dir", str(out)),
                      (sum(raw_rows), width), 1.5 * GIB)
-        rows[-1]["vs_read_table"] = wall / baseline
-        prepared[k] = out
+        if wall is not None:
+            if baseline is not None:
+                rows[-1]["vs_read_table"] = wall / baseline
+            prepared[k] = out
+    if args.only_prepare:
+        prepared = {}
     models = {}
     for k, out in prepared.items():
         manifest = json.loads((out / "manifest.json").read_text())
         held = manifest["rows_train"] + manifest["rows_validation"]
-        models[k] = work / f"model_ds{k}.pt"
-        stage(f"train ds{k}", numerflow("train", "--data", str(out), "--out", str(models[k]), "--epochs", "1",
-                                        "--device", "cpu"), (held, width), held * width + GIB)
-    model, valid = str(models[1]), str(files[1])
-    valid_int8 = raw_rows[1] * width
-    stage("validate", numerflow("validate", "--model", model, "--data", valid, "--device", "cpu", "--no-report",
-                                "--exposure" if args.exposure else "--no-exposure"),
-          (raw_rows[1], width), valid_int8 + GIB)
-    stage("predict", numerflow("predict", "--model", model, "--data", valid, "--device", "cpu",
-                               "--out", str(work / "predictions.parquet")), (raw_rows[1], width), valid_int8 + GIB)
-    stage("export", numerflow("export", "--model", model, "--out", str(work / "model.pkl")), None, None)
+        model = work / f"model_ds{k}.pt"
+        if stage(f"train ds{k}", numerflow("train", "--data", str(out), "--out", str(model), "--epochs", "1",
+                                           "--device", "cpu"), (held, width), held * width + GIB) is not None:
+            models[k] = model
+    if models:  # scored with the model trained on the most rows
+        model, valid = str(models[min(models)]), str(files[1])
+        valid_int8 = raw_rows[1] * width
+        stage("validate", numerflow("validate", "--model", model, "--data", valid, "--device", "cpu", "--no-report",
+                                    "--exposure" if args.exposure else "--no-exposure"),
+              (raw_rows[1], width), valid_int8 + GIB)
+        stage("predict", numerflow("predict", "--model", model, "--data", valid, "--device", "cpu",
+                                   "--out", str(work / "predictions.parquet")), (raw_rows[1], width), valid_int8 + GIB)
+        stage("export", numerflow("export", "--model", model, "--out", str(work / "model.pkl")), None, None)
     print_table(rows, args)
+    if failed:
+        print(f"\nfailed (see the log above for why): {', '.join(failed)}")
+
+
+def table_row(r: dict) -> str:
+    shape = f"{r['shape'][0]:,} x {r['shape'][1]:,}" if r["shape"] else "-"
+    int8 = f"{r['int8'] / GIB:.2f} GiB" if r["int8"] else "-"
+    ratio = f"{r['rss'] / r['int8']:.2f}" if r["int8"] else "-"
+    bound = f"{r['bound'] / GIB:.2f} GiB" if r["bound"] else "-"
+    within = ("yes" if r["rss"] <= r["bound"] else "NO") if r["bound"] else "-"
+    return (f"| {r['stage']} | {shape} | {int8} | {r['wall']:.1f} s | {r['cpu']:.1f} s | {r['rss'] / GIB:.2f} GiB "
+            f"| {ratio} | {bound} | {within} |")
 
 
 def print_table(rows: list[dict], args) -> None:
@@ -152,13 +183,7 @@ def print_table(rows: list[dict], args) -> None:
     print("| stage | rows x features | int8 bytes | wall | CPU | peak RSS | peak / int8 | bound | within |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        shape = f"{r['shape'][0]:,} x {r['shape'][1]:,}" if r["shape"] else "-"
-        int8 = f"{r['int8'] / GIB:.2f} GiB" if r["int8"] else "-"
-        ratio = f"{r['rss'] / r['int8']:.2f}" if r["int8"] else "-"
-        bound = f"{r['bound'] / GIB:.2f} GiB" if r["bound"] else "-"
-        within = ("yes" if r["rss"] <= r["bound"] else "NO") if r["bound"] else "-"
-        print(f"| {r['stage']} | {shape} | {int8} | {r['wall']:.1f} s | {r['cpu']:.1f} s | {r['rss'] / GIB:.2f} GiB "
-              f"| {ratio} | {bound} | {within} |")
+        print(table_row(r))
     print()
     for r in rows:
         if "vs_read_table" in r:
