@@ -7,7 +7,8 @@ that child alone) and wall time:
 
   generate         the synthetic set (bench/full_scale.py --write-data, in a child too)
   read_table       pyarrow.parquet.read_table of train + validation, the columns prepare reads:
-                   the wall-time baseline for prepare
+                   the wall-time baseline for prepare (--no-read-table skips it: ~1.7x the int8 bytes)
+  read_row_groups  the same decoding, one row group at a time (bounded memory): a second baseline
   prepare ds4/ds1  `numerflow prepare --feature-set all --aux-targets all --downsample 4` and `1`
   train ds4/ds1    `numerflow train --epochs 1 --device cpu` on each prepared folder
   validate         `numerflow validate --model` on the raw validation.parquet (--no-exposure unless
@@ -21,6 +22,9 @@ prepare: 1.5 GiB whatever the size; prepare's wall at most 2x read_table's).
 
     .venv/bin/python bench/full_scale.py                      # most of an hour, ~20 GiB RAM
     .venv/bin/python bench/full_scale.py --train-rows 200000 --validation-rows 80000   # minutes
+
+A stage that fails (e.g. killed for memory) is reported with its peak RSS and the run goes on;
+each row is also printed to stderr as its stage ends.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_memory import peak_rss  # noqa: E402 - one child-measuring helper for the benches
+from prepare_memory import CommandFailed, peak_rss  # noqa: E402 - one child-measuring helper for the benches
 
 GIB = 1 << 30
 # v5.3's target names beyond the generator's own (target, target_ender_20 and six auxiliaries).
@@ -80,6 +84,10 @@ def main() -> None:
     parser.add_argument("--exposure", action="store_true", help="validate with exposure and FNC")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one); "
                         "data generated there by an earlier run with the same sizes is reused")
+    parser.add_argument("--no-read-table", action="store_true", help="skip the whole-file read_table baseline "
+                        "(at full size it holds ~1.7x the int8 bytes; read_row_groups is still measured)")
+    parser.add_argument("--only-prepare", action="store_true", help="stop after read_table and prepare (e.g. to "
+                        "measure a change to prepare again on the data of an earlier --keep run)")
     parser.add_argument("--write-data", type=Path, help=argparse.SUPPRESS)  # the generate child
     args = parser.parse_args()
     if args.write_data:
@@ -95,12 +103,20 @@ def main() -> None:
 
 def run(args, work: Path) -> None:
     rows: list[dict] = []
+    failed: list[str] = []
 
-    def stage(name: str, command: list[str], shape: tuple[int, int] | None, bound: float | None) -> float:
+    def stage(name: str, command: list[str], shape: tuple[int, int] | None, bound: float | None) -> float | None:
+        """Run and measure one stage; None when it failed (recorded, and the run goes on)."""
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rss, wall, cpu = peak_rss(command)
+        try:
+            rss, wall, cpu = peak_rss(command, exit_on_failure=False)
+        except CommandFailed as failure:
+            print(failure, file=sys.stderr, flush=True)
+            failed.append(name)
+            return None
         int8 = shape[0] * shape[1] if shape else 0
         rows.append(dict(stage=name, shape=shape, int8=int8, wall=wall, cpu=cpu, rss=rss, bound=bound))
+        print(table_row(rows[-1]), file=sys.stderr, flush=True)  # a long run's rows so far, if it stops
         return wall
 
     data_dir = work / "data"
@@ -116,34 +132,66 @@ def run(args, work: Path) -> None:
     width = len(features)
 
     columns = ["id", "era", "data_type"] + features + targets
+    # Two baselines for prepare's wall time, both pyarrow decoding the same columns with its threads:
+    # read_table of each whole file (the issue's; at full size its table and pre-buffered bytes
+    # take ~1.7x the int8 bytes, so --no-read-table skips it there) and read_row_group of every
+    # row group in turn (the same decoding, dropping each group's table: bounded memory).
     read_code = ("import sys, pyarrow.parquet as pq\n"
                  f"cols = {columns!r}\n"
                  "print(sum(pq.read_table(p, columns=cols).num_rows for p in sys.argv[1:]))\n")
-    baseline = stage("read_table", [sys.executable, "-c", read_code, *map(str, files)], (sum(raw_rows), width), None)
+    groups_code = ("import sys, pyarrow.parquet as pq\n"
+                   f"cols = {columns!r}\n"
+                   "files = [pq.ParquetFile(p) for p in sys.argv[1:]]\n"
+                   "print(sum(f.read_row_group(g, columns=cols).num_rows for f in files "
+                   "for g in range(f.metadata.num_row_groups)))\n")
+    baselines = {}
+    for name, code in (("read_table", read_code), ("read_row_groups", groups_code)):
+        if name == "read_table" and args.no_read_table:
+            continue
+        wall = stage(name, [sys.executable, "-c", code, *map(str, files)], (sum(raw_rows), width), None)
+        if wall is not None:
+            baselines[name] = wall
     prepared = {}
     for k in (4, 1):
         out = work / f"prepared_ds{k}"
         wall = stage(f"prepare ds{k}", numerflow("prepare", "--dataset", str(version), "--feature-set", "all",
                                                  "--aux-targets", "all", "--downsample", str(k), "--out-dir", str(out)),
                      (sum(raw_rows), width), 1.5 * GIB)
-        rows[-1]["vs_read_table"] = wall / baseline
-        prepared[k] = out
+        if wall is not None:
+            rows[-1]["vs"] = {name: wall / seconds for name, seconds in baselines.items()}
+            prepared[k] = out
+    if args.only_prepare:
+        prepared = {}
     models = {}
     for k, out in prepared.items():
         manifest = json.loads((out / "manifest.json").read_text())
         held = manifest["rows_train"] + manifest["rows_validation"]
-        models[k] = work / f"model_ds{k}.pt"
-        stage(f"train ds{k}", numerflow("train", "--data", str(out), "--out", str(models[k]), "--epochs", "1",
-                                        "--device", "cpu"), (held, width), held * width + GIB)
-    model, valid = str(models[1]), str(files[1])
-    valid_int8 = raw_rows[1] * width
-    stage("validate", numerflow("validate", "--model", model, "--data", valid, "--device", "cpu", "--no-report",
-                                "--exposure" if args.exposure else "--no-exposure"),
-          (raw_rows[1], width), valid_int8 + GIB)
-    stage("predict", numerflow("predict", "--model", model, "--data", valid, "--device", "cpu",
-                               "--out", str(work / "predictions.parquet")), (raw_rows[1], width), valid_int8 + GIB)
-    stage("export", numerflow("export", "--model", model, "--out", str(work / "model.pkl")), None, None)
+        model = work / f"model_ds{k}.pt"
+        if stage(f"train ds{k}", numerflow("train", "--data", str(out), "--out", str(model), "--epochs", "1",
+                                           "--device", "cpu"), (held, width), held * width + GIB) is not None:
+            models[k] = model
+    if models:  # scored with the model trained on the most rows
+        model, valid = str(models[min(models)]), str(files[1])
+        valid_int8 = raw_rows[1] * width
+        stage("validate", numerflow("validate", "--model", model, "--data", valid, "--device", "cpu", "--no-report",
+                                    "--exposure" if args.exposure else "--no-exposure"),
+              (raw_rows[1], width), valid_int8 + GIB)
+        stage("predict", numerflow("predict", "--model", model, "--data", valid, "--device", "cpu",
+                                   "--out", str(work / "predictions.parquet")), (raw_rows[1], width), valid_int8 + GIB)
+        stage("export", numerflow("export", "--model", model, "--out", str(work / "model.pkl")), None, None)
     print_table(rows, args)
+    if failed:
+        print(f"\nfailed (see the log above for why): {', '.join(failed)}")
+
+
+def table_row(r: dict) -> str:
+    shape = f"{r['shape'][0]:,} x {r['shape'][1]:,}" if r["shape"] else "-"
+    int8 = f"{r['int8'] / GIB:.2f} GiB" if r["int8"] else "-"
+    ratio = f"{r['rss'] / r['int8']:.2f}" if r["int8"] else "-"
+    bound = f"{r['bound'] / GIB:.2f} GiB" if r["bound"] else "-"
+    within = ("yes" if r["rss"] <= r["bound"] else "NO") if r["bound"] else "-"
+    return (f"| {r['stage']} | {shape} | {int8} | {r['wall']:.1f} s | {r['cpu']:.1f} s | {r['rss'] / GIB:.2f} GiB "
+            f"| {ratio} | {bound} | {within} |")
 
 
 def print_table(rows: list[dict], args) -> None:
@@ -152,18 +200,12 @@ def print_table(rows: list[dict], args) -> None:
     print("| stage | rows x features | int8 bytes | wall | CPU | peak RSS | peak / int8 | bound | within |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        shape = f"{r['shape'][0]:,} x {r['shape'][1]:,}" if r["shape"] else "-"
-        int8 = f"{r['int8'] / GIB:.2f} GiB" if r["int8"] else "-"
-        ratio = f"{r['rss'] / r['int8']:.2f}" if r["int8"] else "-"
-        bound = f"{r['bound'] / GIB:.2f} GiB" if r["bound"] else "-"
-        within = ("yes" if r["rss"] <= r["bound"] else "NO") if r["bound"] else "-"
-        print(f"| {r['stage']} | {shape} | {int8} | {r['wall']:.1f} s | {r['cpu']:.1f} s | {r['rss'] / GIB:.2f} GiB "
-              f"| {ratio} | {bound} | {within} |")
+        print(table_row(r))
     print()
     for r in rows:
-        if "vs_read_table" in r:
-            print(f"{r['stage']}: wall {r['vs_read_table']:.2f}x a plain pyarrow read_table of the same columns "
-                  f"in this run (issue 10: at most 2x)")
+        for name, ratio in r.get("vs", {}).items():
+            print(f"{r['stage']}: wall {ratio:.2f}x pyarrow's {name} of the same columns in this run "
+                  f"(issue 10: at most 2x)")
 
 
 if __name__ == "__main__":

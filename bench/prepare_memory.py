@@ -85,15 +85,23 @@ def write_synthetic_dataset(data_dir: Path, rows: int, features: int, rows_per_e
     return folder, list(meta["feature_sets"]["all"])
 
 
-def peak_rss(command: list[str]) -> tuple[int, float, float]:
+class CommandFailed(Exception):
+    """A measured command exited non-zero (or was killed, e.g. by the kernel's OOM killer)."""
+
+
+def peak_rss(command: list[str], exit_on_failure: bool = True) -> tuple[int, float, float]:
     """Peak RSS in bytes, wall seconds and CPU seconds (user + system, less sensitive than wall time
-    to other jobs on the machine) of `command` run alone in a fresh child (via --measure)."""
+    to other jobs on the machine) of `command` run alone in a fresh child (via --measure). A failing
+    command ends this script, or raises CommandFailed with `exit_on_failure=False`."""
     start = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--measure", "--", *command],
                          capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if out.returncode != 0:
-        sys.exit(f"command failed: {' '.join(command)}\n{out.stdout}\n{out.stderr}")
+        message = f"command failed (exit {out.returncode}): {' '.join(command)}\n{out.stdout}\n{out.stderr}"
+        if exit_on_failure:
+            sys.exit(message)
+        raise CommandFailed(message)
     rss, cpu = out.stdout.strip().splitlines()[-1].split()
     return int(rss), seconds, float(cpu)
 
@@ -101,10 +109,11 @@ def peak_rss(command: list[str]) -> tuple[int, float, float]:
 def measure(command: list[str]) -> None:
     """Run `command`; print its peak RSS in bytes (Linux ru_maxrss is in KiB) and CPU seconds."""
     out = subprocess.run(command, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout + out.stderr)
-        sys.exit(out.returncode)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:  # negative: killed by that signal (-9: most likely the OOM killer)
+        sys.stderr.write(out.stdout + out.stderr + f"\nexit status {out.returncode}, "
+                         f"peak RSS {usage.ru_maxrss / (1 << 20):.2f} GiB\n")
+        sys.exit(1)
     print(usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime)
 
 

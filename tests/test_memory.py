@@ -154,3 +154,34 @@ def test_prepare_output_does_not_depend_on_row_groups_or_read_budget(tmp_path, s
         pd.testing.assert_frame_equal(whole.to_pandas(), small.to_pandas())  # NaN targets equal too
     groups = pq.ParquetFile(tmp_path / "prepared_small" / "train.parquet").metadata.num_row_groups
     assert groups == 1  # small kept row groups are gathered into output row groups
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_prepare_range_check_with_and_without_file_statistics(tmp_path, synthetic_dir, statistics):
+    """prepare skips its own 0..4 check where the file's column statistics already show the range,
+    and checks the values themselves where they are absent: a 7 is rejected either way, and the
+    prepared features are required (never null) DELTA_BINARY_PACKED columns."""
+    import shutil
+
+    from numerflow.config import PrepareConfig
+    from numerflow.stages.prepare import prepare
+
+    dataset = tmp_path / "v"
+    shutil.copytree(synthetic_dir, dataset, ignore=shutil.ignore_patterns(schema.VERSION_MANIFEST_FILE))
+    table = pq.read_table(synthetic_dir / "train.parquet")
+    pq.write_table(table, dataset / "train.parquet", write_statistics=statistics)
+    config = PrepareConfig(dataset=dataset, feature_set="all", out_dir=tmp_path / "prepared")
+    result = prepare(config)
+    chunk = pq.ParquetFile(result.train).metadata.row_group(0).column(2)  # a feature column
+    assert chunk.path_in_schema == result.features[1] and "DELTA_BINARY_PACKED" in chunk.encodings
+    assert not pq.read_schema(result.train).field(result.features[1]).nullable
+    prepared = pd.read_parquet(result.train, columns=result.features)
+    raw = pd.read_parquet(synthetic_dir / "train.parquet", columns=result.features)
+    pd.testing.assert_frame_equal(prepared, raw.loc[prepared.index])
+    name = result.features[5]
+    values = table.column(name).to_numpy().copy()
+    values[raw.index.get_loc(prepared.index[-1])] = 7  # in a row prepare keeps
+    table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.int8()))
+    pq.write_table(table, dataset / "train.parquet", write_statistics=statistics)
+    with pytest.raises(DataError, match=rf"train.parquet: column {name}: feature values outside 0..4"):
+        prepare(config)

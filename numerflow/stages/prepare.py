@@ -36,6 +36,9 @@ ALL_AUX = "all"
 # larger ones are split. One row group is encoded while the next is read: at 3,555 int8 features
 # two of 65,536 rows take 0.5 GB.
 WRITE_ROWS = 65536
+# Values the Parquet writer encodes per call: larger than its default 1,024, which spends more time
+# on per-call overhead than on encoding int8 columns.
+WRITE_BATCH = 1 << 16
 
 
 @dataclass
@@ -251,7 +254,9 @@ def _batches(src: _Source, columns: list[str], batch_rows: int):
 
 def _output_schema(features: list[str], targets: list[str]) -> pa.Schema:
     """id (as the pandas index), era string, int8 features in feature-set order, float32 targets."""
-    fields = ([pa.field(schema.ERA, pa.string())] + [pa.field(f, pa.int8()) for f in features]
+    # Features are declared required (never null, checked on reading): Parquet then stores no
+    # definition levels for them, a third of the CPU time of writing them.
+    fields = ([pa.field(schema.ERA, pa.string())] + [pa.field(f, pa.int8(), nullable=False) for f in features]
               + [pa.field(t, pa.float32()) for t in targets] + [pa.field(schema.ID, pa.string())])
     # pandas metadata written by hand (pandas is not imported here) so that pandas.read_parquet
     # restores `id` as the index, as it does for Numerai's own files.
@@ -338,11 +343,12 @@ def _read_group(parquet: pq.ParquetFile, group: int, mask: pa.BooleanArray, src:
     schema.READ_BYTES, so memory holds the kept int8 rows plus one block whatever the width."""
     step = max(1, schema.READ_BYTES // max(1, len(mask) * schema.DECODED_VALUE_BYTES))
     keep = (lambda table: table) if mask.true_count == len(mask) else (lambda table: table.filter(mask))
+    checked = _within_feature_range(parquet, group)
     columns = {}
     for first in range(0, len(features), step):
         block = keep(_read(parquet, group, features[first:first + step], src))
         for name in block.column_names:
-            columns[name] = _feature_int8(block.column(name), f"{src.path}: column {name}")
+            columns[name] = _feature_int8(block.column(name), f"{src.path}: column {name}", name in checked)
         del block
     others = keep(_read(parquet, group, [schema.ERA, schema.ID] + targets, src))
     arrays = [others.column(schema.ERA).cast(pa.string())] + [columns.pop(name) for name in features]
@@ -359,14 +365,20 @@ class _BackgroundWriter:
     def __init__(self, dest: Path, out_schema: pa.Schema):
         from concurrent.futures import ThreadPoolExecutor
 
-        # Features as byte-stream-split LZ4 pages: half the CPU time of dictionary + zstd (which
-        # made encoding 3x slower than reading) for the same read speed, at about 1.9x the file
-        # size (0.58 against 0.31 bytes per value on Numerai-like features). Dictionaries where
-        # they pay: eras and targets have a few distinct values, ids have none.
+        # Features as DELTA_BINARY_PACKED pages, uncompressed: 0..4 values pack into 4 bits with
+        # no hashing, so encoding costs about half the CPU time of dictionary pages (which made
+        # writing 3x slower than reading) and reads back fastest of the encodings measured, at
+        # 0.52 bytes per value against dictionary + zstd's 0.35 and byte-stream-split + LZ4's 0.67
+        # (docs/benchmarks.md). Dictionaries where they pay: eras and targets have a few distinct
+        # values, ids have none. Column statistics only for those: nothing reads feature min/max.
         features = [f.name for f in out_schema if pa.types.is_int8(f.type)]
-        dictionary = [f.name for f in out_schema if f.name not in features and f.name != schema.ID]
-        self.writer = pq.ParquetWriter(dest, out_schema, compression="lz4", use_byte_stream_split=features,
-                                       use_dictionary=dictionary)
+        others = [f.name for f in out_schema if f.name not in set(features)]
+        dictionary = [name for name in others if name != schema.ID]
+        self.writer = pq.ParquetWriter(dest, out_schema, compression={name: "zstd" for name in others}
+                                       | {name: "none" for name in features},
+                                       column_encoding={name: "DELTA_BINARY_PACKED" for name in features},
+                                       use_dictionary=dictionary, write_statistics=others,
+                                       write_batch_size=WRITE_BATCH)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-writer")
         self.in_flight = None
         self.rows = 0
@@ -399,11 +411,29 @@ def _target_float32(column: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
     return column.cast(pa.float32())
 
 
-def _feature_int8(column: pa.ChunkedArray, source: str) -> pa.ChunkedArray | np.ndarray:
-    """int8 0..4 as-is (after a range check); other integers and the quarter-step floats of older
-    releases through schema.features_to_int8, which rejects anything else."""
+def _within_feature_range(parquet: pq.ParquetFile, group: int) -> set[str]:
+    """Columns of one row group whose Parquet statistics say every value is within 0..4: their
+    int8 values need no range check of their own (the statistics cover the whole row group, a
+    superset of the rows kept)."""
+    meta = parquet.metadata.row_group(group)
+    names = set()
+    for i in range(meta.num_columns):
+        chunk = meta.column(i)
+        stats = chunk.statistics
+        if (chunk.physical_type == "INT32" and stats is not None and stats.has_min_max
+                and 0 <= stats.min and stats.max <= 4):
+            names.add(chunk.path_in_schema)
+    return names
+
+
+def _feature_int8(column: pa.ChunkedArray, source: str, in_range: bool = False) -> pa.ChunkedArray | np.ndarray:
+    """int8 0..4 as-is (after a range check, unless the file's statistics already showed it);
+    other integers and the quarter-step floats of older releases through schema.features_to_int8,
+    which rejects anything else."""
     if column.null_count:
         raise DataError(f"{source}: missing (null) feature values")
+    if pa.types.is_int8(column.type) and in_range:
+        return column
     if pa.types.is_int8(column.type):
         bounds = pc.min_max(column)
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
