@@ -252,7 +252,7 @@ TRANSPOSE_ROWS = 2048  # rows per cache-sized slice when a column block is copie
 
 
 def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
-                where: tuple[str, str] | None = None, read_bytes: int = READ_BYTES):
+                where: tuple[str, str] | None = None, read_bytes: int = READ_BYTES, ids: bool = True):
     """Read `features` of a Parquet file into one int8 (rows, features) array, plus a DataFrame of
     `columns` (e.g. era, targets) indexed by id. Missing columns are a DataError listing them.
 
@@ -264,10 +264,13 @@ def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
     `where=(column, value)` keeps only the rows whose `column` equals `value` (e.g. data_type ==
     "validation" in a raw validation.parquet, which also holds millions of other rows): a first
     pass over that one column counts them per row group, so the matrix holds the kept rows only,
-    the others are never copied and row groups without any are never decoded."""
+    the others are never copied and row groups without any are never decoded.
+
+    `ids=False` leaves the ids out (the frame gets a plain row index): they are a Python string per
+    row, about 0.3 GB at 3.7M rows, which training does not use."""
     names = parquet_columns(path)
     require_columns(path, list(features) + list(columns) + ([where[0]] if where else []), names)
-    extra = [c for c in dict.fromkeys(columns) if c not in features] + ([ID] if ID in names and ID not in columns else [])
+    extra = [c for c in dict.fromkeys(columns) if c not in features] + ([ID] if ids and ID in names and ID not in columns else [])
     import pyarrow as pa
 
     try:

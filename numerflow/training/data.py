@@ -41,17 +41,17 @@ def read_split(path: Path, features: list[str], targets: list[str], require_main
                with_ids: bool = False) -> Split:
     """`require_main`: a split with no known main target is a DataError (nothing to train on).
     `with_ids`: keep the rows' ids (training does not need them)."""
-    matrix, frame = schema.read_matrix(path, features, [schema.ERA] + targets)
+    matrix, frame = schema.read_matrix(path, features, [schema.ERA] + targets, ids=with_ids)
     release_reader_memory()
     if len(matrix) == 0:
         raise DataError(f"{path}: no rows")
     groups = metrics.group_eras(frame[schema.ERA].astype(str).to_numpy())
-    values = frame[targets].to_numpy(dtype=np.float32, na_value=np.nan)
+    values = np.empty((len(frame), len(targets)), dtype=np.float32)
+    for j, name in enumerate(targets):  # popped one by one: the frame's copy is freed as the array fills
+        values[:, j] = frame.pop(name).to_numpy(dtype=np.float32, na_value=np.nan)
     if require_main and np.isnan(values[:, 0]).all():
         raise DataError(f"{path}: main target '{targets[0]}' has no known values (all NaN)")
-    # A writable copy: torch refuses to wrap pandas' read-only views safely.
-    # Writable and C-ordered for torch (pandas may hand back a read-only view); copied only if not.
-    return Split(matrix, np.require(values, np.float32, ["C", "W"]), groups.codes.astype(np.int64), groups.labels,
+    return Split(matrix, values, groups.codes.astype(np.int64), groups.labels,
                  frame.index.astype(str).to_numpy() if with_ids else None)
 
 
