@@ -125,7 +125,7 @@ def load_model(checkpoint: dict):
     return model.eval()
 
 
-SCORE_BATCH_BYTES = 128 << 20  # float64 inputs per forward batch, here and in the exported pickle
+SCORE_BATCH_BYTES = 64 << 20  # float64 inputs per forward batch, here and in the exported pickle
 
 
 def predict_scores(model, features_int8, device="cpu", predict_with: str = PredictWith.main,
