@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from numerflow import __version__, schema
+from numerflow import schema
 from numerflow.config import TrainConfig
 from numerflow.errors import DataError
 from numerflow.sweeps.objective import Objective
@@ -94,15 +94,13 @@ def fit_in_memory(config: TrainConfig, data: PreparedData, objective: Objective,
     from numerflow.checkpoint import predict_scores
     from numerflow.devices import resolve_device
     from numerflow.stages.train import build_training, check_finite, cpu_copy, rows_on, run_epoch
-    from numerflow.training.data import Split, choose_targets
+    from numerflow.training.data import choose_targets
     from numerflow.training.distributed import Distributed
 
     started = time.perf_counter()
     device = resolve_device(config.device)
     targets = choose_targets(config, data.manifest, data.path / "manifest.json")
-    train = data.train
-    rows = rows_on(Split(train.features, np.ascontiguousarray(train.targets[:, [data.targets.index(t) for t in targets]]),
-                         train.era_codes, train.eras), device)
+    rows = rows_on(train_split_with(data, targets), device)
     model_config, model, optimizer, scheduler = build_training(config, len(data.features), len(targets), rows, device,
                                                                Distributed())
     scores, metrics, best = [], [], {"epoch": 0, "state": None}
@@ -128,12 +126,21 @@ def fit_in_memory(config: TrainConfig, data: PreparedData, objective: Objective,
 
 def trial_checkpoint(config: TrainConfig, model_config, data: PreparedData, targets: list[str], state: dict,
                      metrics: list[dict], best_epoch: int) -> dict:
-    """A normal numerflow checkpoint (what `numerflow train` writes): predict and validate take it."""
-    from numerflow.training.settings import config_dict
+    """A normal numerflow checkpoint (what `numerflow train` writes, binning record included):
+    predict and validate take it."""
+    from numerflow.stages.train import checkpoint_dict
 
-    return {"numerflow_version": __version__, "model_config": model_config.to_dict(), "features": data.features,
-            "targets": targets, "predict_with": config.predict_with, "state_dict": state,
-            "train_config": config_dict(config), "metrics": list(metrics), "best_epoch": best_epoch}
+    return checkpoint_dict(config, model_config.to_dict(), data.features, targets, state, list(metrics), best_epoch,
+                           data.manifest.get("binning"))
+
+
+def train_split_with(data: PreparedData, targets: list[str]):
+    """The in-memory training split with only `targets`' columns, in that order."""
+    from numerflow.training.data import Split
+
+    train = data.train
+    columns = [data.targets.index(t) for t in targets]
+    return Split(train.features, np.ascontiguousarray(train.targets[:, columns]), train.era_codes, train.eras, train.ids)
 
 
 def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
@@ -146,17 +153,14 @@ def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
 
     from numerflow.devices import resolve_device
     from numerflow.stages.cv import TRAIN_SPLIT, CvData, plan_folds, run_fold
-    from numerflow.training.data import Split, choose_targets
+    from numerflow.training.data import choose_targets
 
     started = time.perf_counter()
     targets = choose_targets(cv_config, data.manifest, data.path / "manifest.json")
     main = data.manifest.get("target") or data.targets[0]
     columns = targets if main in targets else targets + [main]
-    train = data.train
-    split = Split(train.features, np.ascontiguousarray(train.targets[:, [data.targets.index(t) for t in columns]]),
-                  train.era_codes, train.eras, train.ids)
-    cv_data = CvData(data.features, targets, main, {TRAIN_SPLIT: split}, columns.index(main))
-    folds = plan_folds(train.eras, cv_config.folds, cv_config.scheme, cv_config.embargo, data.path / schema.TRAIN_FILE)
+    cv_data = CvData(data.features, targets, main, {TRAIN_SPLIT: train_split_with(data, columns)}, columns.index(main))
+    folds = plan_folds(data.train.eras, cv_config.folds, cv_config.scheme, cv_config.embargo, data.path / schema.TRAIN_FILE)
     device = resolve_device(cv_config.device)
     frames, scores = [], []
     for fold in folds:
