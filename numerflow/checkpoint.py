@@ -129,7 +129,7 @@ SCORE_BATCH_BYTES = 64 << 20  # float64 inputs per forward batch, here and in th
 
 
 def predict_scores(model, features_int8, device="cpu", predict_with: str = PredictWith.main,
-                   batch_rows: int | None = None) -> np.ndarray:
+                   batch_rows: int | None = None, rows: np.ndarray | None = None) -> np.ndarray:
     """Raw scores (1-D float32) of an int8 (rows, features) array or tensor: the one way numerflow
     scores features with a model, in train's per-epoch validation, validate, predict, and (in numpy)
     the exported pickle. The network runs in float64 and each score is rounded to float32 at the
@@ -138,7 +138,9 @@ def predict_scores(model, features_int8, device="cpu", predict_with: str = Predi
     into ties, so every path gives the same ranks. (Float32 forward passes differed by a rank step
     near ties: 2 of 6,720 live rows at 3,555 features.) Batches hold at most `batch_rows` rows and
     at most SCORE_BATCH_BYTES of float64 inputs, so a wide matrix never has a large float copy
-    (65,536 rows x 3,555 features would be 1.9 GB). The model itself is not changed."""
+    (65,536 rows x 3,555 features would be 1.9 GB). `rows`: score only these row numbers, in
+    that order, gathered batch by batch (a subset of a large matrix is never copied whole). The
+    model itself is not changed."""
     import copy
 
     import torch
@@ -153,17 +155,30 @@ def predict_scores(model, features_int8, device="cpu", predict_with: str = Predi
     if device.type == "mps":  # Apple's GPUs have no float64: the CPU gives the same scores
         device = torch.device("cpu")
     model = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
-    rows = max(1, SCORE_BATCH_BYTES // (8 * max(1, features_int8.shape[1])))
-    rows = min(rows, batch_rows or rows)
-    out = np.empty(len(features_int8), dtype=np.float32)
+    step = max(1, SCORE_BATCH_BYTES // (8 * max(1, features_int8.shape[1])))
+    step = min(step, batch_rows or step)
+    n_out = len(features_int8) if rows is None else len(rows)
+    out = np.empty(n_out, dtype=np.float32)
     # One float64 buffer, reused: cast and centred in one pass (no extra full-batch temporaries).
-    buffer = torch.empty((min(rows, len(features_int8)), features_int8.shape[1]), dtype=torch.float64, device=device)
+    buffer = torch.empty((min(step, n_out), features_int8.shape[1]), dtype=torch.float64, device=device)
     with torch.no_grad():
-        for start in range(0, len(features_int8), rows):
-            chunk = features_int8[start:start + rows]
-            # numpy chunks are copied (one batch): callers may pass read-only arrays from pandas.
-            chunk = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk))
+        for start in range(0, n_out, step):
+            chunk = _score_batch(features_int8, start, start + step, rows)
             heads = model(centre_into(chunk.to(device, non_blocking=True), buffer[:len(chunk)]), centred=True)
             scores = heads[:, 0] if predict_with is PredictWith.main else heads.mean(dim=1)
             out[start:start + len(chunk)] = scores.cpu().numpy()  # float64 → float32, rounded to nearest
     return out
+
+
+def _score_batch(features_int8, start: int, stop: int, rows: np.ndarray | None):
+    """Rows start:stop of the matrix (or of its `rows` subset) as an int8 tensor. numpy batches are
+    copied (one batch): callers may pass read-only arrays from pandas."""
+    import torch
+
+    if rows is not None:
+        picked = rows[start:stop]
+        if isinstance(features_int8, torch.Tensor):
+            return features_int8.index_select(0, torch.from_numpy(picked).to(features_int8.device))
+        return torch.from_numpy(features_int8[picked])
+    chunk = features_int8[start:stop]
+    return chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk))

@@ -290,6 +290,27 @@ def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
     return matrix, _extras_frame(extras, extra, schema_of_extras, len(matrix))
 
 
+def row_group_tables(path: str | Path, columns: list[str]):
+    """Each row group's `columns` as an Arrow table, in file order, one at a time: a reader that
+    fills its own arrays as it goes holds one row group's worth of these columns, never the file's
+    (and no pre-buffered compressed bytes). Missing columns are a DataError listing them."""
+    import pyarrow as pa
+
+    require_columns(path, columns, parquet_columns(path))
+    broken = (pa.ArrowException, OSError)
+    try:
+        pf = pq.ParquetFile(path, pre_buffer=False)
+    except broken as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+    with pf:
+        for group in range(pf.metadata.num_row_groups):
+            try:
+                table = pf.read_row_group(group, columns=columns)
+            except broken as exc:  # a file that breaks mid-read
+                raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+            yield table
+
+
 def _kept_rows(pf, where: tuple[str, str] | None) -> list[tuple[int, np.ndarray | None, int]]:
     """(row group, boolean mask of its kept rows or None for all, kept count) of every row group
     that has rows to keep."""

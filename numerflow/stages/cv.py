@@ -208,7 +208,7 @@ def run_fold(fold: Fold, config: CvConfig, data: CvData, device, say) -> tuple[o
     test = data.splits[fold.split]
     rows = fold_rows(test, fold.test_eras)
     eras = np.asarray(test.eras, dtype=object)[test.era_codes[rows]]
-    raw = predict_scores(fit.model, test.features[rows], device=device, predict_with=config.predict_with)
+    raw = predict_scores(fit.model, test.features, device=device, predict_with=config.predict_with, rows=rows)
     if not np.isfinite(raw).all():
         raise DataError(f"fold {fold.number}: the model produced non-finite predictions; try a lower --lr")
     frame = pd.DataFrame({schema.ID: test.ids[rows], schema.ERA: eras.astype(str),

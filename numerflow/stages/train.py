@@ -406,7 +406,7 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
         if batch.device != device:  # int8 rows kept on the CPU: move the int8 batch, not floats
             batch = batch.to(device, non_blocking=True)
         x = centre_into(batch, cast[:stop - start])
-        y = rows.targets[idx].to(device, non_blocking=True)
+        y = rows.targets[idx].to(device, dtype=torch.float32, non_blocking=True)  # stored float16 when exact
         segments = None
         if batch_eras is not None:
             segments = torch.from_numpy(batch_segments(batch_eras[start:stop])).to(device, non_blocking=True)

@@ -24,12 +24,13 @@ class Validator:
         main = split.targets[mine, 0]
         known = ~np.isnan(main)
         rows = mine[known]
-        self.target = main[known]
+        self.target = main[known].astype(np.float32)
         # All labels kept, so per-era values line up across ranks (by era index).
         self.groups = metrics.EraGroups(split.eras, split.era_codes[rows].astype(np.int32))
-        # All rows in order (one process, every target known): share the array instead of copying it.
-        whole = len(rows) == len(split.features)
-        self.features = torch.from_numpy(split.features if whole else split.features[rows])
+        # The matrix is shared, never copied: the scored rows (this rank's, with a known target:
+        # Numerai's latest validation eras have none yet) are gathered batch by batch when scoring.
+        self.rows = None if len(rows) == len(split.features) else rows
+        self.features = torch.from_numpy(split.features)
         if device.type == "cuda" and fits_on_gpu(self.features.numel(), device):
             self.features = self.features.to(device)
 
@@ -37,7 +38,7 @@ class Validator:
         """(metrics.summarize of the per-era scores, the per-era scores over every era)."""
         values = np.full(self.n_eras, np.nan)
         if len(self.target):
-            preds = predict_scores(model, self.features, device=self.device, predict_with=predict_with)
+            preds = predict_scores(model, self.features, device=self.device, predict_with=predict_with, rows=self.rows)
             values = np.asarray(metrics.per_era_spearman(preds, self.target, self.groups).values, dtype=np.float64)
         scored = np.isfinite(values)
         totals = torch.from_numpy(np.where(scored, values, 0.0))
