@@ -48,6 +48,27 @@ class ModelConfig:
             raise ConfigError(f"invalid model config ({exc})") from None
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with a mask drawn 64 bits at a time: torch's CPU dropout draws one Bernoulli
+    number per value from its generator, ~6 ms of a ~20 ms training step at 2,048 x 256 (more than
+    the BatchNorm and the loss together); four 16-bit uniform levels per 64-bit draw cost ~0.3 ms.
+    The drop rate is p rounded to 1/65,536 and kept values are scaled by 1 / (1 - that rate), so
+    the expected output is the input, as with nn.Dropout; in eval mode it passes the input through."""
+
+    LEVELS = 1 << 16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        dropped = round(self.p * self.LEVELS)
+        if dropped == 0:
+            return x
+        # int64 draws over the full 64-bit range, read as four int16 levels in [-32768, 32767].
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(1 << 63), None)
+        keep = words.view(torch.int16)[:x.numel()].view(x.shape) >= dropped - self.LEVELS // 2
+        return x * keep.to(x.dtype).mul_(self.LEVELS / (self.LEVELS - dropped))
+
+
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -66,7 +87,7 @@ class MLP(nn.Module):
             if config.batchnorm:
                 blocks.append(nn.BatchNorm1d(hidden))
             if config.dropout > 0:
-                blocks.append(nn.Dropout(config.dropout))
+                blocks.append(Dropout(config.dropout))
             width = hidden
         blocks.append(nn.Linear(width, config.n_outputs))
         self.net = nn.Sequential(*blocks)

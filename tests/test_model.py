@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from numerflow.errors import ConfigError
-from numerflow.model import MLP, ModelConfig, build_model, centre_into, parameter_groups
+from numerflow.model import MLP, Dropout, ModelConfig, build_model, centre_into, parameter_groups
 
 
 def layer_types(model: MLP) -> list[str]:
@@ -84,3 +84,28 @@ def test_parameter_groups_decay_linear_weights_only():
 def test_bad_model_settings(changes, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)").replace("(", r"\(")):
         build_model(ModelConfig(n_features=3, **changes))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.73])
+def test_dropout_drops_p_of_the_values_and_keeps_the_expectation(p):
+    torch.manual_seed(0)
+    dropout = Dropout(p)
+    x = torch.full((2000, 500), 3.0)
+    y = dropout(x)
+    dropped = (y == 0).float()
+    assert abs(float(dropped.mean()) - p) < 0.005
+    assert abs(float(dropped.mean(dim=0).std()) - (p * (1 - p) / 2000) ** 0.5) < 0.003  # independent per value
+    assert abs(float(y.mean()) - 3.0) < 0.02
+    assert torch.allclose(y[y != 0], torch.tensor(3.0 / (1 - round(p * 65536) / 65536)))
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(p)(x), y)  # the seed decides the mask
+    assert torch.equal(dropout.eval()(x), x)
+
+
+def test_dropout_gradient_flows_through_kept_values_only():
+    torch.manual_seed(1)
+    x = torch.randn(64, 32, requires_grad=True)
+    y = Dropout(0.5)(x)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.where(y != 0, 2.0, 0.0))
+    assert isinstance(Dropout(0.5), torch.nn.Dropout)  # export's numpy forward skips it as nn.Dropout

@@ -464,3 +464,15 @@ def test_cli_all_nan_main_target_is_a_data_error(tmp_path):
     assert result.stderr.strip() == (f"Error: {folder / 'train.parquet'}: main target 'target' has no known "
                                      "values (all NaN)")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_optimizer_is_torchs_fused_adamw_where_torch_has_it():
+    from numerflow.config import TrainConfig
+    from numerflow.model import ModelConfig, build_model
+    from numerflow.stages.train import make_optimizer
+
+    model = build_model(ModelConfig(n_features=6, layers=[4], batchnorm=True))
+    optimizer = make_optimizer(model, TrainConfig())
+    cpu_fused = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
+    assert all(group["fused"] is (True if cpu_fused else None) for group in optimizer.param_groups)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [TrainConfig().weight_decay, 0.0]

@@ -341,9 +341,11 @@ def make_optimizer(model, config: TrainConfig):
     from numerflow.model import parameter_groups
 
     decayed, exempt = parameter_groups(model)
-    return torch.optim.AdamW([{"params": decayed, "weight_decay": config.weight_decay},
-                              {"params": exempt, "weight_decay": 0.0}],
-                             lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+    try:  # torch's fused AdamW: one kernel per parameter instead of ~8 (CUDA; the CPU since torch 2.4)
+        return torch.optim.AdamW(groups, lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+    except RuntimeError:  # a device or torch without it
+        return torch.optim.AdamW(groups, lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
 
 
 def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
