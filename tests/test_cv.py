@@ -231,7 +231,7 @@ def test_train_arrays_on_loaded_splits_matches_train_from_files(prepared, tmp_pa
 
     from numerflow.config import TrainConfig
     from numerflow.stages.train import train, train_arrays
-    from numerflow.training.data import read_split
+    from numerflow.training.data import read_manifest, read_split
 
     config = TrainConfig(data=prepared, out=tmp_path / "m.pt", epochs=2, layers=[8], batch_size=64, device="cpu")
     from_files = train(config)
@@ -241,7 +241,7 @@ def test_train_arrays_on_loaded_splits_matches_train_from_files(prepared, tmp_pa
     assert in_memory.metrics == from_files.metrics and seen == in_memory.metrics
     assert in_memory.best_epoch == from_files.best_epoch
     saved = torch.load(from_files.checkpoint, weights_only=True)
-    kept = in_memory.checkpoint(config)
+    kept = in_memory.checkpoint(config, read_manifest(prepared))
     assert all(torch.equal(saved["state_dict"][k], kept["state_dict"][k]) for k in saved["state_dict"])
     assert {k: v for k, v in kept.items() if k != "state_dict"} == {k: v for k, v in saved.items() if k != "state_dict"}
     # Without a validation split every epoch runs and the last one is kept.

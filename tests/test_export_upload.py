@@ -4,7 +4,9 @@ handling of live_benchmark_models, and exactly predict's ranks at full v5.3 widt
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -110,6 +112,27 @@ def test_a_trained_version_numerai_does_not_offer_is_refused(tmp_path, monkeypat
     line = error_line(export_upload("--model", str(fake_models["a"]), "--model-name", "fake_model"))
     assert "trained on v5.2 but Numerai's model uploads offer data versions v5.1" in line
     assert not (tmp_path / "model.pkl").exists() and fake_numerai.model_uploads == []
+
+
+def test_the_version_recorded_at_training_wins_over_a_folder_prepared_anew(tmp_path, monkeypatch, fake_numerai,
+                                                                            fake_models):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = torch.load(fake_models["a"], weights_only=True)
+    assert checkpoint["trained_on"]["version"] == "v5.2"
+    manifest = json.loads((Path(checkpoint["train_config"]["data"]) / "manifest.json").read_text())
+    prepared_anew = tmp_path / "prepared"
+    prepared_anew.mkdir()
+    (prepared_anew / "manifest.json").write_text(json.dumps({**manifest, "version": "v5.1"}))
+    checkpoint["train_config"]["data"] = str(prepared_anew)
+    torch.save(checkpoint, tmp_path / "recorded.pt")
+    result = export_upload("--model", str(tmp_path / "recorded.pt"), "--model-name", "fake_model")
+    assert result.exit_code == 0, result.output
+    assert fake_numerai.model_uploads[0]["dataVersionId"] == fixed_id("data", "v5.2")
+    del checkpoint["trained_on"]  # a checkpoint from before the record: the folder's manifest is all there is
+    torch.save(checkpoint, tmp_path / "older.pt")
+    result = export_upload("--model", str(tmp_path / "older.pt"), "--model-name", "fake_model")
+    assert result.exit_code == 0, result.output
+    assert fake_numerai.model_uploads[1]["dataVersionId"] == fixed_id("data", "v5.1")
 
 
 def test_a_pickle_failing_on_the_live_features_is_not_written_or_uploaded(tmp_path, monkeypatch, fake_numerai,

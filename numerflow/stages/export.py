@@ -257,9 +257,15 @@ def choose_docker_image(images: dict[str, str], python: tuple[int, int]) -> str:
 
 
 def trained_manifests(checkpoints: list[dict]) -> list[dict | None]:
-    """Each checkpoint's prepare manifest (train_config's `data` folder), None where it is gone."""
+    """What each checkpoint was trained on: the version record it carries ("trained_on"), or for
+    checkpoints written before it did, its prepare manifest (train_config's `data` folder), which
+    may have been prepared anew since; None where neither is there."""
     manifests = []
     for checkpoint in checkpoints:
+        trained_on = checkpoint.get("trained_on")
+        if isinstance(trained_on, dict) and trained_on.get("version"):
+            manifests.append(trained_on)
+            continue
         data = (checkpoint.get("train_config") or {}).get("data")
         path = Path(str(data)) / "manifest.json" if data else None
         try:

@@ -209,7 +209,7 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     json_path = json_sidecar_path(out)
     if dist.writes:
         save_checkpoint(out, checkpoint_dict(config, model_config.to_dict(), features, targets, state.best_state,
-                                             state.metrics, state.best_epoch, manifest.get("binning")))
+                                             state.metrics, state.best_epoch, manifest))
         write_json(json_path, {"numerflow_version": __version__, "train_config": config_dict(config),
                                "model_config": model_config.to_dict(), "features": len(features),
                                "targets": targets, "best_epoch": state.best_epoch, "metrics": state.metrics,
@@ -236,21 +236,28 @@ class FitResult:
     epoch_seconds: list[float]
     device: str
 
-    def checkpoint(self, config: TrainConfig, binning: dict | None = None) -> dict:
-        """The dict numerflow.checkpoint.save_checkpoint writes, as train() writes it (`binning`:
-        the prepared manifest's, when prepare binned continuous features)."""
+    def checkpoint(self, config: TrainConfig, manifest: dict | None = None) -> dict:
+        """The dict numerflow.checkpoint.save_checkpoint writes, as train() writes it (`manifest`:
+        the prepared folder's, for its binning and data version)."""
         return checkpoint_dict(config, self.model_config, self.features, self.targets, cpu_copy(self.model),
-                               self.metrics, self.best_epoch, binning)
+                               self.metrics, self.best_epoch, manifest)
+
+
+# What a checkpoint keeps of the prepared manifest as "trained_on": the data version (export uploads
+# for it) and its folder (export's default live features), even after the folder is prepared anew.
+TRAINED_ON_KEYS = ("version", "version_dir")
 
 
 def checkpoint_dict(config: TrainConfig, model_config: dict, features: list[str], targets: list[str],
-                    state_dict: dict, metrics: list[dict], best_epoch: int, binning: dict | None) -> dict:
+                    state_dict: dict, metrics: list[dict], best_epoch: int, manifest: dict | None) -> dict:
     """A checkpoint as save_checkpoint writes it: the model's config beside its weights (so the file
-    alone rebuilds the model), the training settings and metrics, and the prepared binning so that
-    predict and export bin live features as prepare did."""
+    alone rebuilds the model), the training settings and metrics, and from the prepared `manifest`
+    its binning (so that predict and export bin live features as prepare did) and data version."""
+    manifest = manifest or {}
     return {"numerflow_version": __version__, "model_config": model_config, "features": features,
             "targets": targets, "predict_with": config.predict_with, "state_dict": state_dict,
-            "train_config": config_dict(config), "metrics": metrics, "best_epoch": best_epoch, "binning": binning}
+            "train_config": config_dict(config), "metrics": metrics, "best_epoch": best_epoch,
+            "binning": manifest.get("binning"), "trained_on": {k: manifest.get(k) for k in TRAINED_ON_KEYS}}
 
 
 def train_arrays(config: TrainConfig, train_split, features: list[str], targets: list[str], valid_split=None, *,

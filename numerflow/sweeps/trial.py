@@ -131,7 +131,7 @@ def trial_checkpoint(config: TrainConfig, model_config, data: PreparedData, targ
     from numerflow.stages.train import checkpoint_dict
 
     return checkpoint_dict(config, model_config.to_dict(), data.features, targets, state, list(metrics), best_epoch,
-                           data.manifest.get("binning"))
+                           data.manifest)
 
 
 def train_split_with(data: PreparedData, targets: list[str]):
