@@ -234,3 +234,37 @@ def test_resume_with_another_space_is_refused_and_changes_nothing(space, prepare
                                       "--seed", "3", "--resume"])
     assert result.exit_code == 1 and "cannot resume with different settings: space" in result.output, result.output
     assert (tmp_path / "sweeps" / "sweep" / "trials.csv").read_bytes() == before
+
+
+# --- pruning: never at a trial's last epoch ---------------------------------------------------------
+
+
+def far_ahead_history(steps: int) -> list:
+    """Four finished trials scoring 1.0 (unreachable) at every step: the median pruner (from step 2,
+    after 4 trials) judges any real trial behind them at every step it may prune."""
+    import optuna
+
+    return [optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=1.0, params={}, distributions={},
+                                      intermediate_values={step: 1.0 for step in range(1, steps + 1)})
+            for _ in range(4)]
+
+
+@pytest.mark.parametrize("kind", ["epochs", "cv folds"])
+def test_a_trial_that_ran_all_its_epochs_is_complete_never_pruned(kind, prepared, tmp_path):
+    from numerflow.config import CvConfig, TrainConfig
+    from numerflow.sweeps.local import TrialJob, run_job
+    from numerflow.sweeps.objective import Objective
+
+    def job(steps: int) -> TrialJob:
+        config = TrainConfig(data=prepared, layers=[8], batch_size=256, device="cpu",
+                             epochs=steps if kind == "epochs" else 1)
+        cv = CvConfig(**vars(config), folds=steps, embargo=0) if kind == "cv folds" else None
+        return TrialJob(0, {}, config, prepared, Objective(), "median", far_ahead_history(3), tmp_path / f"{steps}.pt", cv)
+
+    # Behind the others at step 2 of 3: pruned there, its last step never run...
+    cut = run_job(job(3))
+    assert cut.state == "PRUNED" and len(cut.scores) == 2
+    # ...but step 2 of 2 is its last: the trial is finished, and complete with its score.
+    whole = run_job(job(2))
+    assert whole.state == "COMPLETE" and len(whole.scores) == 2 and 1 <= whole.best_epoch <= 2
+    assert (tmp_path / "2.pt").is_file() == (kind == "epochs")  # a cv trial leaves no model

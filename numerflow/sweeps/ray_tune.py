@@ -67,7 +67,8 @@ def max_epochs(space: Space) -> int:
 
 def trainable(params: dict, space: Space, data: str, seed: int, device: str, objective: Objective) -> None:
     """One Ray Tune trial: train on this worker's copy of the data, report after every epoch
-    (the best score so far as `score`), attach a checkpoint whenever the epoch is the best yet."""
+    (the best score so far as `score`; `finished` once the trial has run its last epoch, or a
+    --patience stop), attach a checkpoint whenever the epoch is the best yet."""
     from ray import tune
 
     from numerflow.sweeps.trial import fit_in_memory, load_prepared
@@ -75,8 +76,8 @@ def trainable(params: dict, space: Space, data: str, seed: int, device: str, obj
     config = space.train_settings(params, data=data, seed=seed, device=device)
     best = {"score": -math.inf}
 
-    def on_epoch(epoch: int, score: float, checkpoint) -> None:
-        metrics = {"epoch": epoch, "epoch_score": score, "score": max(best["score"], score)}
+    def on_epoch(epoch: int, score: float, checkpoint, final: bool) -> None:
+        metrics = {"epoch": epoch, "epoch_score": score, "score": max(best["score"], score), "finished": final}
         if score > best["score"] or epoch == 1:
             best["score"] = score
             with tempfile.TemporaryDirectory() as folder:
@@ -90,7 +91,7 @@ def trainable(params: dict, space: Space, data: str, seed: int, device: str, obj
     try:
         fit_in_memory(config, load_prepared(data, objective.needs_meta_model), objective, on_epoch)
     except NumerflowError as exc:  # e.g. diverged: a bad trial (no retry), not a broken worker
-        tune.report({"epoch": 0, "epoch_score": -math.inf, "score": -math.inf, "error": str(exc)})
+        tune.report({"epoch": 0, "epoch_score": -math.inf, "score": -math.inf, "finished": True, "error": str(exc)})
 
 
 def run(config, space: Space, objective: Objective, out_dir: Path, ray, say) -> list[dict]:
@@ -123,7 +124,7 @@ def run(config, space: Space, objective: Objective, out_dir: Path, ray, say) -> 
                                       failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     grid = tuner.fit()
-    rows = rows_from_grid(grid, space, epochs)
+    rows = rows_from_grid(grid, space)
     _copy_best_checkpoint(grid, rows, out_dir)
     for row in rows:
         say(f"trial {row['number']}: {row['state'].lower()} after {row['epochs']} epoch(s), score {row['score']:.4f}")
@@ -136,7 +137,7 @@ def _ordered(grid) -> list:
     return sorted(results, key=lambda r: (r.metrics or {}).get("trial_id", "") or str(r.path))
 
 
-def rows_from_grid(grid, space: Space, epochs: int) -> list[dict]:
+def rows_from_grid(grid, space: Space) -> list[dict]:
     rows = []
     ordered = _ordered(grid)
     starts = [m["timestamp"] - m.get("time_total_s", 0) for m in (r.metrics or {} for r in ordered) if "timestamp" in m]
@@ -144,8 +145,8 @@ def rows_from_grid(grid, space: Space, epochs: int) -> list[dict]:
     for number, result in enumerate(ordered):
         m = result.metrics or {}
         run = int(m.get("epoch", 0))
-        state = ("FAIL" if result.error or m.get("error") else
-                 "COMPLETE" if run >= space.train_settings(_params(m, space)).epochs else "PRUNED")
+        # A trial that reported its final epoch is complete even if ASHA stopped it there.
+        state = "FAIL" if result.error or m.get("error") else "COMPLETE" if m.get("finished") else "PRUNED"
         rows.append({"number": number, "state": state, "score": float(m.get("score", math.nan)), "epochs": run,
                      "best_epoch": run, "seconds": float(m.get("time_total_s", math.nan)),
                      "finished_s": float(m["timestamp"] - start) if "timestamp" in m else math.nan,
