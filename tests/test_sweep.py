@@ -152,6 +152,91 @@ def test_a_sweep_runs_on_a_local_ray_cluster(space, prepared, tmp_path, monkeypa
     assert checkpoint["train_config"]["lr"] == pytest.approx(result.best["lr"])
 
 
+def end_process_group(group: int, grace: float = 10.0) -> None:
+    """SIGTERM to a process group this test started, SIGKILL to whatever is left after `grace`."""
+    os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def ray_head(tmp_path, monkeypatch):
+    """A real local Ray cluster for driver subprocesses: `ray start --head --block` in its own process
+    group, ended by its group id. Its own temp folder keeps it out of /tmp/ray/ray_current_cluster,
+    where another process's plain ray.init() would find and join it; token authentication is off
+    (a throwaway cluster on this machine: no token to hand to the drivers)."""
+    pytest.importorskip("ray")
+    import shutil
+    import socket
+    import tempfile
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    temp = Path(tempfile.mkdtemp(prefix="nfray", dir="/tmp"))  # short: Ray's socket paths live under it
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "ray_head.log"
+    with open(log, "w") as out:
+        head = subprocess.Popen([Path(sys.executable).parent / "ray", "start", "--head", "--block", "--num-cpus", "2",
+                                 "--port", str(port), "--include-dashboard=false", f"--temp-dir={temp}"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        end_process_group(head.pid)
+        head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_killed_ray_sweep_resumes_and_ends_with_the_trials_asked(space, prepared, tmp_path, ray_head):
+    folder = tmp_path / "sweeps" / "rk"
+
+    def ray_sweep(trials: int, *more) -> list[str]:
+        return [str(a) for a in sweep_args(space, prepared, "rk", trials, "--ray", ray_head, "--cpus-per-trial", 1,
+                                           *more)]
+
+    driver = subprocess.Popen([sys.executable, "-m", "numerflow", *ray_sweep(4)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:  # Tune has saved its state, trials are running
+        if list(folder.glob("ray/experiment_state-*.json")) and len(list(folder.glob("ray/trainable_*"))) >= 2:
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the sweep ended before it could be killed: " + driver.stderr.read().decode()
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert not (folder / "trials.csv").exists()  # the killed driver published nothing
+
+    out = numerflow_cli(*ray_sweep(4, "--resume"), cwd=tmp_path)
+    assert "Resuming the Ray Tune run" in out.stdout
+    resumed = table(folder)
+    assert list(resumed["number"]) == [0, 1, 2, 3] and set(resumed["state"]) <= {"COMPLETE", "PRUNED"}
+    assert resumed["lr"].nunique() == 4
+
+    # --trials may grow on --resume: one more Tune run draws the rest, the earlier trials kept as they were.
+    numerflow_cli(*ray_sweep(6, "--resume"), cwd=tmp_path)
+    grown = table(folder)
+    assert len(grown) == 6 and set(grown["state"]) <= {"COMPLETE", "PRUNED"} and grown["lr"].nunique() == 6
+    pd.testing.assert_frame_equal(grown.head(4), resumed)
+    best = json.loads((folder / "best.json").read_text())
+    assert best["score"] == pytest.approx(grown.loc[grown["state"] == "COMPLETE", "score"].max())
+    assert (folder / "best.pt").is_file()
+
+
 BAD_SPACES = {
     "unknown option": ("lr = [0.01]\nlearning_rat = [0.1]\n", "unknown option 'learning_rat'"),
     "low above high": ("dropout = {low = 0.6, high = 0.1}\n", "low (0.6) > high (0.1)"),
