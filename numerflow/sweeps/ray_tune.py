@@ -195,8 +195,10 @@ def rows_from_grids(grids, space: Space) -> list[dict]:
     for number, result in enumerate(ordered):
         m = result.metrics or {}
         run = int(m.get("epoch", 0))
-        # A trial that reported its final epoch is complete even if ASHA stopped it there.
-        state = "FAIL" if result.error or m.get("error") else "COMPLETE" if m.get("finished") else "PRUNED"
+        # A trial that reported its final epoch is complete even if ASHA stopped it there (records
+        # from before `finished` was reported: complete when it ran all its epochs).
+        finished = m.get("finished", run >= space.train_settings(_params(m, space)).epochs)
+        state = "FAIL" if result.error or m.get("error") else "COMPLETE" if finished else "PRUNED"
         rows.append({"number": number, "state": state, "score": float(m.get("score", math.nan)), "epochs": run,
                      "best_epoch": run, "seconds": float(m.get("time_total_s", math.nan)),
                      "finished_s": float(m["timestamp"] - start) if "timestamp" in m else math.nan,
