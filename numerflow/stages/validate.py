@@ -313,12 +313,12 @@ def _read_rows(data: _Data, features: list[str], needed_by=None) -> tuple[np.nda
 
 def _row_ids(frame, data: _Data) -> "RowIds":
     """The data rows' ids hashed once. An id in two of several files is an error naming them."""
-    if not data.parts:
-        return RowIds(frame.index, data.path)
     try:
         return RowIds(frame.index, data.path)
-    except DataError:  # repeated ids: say whether within one file or across files
-        ids, start = _as_text(frame.index), 0
+    except DataError:
+        if not data.parts:
+            raise
+        ids, start = _as_text(frame.index), 0  # repeated ids: within one of the files, or across them
         for part in data.parts:
             repeated = int(ids[start:start + part.rows].duplicated().sum())
             start += part.rows
