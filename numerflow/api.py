@@ -10,8 +10,9 @@ AuthError with one clear line that never contains the secret key.
 Files (datasets) are fetched here too, not with numerapi's `download_dataset`: that one always
 GETs the file even when it is complete locally, resumes with an unchecked Range request and never
 checks the byte count. `download_file` asks numerapi's `dataset` query for the URL, streams to a
-partial file that survives kills, resumes it only on a 206, accepts it only when it is provably
-whole (length, else ETag, else structure) and renames it.
+partial file that survives kills, resumes it only on a 206 and only while the server's file is the
+one the partial file began with (If-Range), accepts it only when it is provably whole (length,
+else ETag, else structure) and renames it.
 """
 
 from __future__ import annotations
@@ -302,6 +303,39 @@ def partial_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.partial")
 
 
+def validator_path(partial: Path) -> Path:
+    """Where the partial file's HTTP validator lives: the ETag (else Last-Modified) of the response
+    its first byte came from, sent as If-Range when resuming it."""
+    return partial.with_name(partial.name + ".validator")
+
+
+def _keep_validator(partial: Path, resp: requests.Response) -> None:
+    """Record the validator of a body that starts the partial file afresh. If-Range takes strong
+    validators only: a weak ETag (W/...) gives way to Last-Modified. A validator damaged by a kill
+    costs no data: the server then finds no match and sends the whole file."""
+    etag = resp.headers.get("ETag")
+    value = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
+    path = validator_path(partial)
+    if value:
+        path.write_text(value)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _resume_headers(have: int, partial: Path) -> dict:
+    """Range from the bytes already held, with If-Range so that a file changed on the server since
+    (a new upload under the same name) comes whole (200) instead of being spliced onto the old
+    bytes. A partial file without a recorded validator (the server sent none) resumes unchecked,
+    as before: the length and ETag checks of _check_whole are then the only guard."""
+    if not have:
+        return {}
+    headers = {"Range": f"bytes={have}-"}
+    path = validator_path(partial)
+    if path.is_file():
+        headers["If-Range"] = path.read_text().strip()
+    return headers
+
+
 def download_file(api: NumerAPI, filename: str, dest: str | os.PathLike, round_num: int | None = None,
                   progress: bool | None = None) -> FetchedFile:
     """Fetch Numerai's `filename` to `dest`, accepted only whole: its length must equal the one the
@@ -328,11 +362,13 @@ def download_file(api: NumerAPI, filename: str, dest: str | os.PathLike, round_n
             size, etag, sha256 = with_retries(f"download of {filename}",
                                               lambda: _fetch_once(api, filename, out, round_num, progress))
             os.replace(partial, dest)
+            validator_path(partial).unlink(missing_ok=True)
     except OSError as exc:  # full disk, no permission: not worth a retry
         raise DataError(f"{dest}: cannot write ({exc.strerror or type(exc).__name__})") from None
     finally:
         if holding and partial.is_file() and partial.stat().st_size == 0:
             partial.unlink()  # nothing to resume
+            validator_path(partial).unlink(missing_ok=True)
     return FetchedFile(filename, dest, size, etag, sha256)
 
 
@@ -343,7 +379,7 @@ def _fetch_once(api: NumerAPI, filename: str, out, round_num: int | None, progre
     url = dataset_url(api, filename, round_num)
     partial = Path(out.name)
     have = os.fstat(out.fileno()).st_size
-    headers = {"Range": f"bytes={have}-"} if have else {}
+    headers = _resume_headers(have, partial)
     digest = hashlib.new(CHECKSUM)
     try:
         with requests.get(url, stream=True, timeout=TIMEOUT, headers=headers) as resp:
@@ -356,8 +392,9 @@ def _fetch_once(api: NumerAPI, filename: str, out, round_num: int | None, progre
             resumed = have > 0 and resp.status_code == 206
             if resumed:
                 _hash_into(digest, partial)
-            else:
+            else:  # a whole body: no Range asked, or If-Range found the file changed
                 out.truncate(0)
+                _keep_validator(partial, resp)
             total = _total_size(resp, resumed)
             start = have if resumed else 0
             _check_disk_space(partial.parent, filename, (total or 0) - start)

@@ -350,8 +350,9 @@ def validate(
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to score (default: models/model.pt)."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", callback=suffix_in(".csv", ".parquet"),
                                                help="Score an id,prediction .csv/.parquet file instead of a model."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Validation Parquet, prepared or raw Numerai "
-                                        "(default: DATA_DIR/prepared/validation.parquet)."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="Validation Parquet, prepared or raw Numerai "
+                                              "(default: DATA_DIR/prepared/validation.parquet); repeat to score "
+                                              "several files' rows as one set (cv's oof.parquet)."),
     data_dir: Path = DataDir,
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.json, per_era.csv, per_era.png "
                                           "(default: reports/<model or predictions name>/)."),
@@ -373,7 +374,7 @@ def validate(
     if model is not None and predictions is not None:
         raise typer.BadParameter("give --model or --predictions, not both")
     result = numerflow.validate(model=model if model is not None else cfg.ValidateConfig.model,
-                                predictions=predictions, data=data, data_dir=data_dir, report_dir=report,
+                                predictions=predictions, data=data or None, data_dir=data_dir, report_dir=report,
                                 write_report=not no_report, target=target, exposure=exposure, benchmark=benchmark,
                                 device=device)
     typer.echo(result.to_json() if as_json else str(result))

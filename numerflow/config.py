@@ -194,7 +194,7 @@ class ValidateConfig(StageSettings):
     model: Path | None = DEFAULT_MODELS_DIR / "model.pt"
     predictions: Path | object | None = None  # score predictions instead of a model: an id,prediction file,
     # or (Python) a DataFrame/Series indexed by id or with an id column
-    data: Path | None = None  # None: <data_dir>/prepared/validation.parquet
+    data: Path | list[Path] | None = None  # None: <data_dir>/prepared/validation.parquet; a list: rows scored as one set
     data_dir: Path = DEFAULT_DATA_DIR
     report_dir: Path | None = None  # None: reports/<model or predictions file stem>/
     write_report: bool = True  # report.json, per_era.csv, per_era.png into report_dir

@@ -14,8 +14,9 @@ operationName) and serves/accepts the files behind the URLs it hands out.
 GraphQL root fields answered: listDatasets, dataset, rounds (number: 0 = current round, else all),
 account (models etc.), submission_upload_auth, create_submission, submissions (a model's
 submissions: numerapi's submission_ids) and model { submissions } (numerapi's
-get_submission_filenames). Files: GET /files/<round>/<name> (honours `Range: bytes=N-`; sends
-Content-Length and an MD5 ETag unless `send_length` / `send_etag` are False), PUT /upload/<token>.
+get_submission_filenames). Files: GET /files/<round>/<name> (honours `Range: bytes=N-`, and
+`If-Range: <ETag>`: the whole file when the ETag no longer matches; sends Content-Length and an
+MD5 ETag unless `send_length` / `send_etag` are False), PUT /upload/<token>.
 Authenticated operations need the header `Authorization: Token <public_id>$<secret_key>` with a pair in `accepted_keys`; otherwise they get
 Numerai's GraphQL error "Your session is invalid or has expired."
 """
@@ -142,6 +143,7 @@ class LoggedRequest:
     variables: dict | None = None
     authorized: bool = False  # a valid Authorization header came with it
     range: str | None = None
+    if_range: str | None = None
     status: int = 0
 
 
@@ -488,8 +490,8 @@ def _make_handler(server: FakeNumerai):
                 self._record(path=self.path, op=None, status=404)
                 return self._send(404, b"not found", "text/plain")
             rnd, name = int(m.group(1)), urllib.parse.unquote(m.group(2))
-            rng = self.headers.get("Range")
-            entry = self._record(path=name, op=None, range=rng)
+            rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+            entry = self._record(path=name, op=None, range=rng, if_range=if_range)
             fault = server._take_fault(name)
             if self._answer_fault(fault, entry):
                 return
@@ -500,7 +502,9 @@ def _make_handler(server: FakeNumerai):
                 return self._send(404, b"NoSuchKey", "application/xml")
             etag = '"' + hashlib.md5(data).hexdigest() + '"'
             start = 0
-            if rng and (rm := re.fullmatch(r"bytes=(\d+)-", rng)) and int(rm.group(1)) < len(data):
+            # If-Range (RFC 9110 13.1.5): the range only while the file still has that ETag, else all of it.
+            if (rng and (rm := re.fullmatch(r"bytes=(\d+)-", rng)) and int(rm.group(1)) < len(data)
+                    and if_range in (None, etag)):
                 start = int(rm.group(1))
             body = data[start:]
             status = 206 if start else 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import pytest
@@ -152,9 +153,52 @@ def test_download_gives_up_without_leaving_files(fake_numerai, tmp_path, monkeyp
     with pytest.raises(ApiError) as err:
         api.download_file(api.client(), "v5.2/train.parquet", dest)
     assert str(err.value).startswith(f"download of v5.2/train.parquet failed after {api.RETRY_ATTEMPTS} tries: ")
-    # nothing under the final name; only the partial body, kept for the next run to resume
-    assert list(tmp_path.iterdir()) == [api.partial_path(dest)]
-    assert fake_numerai.datasets["v5.2/train.parquet"].startswith(api.partial_path(dest).read_bytes())
+    # nothing under the final name; only the partial body, kept for the next run to resume, and its ETag
+    partial = api.partial_path(dest)
+    assert sorted(tmp_path.iterdir()) == [partial, api.validator_path(partial)]
+    assert fake_numerai.datasets["v5.2/train.parquet"].startswith(partial.read_bytes())
+
+
+def interrupted_download(server, name: str, dest) -> bytes:
+    """A download of `name` that gives up after 1792 bytes (kept in its partial file); returns the
+    file as the server had it then."""
+    server.drop(name, after=2000)
+    server.drop(name, times=api.RETRY_ATTEMPTS - 1, after=0)  # the resumed tries get nothing more
+    with pytest.raises(ApiError):
+        api.download_file(api.client(), name, dest)
+    assert api.partial_path(dest).read_bytes() == server.datasets[name][:1792]
+    server.log.clear()
+    return server.datasets[name]
+
+
+def etag_of(data: bytes) -> str:
+    return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+def test_a_file_changed_on_the_server_is_fetched_whole_not_spliced(fake_numerai, tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "CHUNK_BYTES", 256)  # partial chunks reach the disk before the drop
+    name, dest = "v5.2/validation.parquet", tmp_path / "validation.parquet"
+    old = interrupted_download(fake_numerai, name, dest)
+    # Numerai uploads a new file under the same name, of the same length: old bytes + the new
+    # file's rest would pass the length check.
+    new = bytes(b ^ 0x5A for b in old[:1792]) + old[1792:]
+    assert len(new) == len(old) and new[1792:] == old[1792:]
+    fake_numerai.datasets[name] = new
+    api.download_file(api.client(), name, dest)
+    assert dest.read_bytes() == new
+    gets = [(r.status, r.range, r.if_range) for r in fake_numerai.log if r.method == "GET"]
+    assert gets == [(200, "bytes=1792-", etag_of(old))]  # If-Range: the ETag the partial file began with
+    assert sorted(tmp_path.iterdir()) == [dest]  # no partial file or validator left
+
+
+def test_an_unchanged_file_resumes_with_if_range(fake_numerai, tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "CHUNK_BYTES", 256)
+    name, dest = "v5.2/validation.parquet", tmp_path / "validation.parquet"
+    data = interrupted_download(fake_numerai, name, dest)
+    api.download_file(api.client(), name, dest)
+    assert dest.read_bytes() == data
+    gets = [(r.status, r.range, r.if_range) for r in fake_numerai.log if r.method == "GET"]
+    assert gets == [(206, "bytes=1792-", etag_of(data))]
 
 
 def test_download_file_server_error_then_success(fake_numerai, tmp_path):

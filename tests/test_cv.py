@@ -132,6 +132,52 @@ def test_oof_scores_with_validate_to_report_json(prepared, in_tmp):
     assert report["files"]["oof.parquet"]["size"] == result.oof.stat().st_size  # the set's manifest
 
 
+SUMMARY = ("mean", "std", "sharpe", "max_drawdown")
+
+
+def test_include_validation_oof_scores_in_one_validate_command_to_report_json(prepared, in_tmp):
+    """The oof rows of --include-validation come from two files: `--data` given twice scores them
+    as one set, to report.json's overall numbers."""
+    result = numerflow.cv(data=prepared, folds=3, scheme="blocked", embargo=1, include_validation=True,
+                          name="both", say=None, **TINY_API)
+    out = run("validate", "--predictions", result.oof, "--data", prepared / "train.parquet",
+              "--data", prepared / "validation.parquet", "--json", "--no-report", "--no-exposure")
+    assert out.exit_code == 0, out.output
+    validated = json.loads(out.output)
+    overall = json.loads(result.report.read_text())["overall"]
+    assert validated["rows"] == overall["rows"] == 16 * 30 and validated["eras"] == overall["eras"] == 16
+    for metric in ("numerai_corr", "spearman"):
+        assert validated[metric]["eras_scored"] == overall[metric]["eras_scored"] == 16
+        assert [validated[metric][k] for k in SUMMARY] == pytest.approx([overall[metric][k] for k in SUMMARY],
+                                                                        abs=1e-9, rel=0)
+    assert validated["data"] == [str(prepared / "train.parquet"), str(prepared / "validation.parquet")]
+    # The Python API takes the same list; one file alone refuses the other file's ids.
+    api = numerflow.validate(predictions=result.oof, data=[prepared / "train.parquet", prepared / "validation.parquet"],
+                             write_report=False, exposure=False)
+    assert api.data["spearman"] == validated["spearman"]
+    alone = run("validate", "--predictions", result.oof, "--data", prepared / "train.parquet", "--no-report")
+    assert alone.exit_code == 1 and "120 of 480 id(s) are not in" in alone.output, alone.output
+
+
+@pytest.mark.parametrize("second,message", [
+    ("copy.parquet", "120 id(s) are rows of more than one --data file (validation.parquet + copy.parquet)"),
+    ("missing.parquet", "missing.parquet: file not found"),
+    ("validation.parquet", "given more than once"),
+])
+def test_several_data_files_refuse_shared_ids_missing_files_and_repeats(prepared, in_tmp, second, message):
+    import shutil
+
+    shutil.copy(prepared / "validation.parquet", in_tmp / "copy.parquet")
+    predictions = in_tmp / "p.csv"
+    pd.read_parquet(prepared / "validation.parquet").assign(prediction=0.5)[["prediction"]].to_csv(predictions)
+    folder = in_tmp if second != "validation.parquet" else prepared
+    out = run("validate", "--predictions", predictions, "--data", prepared / "validation.parquet",
+              "--data", folder / second, "--report", in_tmp / "report")
+    assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1, out.output
+    assert out.output.startswith("Error: ") and message in out.output, out.output
+    assert not (in_tmp / "report").exists()
+
+
 # --- resume --------------------------------------------------------------------------------------
 
 

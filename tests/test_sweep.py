@@ -152,6 +152,91 @@ def test_a_sweep_runs_on_a_local_ray_cluster(space, prepared, tmp_path, monkeypa
     assert checkpoint["train_config"]["lr"] == pytest.approx(result.best["lr"])
 
 
+def end_process_group(group: int, grace: float = 10.0) -> None:
+    """SIGTERM to a process group this test started, SIGKILL to whatever is left after `grace`."""
+    os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def ray_head(tmp_path, monkeypatch):
+    """A real local Ray cluster for driver subprocesses: `ray start --head --block` in its own process
+    group, ended by its group id. Its own temp folder keeps it out of /tmp/ray/ray_current_cluster,
+    where another process's plain ray.init() would find and join it; token authentication is off
+    (a throwaway cluster on this machine: no token to hand to the drivers)."""
+    pytest.importorskip("ray")
+    import shutil
+    import socket
+    import tempfile
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    temp = Path(tempfile.mkdtemp(prefix="nfray", dir="/tmp"))  # short: Ray's socket paths live under it
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "ray_head.log"
+    with open(log, "w") as out:
+        head = subprocess.Popen([Path(sys.executable).parent / "ray", "start", "--head", "--block", "--num-cpus", "2",
+                                 "--port", str(port), "--include-dashboard=false", f"--temp-dir={temp}"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        end_process_group(head.pid)
+        head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_killed_ray_sweep_resumes_and_ends_with_the_trials_asked(space, prepared, tmp_path, ray_head):
+    folder = tmp_path / "sweeps" / "rk"
+
+    def ray_sweep(trials: int, *more) -> list[str]:
+        return [str(a) for a in sweep_args(space, prepared, "rk", trials, "--ray", ray_head, "--cpus-per-trial", 1,
+                                           *more)]
+
+    driver = subprocess.Popen([sys.executable, "-m", "numerflow", *ray_sweep(4)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:  # Tune has saved its state, trials are running
+        if list(folder.glob("ray/experiment_state-*.json")) and len(list(folder.glob("ray/trainable_*"))) >= 2:
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the sweep ended before it could be killed: " + driver.stderr.read().decode()
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert not (folder / "trials.csv").exists()  # the killed driver published nothing
+
+    out = numerflow_cli(*ray_sweep(4, "--resume"), cwd=tmp_path)
+    assert "Resuming the Ray Tune run" in out.stdout
+    resumed = table(folder)
+    assert list(resumed["number"]) == [0, 1, 2, 3] and set(resumed["state"]) <= {"COMPLETE", "PRUNED"}
+    assert resumed["lr"].nunique() == 4
+
+    # --trials may grow on --resume: one more Tune run draws the rest, the earlier trials kept as they were.
+    numerflow_cli(*ray_sweep(6, "--resume"), cwd=tmp_path)
+    grown = table(folder)
+    assert len(grown) == 6 and set(grown["state"]) <= {"COMPLETE", "PRUNED"} and grown["lr"].nunique() == 6
+    pd.testing.assert_frame_equal(grown.head(4), resumed)
+    best = json.loads((folder / "best.json").read_text())
+    assert best["score"] == pytest.approx(grown.loc[grown["state"] == "COMPLETE", "score"].max())
+    assert (folder / "best.pt").is_file()
+
+
 BAD_SPACES = {
     "unknown option": ("lr = [0.01]\nlearning_rat = [0.1]\n", "unknown option 'learning_rat'"),
     "low above high": ("dropout = {low = 0.6, high = 0.1}\n", "low (0.6) > high (0.1)"),
@@ -234,3 +319,37 @@ def test_resume_with_another_space_is_refused_and_changes_nothing(space, prepare
                                       "--seed", "3", "--resume"])
     assert result.exit_code == 1 and "cannot resume with different settings: space" in result.output, result.output
     assert (tmp_path / "sweeps" / "sweep" / "trials.csv").read_bytes() == before
+
+
+# --- pruning: never at a trial's last epoch ---------------------------------------------------------
+
+
+def far_ahead_history(steps: int) -> list:
+    """Four finished trials scoring 1.0 (unreachable) at every step: the median pruner (from step 2,
+    after 4 trials) judges any real trial behind them at every step it may prune."""
+    import optuna
+
+    return [optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=1.0, params={}, distributions={},
+                                      intermediate_values={step: 1.0 for step in range(1, steps + 1)})
+            for _ in range(4)]
+
+
+@pytest.mark.parametrize("kind", ["epochs", "cv folds"])
+def test_a_trial_that_ran_all_its_epochs_is_complete_never_pruned(kind, prepared, tmp_path):
+    from numerflow.config import CvConfig, TrainConfig
+    from numerflow.sweeps.local import TrialJob, run_job
+    from numerflow.sweeps.objective import Objective
+
+    def job(steps: int) -> TrialJob:
+        config = TrainConfig(data=prepared, layers=[8], batch_size=256, device="cpu",
+                             epochs=steps if kind == "epochs" else 1)
+        cv = CvConfig(**vars(config), folds=steps, embargo=0) if kind == "cv folds" else None
+        return TrialJob(0, {}, config, prepared, Objective(), "median", far_ahead_history(3), tmp_path / f"{steps}.pt", cv)
+
+    # Behind the others at step 2 of 3: pruned there, its last step never run...
+    cut = run_job(job(3))
+    assert cut.state == "PRUNED" and len(cut.scores) == 2
+    # ...but step 2 of 2 is its last: the trial is finished, and complete with its score.
+    whole = run_job(job(2))
+    assert whole.state == "COMPLETE" and len(whole.scores) == 2 and 1 <= whole.best_epoch <= 2
+    assert (tmp_path / "2.pt").is_file() == (kind == "epochs")  # a cv trial leaves no model

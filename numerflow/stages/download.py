@@ -4,7 +4,8 @@ Caching: `.download_manifest.json` in the version folder records each fetched fi
 SHA-256 and ETag. A file counts as complete when its content still matches its record (or, for a
 file numerflow did not fetch, when it is whole Parquet/JSON), so a rerun sends no file request at
 all. A body is accepted only when provably whole (see api.download_file); until then it lives in a
-`.<name>.partial` file that the next run resumes, so a final name always means a complete file.
+`.<name>.partial` file that the next run resumes (with If-Range: only while the server's file is
+the one it began with), so a final name always means a complete file.
 
 The live files change every round: they are kept as live_<round>.parquet,
 live_example_preds_<round>.parquet and live_benchmark_models_<round>.parquet; the current round's

@@ -2,9 +2,11 @@
 data with Numerai's definitions, and write reports/<name>/{report.json, per_era.csv, per_era.png}.
 
 Data may be a prepared validation.parquet (the default) or a raw Numerai one (rows with
-data_type == "validation" are kept). meta_model.parquet and validation_example_preds.parquet are
-looked up beside a raw file, or in the version folder a prepared file came from (its manifest's
-`version_dir`); without them MMC and the example correlation are left out with a note.
+data_type == "validation" are kept), or several files whose rows are scored as one set (a cv run's
+out-of-fold predictions cover prepared train.parquet and validation.parquet).
+meta_model.parquet and validation_example_preds.parquet are looked up beside a raw file, or in the
+version folder a prepared file came from (its manifest's `version_dir`); without them MMC and the
+example correlation are left out with a note.
 """
 
 from __future__ import annotations
@@ -96,24 +98,70 @@ def json_safe(value):
 # --- inputs -------------------------------------------------------------------------------------
 
 
+class DataFiles(tuple):
+    """Several data files scored as one set of rows: how messages and the report name them (as a
+    Path names one file: str() is their paths, .name their file names, joined by " + ")."""
+
+    def __str__(self) -> str:
+        return " + ".join(map(str, self))
+
+    @property
+    def name(self) -> str:
+        return " + ".join(path.name for path in self)
+
+
 @dataclass
 class _Data:
-    path: Path
+    path: Path | DataFiles
     source_dir: Path | None  # where meta_model / example preds live
     target: str
     aux_targets: list[str]
     features: list[str]  # for exposure / FNC
     binned: bool = False  # continuous features read as 5 buckets within each era (binning.py)
     row_ids: "RowIds | None" = None  # the validation rows' ids, hashed once when first matched
+    parts: list["_Data"] = field(default_factory=list)  # several data files: each one's own description
+    rows: int = 0  # rows read from this file
+
+    @property
+    def files(self) -> list["_Data"]:
+        """One description per file, in the order given."""
+        return self.parts or [self]
 
 
-def _data_path(config: ValidateConfig) -> Path:
+def _data_paths(config: ValidateConfig) -> list[Path]:
     if config.data is not None:
-        return Path(config.data)
+        paths = [Path(p) for p in config.data] if isinstance(config.data, (list, tuple)) else [Path(config.data)]
+        if not paths:
+            raise ConfigError("--data: no file given")
+        repeated = sorted({str(p) for p in paths if paths.count(p) > 1})
+        if repeated:
+            raise ConfigError(f"--data {', '.join(repeated)}: given more than once (its rows would be scored twice)")
+        return paths
     path = Path(config.data_dir) / "prepared" / schema.VALIDATION_FILE
     if not path.is_file():
         raise DataError(f"{path}: file not found (run `numerflow prepare` first, or pass --data)")
-    return path
+    return [path]
+
+
+def _describe_files(paths: list[Path], config: ValidateConfig) -> _Data:
+    """_describe_data of one file, or of several scored as one set of rows: they must agree on the
+    main target; auxiliary targets and features are those every file has; the version folder
+    (meta model, example predictions, benchmark) is theirs when they share one."""
+    parts = [_describe_data(path, config) for path in paths]
+    if len(parts) == 1:
+        return parts[0]
+    targets = {part.target for part in parts}
+    if len(targets) > 1:
+        named = ", ".join(f"{part.path.name}: '{part.target}'" for part in parts)
+        raise DataError(f"--data files have different main targets ({named}); choose one with --target")
+    aux = [t for t in parts[0].aux_targets if all(t in part.aux_targets for part in parts)]
+    others = [set(part.features) for part in parts[1:]]
+    features = [f for f in parts[0].features if all(f in names for names in others)]
+    folders = {part.source_dir for part in parts}
+    for part in parts:
+        part.aux_targets = aux  # every file is read with the same columns
+    return _Data(DataFiles(paths), folders.pop() if len(folders) == 1 else None, parts[0].target, aux, features,
+                 parts=parts)
 
 
 def _describe_data(path: Path, config: ValidateConfig) -> _Data:
@@ -195,18 +243,15 @@ def _foreign_ids_note(predictions, data: _Data, notes: list[str]):
     """Predictions for ids that are the file's other rows (test/live rows of an all-in-one
     tournament file) are not errors: they are left out with a note. Returns the predictions to
     place; ids in no row of the file stay for RowIds.place to refuse."""
-    if schema.DATA_TYPE not in schema.parquet_columns(data.path):
+    raw = [part.path for part in data.files if schema.DATA_TYPE in schema.parquet_columns(part.path)]
+    if not raw:
         return predictions
     unknown = predictions.index[data.row_ids.positions(predictions.index) < 0]
     if not len(unknown):
         return predictions
-    import pyarrow.parquet as pq
-
     import pandas as pd
 
-    table = pq.read_table(data.path, columns=[schema.ID, schema.DATA_TYPE])
-    kinds = pd.Series(table.column(schema.DATA_TYPE).cast("string").to_numpy(zero_copy_only=False),
-                      index=table.column(schema.ID).cast("string").to_numpy(zero_copy_only=False)).astype(str)
+    kinds = pd.concat([_row_kinds(path) for path in raw])
     other = kinds[kinds.index.isin(unknown)]
     if not len(other):
         return predictions
@@ -216,6 +261,17 @@ def _foreign_ids_note(predictions, data: _Data, notes: list[str]):
     notes.append(f"{len(other):,} predicted id(s) are {_counts(other)} rows of {data.path.name}, not validation "
                  f"rows: left out")
     return predictions.drop(other.index)
+
+
+def _row_kinds(path: Path):
+    """A raw file's data_type per row, indexed by id."""
+    import pyarrow.parquet as pq
+
+    import pandas as pd
+
+    table = pq.read_table(path, columns=[schema.ID, schema.DATA_TYPE])
+    return pd.Series(table.column(schema.DATA_TYPE).cast("string").to_numpy(zero_copy_only=False),
+                     index=table.column(schema.ID).cast("string").to_numpy(zero_copy_only=False)).astype(str)
 
 
 def _counts(kinds) -> str:
@@ -235,6 +291,41 @@ def _read_validation_rows(data: _Data, features: list[str], names) -> tuple[np.n
         if not _is_numeric(frame[name]):
             raise DataError(f"{data.path}: target column '{name}' holds {frame[name].dtype} values, not numbers")
     return matrix, frame
+
+
+def _read_rows(data: _Data, features: list[str], needed_by=None) -> tuple[np.ndarray, object]:
+    """_read_validation_rows of every data file, their rows joined in the order the files were
+    given. With `needed_by` (a checkpoint) each file must hold all its features."""
+    read = []
+    for part in data.files:
+        names = schema.parquet_columns(part.path)
+        if needed_by is not None:
+            schema.require_columns(part.path, features, names, needed_by=needed_by, error=CheckpointError)
+        read.append(_read_validation_rows(part, features, names))
+        part.rows = len(read[-1][1])
+    data.binned = any(part.binned for part in data.files)
+    if len(read) == 1:
+        return read[0]
+    import pandas as pd
+
+    return np.concatenate([matrix for matrix, _ in read]), pd.concat([frame for _, frame in read])
+
+
+def _row_ids(frame, data: _Data) -> "RowIds":
+    """The data rows' ids hashed once. An id in two of several files is an error naming them."""
+    try:
+        return RowIds(frame.index, data.path)
+    except DataError:
+        if not data.parts:
+            raise
+        ids, start = _as_text(frame.index), 0  # repeated ids: within one of the files, or across them
+        for part in data.parts:
+            repeated = int(ids[start:start + part.rows].duplicated().sum())
+            start += part.rows
+            if repeated:
+                raise DataError(f"{part.path}: {repeated} duplicate id(s)") from None
+        raise DataError(f"{int(ids.duplicated().sum())} id(s) are rows of more than one --data file "
+                        f"({data.path.name}): each row must come from one file") from None
 
 
 def _read_features(data: _Data, features: list[str], columns: list[str], where):
@@ -494,9 +585,7 @@ def _model_predictions(config: ValidateConfig, data: _Data):
 
     checkpoint = load_checkpoint(config.model)
     features = list(checkpoint["features"])
-    names = set(schema.parquet_columns(data.path))
-    schema.require_columns(data.path, features, names, needed_by=config.model, error=CheckpointError)
-    matrix, frame = _read_validation_rows(data, features, names)
+    matrix, frame = _read_rows(data, features, needed_by=config.model)
     model = load_model(checkpoint)
     device = resolve_device(config.device)
     raw = predict_scores(model, matrix, device=device, predict_with=checkpoint.get("predict_with", "main"),
@@ -510,10 +599,9 @@ def _model_predictions(config: ValidateConfig, data: _Data):
 
 def _file_predictions(config: ValidateConfig, data: _Data, notes: list[str]):
     predictions = read_predictions(config.predictions)
-    names = schema.parquet_columns(data.path)
     features = data.features if config.exposure else []
-    matrix, frame = _read_validation_rows(data, features, names)
-    data.row_ids = RowIds(frame.index, data.path)
+    matrix, frame = _read_rows(data, features)
+    data.row_ids = _row_ids(frame, data)
     predictions = _foreign_ids_note(predictions.rename(source_name(config.predictions)), data, notes)
     values = data.row_ids.place(predictions.index, predictions.to_numpy(), source_name(config.predictions), strict=True)
     return values, matrix, frame
@@ -539,7 +627,7 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
     with_prediction = np.isfinite(predictions)
     if not with_prediction.any():
         raise DataError(f"{data.path}: no rows to score")
-    row_ids = data.row_ids if data.row_ids is not None else RowIds(frame.index, data.path)
+    row_ids = data.row_ids if data.row_ids is not None else _row_ids(frame, data)
     if not with_prediction.all():
         row_ids = row_ids.restricted_to(with_prediction)
         notes.append(f"{int((~with_prediction).sum()):,} validation rows have no prediction: scored the "
@@ -661,7 +749,7 @@ def validate(config: ValidateConfig) -> Report:
     """Score a model or a predictions file era by era; write the report files unless told not to."""
     if config.predictions is None and config.model is None:
         raise ConfigError("validate: give --model or --predictions")
-    data = _describe_data(_data_path(config), config)
+    data = _describe_files(_data_paths(config), config)
     notes: list[str] = []
     if config.predictions is not None:
         source = Path(source_name(config.predictions))
@@ -671,7 +759,8 @@ def validate(config: ValidateConfig) -> Report:
         predictions, matrix, frame = _model_predictions(config, data)
     _no_features_note(config, data, matrix, notes)
     report_data = score(predictions, frame, matrix, data, config, notes)
-    report_data = {"source": str(source), "data": str(data.path), **report_data, "notes": notes}
+    named = [str(p) for p in data.path] if data.parts else str(data.path)  # several files: a list
+    report_data = {"source": str(source), "data": named, **report_data, "notes": notes}
     report = Report(data=json_safe(report_data), source=str(source), data_path=data.path, notes=notes)
     if config.write_report:
         report.report_dir = Path(config.report_dir) if config.report_dir else DEFAULT_REPORTS_DIR / source.stem

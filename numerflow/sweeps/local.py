@@ -97,10 +97,12 @@ def run_job(job: TrialJob) -> TrialOutcome:
     judge = _snapshot_trial(job.pruner, job.history)
     scores: list[float] = []
 
-    def on_epoch(epoch: int, score: float, _checkpoint) -> None:
+    def on_epoch(epoch: int, score: float, _checkpoint, final: bool) -> None:
         scores.append(score)
         judge.report(score, epoch)
-        if judge.should_prune():
+        # A trial that has run all its epochs (or folds) is finished: its score stands, whatever
+        # the pruner would say of it (pruning exists to save the epochs still to come).
+        if not final and judge.should_prune():
             raise optuna.TrialPruned()
 
     try:

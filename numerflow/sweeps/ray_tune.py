@@ -10,7 +10,7 @@ Ray is an optional extra: `pip install numerflow[ray]`.
 from __future__ import annotations
 
 import math
-import os
+import re
 import shutil
 import socket
 import tempfile
@@ -67,7 +67,8 @@ def max_epochs(space: Space) -> int:
 
 def trainable(params: dict, space: Space, data: str, seed: int, device: str, objective: Objective) -> None:
     """One Ray Tune trial: train on this worker's copy of the data, report after every epoch
-    (the best score so far as `score`), attach a checkpoint whenever the epoch is the best yet."""
+    (the best score so far as `score`; `finished` once the trial has run its last epoch, or a
+    --patience stop), attach a checkpoint whenever the epoch is the best yet."""
     from ray import tune
 
     from numerflow.sweeps.trial import fit_in_memory, load_prepared
@@ -75,8 +76,8 @@ def trainable(params: dict, space: Space, data: str, seed: int, device: str, obj
     config = space.train_settings(params, data=data, seed=seed, device=device)
     best = {"score": -math.inf}
 
-    def on_epoch(epoch: int, score: float, checkpoint) -> None:
-        metrics = {"epoch": epoch, "epoch_score": score, "score": max(best["score"], score)}
+    def on_epoch(epoch: int, score: float, checkpoint, final: bool) -> None:
+        metrics = {"epoch": epoch, "epoch_score": score, "score": max(best["score"], score), "finished": final}
         if score > best["score"] or epoch == 1:
             best["score"] = score
             with tempfile.TemporaryDirectory() as folder:
@@ -90,62 +91,114 @@ def trainable(params: dict, space: Space, data: str, seed: int, device: str, obj
     try:
         fit_in_memory(config, load_prepared(data, objective.needs_meta_model), objective, on_epoch)
     except NumerflowError as exc:  # e.g. diverged: a bad trial (no retry), not a broken worker
-        tune.report({"epoch": 0, "epoch_score": -math.inf, "score": -math.inf, "error": str(exc)})
+        tune.report({"epoch": 0, "epoch_score": -math.inf, "score": -math.inf, "finished": True, "error": str(exc)})
+
+
+EXPERIMENT = "ray"  # Ray Tune's run folder under sweeps/<name>/; a --resume that adds trials adds ray-2/, ...
 
 
 def run(config, space: Space, objective: Objective, out_dir: Path, ray, say) -> list[dict]:
     """Run the sweep through Ray Tune; returns results.rows-style rows, the best trial's
-    checkpoint copied to out_dir/trials/<number>.pt."""
-    import optuna
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+    checkpoint copied to out_dir/trials/<number>.pt.
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    epochs = max_epochs(space)
+    With --resume, every earlier Ray Tune run of the sweep is restored (Tuner.restore: trials a
+    killed driver left unfinished, or errored, are run to the end; a finished run returns at
+    once). If those hold fewer than --trials trials, one more run draws the rest, its Optuna
+    search told the earlier trials' parameters and scores (OptunaSearch's evaluated_rewards)."""
+    from ray import tune
+
     function = tune.with_parameters(trainable, space=space, data=str(Path(config.data).resolve()), seed=config.seed,
                                     device=config.device, objective=objective)
     function = tune.with_resources(function, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
-    storage = str(out_dir.resolve())
-    if config.resume and tune.Tuner.can_restore(os.path.join(storage, "ray")):
-        say(f"Resuming the Ray Tune run in {storage}/ray")
-        tuner = tune.Tuner.restore(os.path.join(storage, "ray"), function, resume_errored=True)
-    else:
-        search = OptunaSearch(space=space.distributions(), metric="score", mode="max",
-                              sampler=optuna.samplers.TPESampler(seed=config.seed))
-        tuner = tune.Tuner(
-            function,
-            tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=search, num_samples=config.trials,
-                                        scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=1,
-                                                                reduction_factor=3),
-                                        reuse_actors=True),
-            run_config=tune.RunConfig(name="ray", storage_path=storage, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-    grid = tuner.fit()
-    rows = rows_from_grid(grid, space, epochs)
-    _copy_best_checkpoint(grid, rows, out_dir)
+    done, grids = [], []
+    for name in earlier_runs(out_dir) if config.resume else []:
+        say(f"Resuming the Ray Tune run in {out_dir.resolve() / name}")
+        grids.append(tune.Tuner.restore(str(out_dir.resolve() / name), function, resume_errored=True).fit())
+        done.append(name)
+    rows = rows_from_grids(grids, space)
+    if config.trials > len(rows):
+        name = next(n for n in run_names() if n not in done)
+        grids.append(new_tuner(config, space, function, out_dir, name, config.trials - len(rows), rows).fit())
+        rows = rows_from_grids(grids, space)
+    _copy_best_checkpoint(grids, rows, out_dir)
     for row in rows:
         say(f"trial {row['number']}: {row['state'].lower()} after {row['epochs']} epoch(s), score {row['score']:.4f}")
     return rows
 
 
-def _ordered(grid) -> list:
-    """The grid's results in the order Tune created the trials (their ids end in a counter)."""
-    results = [grid[i] for i in range(len(grid))]
-    return sorted(results, key=lambda r: (r.metrics or {}).get("trial_id", "") or str(r.path))
+def run_names():
+    """ray, ray-2, ray-3, ...: the sweep's Ray Tune runs in the order they are made."""
+    yield EXPERIMENT
+    number = 2
+    while True:
+        yield f"{EXPERIMENT}-{number}"
+        number += 1
 
 
-def rows_from_grid(grid, space: Space, epochs: int) -> list[dict]:
+def earlier_runs(out_dir: Path) -> list[str]:
+    """The sweep's Ray Tune runs that can be restored, in order (a driver killed before Tune saved
+    its first state leaves none)."""
+    from ray import tune
+
+    names = []
+    for name in run_names():
+        if not (out_dir / name).is_dir():
+            return names
+        if tune.Tuner.can_restore(str((out_dir / name).resolve())):
+            names.append(name)
+
+
+def new_tuner(config, space: Space, function, out_dir: Path, name: str, trials: int, earlier: list[dict]):
+    """A Ray Tune run of `trials` trials: OptunaSearch (TPE, seeded; told the `earlier` trials'
+    scores), ASHA early stopping on epochs, failed trials retried."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from numerflow.sweeps.local import sampler_for
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    scored = [row for row in earlier if row["state"] in ("COMPLETE", "PRUNED") and math.isfinite(row["score"])]
+    # A continuation draws from another seed: the first run's would repeat its random first trials.
+    sampler = sampler_for(config.seed, len(earlier)) if earlier else optuna.samplers.TPESampler(seed=config.seed)
+    search = OptunaSearch(space=space.distributions(), metric="score", mode="max", sampler=sampler,
+                          points_to_evaluate=[{n: row[n] for n in space.names} for row in scored] or None,
+                          evaluated_rewards=[row["score"] for row in scored] or None)
+    return tune.Tuner(
+        function,
+        tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=search, num_samples=trials,
+                                    scheduler=ASHAScheduler(time_attr="epoch", max_t=max_epochs(space), grace_period=1,
+                                                            reduction_factor=3),
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(out_dir.resolve()), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def _ordered(grids) -> list:
+    """Every run's results, runs in order and each run's trials in the order Tune created them:
+    a trial's folder is <trainable>_<trial_id>_<counter>_<params> (the ids are random)."""
+    def created(result) -> int:
+        trial_id = re.escape(str((result.metrics or {}).get("trial_id", "")))
+        found = re.match(rf".*?_{trial_id}_(\d+)_", Path(str(result.path)).name)
+        return int(found.group(1)) if found else 1 << 62
+
+    return [result for grid in grids for result in sorted((grid[i] for i in range(len(grid))), key=created)]
+
+
+def rows_from_grids(grids, space: Space) -> list[dict]:
     rows = []
-    ordered = _ordered(grid)
+    ordered = _ordered(grids)
     starts = [m["timestamp"] - m.get("time_total_s", 0) for m in (r.metrics or {} for r in ordered) if "timestamp" in m]
     start = min(starts, default=0)
     for number, result in enumerate(ordered):
         m = result.metrics or {}
         run = int(m.get("epoch", 0))
-        state = ("FAIL" if result.error or m.get("error") else
-                 "COMPLETE" if run >= space.train_settings(_params(m, space)).epochs else "PRUNED")
+        # A trial that reported its final epoch is complete even if ASHA stopped it there (records
+        # from before `finished` was reported: complete when it ran all its epochs).
+        finished = m.get("finished", run >= space.train_settings(_params(m, space)).epochs)
+        state = "FAIL" if result.error or m.get("error") else "COMPLETE" if finished else "PRUNED"
         rows.append({"number": number, "state": state, "score": float(m.get("score", math.nan)), "epochs": run,
                      "best_epoch": run, "seconds": float(m.get("time_total_s", math.nan)),
                      "finished_s": float(m["timestamp"] - start) if "timestamp" in m else math.nan,
@@ -158,14 +211,14 @@ def _params(metrics: dict, space: Space) -> dict:
     return {name: config.get(name) for name in space.names}
 
 
-def _copy_best_checkpoint(grid, rows: list[dict], out_dir: Path) -> None:
+def _copy_best_checkpoint(grids, rows: list[dict], out_dir: Path) -> None:
     from numerflow.files import atomic_path
     from numerflow.sweeps.results import best_row
 
     best = best_row(rows)
     if best is None:
         return
-    result = _ordered(grid)[best["number"]]
+    result = _ordered(grids)[best["number"]]
     if result.checkpoint is None:
         return
     (out_dir / "trials").mkdir(exist_ok=True)

@@ -86,11 +86,12 @@ class TrialResult:
 
 
 def fit_in_memory(config: TrainConfig, data: PreparedData, objective: Objective,
-                  on_epoch: Callable[[int, float, Callable[[], dict]], None] | None = None) -> TrialResult:
+                  on_epoch: Callable[[int, float, Callable[[], dict], bool], None] | None = None) -> TrialResult:
     """Train `config` on `data`, scoring `objective` on validation after each epoch; the best epoch
-    (by the objective) is the result. `on_epoch(epoch, score, checkpoint)` is called after each
-    epoch (`checkpoint()` builds the best epoch's checkpoint so far); it may raise to stop the
-    trial (optuna.TrialPruned)."""
+    (by the objective) is the result. `on_epoch(epoch, score, checkpoint, final)` is called after
+    each epoch (`checkpoint()` builds the best epoch's checkpoint so far; `final`: the trial ends
+    with this epoch, its last or a --patience stop); before the final epoch it may raise to stop
+    the trial (optuna.TrialPruned)."""
     from numerflow.checkpoint import predict_scores
     from numerflow.devices import resolve_device
     from numerflow.stages.train import build_training, check_finite, cpu_copy, rows_on, run_epoch
@@ -117,9 +118,11 @@ def fit_in_memory(config: TrainConfig, data: PreparedData, objective: Objective,
         metrics.append({"epoch": epoch + 1, "train_loss": train_loss, **summary})
         if best["state"] is None or scores[-1] > scores[best["epoch"] - 1]:
             best = {"epoch": epoch + 1, "state": cpu_copy(model)}
+        final = epoch + 1 == config.epochs or (config.patience is not None
+                                               and epoch + 1 - best["epoch"] >= config.patience)
         if on_epoch:
-            on_epoch(epoch + 1, scores[-1], checkpoint)
-        if config.patience is not None and epoch + 1 - best["epoch"] >= config.patience:
+            on_epoch(epoch + 1, scores[-1], checkpoint, final)
+        if final:
             break
     return TrialResult(scores, best["epoch"], time.perf_counter() - started, checkpoint())
 
@@ -144,10 +147,10 @@ def train_split_with(data: PreparedData, targets: list[str]):
 
 
 def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
-              on_fold: Callable[[int, float, None], None] | None = None) -> TrialResult:
+              on_fold: Callable[[int, float, None, bool], None] | None = None) -> TrialResult:
     """Score `cv_config` (a config.CvConfig) by era-wise cross-validation on `data`'s training
     eras with `numerflow cv`'s own folds and fold runner: after each fold, the objective of the
-    out-of-fold predictions so far goes to `on_fold(fold, score, None)` (pruning); the trial's
+    out-of-fold predictions so far goes to `on_fold(fold, score, None, final)` (pruning); the trial's
     score is the objective over all folds. No checkpoint: the folds' models are not the result."""
     import pandas as pd
 
@@ -169,5 +172,5 @@ def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
         scores.append(objective.scores(oof[schema.PREDICTION].to_numpy(np.float64), oof[main].to_numpy(np.float64),
                                        oof[schema.ERA].to_numpy())["objective"])
         if on_fold:
-            on_fold(fold.number, scores[-1], None)
+            on_fold(fold.number, scores[-1], None, fold is folds[-1])
     return TrialResult(scores, len(scores), time.perf_counter() - started, None)
