@@ -257,22 +257,22 @@ def choose_docker_image(images: dict[str, str], python: tuple[int, int]) -> str:
 
 
 def trained_manifests(checkpoints: list[dict]) -> list[dict | None]:
-    """What each checkpoint was trained on: the version record it carries ("trained_on"), or for
-    checkpoints written before it did, its prepare manifest (train_config's `data` folder), which
-    may have been prepared anew since; None where neither is there."""
+    """Each checkpoint's prepare manifest (train_config's `data` folder; None where it is gone), its
+    "version" the one the checkpoint records it was trained on ("trained_on") when it does: the
+    folder may have been prepared anew from another version since. Older checkpoints: the folder's."""
     manifests = []
     for checkpoint in checkpoints:
-        trained_on = checkpoint.get("trained_on")
-        if isinstance(trained_on, dict) and trained_on.get("version"):
-            manifests.append(trained_on)
-            continue
         data = (checkpoint.get("train_config") or {}).get("data")
         path = Path(str(data)) / "manifest.json" if data else None
         try:
             manifest = json.loads(path.read_text()) if path and path.is_file() else None
         except (OSError, ValueError):
             manifest = None
-        manifests.append(manifest if isinstance(manifest, dict) else None)
+        manifest = manifest if isinstance(manifest, dict) else None
+        trained_on = checkpoint.get("trained_on")
+        if isinstance(trained_on, dict) and trained_on.get("version"):
+            manifest = {**(manifest or {}), "version": trained_on["version"]}
+        manifests.append(manifest)
     return manifests
 
 

@@ -243,9 +243,10 @@ class FitResult:
                                self.metrics, self.best_epoch, manifest)
 
 
-# What a checkpoint keeps of the prepared manifest as "trained_on": the data version (export uploads
-# for it) and its folder (export's default live features), even after the folder is prepared anew.
-TRAINED_ON_KEYS = ("version", "version_dir")
+# What a checkpoint keeps of the prepared manifest as "trained_on": the data version, which export
+# uploads for even after the folder is prepared anew (no paths: the same run in another folder
+# writes the same bytes).
+TRAINED_ON_KEYS = ("version",)
 
 
 def checkpoint_dict(config: TrainConfig, model_config: dict, features: list[str], targets: list[str],
