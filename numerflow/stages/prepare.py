@@ -202,13 +202,13 @@ def _main_target(requested: str, available: list[str], train: _Source) -> tuple[
 
 
 def _same_values(src: _Source, first: str, second: str) -> bool:
-    """Whether two columns of `src` hold the same values on every row (NaN equal to NaN), read a
-    row group at a time."""
+    """Whether two columns of `src` hold the same values on every row (NaN or null equal to NaN or
+    null), read a row group at a time. Compared in Arrow: converting to numpy would import pandas."""
     with _open(src) as parquet:
         for group in range(parquet.metadata.num_row_groups):
             table = _read(parquet, group, [first, second], src)
-            a, b = (table.column(i).cast(pa.float64()).to_numpy() for i in (0, 1))
-            if not np.array_equal(a, b, equal_nan=True):
+            a, b = (pc.fill_null(table.column(i).cast(pa.float64()), float("nan")) for i in (0, 1))
+            if not pc.all(pc.or_(pc.equal(a, b), pc.and_(pc.is_nan(a), pc.is_nan(b)))).as_py():
                 return False
     return True
 
@@ -372,7 +372,7 @@ class _BackgroundWriter:
         # (docs/benchmarks.md). Dictionaries where they pay: eras and targets have a few distinct
         # values, ids have none. Column statistics only for those: nothing reads feature min/max.
         features = [f.name for f in out_schema if pa.types.is_int8(f.type)]
-        others = [f.name for f in out_schema if f.name not in set(features)]
+        others = [f.name for f in out_schema if not pa.types.is_int8(f.type)]
         dictionary = [name for name in others if name != schema.ID]
         self.writer = pq.ParquetWriter(dest, out_schema, compression={name: "zstd" for name in others}
                                        | {name: "none" for name in features},
