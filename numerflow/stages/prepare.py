@@ -205,12 +205,14 @@ def _main_target(requested: str, available: list[str], train: _Source) -> tuple[
 
 def _same_values(src: _Source, first: str, second: str) -> bool:
     """Whether two columns of `src` hold the same values on every row (NaN or null equal to NaN or
-    null), read a row group at a time. Compared in Arrow: converting to numpy would import pandas."""
+    null), read a row group at a time, compared in Arrow."""
     with _open(src) as parquet:
         for group in range(parquet.metadata.num_row_groups):
             table = _read(parquet, group, [first, second], src)
-            a, b = (pc.fill_null(table.column(i).cast(pa.float64()), float("nan")) for i in (0, 1))
-            if not pc.all(pc.or_(pc.equal(a, b), pc.and_(pc.is_nan(a), pc.is_nan(b)))).as_py():
+            a, b = (table.column(i).cast(pa.float64()) for i in (0, 1))
+            both_missing = pc.and_(pc.is_null(a, nan_is_null=True), pc.is_null(b, nan_is_null=True))
+            # null where only one value is missing, so not all true
+            if pc.all(pc.or_kleene(both_missing, pc.equal(a, b)), skip_nulls=False).as_py() is not True:
                 return False
     return True
 
@@ -397,12 +399,14 @@ class _BackgroundWriter:
     """A ParquetWriter for one output file whose writes and close run on the shared _WriterThread."""
 
     def __init__(self, dest: tuple[FileSet, str], out_schema: pa.Schema, thread: _WriterThread):
-        # Features as DELTA_BINARY_PACKED pages, uncompressed: 0..4 values pack into 4 bits with
-        # no hashing, so encoding costs about half the CPU time of dictionary pages (which made
-        # writing 3x slower than reading) and reads back fastest of the encodings measured, at
-        # 0.52 bytes per value against dictionary + zstd's 0.35 and byte-stream-split + LZ4's 0.67
-        # (docs/benchmarks.md). Dictionaries where they pay: eras and targets have a few distinct
-        # values, ids have none. Column statistics only for those: nothing reads feature min/max.
+        # Features as BYTE_STREAM_SPLIT pages compressed with LZ4: the cheapest compact encoding
+        # measured for 0..4 int8 values (stored as 4-byte INT32, three of whose byte streams are
+        # zeros LZ4 skips quickly). Against DELTA_BINARY_PACKED, uncompressed (the previous
+        # choice), it writes with ~20 % less CPU and reads back faster in schema.read_matrix, at
+        # 0.65 bytes per value instead of 0.51; dictionary pages with zstd (0.35) cost twice the
+        # CPU (docs/benchmarks.md). Writing is prepare's slowest step and runs on one thread.
+        # Dictionaries where they pay: eras and targets have a few distinct values, ids have
+        # none. Column statistics only for those: nothing reads feature min/max.
         features = [f.name for f in out_schema if pa.types.is_int8(f.type)]
         others = [f.name for f in out_schema if not pa.types.is_int8(f.type)]
         dictionary = [name for name in others if name != schema.ID]
@@ -413,8 +417,8 @@ class _BackgroundWriter:
         self.sink = pa.OSFile(str(outputs.path(member)), "wb")
         try:
             self.writer = pq.ParquetWriter(self.sink, out_schema,
-                                           compression={name: "zstd" for name in others} | {name: "none" for name in features},
-                                           column_encoding={name: "DELTA_BINARY_PACKED" for name in features},
+                                           compression={name: "zstd" for name in others} | {name: "lz4" for name in features},
+                                           column_encoding={name: "BYTE_STREAM_SPLIT" for name in features},
                                            use_dictionary=dictionary, write_statistics=others,
                                            write_batch_size=WRITE_BATCH)
         except OSError as exc:
