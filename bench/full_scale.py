@@ -71,8 +71,13 @@ def write_data(data_dir: Path, train_rows: int, validation_rows: int, features: 
     write_synthetic(SyntheticConfig(data_dir=data_dir, eras=eras, rows_per_era=rows_per_era, features=features, seed=0))
 
 
-def numerflow(*args: str) -> list[str]:
-    return [sys.executable, "-m", "numerflow", *args]
+def numerflow(*args: str, source: Path | None = None) -> list[str]:
+    """The command running numerflow with `args`: the installed package, or the one under `source`."""
+    if source is None:
+        return [sys.executable, "-m", "numerflow", *args]
+    code = (f"import runpy, sys; sys.path.insert(0, {str(source.resolve())!r}); "
+            "runpy.run_module('numerflow', run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", code, *args]
 
 
 def main() -> None:
@@ -88,6 +93,9 @@ def main() -> None:
                         "(at full size it holds ~1.7x the int8 bytes; read_row_groups is still measured)")
     parser.add_argument("--only-prepare", action="store_true", help="stop after read_table and prepare (e.g. to "
                         "measure a change to prepare again on the data of an earlier --keep run)")
+    parser.add_argument("--compare-with", type=Path, metavar="SOURCE_DIR", help="also run each prepare stage, "
+                        "just before this tree's, with the numerflow package of another source tree (e.g. "
+                        "`git archive COMMIT | tar -x -C SOURCE_DIR`): a before/after in one invocation")
     parser.add_argument("--write-data", type=Path, help=argparse.SUPPRESS)  # the generate child
     args = parser.parse_args()
     if args.write_data:
@@ -152,14 +160,17 @@ def run(args, work: Path) -> None:
         if wall is not None:
             baselines[name] = wall
     prepared = {}
+    sources = ([(f" ({args.compare_with.name})", args.compare_with)] if args.compare_with else []) + [("", None)]
     for k in (4, 1):
         out = work / f"prepared_ds{k}"
-        wall = stage(f"prepare ds{k}", numerflow("prepare", "--dataset", str(version), "--feature-set", "all",
-                                                 "--aux-targets", "all", "--downsample", str(k), "--out-dir", str(out)),
-                     (sum(raw_rows), width), 1.5 * GIB)
-        if wall is not None:
-            rows[-1]["vs"] = {name: wall / seconds for name, seconds in baselines.items()}
-            prepared[k] = out
+        for label, source in sources:
+            wall = stage(f"prepare ds{k}{label}", numerflow("prepare", "--dataset", str(version), "--feature-set", "all",
+                                                            "--aux-targets", "all", "--downsample", str(k),
+                                                            "--out-dir", str(out), source=source),
+                         (sum(raw_rows), width), 1.5 * GIB)
+            if wall is not None:
+                rows[-1]["vs"] = {name: wall / seconds for name, seconds in baselines.items()}
+                prepared[k] = out
     if args.only_prepare:
         prepared = {}
     models = {}

@@ -235,6 +235,17 @@ def test_a_full_disk_names_the_file_an_atomic_write_was_writing(tmp_path):
         assert os_error_line(caught.value) == f"{disk / 'big.json'}: No space left on device"
 
 
+def test_prepare_on_a_full_disk_is_one_error_line_naming_the_file(tmp_path):
+    from tests.test_prepare import write_version
+
+    version = write_version(tmp_path / "data" / "v5.2", train_eras=40, rows_per_era=400)
+    with tmpfs(tmp_path / "disk", "size=8k") as disk:
+        # the train file fails on the writer thread; the error may surface after validation began
+        result = run("prepare", "--dataset", version, "--feature-set", "all", "--out-dir", disk)
+        assert error_line(result) == f"Error: {disk / 'train.parquet'}: No space left on device"
+        assert list(disk.iterdir()) == []
+
+
 def test_torch_zip_writer_failures_come_back_as_the_os_error(tmp_path):
     import torch
 

@@ -160,7 +160,7 @@ def test_prepare_output_does_not_depend_on_row_groups_or_read_budget(tmp_path, s
 def test_prepare_range_check_with_and_without_file_statistics(tmp_path, synthetic_dir, statistics):
     """prepare skips its own 0..4 check where the file's column statistics already show the range,
     and checks the values themselves where they are absent: a 7 is rejected either way, and the
-    prepared features are required (never null) DELTA_BINARY_PACKED columns."""
+    prepared features are required (never null) BYTE_STREAM_SPLIT + LZ4 columns."""
     import shutil
 
     from numerflow.config import PrepareConfig
@@ -173,7 +173,8 @@ def test_prepare_range_check_with_and_without_file_statistics(tmp_path, syntheti
     config = PrepareConfig(dataset=dataset, feature_set="all", out_dir=tmp_path / "prepared")
     result = prepare(config)
     chunk = pq.ParquetFile(result.train).metadata.row_group(0).column(2)  # a feature column
-    assert chunk.path_in_schema == result.features[1] and "DELTA_BINARY_PACKED" in chunk.encodings
+    assert chunk.path_in_schema == result.features[1] and "BYTE_STREAM_SPLIT" in chunk.encodings
+    assert chunk.compression.startswith("LZ4")
     assert not pq.read_schema(result.train).field(result.features[1]).nullable
     prepared = pd.read_parquet(result.train, columns=result.features)
     raw = pd.read_parquet(synthetic_dir / "train.parquet", columns=result.features)

@@ -123,6 +123,18 @@ def test_aux_targets_list_and_all(version_dir):
     assert all(frame[t].dtype == np.float32 for t in other_main.targets)
 
 
+def test_target_is_named_the_alias_only_when_every_value_matches(version_dir):
+    path = version_dir / "train.parquet"
+    frame = pd.read_parquet(path)
+    frame["target_ender_20"] = frame["target"]
+    frame.loc[frame.index[3], ["target", "target_ender_20"]] = np.nan  # missing in both: still the same
+    frame.to_parquet(path, row_group_size=37)
+    assert "alias of target_ender_20" in run(version_dir).target_choice
+    frame.loc[frame.index[-1], "target_ender_20"] = -1.0  # one value differs, in the last row group
+    frame.to_parquet(path, row_group_size=37)
+    assert run(version_dir).target_choice == ""
+
+
 def test_feature_set_selects_columns_in_set_order(version_dir):
     result = run(version_dir, feature_set="medium")
     expected = FEATURES[::-1][:4]
