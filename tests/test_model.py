@@ -109,3 +109,31 @@ def test_dropout_gradient_flows_through_kept_values_only():
     y.sum().backward()
     assert torch.equal(x.grad, torch.where(y != 0, 2.0, 0.0))
     assert isinstance(Dropout(0.5), torch.nn.Dropout)  # export's numpy forward skips it as nn.Dropout
+
+
+def test_fused_input_batchnorm_gives_the_modules_values_and_gradients():
+    """Training with an input BatchNorm runs it fused with the first Linear (MLP._forward_fused_input):
+    the same outputs, parameter gradients and running statistics as the modules one after another."""
+    import copy
+
+    torch.manual_seed(0)
+    fused = build_model(ModelConfig(n_features=30, layers=[16, 8], batchnorm=True, input_batchnorm=True, n_outputs=2))
+    with torch.no_grad():
+        fused.net[0].weight.uniform_(0.5, 1.5)
+        fused.net[0].bias.uniform_(-0.5, 0.5)
+    plain = copy.deepcopy(fused)
+    x = torch.randint(0, 5, (256, 30)).float()
+    out_fused = fused(x)
+    out_plain = plain.net((x - 2.0) * 0.5)  # the modules in turn, autograd through each
+    grad = torch.randn_like(out_fused)
+    out_fused.backward(grad)
+    out_plain.backward(grad)
+    torch.testing.assert_close(out_fused, out_plain)
+    for (name, a), b in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=name)
+    for (name, a), b in zip(fused.state_dict().items(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)  # running mean/var and batch counts too
+    assert fused.net[0].weight.grad.abs().sum() > 0 and fused.net[0].num_batches_tracked == 1
+    fused.eval()
+    plain.eval()
+    torch.testing.assert_close(fused(x), plain(x))  # eval: the modules themselves

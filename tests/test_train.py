@@ -52,7 +52,7 @@ def test_train_writes_checkpoint_json_and_scores_the_planted_signal(prepared, tm
     assert set(CHECKPOINT_KEYS) <= set(checkpoint)
     assert checkpoint["features"] == FEATURES and checkpoint["targets"] == ["target"]
     assert checkpoint["model_config"] == {"n_features": N_FEATURES, "layers": [16], "activation": "relu",
-                                          "dropout": 0.0, "batchnorm": False, "input_batchnorm": False,
+                                          "dropout": 0.0, "batchnorm": False, "input_batchnorm": True,
                                           "n_outputs": 1}
     assert [m["epoch"] for m in checkpoint["metrics"]] == [1, 2, 3]
     assert result.best["val_mean"] > 0.1  # the planted signal is strong at this size
