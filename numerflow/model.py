@@ -124,7 +124,8 @@ class MLP(nn.Module):
 
 
 class _NormalisedLinear(torch.autograd.Function):
-    """y = (z * scale + shift) @ weight.T (+ bias) for normalised inputs z that need no gradient.
+    """y = (z * scale + shift) @ weight.T (+ bias) for normalised inputs z that need no gradient,
+    computed as z @ (weight * scale).T + weight @ shift (+ bias).
 
     The gradients of scale and shift (per input feature) come from G = grad.T @ z, the one
     (outputs x features) product that the weight's gradient also needs: d weight = G * scale +
@@ -134,8 +135,10 @@ class _NormalisedLinear(torch.autograd.Function):
     def forward(ctx, z, scale, shift, weight, bias):
         ctx.save_for_backward(z, scale, shift, weight)
         ctx.has_bias = bias is not None
-        inputs = torch.addcmul(shift, z, scale)
-        return torch.addmm(bias, inputs, weight.t()) if bias is not None else inputs @ weight.t()
+        # Scale and shift folded into the (outputs x features) weight rather than applied to the
+        # (rows x features) batch: no batch-sized temporary (29 MB a step at 3,555 features).
+        offset = weight @ shift if bias is None else torch.addmv(bias, weight, shift)
+        return torch.addmm(offset, z, (weight * scale).t())
 
     @staticmethod
     def backward(ctx, grad):
