@@ -159,7 +159,7 @@ class TrainConfig(StageSettings):
     dropout: float = 0.5  # after each hidden layer; chosen by bench/quality.py (0.3 and 0.5 beat 0 clearly)
     batchnorm: bool = True  # fastai's layout: Linear → act → BN per layer (+0.01 corr in bench/quality.py)
     input_batchnorm: bool = True  # with batchnorm, BN on the inputs too: +0.008 mean era-Spearman in bench/quality.py
-    # (0.0748 against 0.0666, three seeds); trained fused with the first Linear (model.py), 0.69x the bare loop's rows/s
+    # (0.0748 against 0.0666, three seeds); trained fused with the first Linear (model.py): 0.76-0.85x the bare loop's rows/s
     targets: list[str] | None = None  # None: every target prepare kept, main target first
     predict_with: str = "main"  # PredictWith: main: the main target's head; mean: the mean of all heads
     loss: str = "corr"  # Loss: mse | corr (negative mean per-era Pearson within one-era batches); corr won bench/quality.py
