@@ -22,7 +22,7 @@ from numerflow.options import Loss
 @dataclass
 class Split:
     features: np.ndarray  # int8 (rows, features)
-    targets: np.ndarray  # (rows, targets), NaN where unknown: float16 when exact (see read_targets), else float32
+    targets: np.ndarray  # (rows, targets), NaN where unknown: float16 when exact (see read_eras_and_targets), else float32
     era_codes: np.ndarray  # int32 code per row
     eras: list[str]  # label of each code, in era order
     ids: np.ndarray | None = None  # each row's id (as text), when read with_ids (cv's out-of-fold rows)
@@ -49,48 +49,53 @@ def read_split(path: Path, features: list[str], targets: list[str], require_main
     release_reader_memory()
     if len(matrix) == 0:
         raise DataError(f"{path}: no rows")
-    era_codes, eras = read_era_codes(path, len(matrix))
-    values = read_targets(path, targets, len(matrix))
+    era_codes, eras, values = read_eras_and_targets(path, targets, len(matrix))
     if require_main and np.isnan(values[:, 0]).all():
         raise DataError(f"{path}: main target '{targets[0]}' has no known values (all NaN)")
     return Split(matrix, values, era_codes, eras, frame.index.astype(str).to_numpy() if with_ids else None)
 
 
-def read_era_codes(path: Path, rows: int) -> tuple[np.ndarray, list[str]]:
-    """(int32 era code per row, era labels in era order) of a file's `era` column: Arrow's
-    dictionary encoding per row group, the few labels merged and sorted at the end."""
-    import pyarrow as pa
-
+def read_eras_and_targets(path: Path, targets: list[str], rows: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(int32 era code per row, era labels in era order, target values) of a file, in one pass over
+    its row groups: each group's eras dictionary-encoded by Arrow (the few labels merged and sorted
+    at the end), its targets copied into one (rows, targets) array, NaN where unknown. The array is
+    float16 when every value is one exactly — Numerai's targets are steps of 0.25, so 2 bytes a
+    value instead of 4 (0.14 GiB at 3.7M rows x 20 targets) with nothing rounded; float32 otherwise."""
     local_codes, local_labels = [], []
-    for table in schema.row_group_tables(path, [schema.ERA]):
-        column = table.column(0)
-        if column.null_count:
-            raise DataError(f"{path}: {column.null_count} row(s) without an era")
-        encoded = column.combine_chunks().cast(pa.string()).dictionary_encode()
-        local_codes.append(encoded.indices.to_numpy().astype(np.int32, copy=False))
-        local_labels.append(encoded.dictionary.to_pylist())
+    values, start = np.empty((rows, len(targets)), dtype=np.float16), 0
+    for table in schema.row_group_tables(path, [schema.ERA] + targets):
+        codes, labels = _encode_eras(table.column(0), path)
+        local_codes.append(codes)
+        local_labels.append(labels)
+        values = _copy_targets(table.columns[1:], values, start)
+        start += table.num_rows
     eras = schema.sorted_eras(label for labels in local_labels for label in labels)
     code_of = {label: code for code, label in enumerate(eras)}
-    codes, start = np.empty(rows, dtype=np.int32), 0
+    era_codes, start = np.empty(rows, dtype=np.int32), 0
     for local, labels in zip(local_codes, local_labels):
-        codes[start:start + len(local)] = np.array([code_of[label] for label in labels], dtype=np.int32)[local]
+        era_codes[start:start + len(local)] = np.array([code_of[label] for label in labels], dtype=np.int32)[local]
         start += len(local)
-    return codes, eras
+    return era_codes, eras, values
 
 
-def read_targets(path: Path, names: list[str], rows: int) -> np.ndarray:
-    """(rows, len(names)) target values, NaN where unknown, read row group by row group. float16
-    when every value is one exactly — Numerai's targets are steps of 0.25, so 2 bytes a value
-    instead of 4 (0.14 GiB at 3.7M rows x 20 targets) with nothing rounded; float32 otherwise."""
-    values, start = np.empty((rows, len(names)), dtype=np.float16), 0
-    for table in schema.row_group_tables(path, names):
-        stop = start + table.num_rows
-        for j in range(len(names)):
-            column = table.column(j).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)  # nulls: NaN
-            if values.dtype == np.float16 and not exact_in_float16(column):
-                values = values.astype(np.float32)  # what was read so far is exact either way
-            values[start:stop, j] = column
-        start = stop
+def _encode_eras(column, path: Path) -> tuple[np.ndarray, list[str]]:
+    """One row group's era column as (int32 index per row, its labels)."""
+    import pyarrow as pa
+
+    if column.null_count:
+        raise DataError(f"{path}: {column.null_count} row(s) without an era")
+    encoded = column.combine_chunks().cast(pa.string()).dictionary_encode()
+    return encoded.indices.to_numpy().astype(np.int32, copy=False), encoded.dictionary.to_pylist()
+
+
+def _copy_targets(columns: list, values: np.ndarray, start: int) -> np.ndarray:
+    """One row group's target columns into values[start:...]; returns `values`, widened to float32
+    (what was read so far is exact either way) when a value is not a float16 exactly."""
+    for j, column in enumerate(columns):
+        column = column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)  # nulls: NaN
+        if values.dtype == np.float16 and not exact_in_float16(column):
+            values = values.astype(np.float32)
+        values[start:start + len(column), j] = column
     return values
 
 
