@@ -243,12 +243,6 @@ class FitResult:
                                self.metrics, self.best_epoch, manifest)
 
 
-# What a checkpoint keeps of the prepared manifest as "trained_on": the data version, which export
-# uploads for even after the folder is prepared anew (no paths: the same run in another folder
-# writes the same bytes).
-TRAINED_ON_KEYS = ("version",)
-
-
 def checkpoint_dict(config: TrainConfig, model_config: dict, features: list[str], targets: list[str],
                     state_dict: dict, metrics: list[dict], best_epoch: int, manifest: dict | None) -> dict:
     """A checkpoint as save_checkpoint writes it: the model's config beside its weights (so the file
@@ -258,7 +252,10 @@ def checkpoint_dict(config: TrainConfig, model_config: dict, features: list[str]
     return {"numerflow_version": __version__, "model_config": model_config, "features": features,
             "targets": targets, "predict_with": config.predict_with, "state_dict": state_dict,
             "train_config": config_dict(config), "metrics": metrics, "best_epoch": best_epoch,
-            "binning": manifest.get("binning"), "trained_on": {k: manifest.get(k) for k in TRAINED_ON_KEYS}}
+            "binning": manifest.get("binning"),
+            # The data version export uploads for, even after the folder is prepared anew (no path:
+            # the same run in another folder writes the same bytes).
+            "trained_on": {"version": manifest.get("version")}}
 
 
 def train_arrays(config: TrainConfig, train_split, features: list[str], targets: list[str], valid_split=None, *,
