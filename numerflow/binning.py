@@ -120,7 +120,7 @@ def read_binned_matrix(path, features: list[str], columns: list[str], bins: int,
     try:
         table = pq.read_table(path, columns=list(dict.fromkeys(wanted)))
     except Exception as exc:  # pyarrow raises several kinds for truncated/corrupt files
-        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise schema.unreadable(path, exc) from None
     frame = table.replace_schema_metadata(None).to_pandas()
     if where:
         frame = frame[frame[where[0]].astype(str) == where[1]]
@@ -147,10 +147,12 @@ def binned_copy(source: Path, dest: Path, features: list[str], bins: int, era: s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from numerflow import schema
+
     try:
         table = pq.read_table(source)
     except Exception as exc:
-        raise DataError(f"{source}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise schema.unreadable(source, exc) from None
     eras = table.column(era).cast(pa.string()).to_numpy(zero_copy_only=False)
     values = np.empty((table.num_rows, len(features)), dtype=np.float64)
     for j, name in enumerate(features):

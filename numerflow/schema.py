@@ -72,6 +72,12 @@ def sorted_eras(labels) -> list[str]:
     return sorted({str(x) for x in labels}, key=era_sort_key)
 
 
+def unreadable(path, exc: BaseException) -> DataError:
+    """The one message for a Parquet file that Arrow cannot read (truncated, corrupt, not Parquet,
+    vanished mid-read), naming the file and the kind of failure."""
+    return DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})")
+
+
 def parquet_columns(path: str | Path) -> list[str]:
     """Column names of a Parquet file (index columns included), or a DataError naming the file."""
     path = Path(path)
@@ -80,7 +86,7 @@ def parquet_columns(path: str | Path) -> list[str]:
     try:
         return list(pq.read_schema(path).names)
     except Exception as exc:  # pyarrow raises several kinds for truncated/corrupt files
-        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise unreadable(path, exc) from None
 
 
 def read_json(path: str | Path, missing_hint: str = ""):
@@ -286,7 +292,7 @@ def read_matrix(path: str | Path, features: list[str], columns: list[str] = (),
                 start += kept
             schema_of_extras = pf.schema_arrow
     except (pa.ArrowException, OSError) as exc:  # a file that breaks mid-read
-        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise unreadable(path, exc) from None
     return matrix, _extras_frame(extras, extra, schema_of_extras, len(matrix))
 
 
@@ -301,13 +307,13 @@ def row_group_tables(path: str | Path, columns: list[str]):
     try:
         pf = pq.ParquetFile(path, pre_buffer=False)
     except broken as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise unreadable(path, exc) from None
     with pf:
         for group in range(pf.metadata.num_row_groups):
             try:
                 table = pf.read_row_group(group, columns=columns)
             except broken as exc:  # a file that breaks mid-read
-                raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+                raise unreadable(path, exc) from None
             yield table
 
 

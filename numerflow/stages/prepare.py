@@ -272,7 +272,7 @@ def _batches(src: _Source, columns: list[str], batch_rows: int):
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True):
             yield batch
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{src.path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise schema.unreadable(src.path, exc) from None
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def _open(src: _Source) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(src.path, pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{src.path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise schema.unreadable(src.path, exc) from None
 
 
 def _read(parquet: pq.ParquetFile, group: int, columns: list[str], src: _Source) -> pa.Table:
@@ -343,7 +343,7 @@ def _read(parquet: pq.ParquetFile, group: int, columns: list[str], src: _Source)
     try:
         return parquet.read_row_group(group, columns=columns)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{src.path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise schema.unreadable(src.path, exc) from None
 
 
 def _kept_rows(parquet: pq.ParquetFile, group: int, src: _Source, era_set: pa.Array, main_target: str) -> pa.BooleanArray:

@@ -504,7 +504,7 @@ def _read_side_column(path: Path, column: str, row_ids: RowIds) -> np.ndarray:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise DataError(f"{path}: column '{column}' does not hold numbers") from None
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise schema.unreadable(path, exc) from None
     return row_ids.place(table.column(schema.ID), values, path, strict=False)
 
 
