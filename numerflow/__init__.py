@@ -1,13 +1,13 @@
 """numerflow: a command-line pipeline and Python library for the Numerai tournament.
 
-Every stage is a function here, with the CLI options as keyword arguments (see numerflow.library):
+Every stage is a function here, with the CLI options as keyword arguments (see numerflow.python_api):
 download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart.
 Importing numerflow imports no torch and changes nothing in the process."""
 
 __version__ = "0.1.0"
 
 # Stage modules live in numerflow.stages, so importing them never replaces these functions.
-from numerflow.library import (  # noqa: E402
+from numerflow.python_api import (  # noqa: E402
     cv,
     download,
     export,

@@ -1,11 +1,13 @@
-"""One dataclass per stage's settings, each default commented, and the one reader of
-`numerflow.toml`.
+"""One dataclass per stage's settings, and the one reader of `numerflow.toml`.
+
+Every option is defined once, here: each field's `option(...)` holds its default, its help text
+and how the command line reads it (options.CommandLine). cli/ makes each command's options from
+these fields and python_api.py each function's keyword arguments, signature and docstring.
 
 Settings come from command-line flags, then NUMERFLOW_* environment variables, then
-`numerflow.toml` (one table per command, e.g. `[train]`), then these defaults. cli.py applies
-that order through click's `default_map`; the dataclasses are what library code receives, and
-their fields are the Python API's keyword arguments (numerflow/library.py). Each dataclass checks
-its choices (options.py) and turns path strings into Paths, so the API and the CLI share one check.
+`numerflow.toml` (one table per command, e.g. `[train]`), then these defaults. The CLI applies
+that order through click's `default_map`. Each dataclass checks its choices and values and turns
+path strings into Paths, so the API and the CLI share one check.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from numerflow.errors import ConfigError
+from numerflow.errors import ConfigError, OptionError
 from numerflow.files import read_text
-from numerflow.options import Activation, Loss, PredictWith, Pruner, Schedule, Scheme, SweepObjective, parse_device
+from numerflow.options import (Activation, Loss, PredictWith, Pruner, Schedule, Scheme, SweepObjective, above_zero,
+                               command_line_of, finite, float_list, int_list, option, parse_device, split_list,
+                               suffix_in)
 
 CONFIG_FILE = "numerflow.toml"
 DEFAULT_DATA_DIR = Path("data")  # download writes data/<version>/, prepare data/prepared/
@@ -54,7 +58,7 @@ def load_settings(path: str | os.PathLike | None = None) -> SettingsFile:
     """numerflow.toml (`path`, else NUMERFLOW_CONFIG, else the working folder's); no tables if
     the working folder has none. A file that NUMERFLOW_CONFIG names must exist; anything there
     that is not a readable UTF-8 TOML file (a folder, another encoding) is an error, never ignored.
-    An unreadable file is the OSError naming it, which cli.py reports."""
+    An unreadable file is the OSError naming it, which the CLI reports."""
     from_env = path is None and bool(os.environ.get("NUMERFLOW_CONFIG"))
     path = Path(path) if path is not None else settings_path()
     if not path.exists():
@@ -89,22 +93,30 @@ def weights_problem(weights: list[float] | None, n_models: int) -> str | None:
 
 
 class StageSettings:
-    """Shared by every stage's dataclass: strings become Paths where a field holds paths, so
-    `numerflow.train(data="prep")` and the CLI hand the stage the same values."""
-
-    CHOICES: dict = {}  # field → its options.py Enum; stored as the plain string value
+    """Shared by every stage's dataclass: each field's choices and checks (from its option()) are
+    applied, and strings become Paths where a field holds paths, so `numerflow.train(data="prep")`
+    and the CLI hand the stage the same values."""
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in self.CHOICES:
-                setattr(self, f.name, self.CHOICES[f.name].parse(value, "--" + f.name.replace("_", "-")))
+            spec = command_line_of(f)
+            if spec.choices is not None:
+                value = spec.choices.parse(value, _flag(f.name))
             elif f.name == "device":
-                setattr(self, f.name, parse_device(value))
+                value = parse_device(value)
             elif isinstance(value, (str, os.PathLike)) and _holds_paths(type(self), f.name):
-                setattr(self, f.name, Path(value))
+                value = Path(value)
             elif isinstance(value, (list, tuple)) and _holds_paths(type(self), f.name):
-                setattr(self, f.name, [Path(v) for v in value])
+                value = [Path(v) for v in value]
+            problem = spec.check(value) if spec.check is not None else None
+            if problem:
+                raise OptionError(_flag(f.name), problem)
+            setattr(self, f.name, value)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 @functools.cache
@@ -117,138 +129,230 @@ def _holds_paths(cls, name: str) -> bool:
     return name in _path_fields(cls)
 
 
+def _seed_check(seed) -> str | None:
+    return seed_problem(seed) if seed is not None else None
+
+
+# Options that several stages share: one function each, so each help text is written once.
+def data_dir_option():
+    return option(DEFAULT_DATA_DIR, help="Folder holding <version>/ and prepared/.", envvar="NUMERFLOW_DATA_DIR")
+
+
+def version_option(help="Dataset folder holding live.parquet (default: the newest)."):
+    return option(None, help=help, envvar="NUMERFLOW_VERSION")
+
+
+def device_option(default: str):
+    return option(default, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.", envvar="NUMERFLOW_DEVICE")
+
+
+def models_option():
+    return option(factory=lambda: [DEFAULT_MODELS_DIR / "model.pt"], flag="--model",
+                  help="Checkpoint; repeat for a rank-averaged ensemble.")
+
+
+def weights_option():
+    return option(None, help="Ensemble weights W1,W2,... (default: equal).", parse=float_list)
+
+
+def neutralize_option():
+    return option(0.0, help="Remove this proportion of per-era feature exposure, then re-rank.", min=0.0, max=1.0)
+
+
+def prepared_data_option(help="Prepared folder (default: DATA_DIR/prepared)."):
+    return option(None, help=help)
+
+
 @dataclass
 class DownloadConfig(StageSettings):
-    data_dir: Path = DEFAULT_DATA_DIR  # files land in <data_dir>/<version>/
-    version: str | None = None  # None: the newest vX.Y that numerapi lists
-    live_only: bool = False  # a weekly job needs only live data, live example preds, features.json
-    round: int | None = None  # a past round's live data; None: the current round
-    force: bool = False  # refetch files even when complete locally
+    data_dir: Path = data_dir_option()  # files land in <data_dir>/<version>/
+    version: str | None = version_option(help="Dataset version, e.g. v5.2 (default: the newest).")
+    live_only: bool = option(False, help="Only live data, live example preds and features.json.")
+    # a weekly job needs only those
+    round: int | None = option(None, help="Fetch a past round's live data (default: the current round).", min=1)
+    force: bool = option(False, help="Fetch again even when files are complete locally.")
 
 
 @dataclass
 class SyntheticConfig(StageSettings):
-    data_dir: Path = DEFAULT_DATA_DIR  # written to <data_dir>/synthetic/
-    eras: int = 120  # train + validation eras (live is one more era)
-    rows_per_era: int = 500
-    features: int = 120
-    seed: int = 0
+    data_dir: Path = data_dir_option()  # written to <data_dir>/synthetic/
+    eras: int = option(120, help="Synthetic: number of train+validation eras (live is one more).", min=12)
+    rows_per_era: int = option(500, help="Synthetic: rows per era.", min=10)
+    features: int = option(120, help="Synthetic: number of features.", min=8)
+    seed: int = option(0, help="Synthetic: random seed (0 to 2**32-1, as for train).", min=0, max=SEED_MAX,
+                       check=_seed_check)
 
 
 @dataclass
 class PrepareConfig(StageSettings):
-    data_dir: Path = DEFAULT_DATA_DIR
-    dataset: Path | None = None  # a version folder; None: the newest one under data_dir
-    feature_set: str = "medium"  # any set in features.json; medium ≈ 780 features on v5.2
-    target: str = "target"
-    aux_targets: list[str] = field(default_factory=list)  # ["all"] keeps every auxiliary target
-    downsample: int = 4  # keep every 4th era: neighbouring eras overlap in time (targets look 20 days ahead)
-    embargo: int = 4  # eras dropped between the last train era and validation (weekly eras, 20-day targets)
-    out_dir: Path | None = None  # None: <data_dir>/prepared
-    bin_features: int | None = None  # continuous (pre-2019) features: N equal-frequency buckets per era (N=5)
+    data_dir: Path = data_dir_option()
+    dataset: Path | None = option(None, help="A version folder (default: the newest under --data-dir).")
+    feature_set: str = option("medium", envvar="NUMERFLOW_FEATURE_SET",
+                              help="Any feature set in features.json (small, medium ≈ 780 features, all, ...).")
+    target: str = option("target", help="Main target column.")
+    aux_targets: list[str] = option(factory=list, parse=split_list, help="Auxiliary targets: NAME,... or all.")
+    # Neighbouring eras overlap in time (targets look 20 days ahead): every 4th era loses little.
+    downsample: int = option(4, help="Keep every K-th training era (1 keeps all).", min=1)
+    # Weekly eras and 20-day targets: 4 eras apart, a validation era's target never overlaps training's.
+    embargo: int = option(4, help="Eras dropped between the last train era and validation.", min=0)
+    out_dir: Path | None = option(None, help="Output folder (default: DATA_DIR/prepared).")
+    bin_features: int | None = option(None, min=5, max=5,
+                                      help="Continuous features (pre-2019 releases): 5 equal-frequency buckets per era.")
 
 
 @dataclass
 class TrainConfig(StageSettings):
-    CHOICES = {"activation": Activation, "predict_with": PredictWith, "loss": Loss, "schedule": Schedule}
+    data_dir: Path = data_dir_option()
+    data: Path | None = prepared_data_option()  # None: <data_dir>/prepared
+    out: Path = option(DEFAULT_MODELS_DIR / "model.pt", help="Checkpoint path; <name>.json is written beside it.")
+    layers: list[int] = option(factory=lambda: [256], parse=int_list, help="Hidden layer widths, e.g. 256 or 512,256.")
+    activation: str = option("relu", choices=Activation, help="Hidden layers' activation.")
+    # 0.3 and 0.5 beat 0 clearly in bench/quality.py
+    dropout: float = option(0.5, help="Dropout after each hidden layer.", min=0.0, max=0.99)
+    # fastai's layout, Linear → act → BN per layer: +0.01 corr in bench/quality.py
+    batchnorm: bool = option(True, flag="--batchnorm/--no-batchnorm",
+                             help="fastai's layout: BatchNorm after each hidden layer.")
+    # +0.008 mean era-Spearman in bench/quality.py (0.0748 against 0.0666, three seeds); trained fused
+    # with the first Linear (model.py): 0.76-0.85x the bare loop's rows/s
+    input_batchnorm: bool = option(True, flag="--input-batchnorm/--no-input-batchnorm",
+                                   help="With --batchnorm, BatchNorm on the inputs too (slower on CPU).")
+    targets: list[str] | None = option(None, parse=split_list,
+                                       help="Targets to fit, main first, e.g. target,target_x_20 (default: all prepared).")
+    predict_with: str = option("main", choices=PredictWith,
+                               help="Score with the main target's head or the mean of all heads.")
+    # corr won bench/quality.py
+    loss: str = option("corr", choices=Loss, help="corr: negative per-era Pearson, batches drawn within eras.")
+    # fastai's tabular default; 1e-3 underfits in 6 epochs
+    lr: float = option(1e-2, help="Peak learning rate.", check=above_zero)
+    weight_decay: float = option(0.0, help="Decoupled weight decay (AdamW), not on biases and BatchNorm.",
+                                 min=0.0, check=finite)
+    l1: float = option(0.0, help="L1 penalty on weights.", min=0.0, check=finite)
+    batch_size: int = option(2048, help="Rows per step.", min=2)
+    schedule: str = option("onecycle", choices=Schedule, help="onecycle is fastai's fit_one_cycle.")
+    epochs: int = option(6, help="Epochs (upper bound with --patience).", min=1)
+    patience: int | None = option(None, min=1,
+                                  help="Stop after this many epochs without a better validation era-Spearman.")
+    seed: int = option(0, help="Random seed, 0 to 2**32-1 (same seed on CPU: same checkpoint).", min=0,
+                       max=SEED_MAX, check=_seed_check)
+    device: str = device_option("auto")
+    resume: bool = option(False, help="Continue an interrupted run from its last completed epoch.")
 
-    data: Path = DEFAULT_DATA_DIR / "prepared"  # folder with prepare's train/validation.parquet
-    out: Path = DEFAULT_MODELS_DIR / "model.pt"  # a <name>.json with config and metrics goes beside it
-    layers: list[int] = field(default_factory=lambda: [256])  # hidden layer widths
-    activation: str = "relu"  # Activation: relu | silu
-    dropout: float = 0.5  # after each hidden layer; chosen by bench/quality.py (0.3 and 0.5 beat 0 clearly)
-    batchnorm: bool = True  # fastai's layout: Linear → act → BN per layer (+0.01 corr in bench/quality.py)
-    input_batchnorm: bool = True  # with batchnorm, BN on the inputs too: +0.008 mean era-Spearman in bench/quality.py
-    # (0.0748 against 0.0666, three seeds); trained fused with the first Linear (model.py): 0.76-0.85x the bare loop's rows/s
-    targets: list[str] | None = None  # None: every target prepare kept, main target first
-    predict_with: str = "main"  # PredictWith: main: the main target's head; mean: the mean of all heads
-    loss: str = "corr"  # Loss: mse | corr (negative mean per-era Pearson within one-era batches); corr won bench/quality.py
-    lr: float = 1e-2  # peak lr of the one-cycle schedule (fastai's tabular default; 1e-3 underfits in 6 epochs)
-    weight_decay: float = 0.0  # decoupled (AdamW), not on biases and BatchNorm
-    l1: float = 0.0  # L1 penalty on weights
-    batch_size: int = 2048
-    schedule: str = "onecycle"  # Schedule: onecycle (fastai's fit_one_cycle) | constant
-    epochs: int = 6
-    patience: int | None = None  # early stopping on validation mean era-Spearman; None: off
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    resume: bool = False  # continue an interrupted run from its last completed epoch
+    def __post_init__(self):
+        super().__post_init__()
+        if self.data is None:
+            self.data = self.data_dir / "prepared"
 
 
 @dataclass
 class CvConfig(TrainConfig):
     """train's settings for every fold, plus how the folds are drawn (numerflow/stages/cv.py)."""
-    CHOICES = {**TrainConfig.CHOICES, "scheme": Scheme}
 
-    out: Path = DEFAULT_CV_DIR  # results go to <out>/<name>/ (oof.parquet, report.json, folds/)
-    resume: bool = False  # skip the folds an interrupted run of the same name and settings finished
-    folds: int = 5  # test folds: contiguous blocks of training eras (expanding: one more block, never tested)
-    scheme: str = "blocked"  # Scheme: blocked: train on every other era | expanding: only on earlier eras
-    embargo: int = 13  # eras (by era number, as prepare's --embargo) dropped from training on each side of a test block
-    include_validation: bool = False  # add validation.parquet as a last fold, trained on the training eras before it
-    name: str = "model"  # the run's folder under `out`
+    out: Path = option(DEFAULT_CV_DIR, help="Folder holding the runs (default: cv).")  # runs go to <out>/<name>/
+    resume: bool = option(False, help="Skip the folds an interrupted run of this name finished.")
+    folds: int = option(5, help="Test folds: contiguous blocks of training eras.", min=2)
+    scheme: str = option("blocked", choices=Scheme, help="blocked: train on every other era; expanding: "
+                         "walk-forward, only on earlier eras (the first block is never tested).")
+    # by era number, as prepare's --embargo
+    embargo: int = option(13, help="Eras (by era number) left out of training on each side of a test block.", min=0)
+    include_validation: bool = option(False, help="Add validation.parquet as a last fold, trained on the eras before it.")
+    name: str = option("model", help="The run's folder: OUT/NAME/.")
 
 
 @dataclass
 class ValidateConfig(StageSettings):
-    model: Path | None = DEFAULT_MODELS_DIR / "model.pt"
-    predictions: Path | object | None = None  # score predictions instead of a model: an id,prediction file,
-    # or (Python) a DataFrame/Series indexed by id or with an id column
-    data: Path | list[Path] | None = None  # None: <data_dir>/prepared/validation.parquet; a list: rows scored as one set
-    data_dir: Path = DEFAULT_DATA_DIR
-    report_dir: Path | None = None  # None: reports/<model or predictions file stem>/
-    write_report: bool = True  # report.json, per_era.csv, per_era.png into report_dir
-    target: str | None = None  # None: the prepared manifest's main target, else "target"
-    exposure: bool = True  # feature exposure + feature-neutral CORR (one least-squares fit per era)
-    benchmark: str | None = None  # BMC's benchmark column; None: the version's main one (v53_lgbm_ender20)
-    device: str = "auto"  # model mode: where the forward passes run
-    batch_size: int = 65536  # model mode: rows per forward pass (bounds memory)
+    model: Path | None = option(None, help="Checkpoint to score (default: models/model.pt unless --predictions).")
+    predictions: Path | object | None = option(None, check=suffix_in(".csv", ".parquet"), parse=Path,
+                                               help="Score an id,prediction .csv/.parquet file instead of a model "
+                                                    "(Python: also a DataFrame/Series indexed by id or with an id column).")
+    data: list[Path] | None = option(None, help="Validation Parquet, prepared or raw Numerai (default: "
+                                     "DATA_DIR/prepared/validation.parquet); repeat to score several files' rows "
+                                     "as one set (cv's oof.parquet).")
+    data_dir: Path = data_dir_option()
+    report_dir: Path | None = option(None, flag="--report", help="Folder for report.json, per_era.csv, per_era.png "
+                                     "(default: reports/<model or predictions name>/).")
+    write_report: bool = option(True, flag="--write-report/--no-report", help="Write the report files (or not).")
+    target: str | None = option(None, help="Target to score against (default: the main one).")
+    exposure: bool = option(True, flag="--exposure/--no-exposure",
+                            help="Feature exposure and feature-neutral CORR (a least-squares fit per era).")
+    benchmark: str | None = option(None, help="Benchmark column for BMC, from validation_benchmark_models.parquet "
+                                   "(default: the version's main one, e.g. v53_lgbm_ender20).")
+    device: str = device_option("auto")  # model mode: where the forward passes run
+    batch_size: int = option(65536, help="Model mode: rows per forward pass (bounds memory).", min=1)
+
+    def __post_init__(self):
+        if isinstance(self.data, (str, os.PathLike)):  # one file, as the Python API takes it
+            self.data = [self.data]
+        super().__post_init__()
+        if self.model is not None and self.predictions is not None:
+            raise ConfigError("give --model or --predictions, not both")
+        if self.model is None and self.predictions is None:
+            self.model = DEFAULT_MODELS_DIR / "model.pt"
+        if self.data is not None and len(self.data) == 1:
+            self.data = self.data[0]
 
 
 @dataclass
 class PredictConfig(StageSettings):
-    models: list[Path] = field(default_factory=lambda: [DEFAULT_MODELS_DIR / "model.pt"])
-    weights: list[float] | None = None  # ensemble weights; None: equal
-    data: Path | None = None  # None: the current round's live file under data_dir
-    data_dir: Path = DEFAULT_DATA_DIR
-    out: Path | None = None  # .csv or .parquet to write; None: no file unless `write`
-    write: bool = False  # with no `out`: write predictions/<model>_<round>.csv (the CLI always writes)
-    neutralize: float = 0.0  # proportion of per-era feature exposure to remove (0: none)
-    batch_size: int = 65536  # rows per forward pass: bounds memory on large files
-    version: str | None = None  # dataset folder under data_dir holding live.parquet; None: the newest
-    device: str = "cpu"  # live is ~7k rows: the CPU is fast enough and always there
+    models: list[Path] = models_option()
+    weights: list[float] | None = weights_option()
+    data: Path | None = option(None, help="Parquet to score (default: the current round's live.parquet).")
+    data_dir: Path = data_dir_option()
+    out: Path | None = option(None, check=suffix_in(".csv", ".parquet"),
+                              help="Output .csv or .parquet (default: predictions/<model>_<round>.csv).")
+    write: bool = option(False, on_command_line=False,
+                         help="With no `out`: write predictions/<model>_<round>.csv (the CLI always writes).")
+    neutralize: float = neutralize_option()
+    batch_size: int = option(65536, help="Rows per forward pass (bounds memory on large files).", min=1)
+    version: str | None = version_option()
+    device: str = device_option("cpu")  # live is ~7k rows: the CPU is fast enough and always there
+
+    def __post_init__(self):
+        super().__post_init__()
+        problem = weights_problem(self.weights, len(self.models))
+        if problem:
+            raise OptionError("--weights", problem)
 
 
 @dataclass
 class SubmitConfig(StageSettings):
-    predictions: Path | None = None  # None: predictions/<model>_<round>.csv of the current round
-    model_name: str | None = None  # Numerai model name; resolved to its id through numerapi
-    data_dir: Path = DEFAULT_DATA_DIR
-    live: Path | None = None  # live file the ids are checked against; None: current round's
-    receipts_dir: Path = DEFAULT_RECEIPTS_DIR
-    dry_run: bool = False  # run every check, upload nothing
-    force: bool = False  # submit again even if a receipt says this round and model are done
-    version: str | None = None  # dataset folder under data_dir holding live.parquet; None: the newest
+    predictions: Path | None = option(None, help="id,prediction file (default: predictions/<model name>_<round>.csv, "
+                                      "or the round's only one).")
+    model_name: str | None = option(None, envvar="NUMERFLOW_MODEL_NAME",
+                                    help="Numerai model name (default: the account's only model).")
+    data_dir: Path = data_dir_option()
+    live: Path | None = option(None, help="Live file whose ids the predictions must cover (default: the current round's).")
+    receipts_dir: Path = option(DEFAULT_RECEIPTS_DIR, help="Where receipts/<round>_<model>.json go: never submit twice.")
+    dry_run: bool = option(False, help="Run every check, upload nothing (no credentials needed).")
+    force: bool = option(False, help="Submit even if a receipt says this round and model are done.")
+    version: str | None = version_option()
 
 
 @dataclass
 class RoundConfig(StageSettings):
-    models: dict | None = None  # [models.<numerai model name>] tables; None: those in config_file
-    config_file: Path = field(default_factory=settings_path)  # numerflow.toml (NUMERFLOW_CONFIG): `models` come from it
-    data_dir: Path = DEFAULT_DATA_DIR  # live data goes to <data_dir>/<version>/; the lock file lives here
-    version: str | None = None  # dataset version; None: the newest Numerai lists
-    predictions_dir: Path = DEFAULT_PREDICTIONS_DIR  # <model name>_<round>.csv per model
-    receipts_dir: Path = DEFAULT_RECEIPTS_DIR  # a receipt per round and model: never submit twice
-    device: str = "cpu"  # live is ~7k rows: the CPU is enough
-    dry_run: bool = False  # predict and check every model, upload nothing
+    models: dict | None = option(None, on_command_line=False,
+                                 help="[models.<numerai model name>] tables; None: those in config_file.")
+    config_file: Path = option(factory=settings_path, on_command_line=False,
+                               help="numerflow.toml (NUMERFLOW_CONFIG): `models` come from it.")
+    data_dir: Path = data_dir_option()  # the lock file lives here too
+    version: str | None = version_option(help="Dataset version for live data (default: the newest).")
+    predictions_dir: Path = option(DEFAULT_PREDICTIONS_DIR, help="Where <model>_<round>.csv go.")
+    receipts_dir: Path = option(DEFAULT_RECEIPTS_DIR, help="Receipts: one per round and model.")
+    device: str = device_option("cpu")  # live is ~7k rows: the CPU is enough
+    dry_run: bool = option(False, help="Predict and check every model, upload nothing.")
 
 
 @dataclass
 class ExportConfig(StageSettings):
-    models: list[Path] = field(default_factory=lambda: [DEFAULT_MODELS_DIR / "model.pt"])  # several: rank-averaged
-    weights: list[float] | None = None  # ensemble weights; None: equal
-    neutralize: float = 0.0  # proportion of per-era feature exposure to remove (0: none)
-    out: Path | None = None  # None: the first checkpoint's path with .pkl
+    models: list[Path] = models_option()
+    weights: list[float] | None = weights_option()
+    neutralize: float = neutralize_option()
+    out: Path | None = option(None, help="Pickle to write (default: the checkpoint's path with .pkl).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        problem = weights_problem(self.weights, len(self.models))
+        if problem:
+            raise OptionError("--weights", problem)
 
 
 DEFAULT_SWEEPS_DIR = Path("sweeps")
@@ -256,20 +360,28 @@ DEFAULT_SWEEPS_DIR = Path("sweeps")
 
 @dataclass
 class SweepConfig(StageSettings):
-    CHOICES = {"objective": SweepObjective, "pruner": Pruner}
+    space: Path | None = option(None, help="Search space TOML: train options as lists of choices or ranges.")
+    data_dir: Path = data_dir_option()
+    data: Path | None = prepared_data_option(help="Prepared folder (default: DATA_DIR/prepared); with --ray, "
+                                             "a path every node sees.")
+    trials: int = option(20, help="Trials to finish (complete, pruned or failed).", min=1)
+    objective: str = option("corr_mean", choices=SweepObjective, help="What each trial is scored by on validation.")
+    cv: bool = option(False, help="Score each trial by era-wise cross-validation (numerflow cv).")
+    # each trial in its own process with cores // jobs threads
+    jobs: int = option(1, help="Trials trained at once here, one process each.", min=1)
+    ray: str | None = option(None, help="Run on a Ray cluster: its ADDRESS, or auto.")
+    cpus_per_trial: float = option(1.0, help="Ray: CPUs reserved per trial.", check=above_zero)
+    gpus_per_trial: float = option(0.0, help="Ray: GPUs reserved per trial (0.5: two trials share one).",
+                                   min=0.0, check=finite)
+    pruner: str = option("median", choices=Pruner, help="Stop trials whose per-epoch score falls behind.")
+    name: str | None = option(None, help="Results go to SWEEPS_DIR/NAME/ (default: the space file's name).")
+    sweeps_dir: Path = option(DEFAULT_SWEEPS_DIR, help="Folder holding every sweep's folder.")
+    resume: bool = option(False, help="Continue the stored sweep NAME (same space and settings).")
+    # a [fixed] seed in the space overrides the trials' training seed
+    seed: int = option(0, help="Sampler seed and every trial's training seed.", min=0, max=SEED_MAX, check=_seed_check)
+    device: str = device_option("auto")  # a [fixed] device overrides it
 
-    space: Path | None = None  # the search space TOML (docs/sweep.md); None only with `show`
-    data: Path = DEFAULT_DATA_DIR / "prepared"  # prepared folder; with Ray, a path every node sees
-    trials: int = 20  # trials that finish (complete, pruned or failed) before the sweep stops
-    objective: str = "corr_mean"  # corr_mean | corr_sharpe | mmc_mean | payout (CORR x a + MMC x b per era)
-    cv: bool = False  # score each trial by era-wise cross-validation (numerflow cv) instead of validation
-    jobs: int = 1  # trials trained at once on this machine, each in its own process with cores // jobs threads
-    ray: str | None = None  # a Ray cluster address (or "auto"): run the trials through Ray Tune
-    cpus_per_trial: float = 1.0  # Ray: CPUs reserved per trial
-    gpus_per_trial: float = 0.0  # Ray: GPUs reserved per trial (fractions share one)
-    pruner: str = "median"  # median | halving | none: stop trials whose per-epoch score falls behind
-    name: str | None = None  # results go to <sweeps_dir>/<name>/; None: the space file's name without .toml
-    sweeps_dir: Path = DEFAULT_SWEEPS_DIR
-    resume: bool = False  # continue the stored study <sweeps_dir>/<name>/ (same space and settings)
-    seed: int = 0  # sampler seed and every trial's training seed (a [fixed] seed overrides the latter)
-    device: str = "auto"  # where each trial trains (a [fixed] device overrides it)
+    def __post_init__(self):
+        super().__post_init__()
+        if self.data is None:
+            self.data = self.data_dir / "prepared"

@@ -1,4 +1,4 @@
-"""numerflow's expected failures. cli.py alone turns them into one `Error: ...` line and exit 1."""
+"""numerflow's expected failures. The CLI (cli/errors.py) alone turns them into one `Error: ...` line and exit 1."""
 
 
 class NumerflowError(Exception):
@@ -11,6 +11,15 @@ class DataError(NumerflowError):
 
 class ConfigError(NumerflowError):
     """An option or setting is invalid in a way only known at run time."""
+
+
+class OptionError(ConfigError):
+    """One option's value is refused (`--lr: must be a number above 0`): on the command line a
+    usage error naming the option (exit 2)."""
+
+    def __init__(self, option: str, problem: str):
+        super().__init__(f"{option}: {problem}")
+        self.option, self.problem = option, problem
 
 
 class CheckpointError(NumerflowError):

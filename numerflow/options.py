@@ -4,10 +4,15 @@ in settings files, checkpoints and keyword arguments."""
 
 from __future__ import annotations
 
+import math
+import os
 import re
+from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
+from typing import Callable
 
-from numerflow.errors import ConfigError
+from numerflow.errors import ConfigError, OptionError
 
 
 class Choice(str, Enum):
@@ -27,7 +32,7 @@ class Choice(str, Enum):
         try:
             return cls(value).value
         except ValueError:
-            raise ConfigError(f"{option}: '{value}' is not one of {', '.join(cls.names())}") from None
+            raise OptionError(option, f"'{value}' is not one of {', '.join(cls.names())}") from None
 
 
 class Loss(Choice):
@@ -86,5 +91,88 @@ def parse_device(value, option: str = "--device") -> str:
     """A device name as given; anything else is a ConfigError naming the option."""
     problem = device_problem(value)
     if problem:
-        raise ConfigError(f"{option}: {problem}")
+        raise OptionError(option, problem)
     return value
+
+
+# --- one definition per option -------------------------------------------------------------------
+# Each stage's settings dataclass (config.py) declares its fields with `option(...)`: the field's
+# default, its help text and how the command line reads it, written once. cli/ builds each
+# command's options from these fields, and python_api.py each function's signature and docstring.
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """How one settings field appears on the command line and in help()."""
+
+    help: str  # the one help text: `numerflow <command> --help` and help(numerflow.<command>)
+    flag: str | None = None  # the option's name(s) when not --<field-name>, e.g. "--batchnorm/--no-batchnorm"
+    envvar: str | None = None  # an environment variable that sets it (NUMERFLOW_*)
+    min: float | None = None  # bounds the command line enforces (exit 2) and --help shows
+    max: float | None = None
+    parse: Callable[[str], object] | None = None  # the command line's text → the field's value ("512,256" → [512, 256])
+    choices: type[Choice] | None = None  # the Enum whose values the field takes
+    check: Callable[[object], str | None] | None = None  # the value → why it is refused, or None
+    on_command_line: bool = True  # False: a Python-only field (a DataFrame, a dict of models)
+
+
+def option(default=None, *, help: str, factory: Callable[[], object] | None = None, **command_line) -> object:
+    """A settings field: its default (or `factory` for a list), its help and its command-line form
+    (CommandLine's other fields). Used as `epochs: int = option(6, help="...", min=1)`."""
+    metadata = {"option": CommandLine(help=help, **command_line)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def command_line_of(settings_field) -> CommandLine:
+    """The CommandLine that `option()` stored on a dataclass field."""
+    return settings_field.metadata["option"]
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """'a,b, c' → ['a', 'b', 'c']; None stays None."""
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def int_list(value: str) -> list[int]:
+    """'512,256' → [512, 256]; anything else is a ConfigError (exit 2 on the command line)."""
+    try:
+        widths = [int(x) for x in split_list(value) or []]
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers, got '{value}'") from None
+    if not widths or min(widths) < 1:
+        raise ConfigError("layer widths must be positive integers")
+    return widths
+
+
+def float_list(value: str) -> list[float]:
+    """'2,1' → [2.0, 1.0]."""
+    try:
+        return [float(x) for x in split_list(value) or []]
+    except ValueError:
+        raise ConfigError(f"expected comma-separated numbers, got '{value}'") from None
+
+
+def above_zero(value) -> str | None:
+    """lr, --cpus-per-trial: a finite number above 0 (a `min` alone lets inf and nan through)."""
+    if value is not None and not 0 < value < math.inf:
+        return f"must be a number above 0, got {value}"
+    return None
+
+
+def finite(value) -> str | None:
+    if value is not None and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    return None
+
+
+def suffix_in(*suffixes: str) -> Callable[[object], str | None]:
+    """A check accepting only paths (not in-memory predictions) ending in one of `suffixes`."""
+    def check(value) -> str | None:
+        if isinstance(value, (str, os.PathLike)) and Path(value).suffix not in suffixes:
+            return f"'{value}' must end in {' or '.join(suffixes)}"
+        return None
+    return check

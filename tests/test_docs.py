@@ -6,11 +6,14 @@ command is the one CI runs."""
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import typer
 
+import numerflow
+from numerflow import config as cfg
 from numerflow.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,3 +131,33 @@ def test_python_api_walk_through_runs(tmp_path, monkeypatch):
     assert not (tmp_path / "predictions").exists()  # predict wrote no file: none was asked for
     assert namespace["report"].data["spearman"]["eras_scored"] > 0
 
+
+
+SETTINGS_OF = {"download": cfg.DownloadConfig, "prepare": cfg.PrepareConfig, "train": cfg.TrainConfig,
+               "cv": cfg.CvConfig, "validate": cfg.ValidateConfig, "predict": cfg.PredictConfig,
+               "submit": cfg.SubmitConfig, "round": cfg.RoundConfig, "export": cfg.ExportConfig,
+               "sweep": cfg.SweepConfig}
+
+
+@pytest.mark.parametrize("name", SETTINGS_OF)
+def test_each_option_is_its_settings_fields_one_definition(name):
+    """`numerflow NAME --help` shows the help text of config.py's field, and the Python function's
+    docstring shows the same text: one definition, used by both."""
+    params = {param.name: param for param in COMMAND.commands[name].params}
+    function_doc = getattr(numerflow, name).__doc__
+    for settings_field in fields(SETTINGS_OF[name]):
+        spec = settings_field.metadata["option"]
+        if spec.on_command_line and settings_field.name in params:
+            assert params[settings_field.name].help == spec.help, settings_field.name
+        assert spec.help in function_doc, settings_field.name
+
+
+def test_each_help_text_is_written_once_in_the_source():
+    source = "\n".join(path.read_text() for path in (ROOT / "numerflow").rglob("*.py"))
+    source = re.sub(r'"\s*\n\s*"', "", source)  # a help text split over lines as "..." "..." is one string
+    helps = {settings_field.metadata["option"].help for cls in SETTINGS_OF.values() for settings_field in fields(cls)}
+    for name, command in COMMANDS:
+        helps |= {param.help for param in command.params if param.help}
+    for text in sorted(helps):
+        written = f'help="{text}"'
+        assert source.count(written) == 1, f"help text written {source.count(written)} times: {text!r}"

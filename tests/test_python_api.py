@@ -49,14 +49,22 @@ def test_functions_stay_functions_after_every_submodule_is_imported():
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_keyword_arguments_are_the_config_fields_with_their_defaults(name):
-    params = inspect.signature(getattr(numerflow, name)).parameters
-    config = STAGES[name]()
-    expected = [f.name for f in fields(STAGES[name])]
-    assert [p for p in params if p not in ("say", "upload")] == expected
-    for field_name in expected:
-        assert params[field_name].default == getattr(config, field_name), field_name
+def test_keyword_arguments_are_the_config_fields_with_their_defaults_and_help(name):
+    function = getattr(numerflow, name)
+    params = inspect.signature(function).parameters
+    expected = {f.name: f for f in fields(STAGES[name])}
+    assert [p for p in params if p not in ("settings", "say", "upload")] == list(expected)
+    assert params["settings"].kind is inspect.Parameter.POSITIONAL_ONLY  # or one whole settings object
+    for field_name, settings_field in expected.items():
+        default = settings_field.default_factory() if callable(settings_field.default_factory) else settings_field.default
+        assert params[field_name].default == default, field_name
         assert params[field_name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert settings_field.metadata["option"].help in function.__doc__, field_name  # the one help text
+
+
+def test_a_settings_object_or_keyword_options_not_both(tmp_path):
+    with pytest.raises(TypeError, match="not both"):
+        numerflow.train(cfg.TrainConfig(), epochs=2)
 
 
 def test_unknown_options_and_bad_choices_are_refused_before_any_work(tmp_path):

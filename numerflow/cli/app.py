@@ -1,0 +1,40 @@
+"""The typer app every command registers with, and what runs before any command: --version and
+reading numerflow.toml once."""
+
+from __future__ import annotations
+
+import typer
+
+from numerflow import __version__
+from numerflow import config as cfg
+from numerflow.cli.errors import reports_errors
+from numerflow.cli.settings_file import toml_defaults
+
+app = typer.Typer(
+    help="numerflow: download, prepare, train, validate, predict and submit for the Numerai tournament.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold the secret key
+    rich_markup_mode=None,
+)
+
+
+def version_callback(value: bool):
+    if value:
+        typer.echo(f"numerflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+@reports_errors
+def main_options(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    """numerflow: a fast, memory-lean PyTorch pipeline for the Numerai tournament."""
+    # numerflow.toml is read once per run, here: its tables ([train], [prepare], ...) become
+    # defaults that flags and NUMERFLOW_* variables override (click's default_map ranks below
+    # both), and `round` gets its [models.<name>] tables from ctx.obj.
+    ctx.obj = cfg.load_settings()
+    ctx.default_map = toml_defaults(ctx.obj, ctx.command.commands)

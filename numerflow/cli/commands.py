@@ -1,0 +1,189 @@
+"""The numerflow commands: each takes its settings (options made from config.py's fields by
+options_from), calls the Python API function of the same name (numerflow.train, ...) and prints
+what it returned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+import numerflow
+from numerflow import config as cfg
+from numerflow.cli.app import app
+from numerflow.cli.errors import reports_errors
+from numerflow.cli.options import options_from
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.DownloadConfig, synthetic_settings=cfg.SyntheticConfig)
+def download(
+    settings: cfg.DownloadConfig,
+    synthetic_settings: cfg.SyntheticConfig,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Write the built-in synthetic data set instead "
+                                            "(offline).")] = False,
+):
+    """Download the Numerai data set into DATA_DIR/<version>/ (or write synthetic data offline).
+
+    Example: numerflow download --data-dir data --version v5.2
+    """
+    if synthetic:
+        typer.echo(f"Synthetic data written to {numerflow.write_synthetic(synthetic_settings)}")
+    else:
+        typer.echo(str(numerflow.download(settings)))
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.PrepareConfig)
+def prepare(settings: cfg.PrepareConfig):
+    """Select features and targets, keep them int8, and write prepared/train+validation.parquet.
+
+    Example: numerflow prepare --feature-set medium --aux-targets all --downsample 4
+    """
+    typer.echo(str(numerflow.prepare(settings)))
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.TrainConfig)
+def train(settings: cfg.TrainConfig):
+    """Train the MLP on prepared data; validation era-Spearman each epoch; keeps the best epoch.
+    Runs as DistributedDataParallel under `torchrun --nproc-per-node N -m numerflow train ...`.
+
+    Example: numerflow train --layers 512,256 --batchnorm --epochs 6 --device auto
+    """
+    result = numerflow.train(settings, say=typer.echo)
+    if result.config_json is not None:  # rank 0 only under torchrun
+        typer.echo(str(result))
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.CvConfig, leave_out=("patience",))  # no fold scores its test eras while training
+def cv(settings: cfg.CvConfig):
+    """Cross-validate train's recipe era by era: blocked or walk-forward folds with an embargo;
+    writes OUT/NAME/oof.parquet (id, era, fold, prediction) and report.json. Takes every train
+    option (--layers, --epochs, --lr, ...); each fold trains --epochs epochs and keeps the last.
+
+    Example: numerflow cv --folds 5 --scheme expanding --embargo 13 --epochs 4 --name mlp256
+    """
+    typer.echo(str(numerflow.cv(settings, say=typer.echo)))
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.ValidateConfig)
+def validate(
+    settings: cfg.ValidateConfig,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout, nothing else.")] = False,
+):
+    """Score a model (or any model's predictions) era by era: Spearman, Numerai CORR, MMC, BMC,
+    feature exposure, FNC, auxiliary targets; write reports/<name>/.
+
+    Example: numerflow validate --predictions lgbm_preds.csv --data data/v5.2/validation.parquet --json
+    """
+    result = numerflow.validate(settings)
+    typer.echo(result.to_json() if as_json else str(result))
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.PredictConfig)
+def predict(settings: cfg.PredictConfig):
+    """Predict the live round (or any Numerai Parquet file): id,prediction ranked within eras into (0, 1).
+
+    Example: numerflow predict --model models/a.pt --model models/b.pt --weights 2,1 --neutralize 0.5
+    """
+    settings.write = True  # the command always writes its file; the Python API only when asked
+    predictions = numerflow.predict(settings)
+    typer.echo(str(predictions.attrs["result"]))
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.SubmitConfig)
+def submit(settings: cfg.SubmitConfig):
+    """Check predictions against the live ids, upload them to Numerai and keep a receipt.
+    Credentials: NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY (environment or .env).
+
+    Example: numerflow submit --predictions predictions/model_612.csv --model-name my_model
+    """
+    typer.echo(str(numerflow.submit(settings)))
+
+
+@app.command(name="round")
+@reports_errors
+@options_from(settings=cfg.RoundConfig)
+def round_command(settings: cfg.RoundConfig, ctx: typer.Context):
+    """The weekly job: for every [models.<name>] in numerflow.toml, predict the current round and
+    submit, skipping models already submitted this round. Exit 0 when every model is submitted or
+    already done, 1 when any failed, the round is closed, or another run holds the lock.
+
+    Example: numerflow round --dry-run
+    """
+    settings_file: cfg.SettingsFile = ctx.find_root().obj  # read by main_options
+    settings.models, settings.config_file = settings_file.models, settings_file.path
+    result = numerflow.round(settings, say=typer.echo)
+    typer.echo(str(result))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.ExportConfig)
+def export(
+    settings: cfg.ExportConfig,
+    upload: Annotated[bool, typer.Option("--upload", help="Run the pickle as Numerai's runner would (fresh process, "
+                                         "one thread, 4 GB, 10 min), then upload it with the image of this Python "
+                                         "and the data version trained on (credentials as for submit).")] = False,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", help="With --upload: the account's model "
+                                                      "(default: its only one).")] = None,
+    live: Annotated[Optional[Path], typer.Option("--live", help="With --upload: live Parquet for the runner check "
+                                                 "(default: live.parquet of the version trained on).")] = None,
+):
+    """Write a cloudpickled predict(live_features, live_benchmark_models) for Numerai's hosted model
+    uploads: numpy only, no numerflow or torch needed where it runs.
+
+    Example: numerflow export --model models/model.pt --out model.pkl --upload --model-name my_model
+    """
+    from numerflow.stages.export import UploadConfig
+
+    if not upload and (model_name is not None or live is not None):
+        raise typer.BadParameter("--model-name and --live are for --upload", param_hint="--upload")
+    upload_settings = UploadConfig(model_name=model_name, live=live) if upload else None
+    typer.echo(str(numerflow.export(settings, upload=upload_settings)))
+
+
+@app.command()
+@reports_errors
+def quickstart(
+    folder: Annotated[Path, typer.Option("--dir", help="Fresh folder for every artifact.")] = Path("numerflow-quickstart"),
+):
+    """Run the whole pipeline offline on built-in synthetic data: download --synthetic, prepare,
+    train, validate, predict, submit --dry-run. Prints each artifact's path and the validation summary.
+
+    Example: numerflow quickstart --dir /tmp/nf-demo
+    """
+    typer.echo(str(numerflow.quickstart(folder=folder, say=typer.echo)))
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.SweepConfig)
+def sweep(
+    settings: cfg.SweepConfig,
+    show: Annotated[Optional[str], typer.Option("--show", help="Print the trials table of sweep NAME and exit.")] = None,
+):
+    """Search train's options with Optuna (here in --jobs processes, or on a Ray cluster with --ray);
+    keep the best trial's checkpoint as SWEEPS_DIR/NAME/best.pt.
+
+    Example: numerflow sweep --space sweep.toml --trials 40 --jobs 2 --objective corr_sharpe
+    """
+    if show is not None:
+        typer.echo(numerflow.show_sweep(name=show, sweeps_dir=settings.sweeps_dir))
+        return
+    typer.echo(str(numerflow.sweep(settings, say=typer.echo)))

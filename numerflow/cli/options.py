@@ -1,0 +1,106 @@
+"""Each command's options made from its settings dataclass (config.py), where every option is
+defined once: `option(default, help=..., ...)` on a field becomes `--field-name` here, with that
+help, default, bounds, choices and environment variable."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from dataclasses import MISSING, fields
+from typing import Annotated, Optional
+
+import typer
+
+from numerflow.errors import ConfigError, OptionError
+from numerflow.options import CommandLine, command_line_of
+
+
+def options_from(leave_out: tuple[str, ...] = (), **settings_classes):
+    """Decorate `command(settings, ..., **own_options)`: typer sees the fields of each settings
+    class (keyword: the command's parameter that receives it) as options, followed by the
+    command's own parameters; the command receives the built settings objects. A field that two
+    classes share (download's data_dir) is one option for both. A value a dataclass refuses is a
+    usage error (exit 2), as a bad option value is."""
+
+    def decorate(command):
+        option_fields = _command_line_fields(settings_classes.values(), leave_out)
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for name, p in inspect.signature(command, eval_str=True).parameters.items() if name not in settings_classes]
+
+        # typer hands the click context to one parameter only: the command's own, if it has one.
+        asks_for_context = any(p.annotation is typer.Context for p in own)
+        context_name = next((p.name for p in own if p.annotation is typer.Context), "command_context")
+
+        @functools.wraps(command)
+        def run(**values):
+            context = values[context_name] if asks_for_context else values.pop(context_name)
+            built = {name: _settings(cls, values, context) for name, cls in settings_classes.items()}
+            return command(**built, **{p.name: values[p.name] for p in own})
+
+        context = [] if asks_for_context else [
+            inspect.Parameter(context_name, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+        parameters = context + [_typer_parameter(f, hint) for f, hint in option_fields.values()] + own
+        run.__signature__ = inspect.Signature(parameters)
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate
+
+
+def _command_line_fields(classes, leave_out) -> dict:
+    """field name → (field, its type hint), in declaration order, first class first."""
+    found = {}
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if command_line_of(f).on_command_line and f.name not in leave_out and f.name not in found:
+                found[f.name] = (f, hints[f.name])
+    return found
+
+
+def _typer_parameter(settings_field, hint) -> inspect.Parameter:
+    spec: CommandLine = command_line_of(settings_field)
+    default = settings_field.default_factory() if settings_field.default_factory is not MISSING else settings_field.default
+    cli_type = hint
+    if spec.choices is not None:
+        cli_type, default = spec.choices, spec.choices(default)
+    elif spec.parse is not None:  # read as text, parsed by the field's parser: "512,256", "2,1"
+        cli_type = Optional[str]
+        default = ",".join(map(str, default)) if isinstance(default, list) and default else None
+    flag = spec.flag or "--" + settings_field.name.replace("_", "-")
+    option = typer.Option(*flag.split(" "), help=spec.help, envvar=spec.envvar, min=spec.min, max=spec.max)
+    return inspect.Parameter(settings_field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[cli_type, option])
+
+
+def _settings(settings_class, values: dict, context: typer.Context):
+    """The settings object from the command line's values; a text option goes through its parser."""
+    options = {}
+    for f in fields(settings_class):
+        if f.name not in values:
+            continue
+        spec, value = command_line_of(f), values[f.name]
+        if spec.parse is not None:
+            if value is None:
+                continue  # the field's own default
+            value = _parsed(spec, f.name, value, context)
+        options[f.name] = value
+    try:
+        return settings_class(**options)
+    except OptionError as exc:  # worded as click words its own checks, env var included
+        raise typer.BadParameter(exc.problem, ctx=context, param=_click_option(context, exc.option)) from None
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _click_option(context: typer.Context, flag: str):
+    """The command's click option named `flag`, for an error message that names it."""
+    return next((p for p in context.command.params if flag in getattr(p, "opts", [])), None)
+
+
+def _parsed(spec: CommandLine, name: str, text: str, context: typer.Context):
+    try:
+        return spec.parse(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), ctx=context, param=_click_option(context, "--" + name.replace("_", "-"))) from None
