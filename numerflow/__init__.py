@@ -4,7 +4,7 @@ Every stage is a function here, with the CLI options as keyword arguments (see n
 download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart.
 Importing numerflow imports no torch and changes nothing in the process."""
 
-__version__ = "0.1.0"
+from numerflow.version import __version__  # noqa: E402,F401
 
 # Stage modules live in numerflow.stages, so importing them never replaces these functions.
 from numerflow.python_api import (  # noqa: E402

@@ -133,6 +133,12 @@ def _seed_check(seed) -> str | None:
     return seed_problem(seed) if seed is not None else None
 
 
+def _check_weights(weights: list[float] | None, models: list[Path]) -> None:
+    problem = weights_problem(weights, len(models))
+    if problem:
+        raise OptionError("--weights", problem)
+
+
 # Options that several stages share: one function each, so each help text is written once.
 def data_dir_option():
     return option(DEFAULT_DATA_DIR, help="Folder holding <version>/ and prepared/.", envvar="NUMERFLOW_DATA_DIR")
@@ -308,9 +314,7 @@ class PredictConfig(StageSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        problem = weights_problem(self.weights, len(self.models))
-        if problem:
-            raise OptionError("--weights", problem)
+        _check_weights(self.weights, self.models)
 
 
 @dataclass
@@ -350,9 +354,7 @@ class ExportConfig(StageSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        problem = weights_problem(self.weights, len(self.models))
-        if problem:
-            raise OptionError("--weights", problem)
+        _check_weights(self.weights, self.models)
 
 
 DEFAULT_SWEEPS_DIR = Path("sweeps")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from numerflow import __version__
+from numerflow.version import __version__
 from numerflow import config as cfg
 from numerflow.cli.errors import reports_errors
 from numerflow.cli.settings_file import toml_defaults
