@@ -20,7 +20,6 @@ from numerflow.files import dump_json, publish_set
 REPORT_FILE = "report.json"
 PER_ERA_CSV = "per_era.csv"
 PER_ERA_PNG = "per_era.png"
-SUMMARY_KEYS = ("mean", "std", "sharpe", "max_drawdown", "hit_rate", "eras_scored")
 
 
 @dataclass
@@ -29,7 +28,7 @@ class Report:
 
     data: dict
     source: str  # what was scored (model or predictions file)
-    data_path: Path
+    data_path: Path | DataFiles
     report_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -163,7 +162,6 @@ def write_report(report: Report) -> None:
             report.notes.append("matplotlib is not installed: per_era.png not drawn (pip install matplotlib)")
         dump_json(files.path(REPORT_FILE), report.data)  # renamed last
     report.files.extend(out / name for name in (REPORT_FILE, PER_ERA_CSV, PER_ERA_PNG) if name in files.temporaries)
-
 
 
 def read_report(folder: str | Path) -> Report:

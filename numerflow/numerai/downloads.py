@@ -17,11 +17,12 @@ from numerapi import NumerAPI
 
 from numerflow.errors import ApiError, DataError
 from numerflow.files import CHECKSUM, file_checksum, plain_md5
+# transport.TIMEOUT is read at each call: one setting for every request (tests shorten it there)
 from numerflow.numerai import transport
 from numerflow.numerai.transport import (Transient, describe_request_error, raise_for_retryable, unexpected_answer,
                                          with_retries)
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 20  # bytes written (and hashed) per read of the response
 
 
 def list_datasets(api: NumerAPI, round_num: int | None = None) -> list[str]:

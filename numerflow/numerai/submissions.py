@@ -11,6 +11,7 @@ import requests
 from numerapi import NumerAPI
 
 from numerflow.errors import ApiError
+# transport.TIMEOUT is read at each call: one setting for every request (tests shorten it there)
 from numerflow.numerai import transport
 from numerflow.numerai.transport import (Transient, describe_request_error, raise_for_retryable, require_token,
                                          unexpected_answer, with_retries)

@@ -198,9 +198,11 @@ def client(public_id: str | None = None, secret_key: str | None = None) -> Numer
 
 
 def unexpected_answer(op: str, exc: Exception) -> ApiError:
+    """An answer numerapi could not parse (its KeyError/TypeError/IndexError), as one ApiError line."""
     return ApiError(f"Numerai API call '{op}' gave an unexpected answer ({type(exc).__name__})")
 
 
 def require_token(api: NumerAPI) -> None:
+    """AuthError naming the missing credential before a call that needs them is sent."""
     if not api.token:
         raise AuthError(missing_credentials_message(*getattr(api, "_given", (api.token or (None, None)))))
