@@ -6,7 +6,7 @@ Two shapes: 2,000,000 rows in 500 eras (the size of a validation run) and 20,000
 (where per-group Python overhead dominates). Each timing is the best of --repeat runs. Prints
 seconds and each time as a ratio of the blog's. The floor is one sort of the predictions within
 their eras (np.lexsort on (era, prediction), and numerflow's sort of every era at once on a 2-D
-grid, metrics._EraLayout.sort_within_eras): Spearman cannot be computed without it.
+grid, metrics.ranking._EraLayout.sort_within_eras): Spearman cannot be computed without it.
 
 Whole process: the same 2,000,000 rows written as Numerai files (V.parquet: id, era, data_type,
 target; P.parquet: id, prediction, shuffled), then `numerflow validate --predictions P.parquet
@@ -68,7 +68,7 @@ def run(n_eras: int, rows_per_era: int, repeat: int) -> list[tuple[str, float]]:
         ("numerflow Spearman (eras grouped once)", best_of(repeat, lambda: metrics.per_era_spearman(pred, target, groups))),
         ("numerflow Spearman + CORR (from labels)", best_of(repeat, lambda: metrics.per_era_scores(pred, target, era_labels))),
         ("floor: np.lexsort((pred, era))", best_of(repeat, lambda: np.lexsort((pred, groups.codes)))),
-        ("floor: one argsort per era (numerflow)", best_of(repeat, lambda: metrics._EraLayout(groups).sort_within_eras(pred))),
+        ("floor: one argsort per era (numerflow)", best_of(repeat, lambda: metrics.ranking._EraLayout(groups).sort_within_eras(pred))),
     ]
     return timings
 

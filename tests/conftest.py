@@ -66,7 +66,7 @@ def fake_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def fake_numerai(monkeypatch):
-    """A started FakeNumerai (tests/fake_numerai.py) that numerapi (and so numerflow.api) talks
+    """A started FakeNumerai (tests/fake_numerai.py) that numerapi (and so numerflow.numerai) talks
     to; credentials for it in the environment; numerflow's retry waits shortened. Restores
     everything afterwards."""
     import numerapi.base_api

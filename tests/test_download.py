@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from numerflow import api, schema
+from numerflow import numerai, schema
 from numerflow.cli import app
 from numerflow.config import DownloadConfig
 from numerflow.stages.download import MANIFEST_FILE, choose_version, download
@@ -148,10 +148,10 @@ def test_server_error_then_success(fake_numerai, tmp_path):
 
 
 def test_dropped_connection_leaves_no_final_file_and_rerun_completes(fake_numerai, tmp_path):
-    fake_numerai.drop("v5.2/train.parquet", times=api.RETRY_ATTEMPTS)
+    fake_numerai.drop("v5.2/train.parquet", times=numerai.RETRY_ATTEMPTS)
     result = run_cli("--data-dir", tmp_path / "data")
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"Error: download of v5.2/train.parquet failed after {api.RETRY_ATTEMPTS} "
+    assert result.stderr.startswith(f"Error: download of v5.2/train.parquet failed after {numerai.RETRY_ATTEMPTS} "
                                     f"tries: connection dropped after ")
     folder = tmp_path / "data" / "v5.2"
     assert "train.parquet" not in listing(folder)
@@ -205,10 +205,10 @@ def test_cli_download(fake_numerai, tmp_path, monkeypatch):
 
 
 def test_cli_api_down(fake_numerai, tmp_path):
-    fake_numerai.fail("rounds", times=api.RETRY_ATTEMPTS)
+    fake_numerai.fail("rounds", times=numerai.RETRY_ATTEMPTS)
     result = run_cli("--data-dir", tmp_path / "data")
     assert result.exit_code == 1
-    assert result.stderr == f"Error: Numerai API call 'rounds' failed after {api.RETRY_ATTEMPTS} tries: HTTP 500\n"
+    assert result.stderr == f"Error: Numerai API call 'rounds' failed after {numerai.RETRY_ATTEMPTS} tries: HTTP 500\n"
 
 
 def test_cli_bad_round(fake_numerai, tmp_path):

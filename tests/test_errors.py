@@ -18,7 +18,7 @@ import pytest
 import typer
 
 import numerflow
-from numerflow import api, files
+from numerflow import files, numerai
 from numerflow.cli import app, os_error_line
 from numerflow.config import SEED_MAX, PrepareConfig
 from numerflow.errors import ConfigError
@@ -188,7 +188,7 @@ def test_a_dotenv_that_is_not_utf8_is_one_error_naming_it_without_the_secret(in_
     monkeypatch.delenv("NUMERAI_SECRET_KEY", raising=False)
     (in_tmp / ".env").write_bytes("NUMERAI_PUBLIC_ID=pub\n# clé\nNUMERAI_SECRET_KEY=CANARYSECRET\n".encode("latin-1"))
     with pytest.raises(ConfigError) as caught:
-        api.credentials()
+        numerai.credentials()
     assert str(caught.value) == ".env: not UTF-8 text (byte 0xe9 at offset 26); save it as UTF-8"
 
 
@@ -205,9 +205,9 @@ def test_a_bad_retry_base_is_one_error_line_before_any_request(in_tmp, monkeypat
 
 def test_a_good_retry_base_is_used(monkeypatch):
     monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", " 0.5 ")
-    assert api.retry_base_seconds() == 0.5
+    assert numerai.retry_base_seconds() == 0.5
     monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", "")
-    assert api.retry_base_seconds() == api.RETRY_BASE_SECONDS
+    assert numerai.retry_base_seconds() == numerai.RETRY_BASE_SECONDS
 
 
 # ---- full disks: one line naming the file ------------------------------------------------------

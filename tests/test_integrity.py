@@ -139,23 +139,23 @@ def file_gets(server, name):
 
 @pytest.mark.parametrize("etag", [True, False], ids=["etag", "no-etag"])
 def test_a_body_without_length_that_ends_early_is_resumed_not_kept(numerai, tmp_path, monkeypatch, etag):
-    from numerflow import api
+    import numerflow.numerai
 
-    monkeypatch.setattr(api, "CHUNK_BYTES", 256)  # partial chunks reach the disk before the drop
+    monkeypatch.setattr(numerflow.numerai.downloads, "CHUNK_BYTES", 256)  # partial chunks reach the disk before the drop
     numerai.send_length, numerai.send_etag = False, etag
     numerai.drop("v5.2/train.parquet", after=1000)
     dest = tmp_path / "train.parquet"
-    got = api.download_file(api.client(), "v5.2/train.parquet", dest)
+    got = numerflow.numerai.download_file(numerflow.numerai.client(), "v5.2/train.parquet", dest)
     assert dest.read_bytes() == numerai.datasets["v5.2/train.parquet"]
     assert got.size == dest.stat().st_size
     assert file_gets(numerai, "v5.2/train.parquet") == [(200, None), (206, "bytes=1000-")]  # all 1000 bytes kept
 
 
 def test_a_truncated_download_is_never_called_up_to_date(numerai, tmp_path):
-    from numerflow import api
+    import numerflow.numerai
 
     numerai.send_length = False
-    numerai.drop("v5.2/train.parquet", times=api.RETRY_ATTEMPTS, after=0)
+    numerai.drop("v5.2/train.parquet", times=numerflow.numerai.RETRY_ATTEMPTS, after=0)
     result = cli("download", "--data-dir", "data")
     assert error_line(result).startswith("Error: download of v5.2/train.parquet failed after 4 tries: ")
     assert not (tmp_path / "data" / "v5.2" / "train.parquet").exists()
@@ -187,9 +187,9 @@ def test_a_killed_download_resumes_from_its_partial_file(numerai, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         import numerapi.base_api
-        import numerflow.api
+        import numerflow.numerai.downloads
         numerapi.base_api.API_TOURNAMENT_URL = {numerai.url!r}
-        numerflow.api.CHUNK_BYTES = 256  # partial chunks reach the disk before the stall
+        numerflow.numerai.downloads.CHUNK_BYTES = 256  # partial chunks reach the disk before the stall
         from numerflow.cli import main
         sys.argv = ["numerflow", "download", "--data-dir", "data"]
         main()
@@ -216,15 +216,15 @@ def test_a_killed_download_resumes_from_its_partial_file(numerai, tmp_path):
 
 
 def test_http_429_is_retried_after_retry_after(numerai, monkeypatch):
-    from numerflow import api
+    import numerflow.numerai
 
     waits = []
-    monkeypatch.setattr(api.time, "sleep", waits.append)
+    monkeypatch.setattr(numerflow.numerai.transport.time, "sleep", waits.append)
     numerai.fail("rounds", status=429, retry_after="3")
     numerai.fail("v5.2/features.json", status=429, retry_after="2")
-    client = api.client()
-    assert api.current_round(client) == 600
-    api.download_file(client, "v5.2/features.json", Path("features.json"))
+    client = numerflow.numerai.client()
+    assert numerflow.numerai.current_round(client) == 600
+    numerflow.numerai.download_file(client, "v5.2/features.json", Path("features.json"))
     assert Path("features.json").read_bytes() == numerai.datasets["v5.2/features.json"]
     assert waits == [3.0, 2.0]  # the server's Retry-After, longer than the 0.01 s backoff
 
@@ -385,10 +385,10 @@ def test_an_empty_lock_file_does_not_block_the_next_round(round_project, numerai
 
 
 def test_a_rate_limited_upload_is_retried_once(project, numerai, monkeypatch):
-    from numerflow import api
+    import numerflow.numerai
 
     waits = []
-    monkeypatch.setattr(api.time, "sleep", waits.append)
+    monkeypatch.setattr(numerflow.numerai.transport.time, "sleep", waits.append)
     numerai.fail("upload", status=429, retry_after="5")
     numerai.fail("create_submission", status=429, retry_after="1")
     result = cli("submit", "--model-name", "fake_model")

@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 from numerflow import schema
 from numerflow.cli import app
 from numerflow.config import DownloadConfig, PrepareConfig, ValidateConfig
+from numerflow.scoring.ids import RowIds, numerai_id_keys
 from numerflow.stages.download import download
 from numerflow.stages.prepare import prepare
-from numerflow.stages.validate import RowIds, numerai_id_keys, validate
+from numerflow.stages.validate import validate
 from tests.fake_numerai import QUANTUM_FEATURES, benchmark_columns, make_version_files
 
 BENCHMARKS = benchmark_columns("v5.3")  # v53_lgbm_ender20 first

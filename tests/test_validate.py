@@ -114,6 +114,28 @@ def test_report_option_chooses_the_folder(in_tmp, synthetic_dir, raw_validation)
     assert "fnc" not in report and "feature_exposure" not in report
 
 
+def test_read_report_gives_back_what_validate_wrote(in_tmp, synthetic_dir, raw_validation):
+    """reports.read_report is how later commands (compare) read a report folder: the same dict,
+    per-era table included, and the same printed summary, from the files alone."""
+    from numerflow.reports import read_report
+    from numerflow.stages.validate import validate
+
+    example_predictions(synthetic_dir).to_csv("p.csv", index=False)
+    written = validate(ValidateConfig(predictions=in_tmp / "p.csv", data=raw_validation, report_dir=in_tmp / "r"))
+    read = read_report(in_tmp / "r")
+    assert read.data == written.data and read.data["per_era"] == written.data["per_era"]
+    assert [p.name for p in read.files] == ["report.json", "per_era.csv", "per_era.png"]
+    assert str(read) == str(written)
+
+
+def test_read_report_of_a_folder_without_one_names_it(in_tmp):
+    from numerflow.errors import DataError
+    from numerflow.reports import read_report
+
+    with pytest.raises(DataError, match=r"r/report.json: file not found \(run `numerflow validate`"):
+        read_report(in_tmp / "r")
+
+
 def test_without_matplotlib_the_other_files_and_a_note(in_tmp, synthetic_dir, raw_validation, monkeypatch):
     from numerflow.stages.validate import validate
 

@@ -329,7 +329,7 @@ def read_fold(folder: Path, fold: Fold):
 def fold_scores(frame, main: str) -> dict:
     """Era CORR and Spearman summaries of rows' predictions: metrics.per_era_scores and
     metrics.summarize, exactly as `numerflow validate` computes them."""
-    from numerflow.stages.validate import json_safe
+    from numerflow.reports import json_safe
 
     per_era = metrics.per_era_scores(frame[schema.PREDICTION].to_numpy(dtype=np.float64),
                                      frame[main].to_numpy(dtype=np.float64),

@@ -3,7 +3,7 @@
 Caching: `.download_manifest.json` in the version folder records each fetched file's size, mtime,
 SHA-256 and ETag. A file counts as complete when its content still matches its record (or, for a
 file numerflow did not fetch, when it is whole Parquet/JSON), so a rerun sends no file request at
-all. A body is accepted only when provably whole (see api.download_file); until then it lives in a
+all. A body is accepted only when provably whole (see numerai.download_file); until then it lives in a
 `.<name>.partial` file that the next run resumes (with If-Range: only while the server's file is
 the one it began with), so a final name always means a complete file.
 
@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from numerflow import api, schema
+from numerflow import numerai, schema
 from numerflow.config import DownloadConfig
 from numerflow.errors import ApiError, ConfigError, DataError
 from numerflow import files
@@ -127,14 +127,14 @@ def is_complete(path: Path, record: dict | None) -> bool:
 
 def download(config: DownloadConfig, client=None) -> DownloadResult:
     """Fetch what is missing or out of date for one dataset version; see the module docstring.
-    `client`: an api.client() to reuse (default: a new one)."""
+    `client`: a numerai.client() to reuse (default: a new one)."""
     if config.round is not None and config.round < 1:
         raise ConfigError(f"--round must be a positive round number, got {config.round}")
-    client = client if client is not None else api.client()
-    current = api.current_round(client)
+    client = client if client is not None else numerai.client()
+    current = numerai.current_round(client)
     live_round = config.round or current
     past = live_round != current
-    names = api.list_datasets(client, live_round if past else None)
+    names = numerai.list_datasets(client, live_round if past else None)
     version = choose_version(config.version, names)
     directory = Path(config.data_dir) / version
     if directory.exists() and not directory.is_dir():
@@ -162,7 +162,7 @@ def download(config: DownloadConfig, client=None) -> DownloadResult:
                 manifest[local] = {"source": remote, **manifest.get(local, {}), **file_record(directory / local)}
             result.cached.append(local)
             continue
-        got = api.download_file(client, remote, directory / local,
+        got = numerai.download_file(client, remote, directory / local,
                                 round_num=live_round if (past and is_round_file) else None)
         manifest[local] = {"source": remote, **file_record(directory / local, got.sha256), "etag": got.etag,
                            "round": live_round if is_round_file else None,

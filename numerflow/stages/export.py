@@ -333,7 +333,7 @@ RUNNER_SCRIPT = textwrap.dedent("""
 
 def runner_check(pickle_path: Path, live: Path) -> dict:
     """Run the pickle on `live` in a fresh process within Numerai's limits: {rows, seconds, peak_rss}."""
-    from numerflow.api import CREDENTIAL_VARS
+    from numerflow.numerai import CREDENTIAL_VARS
 
     benchmark = live.with_name("live_benchmark_models.parquet")
     env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}  # the runner has no keys
@@ -370,16 +370,16 @@ class _UploadPlan:
 def plan_upload(upload: UploadConfig, checkpoints: list[dict], client=None) -> _UploadPlan:
     """Everything the upload needs, asked before the pickle is written or checked, so that a wrong
     model name or a missing image fails in seconds."""
-    from numerflow import api
+    from numerflow import numerai
     from numerflow.stages.submit import resolve_model_id
 
     manifests = trained_manifests(checkpoints)
     live = Path(upload.live) if upload.live is not None else default_live(manifests)
     if not live.is_file():
         raise DataError(f"{live}: file not found")
-    client = client if client is not None else api.client()
+    client = client if client is not None else numerai.client()
     model_name, model_id = resolve_model_id(client, upload.model_name)
-    images, versions = api.model_upload_options(client)
+    images, versions = numerai.model_upload_options(client)
     image = choose_docker_image(images, sys.version_info[:2])
     version, notes = choose_data_version(list(versions), [m.get("version") if m else None for m in manifests])
     return _UploadPlan(client, model_name, model_id, (image, images[image]), (version, versions[version]), live, notes)
@@ -388,14 +388,14 @@ def plan_upload(upload: UploadConfig, checkpoints: list[dict], client=None) -> _
 def publish(pickled: bytes, out: Path, plan: _UploadPlan | None) -> UploadResult | None:
     """Write the pickle; with a plan, run the runner check on it first (a failing pickle is never
     written) and upload it once it is in place."""
-    from numerflow import api
+    from numerflow import numerai
 
     with atomic_path(out) as tmp:
         tmp.write_bytes(pickled)
         report = runner_check(tmp, plan.live) if plan is not None else None
     if plan is None:
         return None
-    upload_id = api.upload_model(plan.client, out, plan.model_id, plan.data_version[1], plan.docker_image[1])
+    upload_id = numerai.upload_model(plan.client, out, plan.model_id, plan.data_version[1], plan.docker_image[1])
     return UploadResult(model_name=plan.model_name, upload_id=upload_id, docker_image=plan.docker_image[0],
                         data_version=plan.data_version[0], live=plan.live, rows=report["rows"],
                         seconds=report["seconds"], peak_rss=report["peak_rss"], notes=plan.notes)
@@ -403,7 +403,7 @@ def publish(pickled: bytes, out: Path, plan: _UploadPlan | None) -> UploadResult
 
 def export(config: ExportConfig, upload: UploadConfig | None = None, client=None) -> ExportResult:
     """Write the pickle (after the finite-output check); with `upload`, also check it as Numerai's
-    runner would and upload it. `client`: a numerflow.api client to reuse."""
+    runner would and upload it. `client`: a numerflow.numerai client to reuse."""
     import cloudpickle
 
     from numerflow.model import FEATURE_CENTRE, FEATURE_SCALE

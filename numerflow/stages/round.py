@@ -134,17 +134,17 @@ def ensure_live_data(config: RoundConfig, current: int) -> Path:
 
 def run_round(config: RoundConfig, say: Callable[[str], None] = print) -> RoundResult:
     """See the module docstring. `say` gets one line per model (and a few about the round)."""
-    from numerflow import api
+    from numerflow import numerai
     from numerflow.stages.predict import predict
     from numerflow.stages.submit import read_receipt, receipt_path, submit
 
     specs = model_specs(config.models, str(config.config_file))
     with round_lock(Path(config.data_dir) / LOCK_FILE):
-        public_id, secret_key = api.credentials()
+        public_id, secret_key = numerai.credentials()
         if not (public_id and secret_key) and not config.dry_run:
-            raise AuthError(api.missing_credentials_message(public_id, secret_key))
-        client = api.client(public_id, secret_key)
-        current = api.current_round(client)
+            raise AuthError(numerai.missing_credentials_message(public_id, secret_key))
+        client = numerai.client(public_id, secret_key)
+        current = numerai.current_round(client)
         result = RoundResult(round=current, dry_run=config.dry_run)
 
         def log(name: str, message: str) -> None:
@@ -162,10 +162,10 @@ def run_round(config: RoundConfig, say: Callable[[str], None] = print) -> RoundR
                 pending.append(spec)
         if not pending:
             return result
-        if not api.round_is_open(client):
+        if not numerai.round_is_open(client):
             raise SubmissionError(f"round {current} is closed for submissions; not submitted: "
                                   f"{', '.join(s.name for s in pending)}")
-        account = api.model_ids(client) if public_id and secret_key else None
+        account = numerai.model_ids(client) if public_id and secret_key else None
         live = ensure_live_data(config, current)
 
         for spec in pending:

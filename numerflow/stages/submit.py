@@ -1,5 +1,5 @@
 """submit stage: check a predictions file against the live ids exactly as Numerai will, upload it
-through numerflow.api, and keep a receipt per round and model so a job never submits twice.
+through numerflow.numerai, and keep a receipt per round and model so a job never submits twice.
 
 Checks run before anything touches the network (and before credentials are needed), so
 `--dry-run` proves a file would be accepted without keys."""
@@ -201,9 +201,9 @@ def resolve_predictions(config: SubmitConfig, round_num: int | None) -> Path:
 
 def resolve_model_id(client, model_name: str | None) -> tuple[str, str]:
     """(name, id) of the account's model; with no name, the account's only model."""
-    from numerflow import api
+    from numerflow import numerai
 
-    models = api.model_ids(client)
+    models = numerai.model_ids(client)
     names = ", ".join(sorted(models)) or "none"
     if model_name is None:
         if len(models) == 1:
@@ -243,14 +243,14 @@ def submit(config: SubmitConfig, client=None, lock_held: bool = False) -> Submit
 def upload(config: SubmitConfig, result: SubmitResult, live: Path, client=None) -> SubmitResult:
     """Upload once: the receipt check, an intent record, the upload, the receipt. Call with the
     lock held (see submit)."""
-    from numerflow import api
+    from numerflow import numerai
 
-    client = client if client is not None else api.client()
-    current = api.current_round(client)
+    client = client if client is not None else numerai.client()
+    current = numerai.current_round(client)
     if result.round is not None and result.round != current:
         raise SubmissionError(f"{live} is round {result.round}'s live data but the current round is {current}: "
                               f"run `numerflow download --live-only` and predict again")
-    if not api.round_is_open(client):
+    if not numerai.round_is_open(client):
         raise SubmissionError(f"round {current} is closed for submissions; wait for the next round to open")
     result.round = current
     result.model_name, result.model_id = resolve_model_id(client, config.model_name)
@@ -261,7 +261,7 @@ def upload(config: SubmitConfig, result: SubmitResult, live: Path, client=None) 
         if intent.is_file() and _recover(client, result, intent, receipt):
             return result
     write_json(intent, _receipt_fields(result, current, started_at=_now()))
-    result.submission_id = api.upload_predictions(client, result.predictions, result.model_id)
+    result.submission_id = numerai.upload_predictions(client, result.predictions, result.model_id)
     result.receipt = write_receipt(receipt, _receipt_fields(result, current, submission_id=result.submission_id,
                                                               submitted_at=_now()))
     intent.unlink(missing_ok=True)
@@ -282,9 +282,9 @@ def _recover(client, result: SubmitResult, intent: Path, receipt: Path) -> bool:
     """An earlier run wrote `intent` and died before its receipt: if Numerai holds a submission of
     this model for this round, write the receipt from it and report it (True); else False, and
     the caller uploads."""
-    from numerflow import api
+    from numerflow import numerai
 
-    found = api.round_submission(client, result.model_id, result.round)
+    found = numerai.round_submission(client, result.model_id, result.round)
     if found is None:
         return False
     try:

@@ -7,14 +7,14 @@ out-of-fold predictions cover prepared train.parquet and validation.parquet).
 meta_model.parquet and validation_example_preds.parquet are looked up beside a raw file, or in the
 version folder a prepared file came from (its manifest's `version_dir`); without them MMC and the
 example correlation are left out with a note.
+
+This module reads the data files (and their row kinds) and the predictions, and scores them;
+ids are matched by numerflow.scoring.ids, the side files read by numerflow.scoring.side_files,
+and the report's format (printed, written, read back) is numerflow.reports'.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
-import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,89 +25,15 @@ import numpy as np
 from numerflow import binning, metrics, schema
 from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
-from numerflow.files import dump_json, publish_set
+from numerflow.reports import DataFiles, Report, json_safe, per_era_table, summary, write_report
+from numerflow.scoring.ids import RowIds, as_text
+from numerflow.scoring.side_files import read_benchmark, read_side_file
 from numerflow.stages.prepare import MANIFEST_FILE, read_manifest
 
 PREDICTION_SUFFIXES = (".csv", ".parquet")
-SUMMARY_KEYS = ("mean", "std", "sharpe", "max_drawdown", "hit_rate", "eras_scored")
-
-
-@dataclass
-class Report:
-    """The validation report: `data` is the JSON-able dict written to report.json."""
-
-    data: dict
-    source: str  # what was scored (model or predictions file)
-    data_path: Path
-    report_dir: Path | None = None
-    files: list[Path] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        return json.dumps(self.data, indent=2)
-
-    def __str__(self) -> str:
-        d = self.data
-        rows = [("spearman", d["spearman"]), ("numerai_corr", d["numerai_corr"])]
-        rows += [(name, d[name]) for name in ("mmc", "bmc", "corr_with_benchmark", "fnc", "corr_with_example")
-                 if name in d]
-        rows += [(f"corr {name}", summary) for name, summary in d.get("aux_targets", {}).items()]
-        width = max(22, *(len(name) + 2 for name, _ in rows))  # long target names widen the column
-        lines = [f"Validated {self.source} on {self.data_path}: {d['rows']:,} rows, {d['eras']} eras",
-                 f"{'':<{width}}{'mean':>8}{'std':>8}{'sharpe':>8}{'max_dd':>8}{'hit':>7}{'eras':>6}"]
-        lines += [_summary_line(name, summary, width) for name, summary in rows]
-        if "benchmark" in d:
-            lines.append(f"bmc and corr_with_benchmark against {d['benchmark']}")
-        if "feature_exposure" in d:
-            fe = d["feature_exposure"]
-            lines.append(f"feature exposure (mean over eras): max {_fmt(fe['max'])}, rms {_fmt(fe['rms'])}")
-        if d.get("eras_unscored"):
-            shown = ", ".join(d["unscored_eras"][:10]) + (" ..." if len(d["unscored_eras"]) > 10 else "")
-            lines.append(f"Unscored eras ({d['eras_unscored']}, left out of the summaries): {shown}")
-        lines += [f"Note: {note}" for note in self.notes]
-        if self.files:
-            lines.append(f"Report: {self.report_dir}/ ({', '.join(p.name for p in self.files)})")
-        return "\n".join(lines)
-
-
-def _fmt(value, width: int = 0) -> str:
-    text = "nan" if value is None else f"{value:.4f}"
-    return text.rjust(width) if width else text
-
-
-def _summary_line(name: str, s: dict, width: int) -> str:
-    sharpe = "nan" if s["sharpe"] is None else f"{s['sharpe']:.2f}"
-    hit = "nan" if s["hit_rate"] is None else f"{s['hit_rate']:.0%}"
-    return (f"{name:<{width}}{_fmt(s['mean'], 8)}{_fmt(s['std'], 8)}{sharpe:>8}{_fmt(s['max_drawdown'], 8)}"
-            f"{hit:>7}{s['eras_scored']:>6}")
-
-
-def json_safe(value):
-    """NaN and infinities become None (JSON has no NaN); numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --- inputs -------------------------------------------------------------------------------------
-
-
-class DataFiles(tuple):
-    """Several data files scored as one set of rows: how messages and the report name them (as a
-    Path names one file: str() is their paths, .name their file names, joined by " + ")."""
-
-    def __str__(self) -> str:
-        return " + ".join(map(str, self))
-
-    @property
-    def name(self) -> str:
-        return " + ".join(path.name for path in self)
 
 
 @dataclass
@@ -118,7 +44,7 @@ class _Data:
     aux_targets: list[str]
     features: list[str]  # for exposure / FNC
     binned: bool = False  # continuous features read as 5 buckets within each era (binning.py)
-    row_ids: "RowIds | None" = None  # the validation rows' ids, hashed once when first matched
+    row_ids: RowIds | None = None  # the validation rows' ids, hashed once when first matched
     parts: list["_Data"] = field(default_factory=list)  # several data files: each one's own description
     rows: int = 0  # rows read from this file
 
@@ -311,14 +237,14 @@ def _read_rows(data: _Data, features: list[str], needed_by=None) -> tuple[np.nda
     return np.concatenate([matrix for matrix, _ in read]), pd.concat([frame for _, frame in read])
 
 
-def _row_ids(frame, data: _Data) -> "RowIds":
+def _row_ids(frame, data: _Data) -> RowIds:
     """The data rows' ids hashed once. An id in two of several files is an error naming them."""
     try:
         return RowIds(frame.index, data.path)
     except DataError:
         if not data.parts:
             raise
-        ids, start = _as_text(frame.index), 0  # repeated ids: within one of the files, or across them
+        ids, start = as_text(frame.index), 0  # repeated ids: within one of the files, or across them
         for part in data.parts:
             repeated = int(ids[start:start + part.rows].duplicated().sum())
             start += part.rows
@@ -385,141 +311,6 @@ def source_name(predictions) -> str:
     return str(predictions) if isinstance(predictions, (str, os.PathLike)) else "predictions"
 
 
-# --- id matching: every id,value file is placed on the data's rows through one hash of its ids --
-
-HEX_DIGITS = np.full(256, 255, dtype=np.uint8)  # byte → its value as a lowercase hex digit, 255 if none
-HEX_DIGITS[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
-NUMERAI_ID_BYTES = 16  # "n" + 15 hex digits
-
-
-def _arrow_strings(ids):
-    """`ids` (a pandas Index or Series, a numpy or Arrow array) as one Arrow string array, or None
-    when they are not text. Arrow-backed pandas strings are handed over without a copy."""
-    import pyarrow as pa
-
-    try:
-        array = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(getattr(ids, "array", ids))
-    except (pa.ArrowException, TypeError, ValueError):
-        return None
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else None
-
-
-def numerai_id_keys(ids) -> np.ndarray | None:
-    """Numerai's ids ("n" + 15 lowercase hex digits) as the exact 60-bit integers they spell
-    (distinct ids, distinct keys), or None when any id has another shape. Matching 2M integer keys
-    is about 10x faster than matching 2M strings, and the ids never become Python objects: the
-    digits are read straight from Arrow's string buffer."""
-    import pyarrow as pa
-
-    array = _arrow_strings(ids)
-    if array is None or array.null_count:
-        return None
-    buffers = array.buffers()
-    offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
-    offsets = np.frombuffer(buffers[1], dtype=offset_type)[array.offset:array.offset + len(array) + 1]
-    if not len(array) or not np.all(np.diff(offsets) == NUMERAI_ID_BYTES):
-        return None
-    chars = np.frombuffer(buffers[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(-1, NUMERAI_ID_BYTES)
-    if not np.all(chars[:, 0] == ord("n")):
-        return None
-    digits = HEX_DIGITS[chars]
-    digits[:, 0] = 0  # the leading "n" as a zero digit: 16 digits fill 8 bytes
-    if np.any(digits > 15):
-        return None
-    packed = np.ascontiguousarray((digits[:, 0::2] << 4) | digits[:, 1::2])
-    return packed.view(">u8").ravel().astype(np.uint64)
-
-
-def _as_text(ids):
-    import pandas as pd
-
-    return pd.Index(ids).astype(str)
-
-
-class RowIds:
-    """The data's row ids, hashed once (one uniqueness check, one hash table) for every file placed
-    on its rows: predictions, meta model, example predictions, benchmark models. Numerai-shaped
-    ids are matched as integer keys, other ids as text."""
-
-    def __init__(self, ids, data_path: Path):
-        import pandas as pd
-
-        self.ids, self.data_path, self.size = ids, data_path, len(ids)
-        keys = numerai_id_keys(ids)
-        self.as_keys = keys is not None
-        self.index = pd.Index(keys if self.as_keys else _as_text(ids))
-        if not self.index.is_unique:  # fills the hash table that get_indexer then reuses
-            raise DataError(f"{data_path}: {int(self.index.duplicated().sum())} duplicate id(s)")
-        self._text_index = None
-        self.kept = None  # a boolean mask: place() returns these rows only
-
-    def restricted_to(self, rows: np.ndarray) -> "RowIds":
-        """The same lookup (no new hash table), placing values on the data rows `rows` only."""
-        view = copy.copy(self)
-        view.kept = rows if self.kept is None else np.flatnonzero(self.kept)[rows]
-        return view
-
-    def positions(self, ids) -> np.ndarray:
-        """The data row of each id, -1 where the data has no such id."""
-        if not self.as_keys:
-            return self.index.get_indexer(_as_text(ids))
-        keys = numerai_id_keys(ids)
-        if keys is not None:
-            return self.index.get_indexer(keys)
-        if self._text_index is None:  # ids of other shapes: matched as text (a second table, rarely)
-            self._text_index = _as_text(self.ids)
-        return self._text_index.get_indexer(_as_text(ids))
-
-    def place(self, ids, values, what, strict: bool) -> np.ndarray:
-        """`values` (one per id) on the data's rows, NaN where absent. With `strict` (the
-        predictions being scored), repeated ids and ids the data lacks are errors; a side file's
-        extra ids are ignored."""
-        position = self.positions(ids)
-        found = position >= 0
-        if strict:
-            found_twice = len(position[found]) - int(np.count_nonzero(np.bincount(position[found], minlength=self.size)))
-            unknown = ~found
-            repeats = found_twice + (int(_as_text(ids)[unknown].duplicated().sum()) if unknown.any() else 0)
-            if repeats:
-                raise DataError(f"{what}: {repeats} duplicate id(s)")
-            if unknown.any():
-                raise DataError(f"{what}: {int(unknown.sum())} of {len(position)} id(s) are not in {self.data_path}")
-        out = np.full(self.size, np.nan)
-        out[position[found]] = np.asarray(values, dtype=np.float64)[found]
-        return out if self.kept is None else out[self.kept]
-
-
-def _read_side_column(path: Path, column: str, row_ids: RowIds) -> np.ndarray:
-    """One numeric column of an id-indexed Parquet file (meta model, example predictions,
-    benchmark models), placed on the data's rows; only `id` and that column are read."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema.require_columns(path, [schema.ID, column], schema.parquet_columns(path))
-    try:
-        table = pq.read_table(path, columns=[schema.ID, column])
-        values = table.column(column).cast(pa.float64()).to_numpy()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise DataError(f"{path}: column '{column}' does not hold numbers") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise schema.unreadable(path, exc) from None
-    return row_ids.place(table.column(schema.ID), values, path, strict=False)
-
-
-def _read_side_file(path: Path, column: str, row_ids: RowIds, data_path: Path, notes: list[str]):
-    """meta_model / example predictions aligned to the data's rows, or None (with a note)."""
-    if not path.is_file():
-        notes.append(f"{path.name} not found in {path.parent}: {'MMC' if column == schema.META_MODEL else 'corr_with_example'} left out")
-        return None
-    aligned = _read_side_column(path, column, row_ids)
-    if not np.isfinite(aligned).any():
-        notes.append(f"{path.name} shares no ids with {data_path.name}: left out")
-        return None
-    return aligned
-
-
 def meta_model_on_rows(data_path: Path, ids) -> np.ndarray | None:
     """The meta model placed on the rows `ids` of a validation file, read as validate reads it
     (None when the file's version folder has none): sweeps score MMC objectives with it."""
@@ -528,53 +319,8 @@ def meta_model_on_rows(data_path: Path, ids) -> np.ndarray | None:
     data = _describe_data(data_path, ValidateConfig(data=data_path))
     if data.source_dir is None:
         return None
-    return _read_side_file(data.source_dir / schema.META_MODEL_FILE, schema.META_MODEL, RowIds(ids, data_path),
+    return read_side_file(data.source_dir / schema.META_MODEL_FILE, schema.META_MODEL, RowIds(ids, data_path),
                            data_path, [])
-
-
-# --- BMC: contribution beyond Numerai's benchmark model -----------------------------------------
-
-
-def _benchmark_scores(source_dir: Path, requested: str | None, predictions, target, eras, row_ids: RowIds,
-                      data_path: Path, notes: list[str]):
-    """(benchmark column, per-era BMC, per-era rank correlation with the benchmark) against
-    validation_benchmark_models.parquet in the data's version folder, or None with a note. The
-    column is `requested` (--benchmark), else the version's main benchmark (v53_lgbm_ender20 for
-    v5.3). Rows the benchmark file has no value for are left out of both, with a note."""
-    path = source_dir / schema.VALIDATION_BENCHMARK_FILE
-    if not path.is_file():
-        if requested is not None:
-            raise DataError(f"--benchmark {requested}: {path.name} not found in {path.parent}")
-        notes.append(f"{path.name} not found in {path.parent}: BMC left out")
-        return None
-    available = [c for c in schema.parquet_columns(path) if c not in (schema.ID, schema.ERA, schema.DATA_TYPE)
-                 and not c.startswith("__")]
-    column = requested if requested is not None else _default_benchmark(source_dir.name, available)
-    if column not in available:
-        if requested is not None:
-            raise DataError(f"{path}: no benchmark column '{requested}' (available: {', '.join(available) or 'none'})")
-        notes.append(f"{path.name} has no main benchmark column ({schema.main_benchmark(source_dir.name) or 'vNN_lgbm_ender20'}"
-                     f"): BMC left out; pick one with --benchmark (available: {', '.join(available) or 'none'})")
-        return None
-    values = _read_side_column(path, column, row_ids)
-    covered = int(np.isfinite(values).sum())
-    if covered == 0:
-        notes.append(f"{path.name} shares no ids with {data_path.name}: BMC left out")
-        return None
-    if covered < len(values):
-        notes.append(f"{path.name} covers {covered:,} of the {len(values):,} scored rows: BMC and "
-                     f"corr_with_benchmark are measured on those rows")
-    return (column, metrics.per_era_bmc(predictions, values, target, eras),
-            metrics.per_era_spearman(predictions, values, eras))
-
-
-def _default_benchmark(version: str, available: list[str]) -> str | None:
-    """The version's main benchmark, else the newest vNN_lgbm_ender20 the file has."""
-    main = schema.main_benchmark(version)
-    if main in available:
-        return main
-    numbered = [(int(m.group(1)), c) for c in available if (m := re.fullmatch(r"v(\d+)_lgbm_ender20", c))]
-    return max(numbered)[1] if numbered else None
 
 
 
@@ -607,20 +353,6 @@ def _file_predictions(config: ValidateConfig, data: _Data, notes: list[str]):
     return values, matrix, frame
 
 
-def _summary(scores: metrics.EraScores) -> dict:
-    return json_safe(metrics.summarize(scores.values))
-
-
-def _per_era_table(scores: dict[str, metrics.EraScores]) -> list[dict]:
-    main = scores["spearman"]
-    table = []
-    for i, era in enumerate(main.eras):
-        row = {"era": era, "rows": int(main.rows[i])}
-        row.update({name: s.values[i] for name, s in scores.items()})
-        table.append(json_safe(row))
-    return table
-
-
 def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateConfig,
           notes: list[str]) -> dict:
     """The report dict for aligned predictions (NaN where a row has none)."""
@@ -641,26 +373,28 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
         "rows": int(len(predictions)),
         "eras": eras.n_eras,
         "target": data.target,
-        "spearman": _summary(per_era["spearman"]),
-        "numerai_corr": _summary(per_era["numerai_corr"]),
+        "spearman": summary(per_era["spearman"]),
+        "numerai_corr": summary(per_era["numerai_corr"]),
     }
     if data.source_dir is not None:
-        meta = _read_side_file(data.source_dir / schema.META_MODEL_FILE, schema.META_MODEL, row_ids, data.path,
+        meta = read_side_file(data.source_dir / schema.META_MODEL_FILE, schema.META_MODEL, row_ids, data.path,
                                notes)
         if meta is not None:
             per_era["mmc"] = metrics.per_era_mmc(predictions, meta, target, eras)
-            report["mmc"] = _summary(per_era["mmc"])
-        example = _read_side_file(data.source_dir / schema.VALIDATION_EXAMPLE_FILE, schema.PREDICTION, row_ids,
+            report["mmc"] = summary(per_era["mmc"])
+        example = read_side_file(data.source_dir / schema.VALIDATION_EXAMPLE_FILE, schema.PREDICTION, row_ids,
                                   data.path, notes)
         if example is not None:
             # Rank correlation per era with the example model: how much of it the model repeats.
-            report["corr_with_example"] = _summary(metrics.per_era_spearman(predictions, example, eras))
-        benchmark = _benchmark_scores(data.source_dir, config.benchmark, predictions, target, eras, row_ids,
-                                      data.path, notes)
+            report["corr_with_example"] = summary(metrics.per_era_spearman(predictions, example, eras))
+        benchmark = read_benchmark(data.source_dir, config.benchmark, row_ids, data.path, notes)
         if benchmark is not None:
-            report["benchmark"], bmc, with_benchmark = benchmark
+            report["benchmark"], values = benchmark
+            # Rows without a benchmark value (NaN) are left out of both, as MMC leaves out the meta model's.
+            bmc = metrics.per_era_bmc(predictions, values, target, eras)
+            with_benchmark = metrics.per_era_spearman(predictions, values, eras)
             per_era["bmc"], per_era["corr_with_benchmark"] = bmc, with_benchmark
-            report["bmc"], report["corr_with_benchmark"] = _summary(bmc), _summary(with_benchmark)
+            report["bmc"], report["corr_with_benchmark"] = summary(bmc), summary(with_benchmark)
     else:
         if config.benchmark is not None:
             raise DataError(f"--benchmark {config.benchmark}: no source data folder known for {data.path}, "
@@ -674,72 +408,18 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
                                                 if np.isfinite(fs.rms_exposure.values).any() else None,
                                                 "features": int(matrix.shape[1])})
         per_era["fnc"] = fs.fnc
-        report["fnc"] = _summary(fs.fnc)
+        report["fnc"] = summary(fs.fnc)
         _exact_fit_note(fs.exact_fit_eras, matrix.shape[1], notes)
     if data.aux_targets:
         report["aux_targets"] = {
-            name: _summary(metrics.per_era_numerai_corr(
+            name: summary(metrics.per_era_numerai_corr(
                 predictions, frame[name].to_numpy(dtype=np.float64, na_value=np.nan), eras))
             for name in data.aux_targets}
     unscored = per_era["numerai_corr"].unscored
     report["eras_unscored"] = len(unscored)
     report["unscored_eras"] = unscored
-    report["per_era"] = _per_era_table(per_era)
+    report["per_era"] = per_era_table(per_era)
     return report
-
-
-# --- outputs ------------------------------------------------------------------------------------
-
-
-def _write_per_era_csv(path: Path, per_era: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(per_era[0]))
-        writer.writeheader()
-        writer.writerows([{k: ("" if v is None else v) for k, v in row.items()} for row in per_era])
-
-
-def _write_per_era_png(path: Path, per_era: list[dict], title: str) -> bool:
-    """Per-era CORR bars with the cumulative CORR line; False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    values = np.array([np.nan if r["numerai_corr"] is None else r["numerai_corr"] for r in per_era])
-    labels = [r["era"] for r in per_era]
-    x = np.arange(len(values))
-    fig, bars = plt.subplots(figsize=(max(6.0, min(24.0, len(values) * 0.08)), 4))
-    bars.bar(x, np.nan_to_num(values), color=np.where(values >= 0, "tab:blue", "tab:red"), width=0.9)
-    bars.set_ylabel("CORR per era")
-    bars.set_xlabel("era")
-    step = max(1, len(labels) // 12)
-    bars.set_xticks(x[::step], labels[::step], rotation=45, fontsize=7)
-    line = bars.twinx()
-    line.plot(x, np.nancumsum(values), color="black", linewidth=1.2)
-    line.set_ylabel("cumulative CORR")
-    bars.set_title(title, fontsize=9)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return True
-
-
-def write_report(report: Report) -> None:
-    """report.json, per_era.csv and per_era.png as one set: all are written under temporary names
-    and renamed only once every one is complete, so a full disk leaves the previous report whole."""
-    out = report.report_dir
-    per_era = report.data["per_era"]
-    with publish_set(out) as files:
-        _write_per_era_csv(files.path("per_era.csv"), per_era)
-        if not _write_per_era_png(files.path("per_era.png"), per_era, f"{report.source} on {report.data_path.name}"):
-            files.drop("per_era.png")
-            report.notes.append("matplotlib is not installed: per_era.png not drawn (pip install matplotlib)")
-        dump_json(files.path("report.json"), report.data)  # renamed last
-    report.files.extend(out / name for name in ("report.json", "per_era.csv", "per_era.png") if name in files.temporaries)
 
 
 # --- the stage ----------------------------------------------------------------------------------

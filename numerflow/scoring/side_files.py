@@ -1,0 +1,86 @@
+"""The files validate reads beside the data, from its version folder: the meta model
+(meta_model.parquet, for MMC), the example model's predictions (for corr_with_example) and the
+benchmark models (validation_benchmark_models.parquet, for BMC). Each is an id-indexed Parquet
+file whose one column is placed on the data's rows through RowIds; a missing or unmatched file
+is left out with a note rather than failing the run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from numerflow import schema
+from numerflow.errors import DataError
+from numerflow.scoring.ids import RowIds
+
+
+def read_side_column(path: Path, column: str, row_ids: RowIds) -> np.ndarray:
+    """One numeric column of an id-indexed Parquet file (meta model, example predictions,
+    benchmark models), placed on the data's rows; only `id` and that column are read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema.require_columns(path, [schema.ID, column], schema.parquet_columns(path))
+    try:
+        table = pq.read_table(path, columns=[schema.ID, column])
+        values = table.column(column).cast(pa.float64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(f"{path}: column '{column}' does not hold numbers") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise schema.unreadable(path, exc) from None
+    return row_ids.place(table.column(schema.ID), values, path, strict=False)
+
+
+def read_side_file(path: Path, column: str, row_ids: RowIds, data_path: Path, notes: list[str]):
+    """meta_model / example predictions aligned to the data's rows, or None (with a note)."""
+    if not path.is_file():
+        notes.append(f"{path.name} not found in {path.parent}: {'MMC' if column == schema.META_MODEL else 'corr_with_example'} left out")
+        return None
+    aligned = read_side_column(path, column, row_ids)
+    if not np.isfinite(aligned).any():
+        notes.append(f"{path.name} shares no ids with {data_path.name}: left out")
+        return None
+    return aligned
+
+
+def read_benchmark(source_dir: Path, requested: str | None, row_ids: RowIds, data_path: Path,
+                   notes: list[str]) -> tuple[str, np.ndarray] | None:
+    """(benchmark column, its values on the data's rows) from validation_benchmark_models.parquet
+    in the data's version folder, or None with a note. The column is `requested` (--benchmark),
+    else the version's main benchmark (v53_lgbm_ender20 for v5.3). Rows the benchmark file has no
+    value for are NaN, with a note: BMC and corr_with_benchmark are measured without them."""
+    path = source_dir / schema.VALIDATION_BENCHMARK_FILE
+    if not path.is_file():
+        if requested is not None:
+            raise DataError(f"--benchmark {requested}: {path.name} not found in {path.parent}")
+        notes.append(f"{path.name} not found in {path.parent}: BMC left out")
+        return None
+    available = [c for c in schema.parquet_columns(path) if c not in (schema.ID, schema.ERA, schema.DATA_TYPE)
+                 and not c.startswith("__")]
+    column = requested if requested is not None else _default_benchmark(source_dir.name, available)
+    if column not in available:
+        if requested is not None:
+            raise DataError(f"{path}: no benchmark column '{requested}' (available: {', '.join(available) or 'none'})")
+        notes.append(f"{path.name} has no main benchmark column ({schema.main_benchmark(source_dir.name) or 'vNN_lgbm_ender20'}"
+                     f"): BMC left out; pick one with --benchmark (available: {', '.join(available) or 'none'})")
+        return None
+    values = read_side_column(path, column, row_ids)
+    covered = int(np.isfinite(values).sum())
+    if covered == 0:
+        notes.append(f"{path.name} shares no ids with {data_path.name}: BMC left out")
+        return None
+    if covered < len(values):
+        notes.append(f"{path.name} covers {covered:,} of the {len(values):,} scored rows: BMC and "
+                     f"corr_with_benchmark are measured on those rows")
+    return column, values
+
+
+def _default_benchmark(version: str, available: list[str]) -> str | None:
+    """The version's main benchmark, else the newest vNN_lgbm_ender20 the file has."""
+    main = schema.main_benchmark(version)
+    if main in available:
+        return main
+    numbered = [(int(m.group(1)), c) for c in available if (m := re.fullmatch(r"v(\d+)_lgbm_ender20", c))]
+    return max(numbered)[1] if numbered else None
