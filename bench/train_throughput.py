@@ -6,7 +6,7 @@ memory of `numerflow train` on a large prepared set.
 
 Same data (random int8 features 0..4, one float target), same MLP (780 → 256 → 1), same batch
 (2048), same optimiser (AdamW), one epoch each:
-  numerflow  numerflow.stages.train.run_epoch with train's optimizer and one-cycle schedule: int8 rows
+  numerflow  numerflow.training.loop.run_epoch with train's optimizer and one-cycle schedule: int8 rows
              gathered by a shuffled index into a reused buffer and cast to float32 per step (the data
              stays int8: 1 byte per value)
   blog       the blog's loop: a per-row Dataset whose __getitem__ returns float32 numpy rows,
@@ -40,7 +40,7 @@ from torch import nn
 
 from numerflow.config import TrainConfig
 from numerflow.model import ModelConfig, build_model
-from numerflow.stages.train import make_optimizer, make_scheduler, run_epoch
+from numerflow.training.loop import make_optimizer, make_scheduler, run_epoch
 from numerflow.training.data import Rows, epoch_batches
 
 GIB = 1 << 30

@@ -17,7 +17,7 @@ import math
 import os
 import tomllib
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from numerflow.errors import ConfigError, OptionError

@@ -284,3 +284,11 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the flock
+
+
+def round_lock(path: Path):
+    """The data folder's lock (<data_dir>/schema.LOCK_FILE), held by `numerflow round` for the
+    whole job and by `numerflow submit` while it uploads: an fcntl.flock, released by the OS when
+    its holder dies, so a lock file left by a killed job (even an empty one) never blocks the next
+    run. Its one owner, so that round and submit both import it from below."""
+    return exclusive_lock(path, "`numerflow round` or `numerflow submit`")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import numerflow
 from numerflow.cli import app
 from numerflow.errors import ConfigError, DataError
-from numerflow.stages.cv import plan_folds
+from numerflow.training.folds import plan_folds
 from tests.prepared_helpers import FEATURES, TARGETS, prepared_frame
 
 runner = CliRunner()
@@ -183,7 +183,7 @@ def test_several_data_files_refuse_shared_ids_missing_files_and_repeats(prepared
 
 def test_resume_after_a_failed_fold_trains_only_the_rest_and_matches_an_uninterrupted_run(
         prepared, in_tmp, monkeypatch):
-    import numerflow.stages.train as train_stage
+    import numerflow.training.folds as train_stage  # run_fold calls train_arrays from here
 
     real = train_stage.train_arrays
     calls = []
@@ -276,7 +276,8 @@ def test_train_arrays_on_loaded_splits_matches_train_from_files(prepared, tmp_pa
     import torch
 
     from numerflow.config import TrainConfig
-    from numerflow.stages.train import train, train_arrays
+    from numerflow.stages.train import train
+    from numerflow.training.fit import train_arrays
     from numerflow.training.data import read_manifest, read_split
 
     config = TrainConfig(data=prepared, out=tmp_path / "m.pt", epochs=2, layers=[8], batch_size=64, device="cpu")

@@ -336,7 +336,8 @@ def test_two_submits_at_once_upload_once(project, numerai):
 
 
 def test_submit_while_the_lock_is_held_uploads_nothing(project, numerai):
-    from numerflow.stages.round import LOCK_FILE, round_lock
+    from numerflow.files import round_lock
+    from numerflow.schema import LOCK_FILE
 
     with round_lock(project / "data" / LOCK_FILE):
         result = cli("submit", "--model-name", "fake_model")
@@ -374,7 +375,7 @@ def test_round_killed_before_a_receipt_does_not_submit_that_model_again(round_pr
 
 
 def test_an_empty_lock_file_does_not_block_the_next_round(round_project, numerai):
-    from numerflow.stages.round import LOCK_FILE
+    from numerflow.schema import LOCK_FILE
 
     project = round_project
     (project / "data").mkdir()

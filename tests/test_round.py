@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from numerflow.cli import app
-from numerflow.stages.round import LOCK_FILE, round_lock
+from numerflow.files import round_lock
+from numerflow.schema import LOCK_FILE
 
 runner = CliRunner()
 ROUND = 600

@@ -20,7 +20,8 @@ from numerflow.cli import app
 from numerflow.config import TrainConfig
 from numerflow.devices import resolve_device
 from numerflow.errors import CheckpointError, ConfigError, DataError
-from numerflow.stages.train import ADAM_BETAS, train
+from numerflow.stages.train import train
+from numerflow.training.loop import ADAM_BETAS
 from numerflow.training.data import epoch_batches
 from numerflow.training.losses import masked_mse, masked_negative_pearson
 from tests.prepared_helpers import FEATURES, N_FEATURES, TARGETS, write_prepared
@@ -469,7 +470,7 @@ def test_cli_all_nan_main_target_is_a_data_error(tmp_path):
 def test_optimizer_is_torchs_fused_adamw_where_torch_has_it():
     from numerflow.config import TrainConfig
     from numerflow.model import ModelConfig, build_model
-    from numerflow.stages.train import make_optimizer
+    from numerflow.training.loop import make_optimizer
 
     model = build_model(ModelConfig(n_features=6, layers=[4], batchnorm=True))
     optimizer = make_optimizer(model, TrainConfig())

@@ -16,6 +16,32 @@ from numerflow.errors import DataError
 from numerflow.scoring.ids import RowIds
 
 
+def version_folder(path: Path, columns: list[str], manifest: dict, data_dir: Path) -> Path | None:
+    """Where a validation file's side files live: for a prepared file (its folder's manifest, no
+    data_type column), the version folder the manifest names; for a raw Numerai file, its own folder."""
+    if not manifest or schema.DATA_TYPE in columns:
+        return path.parent
+    if manifest.get("version_dir"):
+        return Path(manifest["version_dir"])
+    return Path(data_dir) / manifest["version"] if manifest.get("version") else None
+
+
+def prepared_manifest_beside(path: Path) -> dict:
+    """The prepare manifest in a data file's folder, or {} for a file prepare did not write."""
+    folder = path.parent
+    return schema.read_prepared_manifest(folder) if (folder / schema.PREPARED_MANIFEST_FILE).is_file() else {}
+
+
+def meta_model_on_rows(data_path: Path, ids, data_dir: Path = Path("data")) -> np.ndarray | None:
+    """The meta model placed on the rows `ids` of a validation file, read as validate reads it
+    (None when the file's version folder has none): sweeps score MMC objectives with it."""
+    source_dir = version_folder(data_path, schema.parquet_columns(data_path), prepared_manifest_beside(data_path),
+                                data_dir)
+    if source_dir is None:
+        return None
+    return read_side_file(source_dir / schema.META_MODEL_FILE, schema.META_MODEL, RowIds(ids, data_path), data_path, [])
+
+
 def read_side_column(path: Path, column: str, row_ids: RowIds) -> np.ndarray:
     """One numeric column of an id-indexed Parquet file (meta model, example predictions,
     benchmark models), placed on the data's rows; only `id` and that column are read."""

@@ -32,7 +32,7 @@ from numerflow.files import FileSet, publish_set
 
 MANIFEST_FILE = schema.PREPARED_MANIFEST_FILE
 OUT_TRAIN, OUT_VALIDATION = schema.PREPARED_FILES
-read_manifest = schema.read_prepared_manifest  # train and validate import it from here
+read_manifest = schema.read_prepared_manifest  # tests and bench/quality.py read manifests through the stage
 ALL_AUX = "all"
 # Rows per output row group: the kept rows of small input row groups are gathered up to this size,
 # larger ones are split. One row group is encoded while the next is read: at 3,555 int8 features

@@ -30,7 +30,7 @@ from typing import Callable
 from numerflow import schema
 from numerflow.config import DownloadConfig, PredictConfig, RoundConfig, SubmitConfig
 from numerflow.errors import AuthError, ConfigError, NumerflowError, SubmissionError
-from numerflow.files import exclusive_lock
+from numerflow.files import round_lock
 
 LOCK_FILE = schema.LOCK_FILE
 MODEL_KEYS = {"model", "models", "weights", "neutralize"}
@@ -96,15 +96,6 @@ def model_specs(table: dict, source: str = "numerflow.toml") -> list[ModelSpec]:
         specs.append(ModelSpec(str(name), [Path(p) for p in paths],
                                [float(w) for w in weights] if weights is not None else None, float(neutralize)))
     return specs
-
-
-# ---- the lock
-
-def round_lock(path: Path):
-    """The data folder's lock, held by `numerflow round` for the whole job and by `numerflow
-    submit` while it uploads: an fcntl.flock, released by the OS when its holder dies, so a lock
-    file left by a killed job (even an empty one) never blocks the next run."""
-    return exclusive_lock(path, "`numerflow round` or `numerflow submit`")
 
 
 # ---- the job

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from numerflow import __version__, schema
+from numerflow import schema
+from numerflow.version import __version__
 from numerflow.config import DEFAULT_PREDICTIONS_DIR, SubmitConfig
 from numerflow.errors import DataError, SubmissionError
 from numerflow.files import file_checksum, write_json
@@ -234,9 +235,9 @@ def submit(config: SubmitConfig, client=None, lock_held: bool = False) -> Submit
         return result
     if lock_held:
         return upload(config, result, live, client)
-    from numerflow.stages.round import LOCK_FILE, round_lock
+    from numerflow.files import round_lock
 
-    with round_lock(Path(config.data_dir) / LOCK_FILE):  # one upload at a time per data folder
+    with round_lock(Path(config.data_dir) / schema.LOCK_FILE):  # one upload at a time per data folder
         return upload(config, result, live, client)
 
 

@@ -27,8 +27,7 @@ from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.reports import DataFiles, Report, json_safe, per_era_table, summary, write_report
 from numerflow.scoring.ids import RowIds, as_text
-from numerflow.scoring.side_files import read_benchmark, read_side_file
-from numerflow.stages.prepare import MANIFEST_FILE, read_manifest
+from numerflow.scoring.side_files import prepared_manifest_beside, read_benchmark, read_side_file, version_folder
 
 PREDICTION_SUFFIXES = (".csv", ".parquet")
 
@@ -94,16 +93,13 @@ def _describe_data(path: Path, config: ValidateConfig) -> _Data:
     """Which target, auxiliary targets and features a validation file offers, and where its
     version folder is (for meta_model.parquet and the example predictions)."""
     columns = schema.parquet_columns(path)
-    manifest = read_manifest(path.parent) if (path.parent / MANIFEST_FILE).is_file() else {}
-    prepared = bool(manifest) and schema.DATA_TYPE not in columns
-    if prepared:
-        source_dir = Path(manifest["version_dir"]) if manifest.get("version_dir") else (
-            Path(config.data_dir) / manifest["version"] if manifest.get("version") else None)
+    manifest = prepared_manifest_beside(path)
+    source_dir = version_folder(path, columns, manifest, config.data_dir)
+    if bool(manifest) and schema.DATA_TYPE not in columns:  # prepared
         main = config.target or manifest.get("target") or schema.TARGET
         targets = [t for t in manifest.get("targets", []) if t in columns]
         features = [f for f in manifest.get("features", []) if f in columns]
     else:
-        source_dir = path.parent
         main = config.target or _default_target(columns)
         targets = [c for c in columns if schema.is_target(c)]
         features = _raw_features(path, columns)
@@ -309,19 +305,6 @@ def read_predictions(predictions):
 def source_name(predictions) -> str:
     """How messages and the report name what was scored: the file, or `predictions` in memory."""
     return str(predictions) if isinstance(predictions, (str, os.PathLike)) else "predictions"
-
-
-def meta_model_on_rows(data_path: Path, ids) -> np.ndarray | None:
-    """The meta model placed on the rows `ids` of a validation file, read as validate reads it
-    (None when the file's version folder has none): sweeps score MMC objectives with it."""
-    from numerflow.config import ValidateConfig
-
-    data = _describe_data(data_path, ValidateConfig(data=data_path))
-    if data.source_dir is None:
-        return None
-    return read_side_file(data.source_dir / schema.META_MODEL_FILE, schema.META_MODEL, RowIds(ids, data_path),
-                           data_path, [])
-
 
 
 def _model_predictions(config: ValidateConfig, data: _Data):

@@ -220,7 +220,7 @@ def _check_settings(space: Space) -> None:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{space.source}: {params or space.fixed}: {exc}") from None
     try:
-        from numerflow.stages.cv import check_fold_settings
+        from numerflow.training.folds import check_fold_settings
 
         cv = space.cv_settings(space.train_settings({}))
         check_fold_settings(cv.folds, cv.embargo)

@@ -67,7 +67,7 @@ def _read_prepared(path: Path, with_ids: bool = False) -> PreparedData:
 
 def _meta_model(validation: Path) -> np.ndarray | None:
     """The meta model aligned to the validation rows, read the way `numerflow validate` reads it."""
-    from numerflow.stages.validate import meta_model_on_rows
+    from numerflow.scoring.side_files import meta_model_on_rows
 
     _, frame = schema.read_matrix(validation, [], [schema.ERA])
     return meta_model_on_rows(validation, frame.index)
@@ -94,7 +94,8 @@ def fit_in_memory(config: TrainConfig, data: PreparedData, objective: Objective,
     the trial (optuna.TrialPruned)."""
     from numerflow.checkpoint import predict_scores
     from numerflow.devices import resolve_device
-    from numerflow.stages.train import build_training, check_finite, cpu_copy, rows_on, run_epoch
+    from numerflow.training.loop import build_training, check_finite, rows_on, run_epoch
+    from numerflow.training.state import cpu_copy
     from numerflow.training.data import choose_targets
     from numerflow.training.distributed import Distributed
 
@@ -131,7 +132,7 @@ def trial_checkpoint(config: TrainConfig, model_config, data: PreparedData, targ
                      metrics: list[dict], best_epoch: int) -> dict:
     """A normal numerflow checkpoint (what `numerflow train` writes, binning record included):
     predict and validate take it."""
-    from numerflow.stages.train import checkpoint_dict
+    from numerflow.training.fit import checkpoint_dict
 
     return checkpoint_dict(config, model_config.to_dict(), data.features, targets, state, list(metrics), best_epoch,
                            data.manifest)
@@ -155,7 +156,7 @@ def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
     import pandas as pd
 
     from numerflow.devices import resolve_device
-    from numerflow.stages.cv import TRAIN_SPLIT, CvData, plan_folds, run_fold
+    from numerflow.training.folds import TRAIN_SPLIT, CvData, plan_folds, run_fold
     from numerflow.training.data import choose_targets
 
     started = time.perf_counter()

@@ -115,9 +115,7 @@ def release_reader_memory() -> None:
 
 def read_manifest(data: Path) -> dict:
     """The prepared folder's manifest, with non-empty feature and target lists."""
-    from numerflow.stages.prepare import read_manifest as read_prepared_manifest
-
-    manifest = read_prepared_manifest(data)
+    manifest = schema.read_prepared_manifest(data)
     for key in ("features", "targets"):
         if not manifest.get(key):
             raise DataError(f"{Path(data) / 'manifest.json'}: no '{key}' list")
