@@ -288,7 +288,10 @@ def test_cv_sweep_scores_each_trial_as_numerflow_cv_does(prepared, tmp_path, mon
                      '[fixed]\nepochs = 2\nbatch_size = 256\ndevice = "cpu"\n\n[cv]\nfolds = 3\nembargo = 2\n')
     result = numerflow.sweep(space=space, data=prepared, trials=2, cv=True, pruner="none", seed=1, say=None)
     rows = pd.read_csv(result.trials_csv)
-    assert list(rows["state"]) == ["COMPLETE", "COMPLETE"] and list(rows["epochs"]) == [3, 3]  # one step per fold
+    assert list(rows["state"]) == ["COMPLETE", "COMPLETE"] and list(rows["folds"]) == [3, 3]  # one step per fold
+    assert "epochs" not in rows and "best_epoch" not in rows and list(rows["scored_folds"]) == [3, 3]
+    assert json.loads((result.out_dir / "best.json").read_text())["scored_folds"] == 3
+    assert "over 3 folds" in str(result)
     trial = rows.iloc[0]
     report = numerflow.cv(data=prepared, layers=[int(w) for w in str(trial["layers"]).split(",")], lr=float(trial["lr"]),
                           epochs=2, batch_size=256, device="cpu", seed=1, folds=3, embargo=2, name="check", say=None)

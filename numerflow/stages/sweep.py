@@ -32,6 +32,7 @@ class SweepResult:
     best: dict | None  # the best row of trials.csv
     seconds: float
     objective: str
+    cv: bool = False  # each trial's steps were folds
 
     @property
     def checkpoint(self) -> Path:
@@ -45,8 +46,8 @@ class SweepResult:
         lines = [f"Sweep {self.out_dir}: {self.trials} trial(s) ({self.pruned} pruned, {self.failed} failed) "
                  f"in {self.seconds:.1f} s"]
         if self.best:
-            lines.append(f"Best trial {self.best['number']}: {self.objective} {self.best['score']:.4f} "
-                         f"(epoch {self.best['best_epoch']})")
+            step = f"over {self.best['best_epoch']} folds" if self.cv else f"epoch {self.best['best_epoch']}"
+            lines.append(f"Best trial {self.best['number']}: {self.objective} {self.best['score']:.4f} ({step})")
             lines.append(f"Checkpoint: {self.checkpoint}")
         lines.append(f"Trials: {self.trials_csv}, plot: {self.out_dir / results.PLOT_PNG}")
         return "\n".join(lines)
@@ -80,7 +81,7 @@ def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> Swee
     counted = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED", "FAIL", "ERROR", "TERMINATED")]
     return SweepResult(out_dir, len(counted), sum(r["state"] == "PRUNED" for r in rows),
                        sum(r["state"] in ("FAIL", "ERROR") for r in rows), best,
-                       time.perf_counter() - started, config.objective)
+                       time.perf_counter() - started, config.objective, config.cv)
 
 
 def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
@@ -133,7 +134,8 @@ def settings_record(config: SweepConfig, space: Space) -> dict:
     """What a resumed sweep must share with the one it continues (sweep.json)."""
     return {"space": space.to_dict(), "objective": config.objective, "data": str(Path(config.data).resolve()),
             "seed": config.seed, "pruner": config.pruner, "device": config.device, "backend": "ray" if config.ray else "local",
-            "jobs": config.jobs, "trials": config.trials}
+            "jobs": config.jobs, "trials": config.trials,
+            **({"cv": True} if config.cv else {})}  # (sweeps from before --cv was recorded resume as they are)
 
 
 def run_here(config: SweepConfig, space: Space, objective: Objective, out_dir: Path, settings: dict, say) -> list[dict]:

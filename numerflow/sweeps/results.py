@@ -12,6 +12,8 @@ from pathlib import Path
 from numerflow.files import atomic_path, write_json
 
 COLUMNS = ["number", "state", "score", "epochs", "best_epoch", "seconds", "finished_s"]
+# With --cv a trial's steps are folds, and its score covers every fold run: the columns say so.
+CV_NAMES = {"epochs": "folds", "best_epoch": "scored_folds"}
 TRIALS_CSV, BEST_JSON, BEST_PT, PLOT_PNG, SETTINGS_JSON = "trials.csv", "best.json", "best.pt", "plot.png", "sweep.json"
 
 
@@ -37,12 +39,13 @@ def best_row(rows: list[dict]) -> dict | None:
     return max(complete, key=lambda r: (r["score"], -r["number"])) if complete else None
 
 
-def write_table(out_dir: Path, rows: list[dict], params: list[str]) -> Path:
+def write_table(out_dir: Path, rows: list[dict], params: list[str], cv: bool = False) -> Path:
     import pandas as pd
 
     path = out_dir / TRIALS_CSV
+    table = pd.DataFrame(rows, columns=COLUMNS + params)
     with atomic_path(path) as tmp:
-        pd.DataFrame(rows, columns=COLUMNS + params).to_csv(tmp, index=False)
+        (table.rename(columns=CV_NAMES) if cv else table).to_csv(tmp, index=False)
     return path
 
 
@@ -58,8 +61,9 @@ def keep_best_checkpoint(out_dir: Path, best: dict | None) -> None:
 def write_best(out_dir: Path, best: dict | None, params: list[str], settings: dict) -> None:
     if best is None:
         return
+    best_step = CV_NAMES["best_epoch"] if settings.get("cv") else "best_epoch"
     write_json(out_dir / BEST_JSON, {"number": best["number"], "score": best["score"],
-                                     "objective": settings.get("objective"), "best_epoch": best["best_epoch"],
+                                     "objective": settings.get("objective"), best_step: best["best_epoch"],
                                      "params": {name: best[name] for name in params},
                                      "checkpoint": str(out_dir / BEST_PT), "settings": settings})
 
@@ -68,7 +72,7 @@ def publish(out_dir: Path, rows: list[dict], params: list[str], distributions: d
     """Write every result file from `rows`; returns the best row."""
     best = best_row(rows)
     keep_best_checkpoint(out_dir, best)
-    write_table(out_dir, rows, params)
+    write_table(out_dir, rows, params, cv=bool(settings.get("cv")))
     write_best(out_dir, best, params, settings)
     write_plot(out_dir / PLOT_PNG, rows, distributions, settings.get("objective", "score"))
     return best
