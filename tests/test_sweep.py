@@ -19,6 +19,14 @@ from typer.testing import CliRunner
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 
+
+RAY_MISSING = "the ray extra is not installed (pip install 'numerflow[ray]')"
+try:
+    import ray as _ray  # noqa: F401
+    RAY_ADDRESS_ERROR = "cannot reach a Ray cluster"
+except ImportError:  # the suite passes without the extra: --ray then says what to install
+    RAY_ADDRESS_ERROR = "--ray needs Ray: pip install 'numerflow[ray]'"
+
 SPACE = """
 lr = {low = 1e-3, high = 3e-2, log = true}
 layers = ["8", "16,8"]
@@ -132,7 +140,7 @@ def test_a_killed_sweep_resumes_where_it_stopped(space, prepared, tmp_path):
 
 
 def test_a_sweep_runs_on_a_local_ray_cluster(space, prepared, tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
+    ray = pytest.importorskip("ray", reason=RAY_MISSING)
     import numerflow
 
     monkeypatch.chdir(tmp_path)
@@ -174,7 +182,7 @@ def ray_head(tmp_path, monkeypatch):
     group, ended by its group id. Its own temp folder keeps it out of /tmp/ray/ray_current_cluster,
     where another process's plain ray.init() would find and join it; token authentication is off
     (a throwaway cluster on this machine: no token to hand to the drivers)."""
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason=RAY_MISSING)
     import shutil
     import socket
     import tempfile
@@ -260,7 +268,7 @@ def test_a_bad_space_is_one_error_line_and_writes_nothing(case, prepared, tmp_pa
 
 @pytest.mark.parametrize("args,code,expected", [
     (["--trials", "0"], 2, "--trials"),
-    (["--ray", "127.0.0.1:1"], 1, "cannot reach a Ray cluster"),
+    (["--ray", "127.0.0.1:1"], 1, RAY_ADDRESS_ERROR),
 ])
 def test_bad_options_are_one_error_and_write_nothing(args, code, expected, space, prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -12,9 +12,7 @@ Features are never turned into a float matrix.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from numerflow import binning, schema
 from numerflow.config import PrepareConfig
 from numerflow.errors import ConfigError, DataError
 from numerflow.files import FileSet, publish_set
+from numerflow.parquet_writer import BackgroundWriter, WriterThread, pool_keeping_pages
 
 MANIFEST_FILE = schema.PREPARED_MANIFEST_FILE
 OUT_TRAIN, OUT_VALIDATION = schema.PREPARED_FILES
@@ -38,9 +37,6 @@ ALL_AUX = "all"
 # larger ones are split. One row group is encoded while the next is read: at 3,555 int8 features
 # two of 65,536 rows take 0.5 GB.
 WRITE_ROWS = 65536
-# Values the Parquet writer encodes per call: larger than its default 1,024, which spends more time
-# on per-call overhead than on encoding int8 columns.
-WRITE_BATCH = 1 << 16
 
 
 @dataclass
@@ -134,7 +130,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     # One set: both files are written under temporary names, renamed only once both are complete,
     # and the manifest (naming each file's size and checksum) is written last; readers check it.
     with (publish_set(out_dir, MANIFEST_FILE, manifest) as outputs, tempfile.TemporaryDirectory() as scratch,
-          _pool_keeping_pages(), _WriterThread() as thread):  # exits first: both files closed before publishing
+          pool_keeping_pages(), WriterThread() as thread):  # exits first: both files closed before publishing
         train_src, valid_src = binning.binned_sources((train_src, valid_src), features, config.bin_features, scratch)
         rows_train, kept_train = _copy_rows(train_src, (outputs, OUT_TRAIN), out_schema, features, targets,
                                             train_eras, thread)
@@ -146,26 +142,6 @@ def prepare(config: PrepareConfig) -> PrepareResult:
                          version=version_dir.name, feature_set=config.feature_set, features=features,
                          targets=targets, rows_train=rows_train, rows_validation=rows_valid,
                          eras_train=kept_train, eras_validation=kept_valid, target_choice=target_choice)
-
-
-@contextlib.contextmanager
-def _pool_keeping_pages():
-    """Arrow's jemalloc pool as the default for the block, where pyarrow has it. Every row group
-    allocates its decoded columns and encode buffers anew (~0.3 GB at 3,555 features); mimalloc,
-    pyarrow's default, hands freed pages back to the system at once, and the kernel then zeroes
-    the new ones page by page (about a tenth of prepare's CPU). jemalloc reuses them. Process-wide
-    while it lasts (Arrow has one default pool); buffers remember the pool they came from."""
-    try:
-        pool = pa.jemalloc_memory_pool()
-    except NotImplementedError:  # a pyarrow built without it
-        yield
-        return
-    previous = pa.default_memory_pool()
-    pa.set_memory_pool(pool)
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(previous)
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -297,7 +273,7 @@ def _output_schema(features: list[str], targets: list[str]) -> pa.Schema:
 
 
 def _copy_rows(src: _Source, dest: tuple[FileSet, str], out_schema: pa.Schema, features: list[str],
-               targets: list[str], eras: list[str], thread: _WriterThread) -> tuple[int, list[str]]:
+               targets: list[str], eras: list[str], thread: WriterThread) -> tuple[int, list[str]]:
     """Copy the rows of `eras` whose main target is known from `src` into the member `dest` of a
     file set, row group by row group. Returns (rows written, sorted eras written)."""
     era_set = pa.array(eras, pa.string())
@@ -305,7 +281,7 @@ def _copy_rows(src: _Source, dest: tuple[FileSet, str], out_schema: pa.Schema, f
     pending_rows = 0
     written: set[str] = set()
     parquet = _open(src)
-    with parquet, _BackgroundWriter(dest, out_schema, thread) as writer:
+    with parquet, BackgroundWriter(dest, out_schema, thread) as writer:
         for group in _progress(range(parquet.metadata.num_row_groups), src):
             mask = _kept_rows(parquet, group, src, era_set, targets[0])
             kept = mask.true_count
@@ -380,122 +356,6 @@ def _read_group(parquet: pq.ParquetFile, group: int, mask: pa.BooleanArray, src:
     arrays += [_target_float32(others.column(name), f"{src.path}: column {name}") for name in targets]
     arrays.append(others.column(schema.ID).cast(pa.string()))
     return pa.Table.from_arrays(arrays, schema=out_schema)
-
-
-class _WriterThread:
-    """One worker thread that encodes and writes row groups (the slowest step; pyarrow releases the
-    GIL) while the caller reads and filters the next ones. Both output files go through it in turn,
-    so the train file's last row group and close overlap with reading the validation file. At most
-    one task is in flight, which bounds the memory it adds to one row group of int8."""
-
-    def __init__(self):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-writer")
-        self.in_flight = None
-
-    def submit(self, task, *args) -> None:
-        self.wait()
-        self.in_flight = self.pool.submit(task, *args)
-
-    def wait(self) -> None:
-        if self.in_flight is not None:
-            in_flight, self.in_flight = self.in_flight, None
-            in_flight.result()  # re-raises a failed write here, in the caller's thread
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        try:
-            self.wait()
-        except Exception:  # noqa: BLE001
-            if exc_info[0] is None:
-                raise  # otherwise the error already propagating is the one to report
-        finally:
-            self.pool.shutdown(wait=True)
-
-
-class _BackgroundWriter:
-    """A ParquetWriter for one output file whose writes and close run on the shared _WriterThread."""
-
-    def __init__(self, dest: tuple[FileSet, str], out_schema: pa.Schema, thread: _WriterThread):
-        # Features as BYTE_STREAM_SPLIT pages compressed with LZ4: the cheapest compact encoding
-        # measured for 0..4 int8 values (stored as 4-byte INT32, three of whose byte streams are
-        # zeros LZ4 skips quickly). Against DELTA_BINARY_PACKED, uncompressed (the previous
-        # choice), it writes with ~20 % less CPU and reads back faster in schema.read_matrix, at
-        # 0.65 bytes per value instead of 0.51; dictionary pages with zstd (0.35) cost twice the
-        # CPU (docs/benchmarks.md). Writing is prepare's slowest step and runs on one thread.
-        # Dictionaries where they pay: eras and targets have a few distinct values, ids have
-        # none. Column statistics only for those: nothing reads feature min/max.
-        features = [f.name for f in out_schema if pa.types.is_int8(f.type)]
-        others = [f.name for f in out_schema if not pa.types.is_int8(f.type)]
-        dictionary = [name for name in others if name != schema.ID]
-        outputs, member = dest
-        self.shown = outputs.folder / member  # in errors, as publish_set names its members
-        # The file is opened here, not by the ParquetWriter, so that it is closed even when the
-        # writer's own close fails (on a full disk it would stay open, a deleted file held).
-        self.sink = pa.OSFile(str(outputs.path(member)), "wb")
-        try:
-            self.writer = pq.ParquetWriter(self.sink, out_schema,
-                                           compression={name: "zstd" for name in others} | {name: "lz4" for name in features},
-                                           column_encoding={name: "BYTE_STREAM_SPLIT" for name in features},
-                                           use_dictionary=dictionary, write_statistics=others,
-                                           write_batch_size=WRITE_BATCH)
-        except OSError as exc:
-            self.sink.close()
-            thread.wait()  # the previous file's failure (a full disk fails this one too) is reported first
-            raise self._named(exc) from None
-        self.thread = thread
-        self.rows = 0
-
-    def write(self, table: pa.Table) -> None:
-        self.thread.submit(self._run, self.writer.write_table, table, table.num_rows)
-        self.rows += table.num_rows
-
-    def _run(self, task, *args) -> None:
-        """`task` on the worker thread. When it fails the file is closed at once, and an Arrow
-        OSError (no file name; a full disk, say) is raised naming this file: it may come out
-        after the next file has begun."""
-        try:
-            task(*args)
-        except OSError as exc:
-            self._close_quietly()
-            raise self._named(exc) from None
-        except BaseException:
-            self._close_quietly()
-            raise
-
-    def _named(self, exc: OSError) -> OSError:
-        """Arrow's OSErrors name no file and wrap the system's message: this file and the message."""
-        if exc.filename is not None:
-            return exc
-        return OSError(exc.errno, os.strerror(exc.errno) if exc.errno else str(exc), str(self.shown))
-
-    def _close(self) -> None:
-        try:
-            self.writer.close()
-        finally:
-            self.sink.close()
-
-    def _close_quietly(self) -> None:
-        try:
-            self._close()
-        except Exception:  # noqa: BLE001 - the error that stopped the writing is the one to report
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        if exc_info[0] is None:  # closed behind its last write; errors surface at the next wait
-            self.thread.submit(self._run, self._close)
-            return
-        try:
-            self.thread.wait()
-        except Exception:  # noqa: BLE001 - the error already propagating is the one to report
-            pass
-        self._close_quietly()
 
 
 def _target_float32(column: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
