@@ -251,7 +251,7 @@ class TrainConfig(StageSettings):
 
 @dataclass
 class CvConfig(TrainConfig):
-    """train's settings for every fold, plus how the folds are drawn (numerflow/stages/cv.py)."""
+    """train's settings for every fold, plus how the folds are drawn (numerflow/training/folds.py)."""
 
     out: Path = option(DEFAULT_CV_DIR, help="Folder holding the runs (default: cv).")  # runs go to <out>/<name>/
     resume: bool = option(False, help="Skip the folds an interrupted run of this name finished.")

@@ -106,8 +106,8 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
         if problem:
             raise ConfigError(f"--objective {config.objective}: {problem}")
     if config.cv and objective.needs_meta_model:
-        raise ConfigError(f"--cv scores CORR only (--objective corr_mean or corr_sharpe): the meta model "
-                          f"covers the validation eras, not the training eras the folds test")
+        raise ConfigError("--cv scores CORR only (--objective corr_mean or corr_sharpe): the meta model "
+                          "covers the validation eras, not the training eras the folds test")
     if config.cv and config.ray:
         raise ConfigError("--cv runs on this machine only (--jobs); leave out --ray")
     if config.resume:
