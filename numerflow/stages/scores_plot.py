@@ -1,0 +1,67 @@
+"""scores.png: a model's cumulative live CORR, MMC and payout by round, the rounds still resolving
+drawn apart (shaded, their lines dashed): their scores still move until they resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from numerflow.numerai.scores import PAYOUT
+
+
+def draw_scores(path: Path, rows, title: str) -> bool:
+    """Draw `rows` (one model's rounds.csv) to `path`; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    from numerflow.stages.scores import BMC, CORR_NAMES, MMC, final_values
+
+    resolved = rows.groupby("round")["resolved"].any().sort_index()
+    rounds = resolved.index.to_numpy()
+    corr = next((n for n in CORR_NAMES if (rows["metric"] == n).any()), None)
+    fig, scores_axis = plt.subplots(figsize=(8, 4))
+    for label, name, colour in (("CORR", corr, "tab:blue"), ("MMC", MMC, "tab:orange"), ("BMC", BMC, "tab:green")):
+        if name is None or not (rows["metric"] == name).any():
+            continue
+        values = final_values(rows, name).reindex(rounds).fillna(0.0).to_numpy()
+        _split_line(scores_axis, rounds, np.cumsum(values), resolved.to_numpy(), colour, f"cumulative {label}")
+    scores_axis.set_xlabel("round")
+    scores_axis.set_ylabel("cumulative score")
+    handles, labels = scores_axis.get_legend_handles_labels()
+    payouts = rows[rows["metric"] == PAYOUT].groupby("round")["payout"].sum()
+    if len(payouts):
+        payout_axis = scores_axis.twinx()
+        values = payouts.reindex(rounds).fillna(0.0).to_numpy()
+        _split_line(payout_axis, rounds, np.cumsum(values), resolved.to_numpy(), "black", "cumulative payout")
+        payout_axis.set_ylabel("cumulative payout (NMR)")
+        more_handles, more_labels = payout_axis.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    if (~resolved).any():
+        first = rounds[~resolved.to_numpy()].min()
+        scores_axis.axvspan(first - 0.5, rounds.max() + 0.5, color="0.9", zorder=0)
+        scores_axis.text(first - 0.4, scores_axis.get_ylim()[1], "resolving", va="top", fontsize=8, color="0.4")
+    scores_axis.legend(handles, labels, fontsize=8, loc="upper left")
+    scores_axis.set_title(f"{title}: live scores by round (dashed, shaded: still resolving)", fontsize=9)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def _split_line(axis, rounds, cumulative, resolved, colour: str, label: str) -> None:
+    """Solid over resolved rounds, dashed from the last resolved round over the resolving ones."""
+    done = np.flatnonzero(resolved)
+    last = done.max() if len(done) else -1
+    if last >= 0:
+        axis.plot(rounds[:last + 1], cumulative[:last + 1], color=colour, marker="o", markersize=3, label=label)
+    if last + 1 < len(rounds):
+        start = max(last, 0)
+        axis.plot(rounds[start:], cumulative[start:], color=colour, linestyle="--", marker="o", markersize=3,
+                  markerfacecolor="white", label=None if last >= 0 else label)
