@@ -44,9 +44,10 @@ class Verdict:
     report: Path
 
     def __str__(self) -> str:
-        return (f"live CORR mean {self.live_mean:.4f} over {self.rounds} resolved rounds is {self.word} with "
-                f"validation ({self.report}: per-era mean {self.validation_mean:.4f}; a mean over {self.rounds} "
-                f"validation eras falls in [{self.low:.4f}, {self.high:.4f}] in {LEVEL:.0%} of block-bootstrap draws)")
+        return (f"live against validation: {self.word} (live CORR mean {self.live_mean:.4f} over {self.rounds} "
+                f"resolved rounds; validation {self.report}: per-era mean {self.validation_mean:.4f}, a mean over "
+                f"{self.rounds} of its eras falls in [{self.low:.4f}, {self.high:.4f}] in {LEVEL:.0%} of "
+                f"block-bootstrap draws)")
 
 
 @dataclass
