@@ -22,6 +22,7 @@ from numerflow.config import ScoresConfig, load_settings
 from numerflow.errors import ConfigError
 from numerflow.files import publish_set
 from numerflow.reports import REPORT_FILE, read_report
+from numerflow.stages.scores_plot import draw_scores
 
 ROUNDS_CSV = "rounds.csv"
 SCORES_PNG = "scores.png"
@@ -141,18 +142,21 @@ def final_values(rows, metric: str):
     return picked.groupby("round")["value"].last().dropna()
 
 
+def metric_finals(rows) -> dict:
+    """{"CORR": ..., "MMC": ..., "BMC": ...}: each round's final value, for the metrics reported."""
+    corr = next((name for name in CORR_NAMES if (rows["metric"] == name).any()), None)
+    return {label: final_values(rows, name) for label, name in (("CORR", corr), ("MMC", MMC), ("BMC", BMC))
+            if name is not None and (rows["metric"] == name).any()}
+
+
 def summarize_model(rows) -> tuple[dict, object]:
     """The summary dict and the resolved rounds' CORR values (for the verdict)."""
     resolved = rows.groupby("round")["resolved"].any()
     summary = {"rounds": int(len(resolved)), "resolved": int(resolved.sum()),
                "resolving": int((~resolved).sum())}
-    corr = next((name for name in CORR_NAMES if (rows["metric"] == name).any()), None)
     resolved_rounds = set(resolved[resolved].index)
     live_corr = np.array([])
-    for label, name in (("CORR", corr), ("MMC", MMC), ("BMC", BMC)):
-        if name is None or not (rows["metric"] == name).any():
-            continue
-        values = final_values(rows, name)
+    for label, values in metric_finals(rows).items():
         values = values[values.index.isin(resolved_rounds)]
         summary[label] = {k: v for k, v in metrics.summarize(values.to_numpy()).items()
                           if k in ("mean", "std", "sharpe")}
@@ -192,9 +196,7 @@ def model_scores(name: str, rows, config: ScoresConfig, models_table: dict) -> M
     out = Path(config.scores_dir) / name
     with publish_set(out) as files:
         rows.to_csv(files.path(ROUNDS_CSV), index=False)
-        from numerflow.stages.scores_plot import draw_scores
-
-        if not draw_scores(files.path(SCORES_PNG), rows, name):
+        if not draw_scores(files.path(SCORES_PNG), rows, metric_finals(rows), name):
             files.drop(SCORES_PNG)
     result.files = [out / n for n in (ROUNDS_CSV, SCORES_PNG) if n in files.temporaries]
     return result

@@ -10,8 +10,10 @@ import numpy as np
 from numerflow.numerai.scores import PAYOUT
 
 
-def draw_scores(path: Path, rows, title: str) -> bool:
-    """Draw `rows` (one model's rounds.csv) to `path`; False when matplotlib is missing."""
+def draw_scores(path: Path, rows, finals: dict, title: str) -> bool:
+    """Draw one model's rounds to `path`: `finals` {label: each round's final value (a Series by
+    round)}, `rows` its rounds.csv rows (for which rounds are resolved, and payouts). False when
+    matplotlib is missing."""
     try:
         import matplotlib
 
@@ -19,16 +21,11 @@ def draw_scores(path: Path, rows, title: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    from numerflow.stages.scores import BMC, CORR_NAMES, MMC, final_values
-
     resolved = rows.groupby("round")["resolved"].any().sort_index()
     rounds = resolved.index.to_numpy()
-    corr = next((n for n in CORR_NAMES if (rows["metric"] == n).any()), None)
     fig, scores_axis = plt.subplots(figsize=(8, 4))
-    for label, name, colour in (("CORR", corr, "tab:blue"), ("MMC", MMC, "tab:orange"), ("BMC", BMC, "tab:green")):
-        if name is None or not (rows["metric"] == name).any():
-            continue
-        values = final_values(rows, name).reindex(rounds).fillna(0.0).to_numpy()
+    for (label, values), colour in zip(finals.items(), ("tab:blue", "tab:orange", "tab:green", "tab:purple")):
+        values = values.reindex(rounds).fillna(0.0).to_numpy()
         _split_line(scores_axis, rounds, np.cumsum(values), resolved.to_numpy(), colour, f"cumulative {label}")
     scores_axis.set_xlabel("round")
     scores_axis.set_ylabel("cumulative score")
