@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from numerflow.numerai.scores import PAYOUT
+from numerflow.reports import save_png
 
 
 def draw_scores(path: Path, rows, finals: dict, title: str) -> bool:
@@ -44,11 +45,7 @@ def draw_scores(path: Path, rows, finals: dict, title: str) -> bool:
         scores_axis.text(first - 0.4, scores_axis.get_ylim()[1], "resolving", va="top", fontsize=8, color="0.4")
     scores_axis.legend(handles, labels, fontsize=8, loc="upper left")
     scores_axis.set_title(f"{title}: live scores by round (dashed, shaded: still resolving)", fontsize=9)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    save_png(fig, path)
     return True
 
 
