@@ -424,9 +424,10 @@ class DiagnosticsConfig(StageSettings):
     data_dir: Path = data_dir_option()
     version: str | None = version_option(help="Dataset folder holding validation.parquet (default: the newest).")
     report_dir: Path | None = option(None, flag="--report",
-                                     help="Folder for diagnostics.json (default: reports/<model or predictions name>/).")
+                                     help="Folder for diagnostics.json (default: reports/<model or "
+                                          "predictions name>/).")
     timeout: float = option(1200.0, parse=parse_duration, check=above_zero,
-                            help="Give up waiting for Numerai after this long: 20m, 90s, 1h or seconds.")
+                            help="Give up waiting for Numerai after this long: 20m (the default), 90s, 1h or seconds.")
     poll_interval: float = option(10.0, min=0.0, check=finite, help="Seconds between two asks for the run's status.")
     device: str = device_option("auto")  # model mode: where the validation rows are predicted
     batch_size: int = option(65536, help="Model mode: rows per forward pass.", min=1)

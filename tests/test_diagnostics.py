@@ -141,7 +141,8 @@ def test_no_credentials_and_the_secret_never_shows(workdir, fake_numerai, monkey
     monkeypatch.delenv("NUMERAI_SECRET_KEY")
     missing = run("--model-name", "fake_model", "--predictions", "preds.csv", *FAST)
     assert missing.exit_code == 1
-    assert missing.output.strip().startswith("Error: Numerai credentials missing (NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY)")
+    assert missing.output.strip().startswith(
+        "Error: Numerai credentials missing (NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY)")
     assert_secret_absent([done, refused, missing], caplog.text, workdir)
 
 

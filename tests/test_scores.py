@@ -151,7 +151,8 @@ def test_unknown_model_and_missing_credentials(workdir, fake_numerai, monkeypatc
     assert not (workdir / "scores").exists()
     monkeypatch.delenv("NUMERAI_SECRET_KEY")
     missing = run("--model-name", "fake_model")
-    assert missing.exit_code == 1 and missing.output.startswith("Error: Numerai credentials missing (NUMERAI_SECRET_KEY)")
+    assert missing.exit_code == 1
+    assert missing.output.startswith("Error: Numerai credentials missing (NUMERAI_SECRET_KEY)")
     assert_secret_absent([unknown, missing], caplog.text, workdir)
 
 
