@@ -387,3 +387,70 @@ class SweepConfig(StageSettings):
         super().__post_init__()
         if self.data is None:
             self.data = self.data_dir / "prepared"
+
+
+# --- diagnostics and scores (Numerai's own numbers) ---------------------------------------------
+
+DEFAULT_SCORES_DIR = Path("scores")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value) -> float:
+    """'20m', '90s', '1h' or a number of seconds → seconds (a number stays a number)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    unit = DURATION_UNITS.get(text[-1:], None) if text else None
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise ConfigError(f"expected a duration such as 20m, 90s or 1h, got '{value}'") from None
+    return seconds
+
+
+@dataclass
+class DiagnosticsConfig(StageSettings):
+    model_name: str | None = option(None, envvar="NUMERFLOW_MODEL_NAME",
+                                    help="Numerai model the diagnostics run under (default: the account's only model).")
+    predictions: Path | object | None = option(None, check=suffix_in(".csv", ".parquet"), parse=Path,
+                                               help="id,prediction file of the validation rows (Python: also a "
+                                                    "DataFrame/Series indexed by id).")
+    models: list[Path] | None = option(None, flag="--model",
+                                       help="Or a checkpoint that predicts the validation rows; repeat for a "
+                                            "rank-averaged ensemble.")
+    weights: list[float] | None = weights_option()
+    data: Path | None = option(None, help="Raw Numerai validation Parquet whose validation rows are uploaded "
+                               "(default: DATA_DIR/<version>/validation.parquet).")
+    data_dir: Path = data_dir_option()
+    version: str | None = version_option(help="Dataset folder holding validation.parquet (default: the newest).")
+    report_dir: Path | None = option(None, flag="--report",
+                                     help="Folder for diagnostics.json (default: reports/<model or "
+                                          "predictions name>/).")
+    timeout: float = option(1200.0, parse=parse_duration, check=above_zero,
+                            help="Give up waiting for Numerai after this long: 20m (the default), 90s, 1h or seconds.")
+    poll_interval: float = option(10.0, min=0.0, check=finite, help="Seconds between two asks for the run's status.")
+    device: str = device_option("auto")  # model mode: where the validation rows are predicted
+    batch_size: int = option(65536, help="Model mode: rows per forward pass.", min=1)
+
+    def __post_init__(self):
+        if isinstance(self.timeout, str):
+            self.timeout = parse_duration(self.timeout)
+        super().__post_init__()
+        if (self.predictions is None) == (not self.models):
+            raise ConfigError("diagnostics: give --predictions or --model (not both)")
+        if self.models:
+            _check_weights(self.weights, self.models)
+
+
+@dataclass
+class ScoresConfig(StageSettings):
+    model_names: list[str] | None = option(None, flag="--model-name",
+                                           help="Numerai model to fetch; repeat for several (default: every "
+                                                "[models.<name>] of numerflow.toml).")
+    rounds: int = option(52, help="The latest rounds to fetch per model.", min=1)
+    report: Path | None = option(None, help="Validation report folder (reports/<name>) to hold the live scores "
+                                 "against (default: the checkpoint's named in numerflow.toml, where one is).")
+    reports_dir: Path = option(DEFAULT_REPORTS_DIR, help="Where validate's reports/<checkpoint name>/ are looked for.")
+    scores_dir: Path = option(DEFAULT_SCORES_DIR, help="Where scores/<model>/{rounds.csv,scores.png} go.")
+    config_file: Path = option(factory=settings_path, on_command_line=False,
+                               help="numerflow.toml (NUMERFLOW_CONFIG), whose [models.<name>] are the default models.")

@@ -197,5 +197,38 @@ def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Say |
     return run_quickstart(Path(folder), say=say or _silent)
 
 
+# --- diagnostics and scores: Numerai's own numbers ----------------------------------------------
+
+@takes_settings(cfg.DiagnosticsConfig)
+def diagnostics(settings: cfg.DiagnosticsConfig, *, say: Say | None = print):
+    """Upload validation predictions (a file, or checkpoints' predictions) to Numerai's diagnostics,
+    wait for the run, and set Numerai's summary beside numerflow's numbers for the same predictions
+    (validate's definitions); writes reports/<name>/diagnostics.json. Returns that table as a
+    DataFrame (metric, numerai, numerflow, difference, rating); the DiagnosticsResult (Numerai's
+    whole answer, mismatch lines) rides along in `frame.attrs["result"]`."""
+    import pandas as pd
+
+    before_torch_import()
+    from numerflow.stages.diagnostics import diagnostics as run_diagnostics
+    result = run_diagnostics(settings, say=say or _silent)
+    frame = pd.DataFrame(result.table)
+    frame.attrs["result"] = result
+    return frame
+
+
+@takes_settings(cfg.ScoresConfig)
+def scores(settings: cfg.ScoresConfig):
+    """Fetch each model's live round scores from Numerai (default: every [models.<name>] of
+    numerflow.toml), write scores/<model>/{rounds.csv,scores.png} and hold the live CORR against
+    the model's validation report. Returns the per-round DataFrame (model, round, metric, value,
+    ...); the ScoresResult (per-model summaries and verdicts) rides along in `frame.attrs["result"]`."""
+    from numerflow.stages.scores import scores as run_scores
+    result = run_scores(settings)
+    frame = result.frame
+    frame.attrs["result"] = result
+    return frame
+
+
 STAGES = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "round",
           "export", "sweep", "quickstart"]
+STAGES += ["diagnostics", "scores"]

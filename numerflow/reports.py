@@ -142,12 +142,19 @@ def _write_per_era_png(path: Path, per_era: list[dict], title: str) -> bool:
     line.plot(x, np.nancumsum(values), color="black", linewidth=1.2)
     line.set_ylabel("cumulative CORR")
     bars.set_title(title, fontsize=9)
+    save_png(fig, path)
+    return True
+
+
+def save_png(fig, path: Path) -> None:
+    """Lay out and write a matplotlib figure as PNG, then close it (pyplot holds every open figure)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     try:
         fig.savefig(path, format="png", dpi=100)
     finally:
         plt.close(fig)
-    return True
 
 
 def write_report(report: Report) -> None:

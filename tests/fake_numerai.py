@@ -19,6 +19,9 @@ get_submission_filenames). Files: GET /files/<round>/<name> (honours `Range: byt
 MD5 ETag unless `send_length` / `send_etag` are False), PUT /upload/<token>.
 Authenticated operations need the header `Authorization: Token <public_id>$<secret_key>` with a pair in `accepted_keys`; otherwise they get
 Numerai's GraphQL error "Your session is invalid or has expired."
+Diagnostics runs and live round scores (diagnosticsUploadAuth, createDiagnostics, diagnostics,
+submissionScores, v2RoundModelPerformances) are answered by tests/fake_numerai_live.py from
+`server.live`.
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests import fake_numerai_live
+
 TOURNAMENT = 8  # Numerai Classic
 PUBLIC_ID = "FAKEPUBLICID"
 SECRET_KEY = "FAKESECRETKEY0123456789"
 AUTH_ERROR = "Your session is invalid or has expired."
 ROUND_CLOSED_ERROR = "Current round not open for submissions"
-AUTH_OPS = {"account", "submission_upload_auth", "create_submission", "model", "models", "submissions"}
+AUTH_OPS = {"account", "submission_upload_auth", "create_submission", "model", "models", "submissions",
+            *fake_numerai_live.AUTH_OPS}
 LIVE_NAMES = ("live.parquet", "live_example_preds.parquet", "live_example_preds.csv",
               "live_benchmark_models.parquet")
 
@@ -191,6 +197,7 @@ class FakeNumerai:
         # hosted model uploads (export --upload): image names as Numerai lists them; set a list to change
         self.docker_images: list[str] = list(DOCKER_IMAGES)
         self.model_uploads: list[dict] = []  # createComputePickleUpload calls that succeeded: variables + id + body
+        self.live = fake_numerai_live.LiveState()  # diagnostics runs and round scores
 
     # ---- failure injection
     def fail(self, target: str, times: int = 1, status: int = 500, retry_after: str | None = None) -> None:
@@ -358,6 +365,11 @@ def _resolve(server: FakeNumerai, op: str, query: str, v: dict, authorized: bool
         return {"id": record["id"]}
     if op in MODEL_UPLOAD_OPS:
         return _resolve_model_upload(server, op, v, authorized)
+    if op in fake_numerai_live.OPS:
+        try:
+            return fake_numerai_live.resolve(server, op, v)
+        except ValueError as exc:
+            raise GraphQLFailure(str(exc)) from None
     if op == "submissions":  # numerapi's submission_ids(model_id)
         return [{"id": r["id"], "filename": r["filename"], "insertedAt": r["insertedAt"]}
                 for r in server.submissions if r.get("modelId") == v.get("modelId")]

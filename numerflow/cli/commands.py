@@ -187,3 +187,34 @@ def sweep(
         typer.echo(numerflow.show_sweep(name=show, sweeps_dir=settings.sweeps_dir))
         return
     typer.echo(str(numerflow.sweep(settings, say=typer.echo)))
+
+
+# --- diagnostics and scores: Numerai's own numbers ----------------------------------------------
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.DiagnosticsConfig)
+def diagnostics(settings: cfg.DiagnosticsConfig):
+    """Upload validation predictions to Numerai's diagnostics, wait for the run, and print Numerai's
+    summary beside numerflow's own numbers (validate's definitions); writes reports/<name>/diagnostics.json.
+    Credentials as for submit.
+
+    Example: numerflow diagnostics --model-name my_model --model models/model.pt --timeout 20m
+    """
+    result = numerflow.diagnostics(settings, say=typer.echo)
+    typer.echo(str(result.attrs["result"]))
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.ScoresConfig)
+def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
+    """Fetch each model's live round scores (CORR, MMC, BMC, payout) from Numerai, write
+    scores/<model>/{rounds.csv,scores.png}, and say whether the live CORR is in line with, below
+    or above its validation report. Default: every [models.<name>] of numerflow.toml.
+
+    Example: numerflow scores --model-name my_model --rounds 52 --report reports/model
+    """
+    settings.config_file = ctx.find_root().obj.path  # numerflow.toml as main_options read it
+    frame = numerflow.scores(settings)
+    typer.echo(str(frame.attrs["result"]))
