@@ -63,22 +63,48 @@ def as_text(ids):
     return pd.Index(ids).astype(str)
 
 
+def text_array(ids):
+    """`ids` as one Arrow large_string array without nulls: Arrow-backed text as it is, anything
+    else (integers, objects, missing ids) through as_text, as ids of any shape are compared."""
+    import pyarrow as pa
+
+    array = _arrow_strings(ids)
+    if array is None or array.null_count:
+        array = pa.array(as_text(ids).to_numpy(dtype=object), type=pa.large_string())
+    return array.cast(pa.large_string())  # one offset width, so equal ids compare equal
+
+
 class RowIds:
-    """The data's row ids, hashed once (one uniqueness check, one hash table) for every file placed
-    on its rows: predictions, meta model, example predictions, benchmark models. Numerai-shaped
-    ids are matched as integer keys, other ids as text."""
+    """The data's row ids, hashed once for every file placed on its rows: predictions, meta model,
+    example predictions, benchmark models. Numerai-shaped ids are matched as the integers they
+    spell (a pandas hash table of 64-bit keys), other ids as text by Arrow's hashing kernels
+    (pyarrow.compute, in C: no Python string per id). Ids given in the data's own row order, as
+    most predictions files are, are recognised by one comparison and need no lookup at all."""
 
     def __init__(self, ids, data_path: Path):
-        import pandas as pd
-
-        self.ids, self.data_path, self.size = ids, data_path, len(ids)
-        keys = numerai_id_keys(ids)
-        self.as_keys = keys is not None
-        self.index = pd.Index(keys if self.as_keys else as_text(ids))
-        if not self.index.is_unique:  # fills the hash table that get_indexer then reuses
-            raise DataError(f"{data_path}: {int(self.index.duplicated().sum())} duplicate id(s)")
-        self._text_index = None
+        self.data_path, self.size = data_path, len(ids)
+        self.text = text_array(ids)
+        self.keys = numerai_id_keys(self.text)
+        self.as_keys = self.keys is not None
+        self._index = None
+        if self._has_duplicates():
+            raise DataError(f"{data_path}: {self._duplicate_count()} duplicate id(s)")
         self.kept = None  # a boolean mask: place() returns these rows only
+
+    def _has_duplicates(self) -> bool:
+        """The one uniqueness check: integer keys fill the hash table that positions() reuses;
+        text ids are counted distinct by Arrow."""
+        if self.as_keys:
+            import pandas as pd
+
+            self._index = pd.Index(self.keys)
+            return not self._index.is_unique
+        import pyarrow.compute as pc
+
+        return len(pc.unique(self.text)) != self.size
+
+    def _duplicate_count(self) -> int:
+        return int(as_text(self.text.to_pandas()).duplicated().sum())  # an error path: Python strings are fine
 
     def restricted_to(self, rows: np.ndarray) -> "RowIds":
         """The same lookup (no new hash table), placing values on the data rows `rows` only."""
@@ -88,20 +114,24 @@ class RowIds:
 
     def positions(self, ids) -> np.ndarray:
         """The data row of each id, -1 where the data has no such id."""
-        if not self.as_keys:
-            return self.index.get_indexer(as_text(ids))
-        keys = numerai_id_keys(ids)
-        if keys is not None:
-            return self.index.get_indexer(keys)
-        if self._text_index is None:  # ids of other shapes: matched as text (a second table, rarely)
-            self._text_index = as_text(self.ids)
-        return self._text_index.get_indexer(as_text(ids))
+        text = text_array(ids)
+        if text.equals(self.text):  # the data's own ids in its row order
+            return np.arange(self.size)
+        if self.as_keys:
+            keys = numerai_id_keys(text)
+            if keys is not None:
+                return self._index.get_indexer(keys)
+        import pyarrow.compute as pc
 
-    def place(self, ids, values, what, strict: bool) -> np.ndarray:
-        """`values` (one per id) on the data's rows, NaN where absent. With `strict` (the
-        predictions being scored), repeated ids and ids the data lacks are errors; a side file's
-        extra ids are ignored."""
-        position = self.positions(ids)
+        found = pc.index_in(text, value_set=self.text)  # ids of other shapes: Arrow's hash table of the text
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+    def place(self, ids, values, what, strict: bool, position: np.ndarray | None = None) -> np.ndarray:
+        """`values` (one per id) on the data's rows, NaN where absent (`position`: the ids'
+        positions() when the caller has them already). With `strict` (the predictions being
+        scored), repeated ids and ids the data lacks are errors; a side file's extra ids are
+        ignored."""
+        position = self.positions(ids) if position is None else position
         found = position >= 0
         if strict:
             found_twice = len(position[found]) - int(np.count_nonzero(np.bincount(position[found], minlength=self.size)))

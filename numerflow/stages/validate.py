@@ -165,28 +165,29 @@ def _no_features_note(config: ValidateConfig, data: _Data, matrix, notes: list[s
                      f"feature_*/featureN columns): feature exposure and FNC left out")
 
 
-def _foreign_ids_note(predictions, data: _Data, notes: list[str]):
+def _foreign_ids_note(predictions, position: np.ndarray, data: _Data, notes: list[str]) -> np.ndarray:
     """Predictions for ids that are the file's other rows (test/live rows of an all-in-one
-    tournament file) are not errors: they are left out with a note. Returns the predictions to
-    place; ids in no row of the file stay for RowIds.place to refuse."""
+    tournament file) are not errors: they are left out with a note. Returns which predictions to
+    place (a boolean mask); ids in no row of the file stay for RowIds.place to refuse.
+    `position`: the predictions' rows in the data (RowIds.positions), looked up once."""
+    keep = np.ones(len(position), dtype=bool)
+    unknown = position < 0
     raw = [part.path for part in data.files if schema.DATA_TYPE in schema.parquet_columns(part.path)]
-    if not raw:
-        return predictions
-    unknown = predictions.index[data.row_ids.positions(predictions.index) < 0]
-    if not len(unknown):
-        return predictions
+    if not raw or not unknown.any():
+        return keep
     import pandas as pd
 
     kinds = pd.concat([_row_kinds(path) for path in raw])
-    other = kinds[kinds.index.isin(unknown)]
-    if not len(other):
-        return predictions
-    if len(other) == len(predictions):
+    other = kinds.index.isin(predictions.index[unknown])
+    if not other.any():
+        return keep
+    if other.sum() == len(predictions):
         raise DataError(f"{predictions.name}: none of its {len(predictions)} id(s) are validation rows of "
-                        f"{data.path} (they are {_counts(other)} rows); validate scores data_type == 'validation' rows")
-    notes.append(f"{len(other):,} predicted id(s) are {_counts(other)} rows of {data.path.name}, not validation "
-                 f"rows: left out")
-    return predictions.drop(other.index)
+                        f"{data.path} (they are {_counts(kinds[other])} rows); validate scores data_type == 'validation' rows")
+    notes.append(f"{int(other.sum()):,} predicted id(s) are {_counts(kinds[other])} rows of {data.path.name}, not "
+                 f"validation rows: left out")
+    keep[unknown] = ~predictions.index[unknown].isin(kinds.index[other])
+    return keep
 
 
 def _row_kinds(path: Path):
@@ -348,8 +349,12 @@ def _file_predictions(config: ValidateConfig, data: _Data, notes: list[str]):
     features = data.features if config.exposure else []
     matrix, frame = _read_rows(data, features)
     data.row_ids = _row_ids(frame, data)
-    predictions = _foreign_ids_note(predictions.rename(source_name(config.predictions)), data, notes)
-    values = data.row_ids.place(predictions.index, predictions.to_numpy(), source_name(config.predictions), strict=True)
+    name = source_name(config.predictions)
+    position = data.row_ids.positions(predictions.index)  # the one lookup of the predictions' ids
+    keep = _foreign_ids_note(predictions.rename(name), position, data, notes)
+    if not keep.all():
+        predictions, position = predictions[keep], position[keep]
+    values = data.row_ids.place(predictions.index, predictions.to_numpy(), name, strict=True, position=position)
     return values, matrix, frame
 
 
