@@ -28,7 +28,7 @@ from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.reports import DataFiles, Report, json_safe, per_era_table, summary, write_report
 from numerflow.scoring.ids import RowIds, as_text
 from numerflow.scoring.side_files import read_benchmark, read_side_file
-from numerflow.stages.prepare import MANIFEST_FILE, read_manifest
+from numerflow.schema import PREPARED_MANIFEST_FILE as MANIFEST_FILE, read_prepared_manifest as read_manifest
 
 PREDICTION_SUFFIXES = (".csv", ".parquet")
 
