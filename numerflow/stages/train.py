@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from numerflow import __version__
+from numerflow import memory
 from numerflow.checkpoint import save_atomic, save_checkpoint
 from numerflow.config import TrainConfig
 from numerflow.devices import fits_on_gpu, resolve_device
@@ -155,6 +156,7 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
     started = time.perf_counter()
     check_config(config)
     check_out(config)
+    memory.check_prepared(config)  # issue 20: stop before loading when it cannot fit
     dist = distributed.Distributed.from_env()
     device = resolve_device(config.device)
     if dist.active:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numerflow import binning, metrics, schema
+from numerflow import binning, memory, metrics, schema
 from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.reports import DataFiles, Report, json_safe, per_era_table, summary, write_report
@@ -430,11 +430,35 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
 # --- the stage ----------------------------------------------------------------------------------
 
 
+def _check_memory(config: ValidateConfig, data: _Data) -> None:
+    """Issue 20: the estimated peak against the memory available, before any row is read. Rows
+    from the footers (an upper bound on a raw file's validation rows, counted exactly only when
+    that bound does not fit); features: the checkpoint's, or those exposure reads."""
+    if config.model is not None:
+        from numerflow.checkpoint import load_checkpoint
+
+        features = len(load_checkpoint(config.model)["features"])
+    else:
+        features = len(data.features) if config.exposure else 0
+    targets = 1 + len(data.aux_targets)
+    try:
+        memory.check(memory.validate_estimate(sum(memory.parquet_rows(p.path) for p in data.files), features, targets),
+                     config.memory_check)
+    except memory.MemoryCheckError:
+        where = (schema.DATA_TYPE, "validation")
+        rows = sum(memory.parquet_rows(p.path, where if schema.DATA_TYPE in schema.parquet_columns(p.path) else None)
+                   for p in data.files)
+        memory.check(memory.validate_estimate(rows, features, targets), config.memory_check)
+
+
+
+
 def validate(config: ValidateConfig) -> Report:
     """Score a model or a predictions file era by era; write the report files unless told not to."""
     if config.predictions is None and config.model is None:
         raise ConfigError("validate: give --model or --predictions")
     data = _describe_files(_data_paths(config), config)
+    _check_memory(config, data)
     notes: list[str] = []
     if config.predictions is not None:
         source = Path(source_name(config.predictions))
