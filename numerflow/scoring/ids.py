@@ -1,6 +1,7 @@
 """Placing id,value files on a data file's rows: every file (predictions, meta model, example
 predictions, benchmark models) goes through one hash of the data's ids (RowIds). Numerai's ids
-are matched as the 60-bit integers they spell (numerai_id_keys), other ids as text."""
+are matched as the 60-bit integers they spell (numerai_id_keys), ids of at most 8 bytes as the
+64-bit integers their bytes spell (short_id_keys), longer ids as text by Arrow's hashing kernels."""
 
 from __future__ import annotations
 
@@ -56,6 +57,35 @@ def numerai_id_keys(ids) -> np.ndarray | None:
     return packed.view(">u8").ravel().astype(np.uint64)
 
 
+SHORT_ID_BYTES = 8  # ids of at most 8 bytes fit one 64-bit key
+
+
+def short_id_keys(ids) -> np.ndarray | None:
+    """Ids of at most 8 bytes without NUL bytes ("n0".."n1999999", era-like or hand-made ids) as
+    the 64-bit integers their bytes spell, zero-padded on the right: exact (distinct ids, distinct
+    keys, since no id holds the padding's NUL), or None when any id is longer. The same speed as
+    numerai_id_keys for the ids of hand-made or older files."""
+    import pyarrow as pa
+
+    array = _arrow_strings(ids)
+    if array is None or array.null_count or not len(array):
+        return None
+    buffers = array.buffers()
+    offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(buffers[1], dtype=offset_type)[array.offset:array.offset + len(array) + 1]
+    lengths = np.diff(offsets)
+    if lengths.max() > SHORT_ID_BYTES:
+        return None
+    chars = np.frombuffer(buffers[2], dtype=np.uint8)
+    if not np.all(chars[offsets[0]:offsets[-1]]):  # a NUL byte: it would read as padding
+        return None
+    padded = np.zeros((len(array), SHORT_ID_BYTES), dtype=np.uint8)
+    for length in np.unique(lengths):  # one gather per id length (a few lengths, each vectorised)
+        rows = np.flatnonzero(lengths == length)
+        padded[rows, :length] = chars[offsets[:-1][rows, None] + np.arange(length)]
+    return padded.view(">u8").ravel().astype(np.uint64)
+
+
 def as_text(ids):
     """Ids as a pandas Index of text (how ids of any shape are compared)."""
     import pandas as pd
@@ -76,15 +106,17 @@ def text_array(ids):
 
 class RowIds:
     """The data's row ids, hashed once for every file placed on its rows: predictions, meta model,
-    example predictions, benchmark models. Numerai-shaped ids are matched as the integers they
-    spell (a pandas hash table of 64-bit keys), other ids as text by Arrow's hashing kernels
-    (pyarrow.compute, in C: no Python string per id). Ids given in the data's own row order, as
+    example predictions, benchmark models. Numerai-shaped ids and ids of at most 8 bytes are
+    matched as the integers they spell (a pandas hash table of 64-bit keys), longer ids as text by
+    Arrow's hashing kernels (pyarrow.compute, in C: no Python string per id). Ids given in the data's own row order, as
     most predictions files are, are recognised by one comparison and need no lookup at all."""
 
     def __init__(self, ids, data_path: Path):
         self.data_path, self.size = data_path, len(ids)
         self.text = text_array(ids)
-        self.keys = numerai_id_keys(self.text)
+        self.key_of, self.keys = numerai_id_keys, numerai_id_keys(self.text)  # one key scheme per data file
+        if self.keys is None:
+            self.key_of, self.keys = short_id_keys, short_id_keys(self.text)
         self.as_keys = self.keys is not None
         self._index = None
         if self._has_duplicates():
@@ -118,7 +150,7 @@ class RowIds:
         if text.equals(self.text):  # the data's own ids in its row order
             return np.arange(self.size)
         if self.as_keys:
-            keys = numerai_id_keys(text)
+            keys = self.key_of(text)
             if keys is not None:
                 return self._index.get_indexer(keys)
         import pyarrow.compute as pc
