@@ -123,7 +123,7 @@ def fitting_options(estimate: Estimate, available: int) -> list[str]:
             options.append(f"prepare --downsample {factor} (about {estimate.rows // factor:,} rows)")
     max_features = room // max(1, estimate.rows) - estimate.per_row
     if 0 < max_features < estimate.features:
-        options.append(f"a --feature-set of at most {max_features:,} features")
+        options.append(f"a smaller --feature-set (at most {max_features:,} features)")
     return options
 
 

@@ -78,7 +78,7 @@ def test_train_that_cannot_fit_stops_before_loading_naming_what_fits(prepared, t
     assert line.startswith("Error: train needs about "), line
     assert "is available" in line and "--no-memory-check" in line
     assert re.search(r"prepare --downsample [34] ", line), line
-    assert "--feature-set of at most" in line
+    assert "a smaller --feature-set (at most " in line
     assert not out.exists()
 
 
