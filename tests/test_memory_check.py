@@ -12,13 +12,11 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-from typer.testing import CliRunner
 
 from numerflow import memory
-from numerflow.cli import app
 from numerflow.config import PrepareConfig
+from tests.test_bad_input import error_line, run  # one Error-line reader for the CLI tests
 
-runner = CliRunner()
 GIB = 1 << 30
 SPACE = 'lr = {low = 1e-3, high = 3e-2, log = true}\n[fixed]\nepochs = 1\nbatch_size = 256\ndevice = "cpu"\n'
 
@@ -48,18 +46,6 @@ def no_loading(monkeypatch) -> None:
 
     monkeypatch.setattr(schema, "read_matrix", loaded)
     monkeypatch.setattr(data, "read_split", loaded)
-
-
-def error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def gib_in(line: str, label: str) -> float:
