@@ -135,11 +135,12 @@ def check_prepared(config, stage: str = "train", workers: int = 1) -> Estimate |
     import json
 
     data = Path(config.data)
+    # cv reads validation.parquet only as its --include-validation fold; train and trials read both.
+    splits = ["train.parquet"] + ([] if stage == "cv" and not config.include_validation else ["validation.parquet"])
     try:
         manifest = json.loads((data / "manifest.json").read_text())
         features = len(manifest["features"])
-        rows = sum(parquet_rows(data / name) for name in ("train.parquet", "validation.parquet")
-                   if (data / name).is_file())
+        rows = sum(parquet_rows(data / name) for name in splits if (data / name).is_file())
     except Exception:  # noqa: BLE001 - any unreadable part is the stage's own error to report
         return None
     targets = len(getattr(config, "targets", None) or manifest.get("targets") or [None])
