@@ -41,6 +41,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_memory import CommandFailed, peak_rss  # noqa: E402 - one child-measuring helper for the benches
 
+from numerflow import memory  # noqa: E402 - the estimate each stage makes before loading
+
 GIB = 1 << 30
 # v5.3's target names beyond the generator's own (target, target_ender_20 and six auxiliaries).
 EXTRA_TARGETS = ("agnes", "claudia", "rowan", "bravo", "caroline", "ralph")
@@ -113,7 +115,8 @@ def run(args, work: Path) -> None:
     rows: list[dict] = []
     failed: list[str] = []
 
-    def stage(name: str, command: list[str], shape: tuple[int, int] | None, bound: float | None) -> float | None:
+    def stage(name: str, command: list[str], shape: tuple[int, int] | None, bound: float | None,
+              estimate=None) -> float | None:
         """Run and measure one stage; None when it failed (recorded, and the run goes on)."""
         print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
@@ -123,7 +126,8 @@ def run(args, work: Path) -> None:
             failed.append(name)
             return None
         int8 = shape[0] * shape[1] if shape else 0
-        rows.append(dict(stage=name, shape=shape, int8=int8, wall=wall, cpu=cpu, rss=rss, bound=bound))
+        rows.append(dict(stage=name, shape=shape, int8=int8, wall=wall, cpu=cpu, rss=rss, bound=bound,
+                         estimate=estimate.total if estimate is not None else None))
         print(table_row(rows[-1]), file=sys.stderr, flush=True)  # a long run's rows so far, if it stops
         return wall
 
@@ -179,16 +183,18 @@ def run(args, work: Path) -> None:
         held = manifest["rows_train"] + manifest["rows_validation"]
         model = work / f"model_ds{k}.pt"
         if stage(f"train ds{k}", numerflow("train", "--data", str(out), "--out", str(model), "--epochs", "1",
-                                           "--device", "cpu"), (held, width), held * width + GIB) is not None:
+                                           "--device", "cpu"), (held, width), held * width + GIB,
+                 memory.train_estimate(held, width, len(manifest["targets"]))) is not None:
             models[k] = model
     if models:  # scored with the model trained on the most rows
         model, valid = str(models[min(models)]), str(files[1])
         valid_int8 = raw_rows[1] * width
         stage("validate", numerflow("validate", "--model", model, "--data", valid, "--device", "cpu", "--no-report",
                                     "--exposure" if args.exposure else "--no-exposure"),
-              (raw_rows[1], width), valid_int8 + GIB)
+              (raw_rows[1], width), valid_int8 + GIB, memory.validate_estimate(raw_rows[1], width, len(targets)))
         stage("predict", numerflow("predict", "--model", model, "--data", valid, "--device", "cpu",
-                                   "--out", str(work / "predictions.parquet")), (raw_rows[1], width), valid_int8 + GIB)
+                                   "--out", str(work / "predictions.parquet")), (raw_rows[1], width), valid_int8 + GIB,
+              memory.predict_estimate(raw_rows[1], width))
         stage("export", numerflow("export", "--model", model, "--out", str(work / "model.pkl")), None, None)
     print_table(rows, args)
     if failed:
@@ -201,15 +207,18 @@ def table_row(r: dict) -> str:
     ratio = f"{r['rss'] / r['int8']:.2f}" if r["int8"] else "-"
     bound = f"{r['bound'] / GIB:.2f} GiB" if r["bound"] else "-"
     within = ("yes" if r["rss"] <= r["bound"] else "NO") if r["bound"] else "-"
+    estimate = (f"{r['estimate'] / GIB:.2f} GiB | {r['rss'] / r['estimate']:.3f}" if r.get("estimate")
+                else "- | -")  # numerflow/memory.py's estimate, made before loading (issue 20)
     return (f"| {r['stage']} | {shape} | {int8} | {r['wall']:.1f} s | {r['cpu']:.1f} s | {r['rss'] / GIB:.2f} GiB "
-            f"| {ratio} | {bound} | {within} |")
+            f"| {ratio} | {bound} | {within} | {estimate} |")
 
 
 def print_table(rows: list[dict], args) -> None:
     print(f"\nbench/full_scale.py: {args.train_rows:,} train + {args.validation_rows:,} validation rows x "
           f"{args.features:,} features (numerflow's synthetic generator, v5.3-shaped, 20 targets)\n")
-    print("| stage | rows x features | int8 bytes | wall | CPU | peak RSS | peak / int8 | bound | within |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| stage | rows x features | int8 bytes | wall | CPU | peak RSS | peak / int8 | bound | within "
+          "| memory.py estimate | peak / estimate |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(table_row(r))
     print()

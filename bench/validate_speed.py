@@ -9,10 +9,13 @@ their eras (np.lexsort on (era, prediction), and numerflow's sort of every era a
 grid, metrics.ranking._EraLayout.sort_within_eras): Spearman cannot be computed without it.
 
 Whole process: the same 2,000,000 rows written as Numerai files (V.parquet: id, era, data_type,
-target; P.parquet: id, prediction, shuffled), then `numerflow validate --predictions P.parquet
---data V.parquet --json --no-report` and the blog's script (pandas.read_parquet both, join on id,
+target; P.parquet: id, prediction) in four cases: Numerai's ids ("n" + 15 hex digits) and other
+text ids ("n0".."n1999999", as hand-made or older files have), each with the predictions in the
+data's row order and shuffled. Then `numerflow validate --predictions P.parquet --data V.parquet
+--json --no-report` and the blog's script (pandas.read_parquet both, join on id,
 groupby("era").apply(spearmanr)) each run as a fresh subprocess, interpreter start and imports
-included; best of --repeat, alternating the two.
+included: --repeat rounds, each running every case, the blog then numerflow (interleaved, so each
+pair shares the machine's load); each round's ratio is printed as a spread (min-max).
 """
 
 from __future__ import annotations
@@ -84,19 +87,29 @@ print(df.groupby("era").apply(lambda d: spearmanr(d["prediction"], d["target"])[
 """
 
 
-def write_files(folder: Path, n_eras: int, rows_per_era: int) -> tuple[Path, Path]:
-    """V.parquet (id index, era, data_type, target) and P.parquet (id, prediction) in another row order."""
+ID_SHAPES = {"Numerai ids": lambda rng, n: [f"n{i:015x}" for i in rng.choice(1 << 60, n, replace=False)],
+             "other ids": lambda rng, n: [f"n{i}" for i in range(n)]}  # hand-made or older files' ids
+
+
+def write_files(folder: Path, n_eras: int, rows_per_era: int) -> list[tuple[str, Path, Path]]:
+    """For each id shape, V.parquet (id index, era, data_type, target) and two P.parquet (id,
+    prediction): in the data's row order and shuffled. Returns (case, data, predictions)."""
     df = make_data(n_eras, rows_per_era)
     n = len(df)
     rng = np.random.default_rng(1)
-    ids = pd.Index([f"n{i:015x}" for i in rng.choice(1 << 60, n, replace=False)], name="id")  # Numerai's shape
-    data = pd.DataFrame({"era": df["era"].to_numpy(), "data_type": "validation",
-                         "target": df["target"].to_numpy()}, index=ids)
-    order = rng.permutation(n)
-    preds = pd.DataFrame({"prediction": df["pred"].to_numpy()[order]}, index=ids[order])
-    data.to_parquet(folder / "V.parquet")
-    preds.to_parquet(folder / "P.parquet")
-    return folder / "V.parquet", folder / "P.parquet"
+    cases = []
+    for shape, make_ids in ID_SHAPES.items():
+        ids = pd.Index(make_ids(rng, n), name="id")
+        data = pd.DataFrame({"era": df["era"].to_numpy(), "data_type": "validation",
+                             "target": df["target"].to_numpy()}, index=ids)
+        stem = shape.split()[0].lower()
+        data.to_parquet(folder / f"V_{stem}.parquet")
+        for order_name, order in (("in row order", np.arange(n)), ("shuffled", rng.permutation(n))):
+            preds = pd.DataFrame({"prediction": df["pred"].to_numpy()[order]}, index=ids[order])
+            path = folder / f"P_{stem}_{order_name.split()[0]}.parquet"
+            preds.to_parquet(path)
+            cases.append((f"{shape}, {order_name}", folder / f"V_{stem}.parquet", path))
+    return cases
 
 
 def timed_process(args: list[str]) -> tuple[float, float, str]:
@@ -113,36 +126,46 @@ def timed_process(args: list[str]) -> tuple[float, float, str]:
     return time.perf_counter() - start, cpu() - start_cpu, out.stdout
 
 
-def whole_process(n_eras: int, rows_per_era: int, repeat: int) -> list[tuple[str, float]]:
-    """numerflow validate and the blog's script, each as a whole fresh process, best of `repeat`."""
+def whole_process(n_eras: int, rows_per_era: int, rounds: int) -> None:
+    """numerflow validate and the blog's script, each as a whole fresh process, on the four cases
+    (two id shapes x two orders): every round runs every case, the blog then numerflow, so the
+    pair shares the machine's load. Prints each round's ratio (blog / numerflow) and their spread."""
     with tempfile.TemporaryDirectory() as tmp:
-        v, p = write_files(Path(tmp), n_eras, rows_per_era)
-        ours = [sys.executable, "-m", "numerflow", "validate", "--predictions", str(p), "--data", str(v),
-                "--json", "--no-report"]
-        blog = [sys.executable, "-c", BLOG_SCRIPT, str(v), str(p)]
-        wall, cpu = {"blog": [], "numerflow": []}, {"blog": [], "numerflow": []}
-        for _ in range(repeat):
-            for name, args in (("blog", blog), ("numerflow", ours)):
-                seconds, cpu_seconds, out = timed_process(args)
-                wall[name].append(seconds)
-                cpu[name].append(cpu_seconds)
-                if name == "blog":
-                    blog_mean = float(out.strip().splitlines()[-1])
-                else:
-                    ours_mean = json.loads(out)["spearman"]["mean"]
-            assert abs(ours_mean - blog_mean) < 1e-9, f"numerflow {ours_mean} and the blog {blog_mean} disagree"
-    names = {"blog": "blog script: read_parquet + join + groupby.apply(spearmanr)",
-             "numerflow": "numerflow validate --predictions --json --no-report"}
-    return ([(f"{names[n]}, wall", min(wall[n])) for n in names]
-            + [(f"{names[n]}, CPU (user+sys)", min(cpu[n])) for n in names])
+        cases = write_files(Path(tmp), n_eras, rows_per_era)
+        seconds = {case: {"blog": [], "numerflow": [], "blog CPU": [], "numerflow CPU": []} for case, _, _ in cases}
+        for _ in range(rounds):
+            for case, v, p in cases:
+                ours = [sys.executable, "-m", "numerflow", "validate", "--predictions", str(p), "--data", str(v),
+                        "--json", "--no-report"]
+                blog = [sys.executable, "-c", BLOG_SCRIPT, str(v), str(p)]
+                means = {}
+                for name, args in (("blog", blog), ("numerflow", ours)):
+                    wall, cpu, out = timed_process(args)
+                    seconds[case][name].append(wall)
+                    seconds[case][f"{name} CPU"].append(cpu)
+                    means[name] = (float(out.strip().splitlines()[-1]) if name == "blog"
+                                   else json.loads(out)["spearman"]["mean"])
+                assert abs(means["numerflow"] - means["blog"]) < 1e-9, f"{case}: numerflow and the blog disagree: {means}"
+    print(f"| ids, predictions' order ({n_eras * rows_per_era:,} rows, {n_eras} eras) | blog script wall | "
+          f"numerflow validate wall | blog / numerflow, each round | CPU: blog / numerflow, each round |")
+    print("|---|---:|---:|---:|---:|")
+    for case, t in seconds.items():
+        ratios = [b / o for b, o in zip(t["blog"], t["numerflow"])]
+        cpu_ratios = [b / o for b, o in zip(t["blog CPU"], t["numerflow CPU"])]
+        print(f"| {case} | {spread(t['blog'], 's')} | {spread(t['numerflow'], 's')} | "
+              f"**{spread(ratios, 'x')}** | {spread(cpu_ratios, 'x')} |", flush=True)
 
 
-def print_table(shape: str, timings: list[tuple[str, float]], baseline_every: int = 0) -> None:
-    """Rows of `timings` with each one's ratio to the first of its group of `baseline_every` rows
-    (all rows: one group)."""
-    group = baseline_every or len(timings)
-    for i, (name, seconds) in enumerate(timings):
-        baseline = timings[i - i % group][1]
+def spread(values: list[float], unit: str) -> str:
+    """min-max of a measure over the rounds (its spread on a shared machine)."""
+    low, high = min(values), max(values)
+    return f"{low:.2f}-{high:.2f}{unit}" if len(values) > 1 else f"{low:.2f}{unit}"
+
+
+def print_table(shape: str, timings: list[tuple[str, float]]) -> None:
+    """Rows of `timings` with each one's ratio to the first (the blog's)."""
+    for name, seconds in timings:
+        baseline = timings[0][1]
         print(f"| {shape} | {name} | {seconds:.3f} | {baseline / seconds:.1f}x |", flush=True)
 
 
@@ -151,11 +174,12 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--whole-only", action="store_true", help="only the whole-process comparison")
     args = parser.parse_args()
-    print("| shape | what | seconds | blog / this |")
-    print("|---|---|---:|---:|")
-    print_table("whole process, 500 eras x 4000 rows", whole_process(500, 4000, args.repeat), baseline_every=2)
+    whole_process(500, 4000, args.repeat)
     if args.whole_only:
         return
+    print()
+    print("| shape | what | seconds | blog / this |")
+    print("|---|---|---:|---:|")
     for n_eras, rows in [(500, 4000), (20000, 100)]:
         print_table(f"{n_eras} eras x {rows} rows", run(n_eras, rows, args.repeat))
 

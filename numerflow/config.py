@@ -169,6 +169,12 @@ def prepared_data_option(help="Prepared folder (default: DATA_DIR/prepared)."):
     return option(None, help=help)
 
 
+# Issue 20: every stage that loads features estimates its peak memory first (numerflow/memory.py).
+def memory_check_option():
+    return option(True, flag="--memory-check/--no-memory-check",
+                  help="Estimate peak memory before loading and stop if it cannot fit (--no-memory-check: try anyway).")
+
+
 @dataclass
 class DownloadConfig(StageSettings):
     data_dir: Path = data_dir_option()  # files land in <data_dir>/<version>/
@@ -242,6 +248,7 @@ class TrainConfig(StageSettings):
                        max=SEED_MAX, check=_seed_check)
     device: str = device_option("auto")
     resume: bool = option(False, help="Continue an interrupted run from its last completed epoch.")
+    memory_check: bool = memory_check_option()
 
     def __post_init__(self):
         super().__post_init__()
@@ -284,6 +291,7 @@ class ValidateConfig(StageSettings):
                                    "(default: the version's main one, e.g. v53_lgbm_ender20).")
     device: str = device_option("auto")  # model mode: where the forward passes run
     batch_size: int = option(65536, help="Model mode: rows per forward pass (bounds memory).", min=1)
+    memory_check: bool = memory_check_option()
 
     def __post_init__(self):
         if isinstance(self.data, (str, os.PathLike)):  # one file, as the Python API takes it
@@ -311,6 +319,7 @@ class PredictConfig(StageSettings):
     batch_size: int = option(65536, help="Rows per forward pass (bounds memory on large files).", min=1)
     version: str | None = version_option()
     device: str = device_option("cpu")  # live is ~7k rows: the CPU is fast enough and always there
+    memory_check: bool = memory_check_option()
 
     def __post_init__(self):
         super().__post_init__()
@@ -382,6 +391,7 @@ class SweepConfig(StageSettings):
     # a [fixed] seed in the space overrides the trials' training seed
     seed: int = option(0, help="Sampler seed and every trial's training seed.", min=0, max=SEED_MAX, check=_seed_check)
     device: str = device_option("auto")  # a [fixed] device overrides it
+    memory_check: bool = memory_check_option()
 
     def __post_init__(self):
         super().__post_init__()

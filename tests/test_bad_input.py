@@ -298,11 +298,12 @@ def test_bad_option_values_are_usage_errors(in_tmp, args, message):
 
 @pytest.mark.parametrize("toml, message", [
     ("[train]\nepochz = 3\n", "numerflow.toml: [train]: unknown key(s) epochz (allowed: activation, batch_size, "
-     "batchnorm, data, data_dir, device, dropout, epochs, input_batchnorm, l1, layers, loss, lr, out, patience, "
+     "batchnorm, data, data_dir, device, dropout, epochs, input_batchnorm, l1, layers, loss, lr, memory_check, out, "
+     "patience, "
      "predict_with, resume, "
      "schedule, seed, targets, weight_decay)"),
     ("[predict]\nmodelz = \"a.pt\"\n", "numerflow.toml: [predict]: unknown key(s) modelz (allowed: batch_size, data, "
-     "data_dir, device, model, neutralize, out, version, weights)"),
+     "data_dir, device, memory_check, model, neutralize, out, version, weights)"),
     ("[trian]\nepochs = 3\n", "numerflow.toml: unknown table [trian] (tables: cv, diagnostics, download, export, predict, "
      "prepare, quickstart, round, scores, submit, sweep, train, validate, models)"),
     ("train = 3\n", "numerflow.toml: 'train' must be a table: [train] with option = value lines"),

@@ -276,3 +276,16 @@ def test_neutralize_and_exposure_equal_a_plain_lstsq_reference(dtype):
         corr = np.array([np.corrcoef(x[:, j], y)[0, 1] for j in range(features.shape[1])])
         np.testing.assert_allclose(fs.max_exposure.values[i], np.abs(corr).max(), rtol=0, atol=1e-12)
         np.testing.assert_allclose(fs.rms_exposure.values[i], np.sqrt(np.mean(corr ** 2)), rtol=0, atol=1e-12)
+
+
+def test_ndtri_matches_scipy_everywhere():
+    """metrics.normal.ndtri (AS241 in numpy, so validate need not import scipy.special) against
+    scipy's, on a fine grid, both tails and the edges."""
+    from scipy.special import ndtri as scipy_ndtri
+
+    from numerflow.metrics.normal import ndtri
+
+    p = np.r_[np.linspace(0, 1, 100_001), 1e-300, 1e-20, 1e-10, 1 - 1e-16, 0.075, 0.925, -0.1, 1.1, np.nan]
+    ours, theirs = ndtri(p), scipy_ndtri(p)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-14, atol=1e-14)

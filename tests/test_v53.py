@@ -239,7 +239,8 @@ def test_numerai_ids_become_exact_integer_keys():
         assert numerai_id_keys(pd.Index(other)) is None
 
 
-@pytest.mark.parametrize("ids", [[f"n{i:015x}" for i in (5, 9, 1, 7)], ["a", "bb", "ccc", "d"]])
+@pytest.mark.parametrize("ids", [[f"n{i:015x}" for i in (5, 9, 1, 7)], ["a", "bb", "ccc", "d"],
+                                 [f"row-of-era-{i}" for i in (5, 9, 1, 7)]])  # integer keys twice, then text
 def test_row_ids_place_values_on_the_data_rows(ids, tmp_path):
     rows = RowIds(pd.Index(ids), tmp_path / "v.parquet")
     placed = rows.place(pd.Index([ids[2], ids[0], "n00000000000000f"]), [1.0, 2.0, 3.0], "side", strict=False)

@@ -11,8 +11,8 @@ target; MMC orthogonalises the gaussian ranks to the meta model's; FNC neutralis
 features. The one place that needs care for speed is `_average_ranks`, which every rank goes
 through (values with a few levels are counted; others sorted within their eras, all eras in one
 numpy call); every other step is a per-era sum (np.add.reduceat on rows laid out era by era) or an
-elementwise function. Exposure and FNC share one Gram matrix per era. numpy only (plus
-scipy.special.ndtri), no I/O.
+elementwise function. Exposure and FNC share one Gram matrix per era. numpy only (ndtri
+included: normal.py), no I/O.
 
 Conventions, shared by every per-era function:
 - `eras` is an array of labels ("0012", "era12", 12, ...) or an `EraGroups` from `group_eras`

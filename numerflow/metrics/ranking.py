@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtri
 
+from numerflow.metrics.normal import ndtri  # scipy.special.ndtri in numpy: no 0.15 s scipy import
 from numerflow.schema import era_sort_key
 
 

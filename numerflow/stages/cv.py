@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from numerflow import memory
 from numerflow import metrics, schema
 from numerflow.config import CvConfig
 from numerflow.errors import ConfigError
@@ -145,6 +146,7 @@ def cv(config: CvConfig, say: Callable[[str], None] | None = None) -> CvResult:
     say = say or (lambda line: None)
     check_fold_settings(config.folds, config.embargo)
     check_config(config)
+    memory.check_prepared(config, "cv")  # issue 20: stop before loading when it cannot fit
     if config.patience is not None:
         raise ConfigError("--patience does not apply to cv: no fold scores its test eras during training "
                           "(that would leak them); every fold trains --epochs epochs")

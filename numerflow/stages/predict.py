@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numerflow import binning, schema
+from numerflow import binning, memory, schema
 from numerflow.config import DEFAULT_PREDICTIONS_DIR, PredictConfig, weights_problem
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
@@ -181,6 +181,7 @@ def predict(config: PredictConfig) -> PredictResult:
         # A checkpoint whose features are not all in the data cannot predict it: say which are absent.
         schema.require_columns(data, checkpoint["features"], columns, needed_by=path, error=CheckpointError)
     features = union_of_features([c["features"] for c in checkpoints])
+    memory.check(memory.predict_estimate(memory.parquet_rows(data), len(features)), config.memory_check)  # issue 20
     matrix, frame = read_features(data, features, [schema.ERA] if schema.ERA in columns else [],
                                   binning.checkpoints_bins(checkpoints, model_paths))
     if matrix.shape[0] == 0:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from numerflow import memory
 from numerflow.config import SweepConfig
 from numerflow.errors import ConfigError
 from numerflow.files import write_json
@@ -65,6 +66,8 @@ def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> Swee
     say = say or (lambda line: None)
     started = time.perf_counter()
     space, objective, out_dir = check(config)
+    if not config.ray:  # issue 20: before any trial; each local trial process holds its own copy
+        memory.check_prepared(config, "sweep", config.jobs)
     settings = settings_record(config, space)
     if config.ray:
         from numerflow.sweeps import ray_tune

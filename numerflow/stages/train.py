@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from numerflow import memory
 from numerflow.checkpoint import save_checkpoint
 from numerflow.config import TrainConfig
 from numerflow.devices import resolve_device
@@ -66,6 +67,7 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
     started = time.perf_counter()
     check_config(config)
     check_out(config)
+    memory.check_prepared(config)  # issue 20: stop before loading when it cannot fit
     dist = distributed.Distributed.from_env()
     device = resolve_device(config.device)
     if dist.active:

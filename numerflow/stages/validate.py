@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numerflow import binning, metrics, schema
+from numerflow import binning, memory, metrics, schema
 from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.reports import DataFiles, Report, json_safe, per_era_table, summary, write_report
@@ -161,28 +161,29 @@ def _no_features_note(config: ValidateConfig, data: _Data, matrix, notes: list[s
                      f"feature_*/featureN columns): feature exposure and FNC left out")
 
 
-def _foreign_ids_note(predictions, data: _Data, notes: list[str]):
+def _foreign_ids_note(predictions, position: np.ndarray, data: _Data, notes: list[str]) -> np.ndarray:
     """Predictions for ids that are the file's other rows (test/live rows of an all-in-one
-    tournament file) are not errors: they are left out with a note. Returns the predictions to
-    place; ids in no row of the file stay for RowIds.place to refuse."""
+    tournament file) are not errors: they are left out with a note. Returns which predictions to
+    place (a boolean mask); ids in no row of the file stay for RowIds.place to refuse.
+    `position`: the predictions' rows in the data (RowIds.positions), looked up once."""
+    keep = np.ones(len(position), dtype=bool)
+    unknown = position < 0
     raw = [part.path for part in data.files if schema.DATA_TYPE in schema.parquet_columns(part.path)]
-    if not raw:
-        return predictions
-    unknown = predictions.index[data.row_ids.positions(predictions.index) < 0]
-    if not len(unknown):
-        return predictions
+    if not raw or not unknown.any():
+        return keep
     import pandas as pd
 
     kinds = pd.concat([_row_kinds(path) for path in raw])
-    other = kinds[kinds.index.isin(unknown)]
-    if not len(other):
-        return predictions
-    if len(other) == len(predictions):
+    other = kinds.index.isin(predictions.index[unknown])
+    if not other.any():
+        return keep
+    if other.sum() == len(predictions):
         raise DataError(f"{predictions.name}: none of its {len(predictions)} id(s) are validation rows of "
-                        f"{data.path} (they are {_counts(other)} rows); validate scores data_type == 'validation' rows")
-    notes.append(f"{len(other):,} predicted id(s) are {_counts(other)} rows of {data.path.name}, not validation "
-                 f"rows: left out")
-    return predictions.drop(other.index)
+                        f"{data.path} (they are {_counts(kinds[other])} rows); validate scores data_type == 'validation' rows")
+    notes.append(f"{int(other.sum()):,} predicted id(s) are {_counts(kinds[other])} rows of {data.path.name}, not "
+                 f"validation rows: left out")
+    keep[unknown] = ~predictions.index[unknown].isin(kinds.index[other])
+    return keep
 
 
 def _row_kinds(path: Path):
@@ -331,8 +332,12 @@ def _file_predictions(config: ValidateConfig, data: _Data, notes: list[str]):
     features = data.features if config.exposure else []
     matrix, frame = _read_rows(data, features)
     data.row_ids = _row_ids(frame, data)
-    predictions = _foreign_ids_note(predictions.rename(source_name(config.predictions)), data, notes)
-    values = data.row_ids.place(predictions.index, predictions.to_numpy(), source_name(config.predictions), strict=True)
+    name = source_name(config.predictions)
+    position = data.row_ids.positions(predictions.index)  # the one lookup of the predictions' ids
+    keep = _foreign_ids_note(predictions.rename(name), position, data, notes)
+    if not keep.all():
+        predictions, position = predictions[keep], position[keep]
+    values = data.row_ids.place(predictions.index, predictions.to_numpy(), name, strict=True, position=position)
     return values, matrix, frame
 
 
@@ -408,11 +413,35 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
 # --- the stage ----------------------------------------------------------------------------------
 
 
+def _check_memory(config: ValidateConfig, data: _Data) -> None:
+    """Issue 20: the estimated peak against the memory available, before any row is read. Rows
+    from the footers (an upper bound on a raw file's validation rows, counted exactly only when
+    that bound does not fit); features: the checkpoint's, or those exposure reads."""
+    if config.model is not None:
+        from numerflow.checkpoint import load_checkpoint
+
+        features = len(load_checkpoint(config.model)["features"])
+    else:
+        features = len(data.features) if config.exposure else 0
+    targets = 1 + len(data.aux_targets)
+    try:
+        memory.check(memory.validate_estimate(sum(memory.parquet_rows(p.path) for p in data.files), features, targets),
+                     config.memory_check)
+    except memory.MemoryCheckError:
+        where = (schema.DATA_TYPE, "validation")
+        rows = sum(memory.parquet_rows(p.path, where if schema.DATA_TYPE in schema.parquet_columns(p.path) else None)
+                   for p in data.files)
+        memory.check(memory.validate_estimate(rows, features, targets), config.memory_check)
+
+
+
+
 def validate(config: ValidateConfig) -> Report:
     """Score a model or a predictions file era by era; write the report files unless told not to."""
     if config.predictions is None and config.model is None:
         raise ConfigError("validate: give --model or --predictions")
     data = _describe_files(_data_paths(config), config)
+    _check_memory(config, data)
     notes: list[str] = []
     if config.predictions is not None:
         source = Path(source_name(config.predictions))
