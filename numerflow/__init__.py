@@ -1,7 +1,8 @@
 """numerflow: a command-line pipeline and Python library for the Numerai tournament.
 
 Every stage is a function here, with the CLI options as keyword arguments (see numerflow.python_api):
-download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart.
+download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart,
+compare.
 Importing numerflow imports no torch and changes nothing in the process."""
 
 from numerflow.version import __version__  # noqa: E402,F401
@@ -22,7 +23,9 @@ from numerflow.python_api import (  # noqa: E402
     validate,
     write_synthetic,
 )
+from numerflow.python_api import compare  # noqa: E402  (numerflow compare)
 
 # `round` is left out: `from numerflow import *` must not shadow the builtin round() in a notebook.
 __all__ = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "export",
            "sweep", "show_sweep", "quickstart", "__version__"]
+__all__ += ["compare"]

@@ -187,3 +187,25 @@ def sweep(
         typer.echo(numerflow.show_sweep(name=show, sweeps_dir=settings.sweeps_dir))
         return
     typer.echo(str(numerflow.sweep(settings, say=typer.echo)))
+
+
+# --- compare (stages/compare/) ------------------------------------------------------------------
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.CompareConfig)
+def compare(
+    settings: cfg.CompareConfig,
+    models: Annotated[list[Path], typer.Argument(help="Report folders, cv runs, sweep folders, checkpoints (.pt) or "
+                                                      "id,prediction files, one or more.", show_default=False)],
+):
+    """Compare models on the same rows and eras the way Numerai pays: CORR, MMC, BMC, TB200,
+    exposure, payout, drawdown, correlation between models, churn; writes compare/NAME/.
+
+    Example: numerflow compare reports/model cv/mlp256 sweeps/sweep predictions/lgbm.csv --last 200
+    """
+    import dataclasses
+
+    table = numerflow.compare(dataclasses.replace(settings, models=list(models)))
+    typer.echo(str(table.attrs["result"]))
