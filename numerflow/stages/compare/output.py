@@ -30,8 +30,8 @@ class CompareResult:
     def __str__(self) -> str:
         s = self.summary
         lines = [f"Compared {len(self.table)} model(s) on {s['rows']:,} common rows, {s['eras']} eras "
-                 f"({s['first_era']}-{s['last_era']}) of {s['data_name']}; last {s['last']} eras: "
-                 f"{s['last_eras'][0]}-{s['last_eras'][1]}",
+                 f"({s['first_era']}-{s['last_era']}) of {s['data_name']}; the *_last columns cover the last "
+                 f"{min(s['last'], s['eras'])} eras ({s['last_eras'][0]}-{s['last_eras'][1]}; --last {s['last']})",
                  f"payout per era: clip({s['payout']['corr']:g} x CORR + {s['payout']['mmc']:g} x MMC, -0.05, 0.05)"
                  + (f"; BMC against {s['benchmark']}" if s.get("benchmark") else "")]
         shown = [c for c in SHOWN if c in self.table.columns]
