@@ -196,9 +196,9 @@ def sweep(
 @reports_errors
 @options_from(settings=cfg.CompareConfig)
 def compare(
-    settings: cfg.CompareConfig,
     models: Annotated[list[Path], typer.Argument(help="Report folders, cv runs, sweep folders, checkpoints (.pt) or "
                                                       "id,prediction files, one or more.", show_default=False)],
+    settings: cfg.CompareConfig,
 ):
     """Compare models on the same rows and eras the way Numerai pays: CORR, MMC, BMC, TB200,
     exposure, payout, drawdown, correlation between models, churn; writes compare/NAME/.

@@ -73,20 +73,19 @@ def _draw(path: Path, per_era, summary: dict) -> bool:
     panels = [(c, label) for c, label in (("corr", "CORR"), ("bmc", "BMC"), ("payout", "payout"))
               if per_era[c].notna().any()]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), sharex=True, squeeze=False)
-    for ax, (column, label) in zip(axes[:, 0], panels):
-        for model, rows in per_era.groupby("model", sort=False):
-            ax.plot(np.arange(len(rows)), np.nancumsum(rows[column].to_numpy(dtype=np.float64)), label=model)
-        ax.set_ylabel(f"cumulative {label}")
-        ax.axhline(0, color="grey", linewidth=0.6)
-    axes[0, 0].legend(fontsize=7, loc="best")
-    axes[0, 0].set_title(f"{summary['data_name']}: eras {summary['first_era']}-{summary['last_era']}", fontsize=9)
-    axes[-1, 0].set_xlabel("era (common eras, in order)")
-    fig.tight_layout()
     try:
-        fig.savefig(path, format="png", dpi=90)
+        for ax, (column, label) in zip(axes[:, 0], panels):
+            for model, rows in per_era.groupby("model", sort=False):
+                ax.plot(np.arange(len(rows)), np.nancumsum(rows[column].to_numpy(dtype=np.float64)), label=model)
+            ax.set_ylabel(f"cumulative {label}")
+            ax.axhline(0, color="grey", linewidth=0.6)
+        axes[0, 0].legend(fontsize=7, loc="best")
+        axes[0, 0].set_title(f"{summary['data_name']}: eras {summary['first_era']}-{summary['last_era']}", fontsize=9)
+        axes[-1, 0].set_xlabel("era (common eras, in order)")
+        fig.savefig(path, format="png", dpi=90, bbox_inches="tight")
+        return True
     finally:
         plt.close(fig)
-    return True
 
 
 def write_results(result: CompareResult, folder: Path) -> None:
