@@ -462,5 +462,7 @@ class CompareConfig(StageSettings):
         if isinstance(self.models, (str, os.PathLike)):
             self.models = [self.models]
         super().__post_init__()
-        if self.payout is not None and not isinstance(self.payout, dict):
-            raise OptionError("--payout", "expected corr=A,mmc=B")
+        if self.payout is not None:  # Python may hand a dict: the same keys and numbers as the command line
+            if not isinstance(self.payout, dict):
+                raise OptionError("--payout", "expected corr=A,mmc=B")
+            payout_weights(",".join(f"{key}={value}" for key, value in self.payout.items()))

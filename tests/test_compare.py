@@ -226,3 +226,23 @@ def test_a_missing_or_unreadable_input_is_one_error_line(case, world, tmp_path):
                                           "--compare-dir", str(tmp_path / "out")]))
     assert str(path) in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--payout", "corr=0.5,mmx=2"], "expected corr=A,mmc=B"),
+    (["--payout", "corr=a"], "with numbers"),
+    (["--sort", "sharpe"], "'sharpe' is not one of"),
+    (["--last", "0"], "--last"),
+])
+def test_bad_option_values_exit_2_and_write_nothing(args, expected, world, tmp_path):
+    result = runner.invoke(app, ["compare", str(world["noisy"]), *args, "--compare-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_sorting_by_churn_needs_a_churn_file(world, tmp_path):
+    line = error_line(runner.invoke(app, ["compare", str(world["noisy"]), "--sort", "churn",
+                                          "--compare-dir", str(tmp_path / "out")]))
+    assert "--churn-against" in line
+    assert not (tmp_path / "out").exists()
