@@ -162,6 +162,12 @@ def test_a_cv_run_is_scored_on_its_out_of_fold_rows_that_every_model_shares(worl
     assert abs(row["corr_mean"] - np.mean(expected)) <= TOL
     notes = table.attrs["result"].summary["notes"]
     assert any(note.startswith("c: ") and "dropped" in note for note in notes)  # its training-era rows
+    # A checkpoint beside it is scored on validation rows only, never on the train.parquet it learnt from.
+    prepared = world["prepared"]
+    both = numerflow.compare(models=[cv.folder, world["report"]], compare_dir=tmp_path, name="cv2", device="cpu",
+                             data=[prepared / schema.TRAIN_FILE, prepared / schema.VALIDATION_FILE])
+    assert set(both["eras"]) == {rows[schema.ERA].nunique()} and set(both["rows"]) == {len(rows)}
+    assert any("scored on validation rows only" in note for note in both.attrs["result"].summary["notes"])
 
 
 def test_a_sweep_is_its_best_checkpoint_and_trials_without_checkpoints_are_named(world, tmp_path):

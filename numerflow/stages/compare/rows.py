@@ -70,6 +70,7 @@ class ScoringRows:
         self.data = _describe_files(self.paths, self.validate_config)
         self.matrix, self.frame = _read_rows(self.data, self.data.features)
         self.row_ids = _row_ids(self.frame, self.data)
+        self.training_rows = self._training_rows()
         self.data_name = self.data.path.name
         self.notes: list[str] = []
         self._device = None
@@ -82,8 +83,16 @@ class ScoringRows:
     def eras(self) -> np.ndarray:
         return self.frame[schema.ERA].astype(str).to_numpy()
 
+    def _training_rows(self) -> np.ndarray:
+        """Rows of a prepared train.parquet among the data (a cv run's out-of-fold eras): checkpoints
+        were trained on them, so they are not scored there."""
+        marks = [np.full(part.rows, part.path.name == schema.TRAIN_FILE
+                         and schema.DATA_TYPE not in schema.parquet_columns(part.path)) for part in self.data.files]
+        return np.concatenate(marks) if marks else np.zeros(0, dtype=bool)
+
     def predict_checkpoint(self, path: Path, checkpoint: dict, config: CompareConfig) -> np.ndarray:
-        """A checkpoint's predictions on every row, as validate --model makes them."""
+        """A checkpoint's predictions on the validation rows, as validate --model makes them (NaN on
+        a prepared train.parquet's rows: a model is never scored on the eras it was trained on)."""
         from numerflow.checkpoint import load_model, predict_scores
         from numerflow.devices import resolve_device
         from numerflow.stages.validate import _read_rows
@@ -101,4 +110,9 @@ class ScoringRows:
         bad = int((~np.isfinite(raw)).sum())
         if bad:
             raise CheckpointError(f"{path}: the model produced {bad} non-finite prediction(s)")
-        return raw.astype(np.float64)
+        predictions = raw.astype(np.float64)
+        if self.training_rows.any():
+            predictions[self.training_rows] = np.nan
+            self.notes.append(f"{path}: scored on validation rows only, not on the {int(self.training_rows.sum()):,} "
+                              f"rows of {schema.TRAIN_FILE} (its training data)")
+        return predictions
