@@ -2,7 +2,7 @@
 
 Every stage is a function here, with the CLI options as keyword arguments (see numerflow.python_api):
 download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart,
-diagnostics, scores.
+diagnostics, scores, compare.
 Importing numerflow imports no torch and changes nothing in the process."""
 
 from numerflow.version import __version__  # noqa: E402,F401
@@ -24,8 +24,10 @@ from numerflow.python_api import (  # noqa: E402
     write_synthetic,
 )
 from numerflow.python_api import diagnostics, scores  # noqa: E402  (Numerai's own numbers)
+from numerflow.python_api import compare  # noqa: E402  (numerflow compare)
 
 # `round` is left out: `from numerflow import *` must not shadow the builtin round() in a notebook.
 __all__ = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "export",
            "sweep", "show_sweep", "quickstart", "__version__"]
 __all__ += ["diagnostics", "scores"]
+__all__ += ["compare"]

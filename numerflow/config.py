@@ -464,3 +464,82 @@ class ScoresConfig(StageSettings):
     scores_dir: Path = option(DEFAULT_SCORES_DIR, help="Where scores/<model>/{rounds.csv,scores.png} go.")
     config_file: Path = option(factory=settings_path, on_command_line=False,
                                help="numerflow.toml (NUMERFLOW_CONFIG), whose [models.<name>] are the default models.")
+
+
+# --- compare: models side by side on the same rows and eras (stages/compare/) -------------------
+
+from numerflow.options import Choice  # noqa: E402  (kept in this block: one place to merge)
+
+DEFAULT_COMPARE_DIR = Path("compare")
+
+
+class CompareSort(Choice):
+    """compare.csv's numeric columns, by which the printed table may be sorted."""
+    corr_mean = "corr_mean"
+    corr_std = "corr_std"
+    corr_sharpe = "corr_sharpe"
+    max_drawdown = "max_drawdown"
+    mmc_mean = "mmc_mean"
+    bmc_mean = "bmc_mean"
+    tb200_corr_mean = "tb200_corr_mean"
+    feature_exposure = "feature_exposure"
+    benchmark_corr = "benchmark_corr"
+    payout_mean = "payout_mean"
+    corr_mean_last = "corr_mean_last"
+    bmc_mean_last = "bmc_mean_last"
+    payout_mean_last = "payout_mean_last"
+    churn = "churn"
+
+
+def payout_weights(text: str) -> dict:
+    """'corr=0.5,mmc=2' → {'corr': 0.5, 'mmc': 2.0}; a weight left out keeps sweep's default."""
+    weights = {}
+    for item in split_list(text) or []:
+        key, _, value = item.partition("=")
+        if key.strip() not in ("corr", "mmc") or not value:
+            raise ConfigError(f"expected corr=A,mmc=B, got '{text}'")
+        try:
+            weights[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"expected corr=A,mmc=B with numbers, got '{text}'") from None
+        if not math.isfinite(weights[key.strip()]):
+            raise ConfigError(f"payout weights must be finite numbers, got '{text}'")
+    return weights
+
+
+@dataclass
+class CompareConfig(StageSettings):
+    models: list[Path] = option(factory=list, on_command_line=False,
+                                help="The models to compare (the command's arguments): report folders, cv runs, "
+                                     "sweeps, checkpoints or id,prediction files.")
+    name: str = option("compare", help="Results go to COMPARE_DIR/NAME/.")
+    compare_dir: Path = option(DEFAULT_COMPARE_DIR, help="Folder holding every comparison's folder.")
+    last: int = option(200, min=1, help="The most recent eras that corr_mean_last, bmc_mean_last and "
+                                        "payout_mean_last cover.")
+    sort: str = option("payout_mean", choices=CompareSort,
+                       help="Column the printed table is sorted by (best first: lowest for corr_std, max_drawdown, "
+                            "feature_exposure, benchmark_corr and churn).")
+    trials: bool = option(False, help="With a sweep: add every complete trial whose checkpoint the sweep kept.")
+    benchmark: str | None = option(None, help="Benchmark model column for bmc_mean and benchmark_corr (default: "
+                                   "the data version's main one, as validate chooses it).")
+    payout: dict | None = option(None, parse=payout_weights,
+                                 help="Payout weights corr=A,mmc=B: per era clip(A x CORR + B x MMC, -0.05, 0.05) "
+                                      "(default: sweep's payout objective's, corr=0.5,mmc=2.0).")
+    churn_against: Path | None = option(None, check=suffix_in(".csv", ".parquet"),
+                                        help="An id,prediction file of the same rows: churn = 1 - its per-era "
+                                             "Spearman with each model, mean over eras.")
+    data: list[Path] | None = option(None, help="Data files to score every model on (default: the files the "
+                                     "inputs were scored on, else DATA_DIR/prepared/validation.parquet).")
+    data_dir: Path = data_dir_option()
+    device: str = device_option("auto")  # checkpoints' forward passes
+
+    def __post_init__(self):
+        if isinstance(self.data, (str, os.PathLike)):
+            self.data = [self.data]
+        if isinstance(self.models, (str, os.PathLike)):
+            self.models = [self.models]
+        super().__post_init__()
+        if self.payout is not None:  # Python may hand a dict: the same keys and numbers as the command line
+            if not isinstance(self.payout, dict):
+                raise OptionError("--payout", "expected corr=A,mmc=B")
+            payout_weights(",".join(f"{key}={value}" for key, value in self.payout.items()))

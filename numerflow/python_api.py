@@ -232,3 +232,22 @@ def scores(settings: cfg.ScoresConfig):
 STAGES = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "round",
           "export", "sweep", "quickstart"]
 STAGES += ["diagnostics", "scores"]
+
+
+# --- compare (stages/compare/) ------------------------------------------------------------------
+
+
+@takes_settings(cfg.CompareConfig)
+def compare(settings: cfg.CompareConfig):
+    """Score several models (report folders, cv runs, sweeps, checkpoints, predictions files) on
+    the same rows and eras the way Numerai pays, write compare/<name>/; returns compare.csv's
+    table as a DataFrame (its attrs["result"] is the CompareResult, whose str() is the printout)."""
+    before_torch_import()
+    from numerflow.stages.compare import compare as run_compare
+    result = run_compare(settings)
+    table = result.table.copy()
+    table.attrs["result"] = result
+    return table
+
+
+STAGES.append("compare")

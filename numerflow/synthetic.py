@@ -14,7 +14,8 @@ reproducible on its own and the files are identical for the same arguments):
   Numerai proportions 5/20/50/20/5 %. The latent signal's mean per-era Spearman with `target` is
   about 0.1 — the ceiling any model can reach, as on real data. Auxiliary targets mix in another
   signal and more noise (the 60-day ones more); the last validation eras have them unresolved (NaN).
-- example predictions and the meta model: noisy copies of the signal, ranked into (0, 1).
+- example predictions, the meta model and the benchmark model (validation_/live_benchmark_models.parquet,
+  column v52_lgbm_ender20, for BMC): noisy copies of the signal, ranked into (0, 1).
 
 Eras are streamed to Parquet with pyarrow's ParquetWriter, a row group every few eras, so memory
 stays bounded by a few eras whatever the size (1 M rows x 780 features: see docs/readme/synthetic.md).
@@ -54,6 +55,9 @@ GROUP_CORRELATION = 0.2  # correlation of two features' latents within a group
 GROUP_LOADING = math.sqrt(GROUP_CORRELATION / (1 - GROUP_CORRELATION) / 12)
 MISSING_ERA_SHARE = 0.04  # eras where one feature group is missing (all 2s)
 EXAMPLE_NOISE, META_MODEL_NOISE = 2.0, 1.5  # predictions' noise against the unit-variance signal
+BENCHMARK_NOISE = 1.75  # the benchmark model's: between the example model and the meta model
+# The benchmark column, named as Numerai names v5.2's main benchmark (validate's default for BMC).
+BENCHMARK_MODEL = "v52_lgbm_ender20"
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,7 @@ class Era:
     targets: dict
     example: np.ndarray
     meta_model: np.ndarray
+    benchmark: np.ndarray
 
 
 def row_ids(plan: Plan, era: int) -> list[str]:
@@ -293,6 +298,7 @@ def generate_era(plan: Plan, number: int) -> Era:
         targets[aux.name] = values
     example = _ranks01(signal + EXAMPLE_NOISE * rng.standard_normal(n))
     meta_model = _ranks01(signal + META_MODEL_NOISE * rng.standard_normal(n))
+    benchmark = _ranks01(signal + BENCHMARK_NOISE * rng.standard_normal(n))  # drawn last: earlier draws unchanged
 
     if number == plan.live_era:
         data_type = "live"
@@ -300,7 +306,8 @@ def generate_era(plan: Plan, number: int) -> Era:
     else:
         data_type = "train" if number <= plan.n_train else "validation"
     return Era(number=number, data_type=data_type, ids=row_ids(plan, number), features=features,
-               signal=signal, targets=targets, example=example, meta_model=meta_model)
+               signal=signal, targets=targets, example=example, meta_model=meta_model,
+               benchmark=benchmark)
 
 
 def _with_pandas_index(fields: list[pa.Field], sample: dict) -> pa.Schema:
@@ -385,18 +392,20 @@ def write_synthetic(config: SyntheticConfig) -> Path:
     out = Path(config.data_dir) / schema.SYNTHETIC_VERSION
     out.mkdir(parents=True, exist_ok=True)
     table_schema = data_schema(plan)
-    val_ids, val_eras, val_example, val_meta = [], [], [], []
-    live_ids, live_example = [], []
+    val_ids, val_eras, val_example, val_meta, val_benchmark = [], [], [], [], []
+    live_ids, live_example, live_benchmark = [], [], []
 
     def keep_validation(era: Era) -> None:
         val_ids.extend(era.ids)
         val_eras.extend([era_label(era.number)] * len(era.ids))
         val_example.append(era.example)
         val_meta.append(era.meta_model)
+        val_benchmark.append(era.benchmark)
 
     def keep_live(era: Era) -> None:
         live_ids.extend(era.ids)
         live_example.append(era.example)
+        live_benchmark.append(era.benchmark)
 
     # One set, published as one: a run killed or failing halfway (another seed, a full disk)
     # leaves the previous set whole; the folder's manifest, written last, records every file.
@@ -411,6 +420,10 @@ def write_synthetic(config: SyntheticConfig) -> Path:
         _write_scores(files.path(schema.LIVE_EXAMPLE_FILE), live_ids, {schema.PREDICTION: as_f32(live_example)})
         _write_scores(files.path(schema.META_MODEL_FILE), val_ids,
                       {schema.ERA: val_eras, schema.META_MODEL: as_f32(val_meta)})
+        _write_scores(files.path(schema.VALIDATION_BENCHMARK_FILE), val_ids,
+                      {schema.ERA: val_eras, BENCHMARK_MODEL: as_f32(val_benchmark)})
+        _write_scores(files.path(schema.LIVE_BENCHMARK_FILE), live_ids,
+                      {schema.ERA: [era_label(plan.live_era)] * len(live_ids), BENCHMARK_MODEL: as_f32(live_benchmark)})
         dump_json(files.path(schema.FEATURES_FILE), {"feature_sets": plan.feature_sets, "targets": list(TARGET_NAMES)})
         dump_json(files.path(schema.LIVE_ROUND_FILE), {"round": LIVE_ROUND})
     return out

@@ -49,6 +49,7 @@ def test_folder_holds_every_numerai_file(folder):
     assert sorted(p.name for p in folder.iterdir()) == sorted([
         "train.parquet", "validation.parquet", "live.parquet", "features.json", "meta_model.parquet",
         "validation_example_preds.parquet", "live_example_preds.parquet", "live_round.json",
+        "validation_benchmark_models.parquet", "live_benchmark_models.parquet",
         ".download_manifest.json"])  # the set's manifest, written last
     assert json.loads((folder / "live_round.json").read_text()) == {"round": 1}
     assert schema.read_live_round(folder) == 1
@@ -159,6 +160,26 @@ def test_example_predictions_and_meta_model(folder, frames):
     scores = [spearmanr(block["prediction"], block["target"])[0]
               for _, block in examples.join(validation[["era", "target"]]).groupby("era")]
     assert np.mean(scores) > 0.02  # noisy copies of the signal
+
+
+def test_benchmark_models_are_in_numerais_layout_and_validate_reports_bmc(folder, frames, tmp_path):
+    import numerflow
+
+    for kind in ("validation", "live"):
+        bench = pd.read_parquet(folder / f"{kind}_benchmark_models.parquet")
+        assert bench.index.name == "id" and list(bench.columns) == ["era", "v52_lgbm_ender20"]
+        assert bench.index.equals(frames[kind].index)
+        assert (bench["era"] == frames[kind]["era"]).all()
+        assert bench["v52_lgbm_ender20"].between(0, 1, inclusive="neither").all()
+    validation = frames["validation"]
+    bench = pd.read_parquet(folder / "validation_benchmark_models.parquet").join(validation[["target"]])
+    scores = [spearmanr(block["v52_lgbm_ender20"], block["target"])[0] for _, block in bench.groupby("era")]
+    assert np.mean(scores) > 0.02  # a noisy copy of the signal, as the example and meta model
+    examples = folder / "validation_example_preds.parquet"
+    report = numerflow.validate(predictions=examples, data=folder / "validation.parquet", write_report=False,
+                                exposure=False)
+    assert report.data["benchmark"] == "v52_lgbm_ender20" and report.data["bmc"]["eras_scored"] > 0
+    assert not any("BMC left out" in note for note in report.notes)
 
 
 def test_schema_reader_loads_int8_matrix(folder):

@@ -218,3 +218,25 @@ def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
     settings.config_file = ctx.find_root().obj.path  # numerflow.toml as main_options read it
     frame = numerflow.scores(settings)
     typer.echo(str(frame.attrs["result"]))
+
+
+# --- compare (stages/compare/) ------------------------------------------------------------------
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.CompareConfig)
+def compare(
+    models: Annotated[list[Path], typer.Argument(help="Report folders, cv runs, sweep folders, checkpoints (.pt) or "
+                                                      "id,prediction files, one or more.", show_default=False)],
+    settings: cfg.CompareConfig,
+):
+    """Compare models on the same rows and eras the way Numerai pays: CORR, MMC, BMC, TB200,
+    exposure, payout, drawdown, correlation between models, churn; writes compare/NAME/.
+
+    Example: numerflow compare reports/model cv/mlp256 sweeps/sweep predictions/lgbm.csv --last 200
+    """
+    import dataclasses
+
+    table = numerflow.compare(dataclasses.replace(settings, models=list(models)))
+    typer.echo(str(table.attrs["result"]))

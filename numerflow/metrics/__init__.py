@@ -33,8 +33,9 @@ from numerflow.metrics.exposure import FeatureScores, exact_fit, exact_fit_eras,
 from numerflow.metrics.ranking import EraGroups, gaussianize_within_eras, group_eras, rank_within_eras
 from numerflow.metrics.scores import (EraScores, per_era_bmc, per_era_mmc, per_era_numerai_corr, per_era_pearson,
                                       per_era_scores, per_era_spearman, summarize)
+from numerflow.metrics.top_bottom import per_era_top_bottom_corr
 
 __all__ = ["EraGroups", "EraScores", "FeatureScores", "exact_fit", "exact_fit_eras", "feature_scores",
            "gaussianize_within_eras", "group_eras", "neutralize", "per_era_bmc", "per_era_mmc",
-           "per_era_numerai_corr", "per_era_pearson", "per_era_scores", "per_era_spearman", "rank_within_eras",
-           "summarize"]
+           "per_era_numerai_corr", "per_era_pearson", "per_era_scores", "per_era_spearman", "per_era_top_bottom_corr",
+           "rank_within_eras", "summarize"]

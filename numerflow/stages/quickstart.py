@@ -20,12 +20,15 @@ class QuickstartResult:
     folder: Path
     artifacts: dict[str, Path] = field(default_factory=dict)
     validation: str = ""
+    comparison: str = ""  # the model against the example predictions, on the same eras
     seconds: float = 0.0
 
     def __str__(self) -> str:
         lines = [f"Quickstart finished in {self.seconds:.0f} s in {self.folder}", "Artifacts:"]
         lines += [f"  {name:<12} {path}" for name, path in self.artifacts.items()]
         lines += ["Validation:", self.validation]
+        if self.comparison:
+            lines += ["Compared with the example predictions:", self.comparison]
         return "\n".join(lines)
 
 
@@ -57,8 +60,9 @@ def claim_folder(folder: Path) -> None:
 
 
 def quickstart(folder: Path, say: Callable[[str], None] = print) -> QuickstartResult:
-    """download --synthetic → prepare → train → validate → predict → submit --dry-run in `folder`.
+    """download --synthetic → prepare → train → validate → predict → submit --dry-run → compare in `folder`.
     Paths are all under `folder`, so it never touches the user's own data/ or models/."""
+    from numerflow.stages.compare import compare
     from numerflow.stages.predict import predict
     from numerflow.stages.prepare import prepare
     from numerflow.stages.submit import submit
@@ -72,26 +76,32 @@ def quickstart(folder: Path, say: Callable[[str], None] = print) -> QuickstartRe
     data_dir, model_path = folder / "data", folder / "models" / "model.pt"
     result = QuickstartResult(folder=folder)
 
-    say("1/6 download --synthetic")
+    say("1/7 download --synthetic")
     result.artifacts["dataset"] = write_synthetic(cfg.SyntheticConfig(data_dir=data_dir))
-    say("2/6 prepare")
+    say("2/7 prepare")
     prepared = prepare(cfg.PrepareConfig(data_dir=data_dir, feature_set="all", aux_targets=["all"], downsample=1))
     result.artifacts["prepared"] = prepared.out_dir
-    say("3/6 train")
+    say("3/7 train")
     trained = train(cfg.TrainConfig(data=prepared.out_dir, out=model_path, device="cpu"))
     result.artifacts["model"] = trained.checkpoint
-    say("4/6 validate")
+    say("4/7 validate")
     report_dir = folder / "reports" / "model"
     report = validate(cfg.ValidateConfig(model=trained.checkpoint, data_dir=data_dir, report_dir=report_dir))
     result.artifacts["report"] = report_dir
     result.validation = f"{report}\n{signal_line(report.data)}"
-    say("5/6 predict")
+    say("5/7 predict")
     predicted = predict(cfg.PredictConfig(models=[trained.checkpoint], data_dir=data_dir,
                                           out=folder / "predictions" / "model_live.csv"))
     result.artifacts["predictions"] = predicted.out
-    say("6/6 submit --dry-run")
+    say("6/7 submit --dry-run")
     submitted = submit(cfg.SubmitConfig(predictions=predicted.out, model_name="quickstart", data_dir=data_dir,
                                         receipts_dir=folder / "receipts", dry_run=True))
     say(str(submitted))
+    say("7/7 compare")
+    compared = compare(cfg.CompareConfig(models=[report_dir, result.artifacts["dataset"] / "validation_example_preds.parquet"],
+                                         data_dir=data_dir, compare_dir=folder / "compare", name="model_vs_example",
+                                         device="cpu"))
+    result.artifacts["compare"] = compared.folder
+    result.comparison = str(compared)
     result.seconds = time.perf_counter() - start
     return result

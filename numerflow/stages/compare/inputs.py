@@ -1,0 +1,208 @@
+"""What `numerflow compare` takes: each argument is recognised as one input kind, and the kind's
+loader turns it into one or more Candidates. A Candidate knows its name, where it came from, the
+data files it was scored on (when it says), and how to give its predictions on the rows compare
+scores (`predict(rows)`: a float array, NaN for rows it has no prediction for).
+
+INPUT_KINDS is the one seam for a new kind (an ensemble folder, ensembles/<name>/ensemble.json,
+will be one more entry): a test that recognises the path and a loader returning Candidates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from numerflow import schema
+from numerflow.config import CompareConfig
+from numerflow.errors import DataError
+
+PREDICTION_SUFFIXES = (".csv", ".parquet")
+CHECKPOINT_SUFFIXES = (".pt",)
+
+
+@dataclass
+class Candidate:
+    name: str  # the model's row in the table
+    source: str  # what it is and where it came from: "cv cv/mlp", "sweep sweeps/s trial 3"
+    predict: Callable  # (ScoringRows) -> predictions on those rows (NaN: none)
+    data: list[Path] | None = None  # the data files it was scored on, when it says
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InputKind:
+    recognises: Callable[[Path], bool]
+    load: Callable[[Path, CompareConfig], list[Candidate]]
+
+
+# --- predictions: an id,prediction file, and a cv run's oof.parquet ----------------------------------
+
+
+def id_predictions(path: Path):
+    """The file's predictions as a float Series indexed by id (text), as validate reads them;
+    repeated ids are refused."""
+    from numerflow.stages.validate import read_predictions
+
+    predictions = read_predictions(path)
+    repeated = int(predictions.index.duplicated().sum())
+    if repeated:
+        raise DataError(f"{path}: {repeated} duplicate id(s)")
+    return predictions
+
+
+def placed(predictions, rows, what: str) -> np.ndarray:
+    """A Series indexed by id on the scored rows (NaN where it has none); ids outside them are
+    left out with a note."""
+    positions = rows.row_ids.positions(predictions.index)
+    outside = int((positions < 0).sum())
+    if outside:
+        rows.notes.append(f"{what}: {outside:,} of its {len(predictions):,} ids are not rows of {rows.data_name}: "
+                          f"left out")
+    return rows.row_ids.place(predictions.index, predictions.to_numpy(), what, strict=False)
+
+
+def file_candidate(path: Path, config: CompareConfig, name: str | None = None, data=None,
+                   source: str | None = None) -> Candidate:
+    if not path.is_file():
+        raise DataError(f"{path}: predictions file not found")
+    predictions = id_predictions(path)
+    return Candidate(name or path.stem, source or f"predictions {path}",
+                     lambda rows: placed(predictions, rows, str(path)), data)
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+
+
+def checkpoint_candidate(path: Path, config: CompareConfig, name: str | None = None, data=None,
+                         source: str | None = None) -> Candidate:
+    """Scored on the rows as `validate --model` scores it: its features read from the data, one
+    forward pass in batches, its own predict_with head."""
+    from numerflow.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)  # a missing or unreadable file is its CheckpointError here
+    return Candidate(name or path.stem, source or f"checkpoint {path}",
+                     lambda rows: rows.predict_checkpoint(path, checkpoint, config), data)
+
+
+# --- folders ------------------------------------------------------------------------------------------
+
+
+def report_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
+    """A validate report keeps per-era scores, not per-row predictions: its source (the checkpoint
+    or predictions file report.json names) is scored again on the common rows."""
+    from numerflow.reports import read_report
+
+    report = read_report(folder)
+    source = Path(report.source)
+    named = report.data.get("data")
+    data = [Path(p) for p in named] if isinstance(named, list) else [Path(named)] if named else None
+    where = f"report {folder}"
+    if not report.source or not source.is_file():
+        raise DataError(f"{folder}: its source '{report.source}' is not a file here; compare scores a report's "
+                        f"checkpoint or predictions file again (report.json keeps per-era scores, not predictions)")
+    if source.suffix in CHECKPOINT_SUFFIXES:
+        return [checkpoint_candidate(source, config, folder.name, data, where)]
+    return [file_candidate(source, config, folder.name, data, where)]
+
+
+def cv_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
+    """A cv run, scored on its out-of-fold predictions (oof.parquet: id, era, fold, prediction)
+    over the prepared files its folds came from."""
+    import pandas as pd
+
+    from numerflow.stages.cv import OOF_FILE, REPORT_FILE, VALIDATION_SPLIT
+
+    report = schema.read_json(folder / REPORT_FILE)
+    try:
+        oof = pd.read_parquet(folder / OOF_FILE, columns=[schema.ID, schema.PREDICTION])
+    except (OSError, ValueError) as exc:
+        raise schema.unreadable(folder / OOF_FILE, exc) from None
+    predictions = pd.Series(oof[schema.PREDICTION].to_numpy(np.float64), index=oof[schema.ID].astype(str))
+    if predictions.index.duplicated().any():
+        raise DataError(f"{folder / OOF_FILE}: {int(predictions.index.duplicated().sum())} duplicate id(s)")
+    prepared = Path(report.get("data", ""))
+    splits = {fold.get("split") for fold in report.get("folds", [])}
+    data = [prepared / schema.TRAIN_FILE] + ([prepared / schema.VALIDATION_FILE] if VALIDATION_SPLIT in splits else [])
+    return [Candidate(folder.name, f"cv {folder}", lambda rows: placed(predictions, rows, str(folder / OOF_FILE)),
+                      data)]
+
+
+def sweep_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
+    """A sweep's best trial (best.pt, on the validation file its trials were scored on); with
+    --trials every other complete trial whose checkpoint the sweep kept. A sweep keeps only the
+    best trial's checkpoint today, so the others are named in a note as not scorable."""
+    import pandas as pd
+
+    from numerflow.sweeps.results import BEST_JSON, BEST_PT, SETTINGS_JSON, TRIALS_CSV
+
+    best = schema.read_json(folder / BEST_JSON, missing_hint=" (the sweep finished no trial)")
+    settings = schema.read_json(folder / SETTINGS_JSON) if (folder / SETTINGS_JSON).is_file() else best.get("settings", {})
+    data = [Path(settings["data"]) / schema.VALIDATION_FILE] if settings.get("data") else None
+    if not (folder / BEST_PT).is_file():
+        raise DataError(f"{folder / BEST_PT}: not found (the sweep's best checkpoint)")
+    candidates = [checkpoint_candidate(folder / BEST_PT, config, f"{folder.name}:best", data,
+                                       f"sweep {folder} best (trial {best.get('number')})")]
+    if config.trials:
+        trials = pd.read_csv(folder / TRIALS_CSV, usecols=["number", "state"])
+        complete = [int(n) for n, state in zip(trials["number"], trials["state"])
+                    if state == "COMPLETE" and int(n) != best.get("number")]
+        kept = [n for n in complete if (folder / "trials" / f"{n}.pt").is_file()]
+        candidates += [checkpoint_candidate(folder / "trials" / f"{n}.pt", config, f"{folder.name}:{n}", data,
+                                            f"sweep {folder} trial {n}") for n in kept]
+        missing = [n for n in complete if n not in kept]
+        if missing:
+            candidates[0].notes.append(f"--trials: sweep {folder} keeps only its best trial's checkpoint; complete "
+                                       f"trial(s) {', '.join(map(str, missing))} left no checkpoint or predictions "
+                                       f"to score: left out")
+    return candidates
+
+
+def _is_cv(path: Path) -> bool:
+    return path.is_dir() and (path / "oof.parquet").is_file()
+
+
+def _is_sweep(path: Path) -> bool:
+    return path.is_dir() and ((path / "best.json").is_file() or (path / "trials.csv").is_file())
+
+
+def _is_report(path: Path) -> bool:
+    return path.is_dir() and (path / "report.json").is_file()
+
+
+# The input kinds, tried in this order (a cv folder holds a report.json too: cv comes first).
+INPUT_KINDS: dict[str, InputKind] = {
+    "cv": InputKind(_is_cv, cv_candidates),
+    "sweep": InputKind(_is_sweep, sweep_candidates),
+    "report": InputKind(_is_report, report_candidates),
+    "checkpoint": InputKind(lambda p: p.is_file() and p.suffix in CHECKPOINT_SUFFIXES,
+                            lambda path, config: [checkpoint_candidate(path, config)]),
+    "predictions": InputKind(lambda p: p.is_file() and p.suffix in PREDICTION_SUFFIXES,
+                             lambda path, config: [file_candidate(path, config)]),
+}
+
+
+def load_candidates(config: CompareConfig) -> list[Candidate]:
+    """Every argument as its Candidates; an argument of no known kind is a DataError. Names are
+    made unique (the same file given twice is one model)."""
+    if len(config.models) < 1:
+        from numerflow.errors import ConfigError
+
+        raise ConfigError("compare: give at least one model (a report, cv run, sweep, checkpoint or predictions file)")
+    candidates: list[Candidate] = []
+    for path in map(Path, config.models):
+        if not path.exists():
+            raise DataError(f"{path}: not found")
+        kind = next((kind for kind in INPUT_KINDS.values() if kind.recognises(path)), None)
+        if kind is None:
+            raise DataError(f"{path}: not a report folder, cv run, sweep folder, checkpoint (.pt) or predictions "
+                            f"file (.csv/.parquet)")
+        candidates += kind.load(path, config)
+    seen: dict[str, int] = {}
+    for candidate in candidates:
+        count = seen.get(candidate.name, 0)
+        seen[candidate.name] = count + 1
+        if count:
+            candidate.name = f"{candidate.name}#{count + 1}"
+    return candidates

@@ -1,0 +1,105 @@
+"""compare's results: the printed table, and compare/<name>/{compare.csv, compare.json,
+per_era.parquet, cumulative.png} written as one set (files.publish_set, compare.json last)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from numerflow.files import publish_set
+from numerflow.reports import json_safe
+
+COMPARE_CSV, COMPARE_JSON, PER_ERA_PARQUET, CUMULATIVE_PNG = ("compare.csv", "compare.json", "per_era.parquet",
+                                                              "cumulative.png")
+LOWER_IS_BETTER = {"corr_std", "max_drawdown", "feature_exposure", "benchmark_corr", "churn"}
+SHOWN = ["corr_mean", "corr_sharpe", "max_drawdown", "mmc_mean", "bmc_mean", "tb200_corr_mean", "feature_exposure",
+         "benchmark_corr", "payout_mean", "corr_mean_last", "bmc_mean_last", "payout_mean_last", "churn"]
+
+
+@dataclass
+class CompareResult:
+    table: object  # the DataFrame of compare.csv, sorted
+    per_era: object  # per_era.parquet's DataFrame: era, model and every per-era score
+    summary: dict  # compare.json's content
+    folder: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        s = self.summary
+        lines = [f"Compared {len(self.table)} model(s) on {s['rows']:,} common rows, {s['eras']} eras "
+                 f"({s['first_era']}-{s['last_era']}) of {s['data_name']}; the *_last columns cover the last "
+                 f"{min(s['last'], s['eras'])} eras ({s['last_eras'][0]}-{s['last_eras'][1]}; --last {s['last']})",
+                 f"payout per era: clip({s['payout']['corr']:g} x CORR + {s['payout']['mmc']:g} x MMC, -0.05, 0.05)"
+                 + (f"; BMC against {s['benchmark']}" if s.get("benchmark") else "")]
+        shown = [c for c in SHOWN if c in self.table.columns]
+        width = max(10, *(len(str(name)) + 2 for name in self.table["model"]))
+        header = f"{'model':<{width}}" + "".join(f"{_short(c):>{max(9, len(_short(c)) + 1)}}" for c in shown)
+        lines += [header] + [f"{row['model']:<{width}}"
+                             + "".join(f"{_fmt(row[c]):>{max(9, len(_short(c)) + 1)}}" for c in shown)
+                             for _, row in self.table.iterrows()]
+        lines.append(f"sorted by {s['sort']} ({'lowest' if s['sort'] in LOWER_IS_BETTER else 'highest'} first)")
+        lines += [f"Note: {note}" for note in s["notes"]]
+        if self.files:
+            lines.append(f"Results: {self.folder}/ ({', '.join(p.name for p in self.files)})")
+        return "\n".join(lines)
+
+
+def _short(column: str) -> str:
+    return (column.replace("_mean", "").replace("feature_exposure", "exposure").replace("benchmark_corr", "bench")
+            .replace("max_drawdown", "max_dd").replace("corr_sharpe", "sharpe").replace("tb200_corr", "tb200"))
+
+
+def _fmt(value) -> str:
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def sort_table(table, column: str):
+    return table.sort_values(column, ascending=column in LOWER_IS_BETTER, na_position="last", kind="stable") \
+        .reset_index(drop=True)
+
+
+def _draw(path: Path, per_era, summary: dict) -> bool:
+    """Cumulative CORR, BMC and payout of every model, one panel each; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels = [(c, label) for c, label in (("corr", "CORR"), ("bmc", "BMC"), ("payout", "payout"))
+              if per_era[c].notna().any()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), sharex=True, squeeze=False)
+    try:
+        for ax, (column, label) in zip(axes[:, 0], panels):
+            for model, rows in per_era.groupby("model", sort=False):
+                ax.plot(np.arange(len(rows)), np.nancumsum(rows[column].to_numpy(dtype=np.float64)), label=model)
+            ax.set_ylabel(f"cumulative {label}")
+            ax.axhline(0, color="grey", linewidth=0.6)
+        axes[0, 0].legend(fontsize=7, loc="best")
+        axes[0, 0].set_title(f"{summary['data_name']}: eras {summary['first_era']}-{summary['last_era']}", fontsize=9)
+        axes[-1, 0].set_xlabel("era (common eras, in order)")
+        fig.savefig(path, format="png", dpi=90, bbox_inches="tight")
+        return True
+    finally:
+        plt.close(fig)
+
+
+def write_results(result: CompareResult, folder: Path) -> None:
+    """The four files as one set: nothing is renamed into place unless every one was written."""
+    with publish_set(folder, COMPARE_JSON, result.summary) as files:
+        result.table.to_csv(files.path(COMPARE_CSV), index=False)
+        result.per_era.to_parquet(files.path(PER_ERA_PARQUET), index=False)
+        if not _draw(files.path(CUMULATIVE_PNG), result.per_era, result.summary):
+            files.drop(CUMULATIVE_PNG)
+            result.summary["notes"].append("matplotlib is not installed: cumulative.png not drawn")
+        names = list(files.temporaries)
+    result.folder = folder
+    result.files = [folder / name for name in names + [COMPARE_JSON]]
+
+
+def summary_json(table, **facts) -> dict:
+    return json_safe({**facts, "models": table.to_dict(orient="records")})

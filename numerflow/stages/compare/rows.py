@@ -1,0 +1,118 @@
+"""The rows compare scores every model on: which data files (the inputs' own, or --data), read
+once as validate reads them (numerflow.stages.validate's readers: prepared or raw files, several
+files as one set, id matching through scoring.ids.RowIds), and the checkpoints' predictions on
+them. Models scored on different data versions are refused here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from numerflow import schema
+from numerflow.config import CompareConfig, ValidateConfig
+from numerflow.errors import CheckpointError, DataError
+
+BATCH_ROWS = 65536  # validate's default rows per forward pass
+
+
+def data_version(path: Path) -> str | None:
+    """The data version a file belongs to: a prepared folder's manifest names it, a raw file's
+    folder is it (data/v5.2/validation.parquet → v5.2)."""
+    from numerflow.stages.prepare import MANIFEST_FILE, read_manifest
+
+    if (path.parent / MANIFEST_FILE).is_file():
+        try:
+            return read_manifest(path.parent).get("version")
+        except DataError:
+            return None
+    return path.parent.name or None
+
+
+def choose_data(config: CompareConfig, candidates) -> list[Path]:
+    """--data, else the data files every input that names its data shares, else validate's default
+    (DATA_DIR/prepared/validation.parquet). Inputs of different data versions are a DataError."""
+    from numerflow.stages.validate import _data_paths
+
+    named = [(c, [Path(p) for p in c.data]) for c in candidates if c.data]
+    versions = {c.name: {data_version(p) for p in paths} - {None} for c, paths in named}
+    if config.data:
+        chosen = [Path(p) for p in config.data]
+        versions["--data"] = {data_version(p) for p in chosen} - {None}
+    all_versions = set().union(*versions.values()) if versions else set()
+    if len(all_versions) > 1:
+        shown = ", ".join(f"{name} ({'/'.join(sorted(v))})" for name, v in versions.items() if v)
+        raise DataError(f"the models were scored on different data versions: {shown}; compare scores every model "
+                        f"on the same rows of one version")
+    if config.data:
+        return chosen
+    if not named:
+        return [_data_paths(ValidateConfig(data=None, data_dir=config.data_dir))[0]]
+    first = named[0][1]
+    common = [p for p in first if all(p.resolve() in {q.resolve() for q in paths} for _, paths in named[1:])]
+    if not common:
+        shown = "; ".join(f"{c.name}: {', '.join(map(str, paths))}" for c, paths in named)
+        raise DataError(f"the models were scored on different data files, none in common ({shown}): no common "
+                        f"eras; pass --data to score them all on one file")
+    return common
+
+
+class ScoringRows:
+    """The data's rows (era, target, features for exposure), read once, and what the models need
+    to place their predictions on them."""
+
+    def __init__(self, paths: list[Path], config: CompareConfig):
+        from numerflow.stages.validate import _describe_files, _read_rows, _row_ids
+
+        self.validate_config = ValidateConfig(data=list(paths), data_dir=config.data_dir, benchmark=config.benchmark,
+                                              device=config.device, write_report=False)
+        self.paths = list(paths)
+        self.data = _describe_files(self.paths, self.validate_config)
+        self.matrix, self.frame = _read_rows(self.data, self.data.features)
+        self.row_ids = _row_ids(self.frame, self.data)
+        self.training_rows = self._training_rows()
+        self.data_name = self.data.path.name
+        self.notes: list[str] = []
+        self._device = None
+
+    @property
+    def target(self) -> np.ndarray:
+        return self.frame[self.data.target].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    @property
+    def eras(self) -> np.ndarray:
+        return self.frame[schema.ERA].astype(str).to_numpy()
+
+    def _training_rows(self) -> np.ndarray:
+        """Rows of a prepared train.parquet among the data (a cv run's out-of-fold eras): checkpoints
+        were trained on them, so they are not scored there."""
+        marks = [np.full(part.rows, part.path.name == schema.TRAIN_FILE
+                         and schema.DATA_TYPE not in schema.parquet_columns(part.path)) for part in self.data.files]
+        return np.concatenate(marks) if marks else np.zeros(0, dtype=bool)
+
+    def predict_checkpoint(self, path: Path, checkpoint: dict, config: CompareConfig) -> np.ndarray:
+        """A checkpoint's predictions on the validation rows, as validate --model makes them (NaN on
+        a prepared train.parquet's rows: a model is never scored on the eras it was trained on)."""
+        from numerflow.checkpoint import load_model, predict_scores
+        from numerflow.devices import resolve_device
+        from numerflow.stages.validate import _read_rows
+
+        features = list(checkpoint["features"])
+        column = {name: i for i, name in enumerate(self.data.features)}
+        if all(name in column for name in features):
+            matrix = self.matrix[:, [column[name] for name in features]]
+        else:  # features the exposure columns lack: read them as validate --model does
+            matrix, _ = _read_rows(self.data, features, needed_by=path)
+        if self._device is None:
+            self._device = resolve_device(config.device)
+        raw = predict_scores(load_model(checkpoint), matrix, device=self._device,
+                             predict_with=checkpoint.get("predict_with", "main"), batch_rows=BATCH_ROWS)
+        bad = int((~np.isfinite(raw)).sum())
+        if bad:
+            raise CheckpointError(f"{path}: the model produced {bad} non-finite prediction(s)")
+        predictions = raw.astype(np.float64)
+        if self.training_rows.any():
+            predictions[self.training_rows] = np.nan
+            self.notes.append(f"{path}: scored on validation rows only, not on the {int(self.training_rows.sum()):,} "
+                              f"rows of {schema.TRAIN_FILE} (its training data)")
+        return predictions
