@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from numerflow import config as cfg
+from numerflow import config_base
 from numerflow.options import command_line_of
 from numerflow.runtime import before_torch_import
 
@@ -161,7 +162,7 @@ def round(settings: cfg.RoundConfig, *, say: Say | None = print):  # noqa: A001 
     before_torch_import()
     from numerflow.stages.round import run_round
     if settings.models is None:
-        settings.models = cfg.load_settings(settings.config_file).models
+        settings.models = config_base.load_settings(settings.config_file).models
     return run_round(settings, say=say or _silent)
 
 

@@ -7,7 +7,6 @@ where mounting is not allowed they skip and say why)."""
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import subprocess
@@ -20,7 +19,8 @@ import typer
 import numerflow
 from numerflow import files, numerai
 from numerflow.cli import app, os_error_line
-from numerflow.config import SEED_MAX, PrepareConfig
+from numerflow.config_base import SEED_MAX
+from numerflow.config import PrepareConfig
 from numerflow.errors import ConfigError
 from tests.test_bad_input import error_line, run, usage_error
 

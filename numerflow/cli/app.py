@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from numerflow.version import __version__
-from numerflow import config as cfg
+from numerflow import config_base
 from numerflow.cli.errors import reports_errors
 from numerflow.cli.settings_file import toml_defaults
 
@@ -36,5 +36,5 @@ def main_options(
     # numerflow.toml is read once per run, here: its tables ([train], [prepare], ...) become
     # defaults that flags and NUMERFLOW_* variables override (click's default_map ranks below
     # both), and `round` gets its [models.<name>] tables from ctx.obj.
-    ctx.obj = cfg.load_settings()
+    ctx.obj = config_base.load_settings()
     ctx.default_map = toml_defaults(ctx.obj, ctx.command.commands)

@@ -11,6 +11,7 @@ import typer
 
 import numerflow
 from numerflow import config as cfg
+from numerflow import config_base
 from numerflow.cli.app import app
 from numerflow.cli.errors import reports_errors
 from numerflow.cli.options import options_from
@@ -124,7 +125,7 @@ def round_command(settings: cfg.RoundConfig, ctx: typer.Context):
 
     Example: numerflow round --dry-run
     """
-    settings_file: cfg.SettingsFile = ctx.find_root().obj  # read by main_options
+    settings_file: config_base.SettingsFile = ctx.find_root().obj  # read by main_options
     settings.models, settings.config_file = settings_file.models, settings_file.path
     result = numerflow.round(settings, say=typer.echo)
     typer.echo(str(result))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from numerflow import config as cfg
+from numerflow import config_base
 from numerflow.errors import ConfigError
 
 
-def toml_defaults(settings: cfg.SettingsFile, commands: dict) -> dict:
+def toml_defaults(settings: config_base.SettingsFile, commands: dict) -> dict:
     """numerflow.toml's command tables as click defaults. Keys are the options' long names
     (`round`, `model`, `json`; `aux-targets` and `aux_targets` both work). A table or key that
     matches no command or option is an error (a typo must not be ignored silently), and so is a

@@ -20,7 +20,8 @@ from typing import Callable
 import numpy as np
 
 from numerflow import schema
-from numerflow.config import DEFAULT_REPORTS_DIR, DiagnosticsConfig, PredictConfig, ValidateConfig
+from numerflow.config_base import DEFAULT_REPORTS_DIR
+from numerflow.config import DiagnosticsConfig, PredictConfig, ValidateConfig
 from numerflow.errors import ApiError, ConfigError, DataError
 from numerflow.files import write_json
 from numerflow.reports import json_safe

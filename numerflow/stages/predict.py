@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from numerflow import binning, memory, schema
-from numerflow.config import DEFAULT_PREDICTIONS_DIR, PredictConfig, weights_problem
+from numerflow.config_base import DEFAULT_PREDICTIONS_DIR, weights_problem
+from numerflow.config import PredictConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
 

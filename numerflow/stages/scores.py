@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from numerflow import metrics
-from numerflow.config import ScoresConfig, load_settings
+from numerflow.config_base import load_settings
+from numerflow.config import ScoresConfig
 from numerflow.errors import ConfigError
 from numerflow.files import publish_set
 from numerflow.reports import REPORT_FILE, read_report

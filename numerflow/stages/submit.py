@@ -17,7 +17,8 @@ import numpy as np
 
 from numerflow import schema
 from numerflow.version import __version__
-from numerflow.config import DEFAULT_PREDICTIONS_DIR, SubmitConfig
+from numerflow.config_base import DEFAULT_PREDICTIONS_DIR
+from numerflow.config import SubmitConfig
 from numerflow.errors import DataError, SubmissionError
 from numerflow.files import file_checksum, write_json
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from numerflow import binning, memory, metrics, schema
-from numerflow.config import DEFAULT_REPORTS_DIR, ValidateConfig
+from numerflow.config_base import DEFAULT_REPORTS_DIR
+from numerflow.config import ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.reports import DataFiles, Report, json_safe, per_era_table, summary, write_report
 from numerflow.scoring.ids import RowIds, as_text

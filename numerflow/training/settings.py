@@ -8,7 +8,8 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
-from numerflow.config import TrainConfig, seed_problem
+from numerflow.config_base import seed_problem
+from numerflow.config import TrainConfig
 from numerflow.errors import ConfigError
 from numerflow.options import Activation, Loss, PredictWith, Schedule
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 
 from numerflow import metrics
 from numerflow.config import CompareConfig
