@@ -22,8 +22,8 @@ from pathlib import Path
 
 from numerflow.errors import ConfigError, OptionError
 from numerflow.files import read_text
-from numerflow.options import (Activation, Loss, PredictWith, Pruner, Schedule, Scheme, SweepObjective, above_zero,
-                               command_line_of, finite, float_list, int_list, option, parse_device, split_list,
+from numerflow.options import (Activation, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SweepObjective,
+                               above_zero, command_line_of, finite, float_list, int_list, option, parse_device, split_list,
                                suffix_in)
 
 CONFIG_FILE = "numerflow.toml"
@@ -169,6 +169,13 @@ def prepared_data_option(help="Prepared folder (default: DATA_DIR/prepared)."):
     return option(None, help=help)
 
 
+def precision_option():
+    # auto: bf16 where it is fast and safe (CUDA with bf16); the CPU keeps fp32's speed and exact repeats
+    return option("auto", choices=Precision, envvar="NUMERFLOW_PRECISION",
+                  help="Training and per-epoch validation arithmetic: auto (bf16 on CUDA that supports it, "
+                       "else fp32), fp32, bf16 or fp16 (with a gradient scaler); checkpoints are fp32.")
+
+
 @dataclass
 class DownloadConfig(StageSettings):
     data_dir: Path = data_dir_option()  # files land in <data_dir>/<version>/
@@ -241,6 +248,7 @@ class TrainConfig(StageSettings):
     seed: int = option(0, help="Random seed, 0 to 2**32-1 (same seed on CPU: same checkpoint).", min=0,
                        max=SEED_MAX, check=_seed_check)
     device: str = device_option("auto")
+    precision: str = precision_option()
     resume: bool = option(False, help="Continue an interrupted run from its last completed epoch.")
 
     def __post_init__(self):
@@ -382,6 +390,7 @@ class SweepConfig(StageSettings):
     # a [fixed] seed in the space overrides the trials' training seed
     seed: int = option(0, help="Sampler seed and every trial's training seed.", min=0, max=SEED_MAX, check=_seed_check)
     device: str = device_option("auto")  # a [fixed] device overrides it
+    precision: str = precision_option()  # every trial's; a [fixed] precision overrides it
 
     def __post_init__(self):
         super().__post_init__()
