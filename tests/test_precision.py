@@ -138,3 +138,23 @@ def test_an_unknown_precision_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["train", "--precision", "fp8"])
     assert result.exit_code == 2 and "fp8" in result.output
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+
+
+def test_gpu_check_without_a_cuda_device_says_so_in_one_line():
+    done = subprocess.run([sys.executable, GPU_CHECK], capture_output=True, text=True,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0 and done.stdout.count("\n") == 1 and "No CUDA device" in done.stdout
+
+
+def test_gpu_check_dry_run_on_the_cpu_runs_every_step_of_its_table():
+    done = subprocess.run([sys.executable, GPU_CHECK, "--device", "cpu", "--rows", "3000", "--features", "30"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    steps = [line.split(" | ")[0][2:] for line in table[1:]]
+    assert [s.split()[0] for s in steps] == ["synthetic", "train", "train", "validate", "predict", "sweep"]
+    scores = [float(line.rstrip(" |").rsplit("|", 1)[1]) for line in table if "train" in line or "validate" in line]
+    assert len(scores) == 3 and all(-1 <= s <= 1 for s in scores)
