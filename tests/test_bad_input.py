@@ -299,7 +299,7 @@ def test_bad_option_values_are_usage_errors(in_tmp, args, message):
 @pytest.mark.parametrize("toml, message", [
     ("[train]\nepochz = 3\n", "numerflow.toml: [train]: unknown key(s) epochz (allowed: activation, batch_size, "
      "batchnorm, data, data_dir, device, dropout, epochs, input_batchnorm, l1, layers, loss, lr, out, patience, "
-     "predict_with, resume, "
+     "precision, predict_with, resume, "
      "schedule, seed, targets, weight_decay)"),
     ("[predict]\nmodelz = \"a.pt\"\n", "numerflow.toml: [predict]: unknown key(s) modelz (allowed: batch_size, data, "
      "data_dir, device, model, neutralize, out, version, weights)"),
