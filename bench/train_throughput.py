@@ -1,8 +1,21 @@
 """Training throughput of numerflow's loop against two baselines, in one invocation, plus the peak
-memory of `numerflow train` on a large prepared set.
+memory of `numerflow train` on a large prepared set; with --command, `numerflow train`'s whole epoch
+(per-epoch validation included) against a bare float32 loop that also scores validation each epoch.
 
     .venv/bin/python bench/train_throughput.py [--rows 500000] [--features 780] [--max-steps 0]
     .venv/bin/python bench/train_throughput.py --rss-rows 1000000   # also the peak-memory check
+    .venv/bin/python bench/train_throughput.py --command [--rows 1000000] [--rounds 3] [--precisions fp32,bf16]
+
+--command (the user's epoch): a prepared folder of --rows training + --valid-rows validation rows
+(bench/prepared_data.py), then --rounds interleaved rounds of
+  bare       a subprocess: the prepared rows read once and cast to a float32 tensor, then per epoch
+             the plain network (780 → 256 → 1, MSE, AdamW) over in-order batches and one float32
+             forward pass over the validation rows
+  plain      `numerflow train --loss mse --no-batchnorm --dropout 0 --layers 256 --batch-size 2048`
+  recipe     `numerflow train` with the default recipe
+(each --epochs epochs; numerflow's from the epoch_seconds its model.json records, which include
+the per-epoch validation; each recipe also in every --precisions). Targets: plain ≥ 0.85x bare,
+recipe ≥ 0.65x bare, as rows of training per second of whole epoch.
 
 Same data (random int8 features 0..4, one float target), same MLP (780 → 256 → 1), same batch
 (2048), same optimiser (AdamW), one epoch each:
@@ -26,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -178,6 +192,95 @@ def peak_rss(rows: int, features: int, valid_rows: int) -> None:
           f"{'OK' if peak <= budget else 'OVER'} ({peak / budget:.2f} x budget)")
 
 
+# --- --command: whole `numerflow train` epochs against a bare loop that validates each epoch ----------
+
+PLAIN = ["--loss", "mse", "--no-batchnorm", "--dropout", "0", "--layers", "256", "--batch-size", "2048"]
+RECIPE = ["--layers", "256", "--batch-size", "2048"]  # every other option: train's default
+
+
+def bare_child(folder: Path, epochs: int) -> None:
+    """The bare float32 loop with per-epoch validation (run in its own process): prints its epochs' seconds."""
+    from numerflow.training.data import read_manifest, read_split
+
+    names = read_manifest(folder)["features"]
+    train, valid = (read_split(folder / f"{name}.parquet", names, ["target"]) for name in ("train", "validation"))
+    x, y = torch.from_numpy(train.features.astype(np.float32)), torch.from_numpy(train.targets.astype(np.float32))
+    v = torch.from_numpy(valid.features.astype(np.float32))
+    model, optimizer = fresh_model(x.shape[1], [256])
+    loss_fn, batch, seconds = nn.MSELoss(), 2048, []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        for step in range(len(x) // batch):
+            loss = loss_fn(model(x[step * batch:(step + 1) * batch]), y[step * batch:(step + 1) * batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            scores = torch.cat([model(v[i:i + 16384])[:, 0] for i in range(0, len(v), 16384)]).numpy()
+        seconds.append(time.perf_counter() - start)
+    assert np.isfinite(scores).all()
+    print(json.dumps({"epoch_seconds": seconds, "rows": len(x)}))
+
+
+def command_epoch(folder: Path, name: str, options: list[str], epochs: int) -> dict:
+    """One `numerflow train` (or the bare child); mean seconds per epoch, rows/s and the best validation score."""
+    if name == "bare":
+        # numerflow's own OpenMP setting (runtime.before_torch_import): spinning threads on a shared machine
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        done = subprocess.run([sys.executable, __file__, "--bare-child", str(folder), "--epochs", str(epochs)],
+                              check=True, capture_output=True, text=True, env=env)
+        record = json.loads(done.stdout.splitlines()[-1])
+        score = None
+    else:
+        out = folder / f"{name}.pt"
+        subprocess.run([sys.executable, "-m", "numerflow", "train", "--data", str(folder), "--out", str(out),
+                        "--epochs", str(epochs), "--device", "cpu", *options], check=True, capture_output=True)
+        record = json.loads(out.with_suffix(".json").read_text())
+        record["rows"] = record["rows_train"]
+        score = record["metrics"][record["best_epoch"] - 1]["val_mean"]
+    epoch = sum(record["epoch_seconds"]) / len(record["epoch_seconds"])
+    return {"epoch": epoch, "rows_s": record["rows"] / epoch, "score": score}
+
+
+def command_rounds(args) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from prepared_data import write_prepared
+
+    runs = {"bare": [], "plain": []}
+    for precision in args.precisions.split(","):
+        runs[f"recipe {precision}"] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        seconds = write_prepared(folder, args.rows, args.valid_rows, args.features)
+        print(f"wrote {args.rows:,} training + {args.valid_rows:,} validation rows x {args.features} in {seconds:.0f} s; "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of "
+              f"{', '.join(runs)} ({args.epochs} epochs each)", flush=True)
+        for round_number in range(args.rounds):
+            for name in runs:  # interleaved: one of each per round
+                options = (PLAIN + ["--precision", "fp32"] if name == "plain"
+                           else RECIPE + ["--precision", name.split()[-1]] if name != "bare" else [])
+                runs[name].append(command_epoch(folder, name.replace(" ", "_"), options, args.epochs))
+                run = runs[name][-1]
+                print(f"  round {round_number + 1} {name:<12} {run['epoch']:6.2f} s/epoch {run['rows_s']:>9,.0f} rows/s"
+                      + (f"  validation {run['score']:.4f}" if run["score"] is not None else ""), flush=True)
+    print("\n| run | s/epoch | rows/s | vs bare (same round) | validation era-Spearman |\n|---|---:|---:|---:|---:|")
+    for name, rounds in runs.items():
+        ratios = [run["rows_s"] / bare["rows_s"] for run, bare in zip(rounds, runs["bare"])]
+        scores = [run["score"] for run in rounds if run["score"] is not None]
+        print(f"| {name} | {spread([r['epoch'] for r in rounds], '.2f')} | {spread([r['rows_s'] for r in rounds], ',.0f')} "
+              f"| {spread(ratios, '.2f')}x | {spread(scores, '.4f') if scores else ''} |")
+    for name, target in (("plain", 0.85), (f"recipe {args.precisions.split(',')[0]}", 0.65)):
+        ratios = [run["rows_s"] / bare["rows_s"] for run, bare in zip(runs[name], runs["bare"])]
+        print(f"{name}: median {np.median(ratios):.2f}x the bare loop (target >= {target}x: "
+              f"{'OK' if np.median(ratios) >= target else 'BELOW'})")
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return f"{format(min(values), fmt)}-{format(max(values), fmt)}" if len(values) > 1 else format(values[0], fmt)
+
+
 def describe(config: TrainConfig) -> str:
     return (f"batchnorm={config.batchnorm}, dropout {config.dropout}, loss {config.loss}, "
             + ", ".join(f"{k}={v}" for k, v in recipe_model_options(config).items())).rstrip(", ")
@@ -193,7 +296,17 @@ def main() -> None:
     parser.add_argument("--rows-per-era", type=int, default=5000, help="era size for the default recipe's corr batches")
     parser.add_argument("--rss-rows", type=int, default=0, help="also measure peak RSS of train on this many rows")
     parser.add_argument("--rss-valid-rows", type=int, default=100_000)
+    parser.add_argument("--command", action="store_true", help="whole `numerflow train` epochs against a bare loop")
+    parser.add_argument("--valid-rows", type=int, default=250_000, help="--command: validation rows")
+    parser.add_argument("--rounds", type=int, default=3, help="--command: interleaved rounds")
+    parser.add_argument("--epochs", type=int, default=2, help="--command: epochs per run")
+    parser.add_argument("--precisions", default="fp32", help="--command: the recipe in each, e.g. fp32,bf16")
+    parser.add_argument("--bare-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_child:
+        return bare_child(args.bare_child, args.epochs)
+    if args.command:
+        return command_rounds(args)
     layers = [int(w) for w in args.layers.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rows:,} rows x {args.features} "
           f"features, batch {args.batch_size}, layers {layers}")

@@ -23,8 +23,15 @@ from numerflow.config_base import (DEFAULT_CV_DIR, DEFAULT_MODELS_DIR, DEFAULT_P
                                    device_option, memory_check_option, models_option, neutralize_option,
                                    prepared_data_option, seed_check, settings_path, version_option, weights_option)
 from numerflow.errors import ConfigError, OptionError
-from numerflow.options import (Activation, Choice, Loss, PredictWith, Pruner, Schedule, Scheme, SweepObjective,
+from numerflow.options import (Activation, Choice, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SweepObjective,
                                above_zero, finite, int_list, option, split_list, suffix_in)
+
+
+def precision_option():
+    # auto: bf16 where it is fast and safe (CUDA with bf16); the CPU keeps fp32's speed and exact repeats
+    return option("auto", choices=Precision, envvar="NUMERFLOW_PRECISION",
+                  help="Training and per-epoch validation arithmetic: auto (bf16 on CUDA that supports it, "
+                       "else fp32), fp32, bf16 or fp16 (with a gradient scaler); checkpoints are fp32.")
 
 
 @dataclass
@@ -99,6 +106,7 @@ class TrainConfig(StageSettings):
     seed: int = option(0, help="Random seed, 0 to 2**32-1 (same seed on CPU: same checkpoint).", min=0,
                        max=SEED_MAX, check=seed_check)
     device: str = device_option("auto")
+    precision: str = precision_option()
     resume: bool = option(False, help="Continue an interrupted run from its last completed epoch.")
     memory_check: bool = memory_check_option()
 
@@ -244,6 +252,7 @@ class SweepConfig(StageSettings):
     seed: int = option(0, help="Sampler seed and every trial's training seed.", min=0, max=SEED_MAX, check=seed_check)
     device: str = device_option("auto")  # a [fixed] device overrides it
     memory_check: bool = memory_check_option()
+    precision: str = precision_option()  # every trial's; a [fixed] precision overrides it
 
     def __post_init__(self):
         super().__post_init__()

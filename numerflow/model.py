@@ -98,7 +98,16 @@ class MLP(nn.Module):
         x = x if centred else (x - FEATURE_CENTRE) * FEATURE_SCALE
         if self.training and self._input_batchnorm_first() and not x.requires_grad:
             return self._forward_fused_input(x)
-        return self.net(x)
+        return self._head(self.net[:-1](x))
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """The output Linear. Under autocast (train's --precision) it runs in its weights' float32:
+        a bfloat16 score has 8 significant bits, so different rows' scores would tie in the ranks."""
+        head = self.net[-1]
+        if h.dtype == head.weight.dtype:
+            return head(h)
+        with torch.autocast(h.device.type, enabled=False):
+            return head(h.to(head.weight.dtype))
 
     def _input_batchnorm_first(self) -> bool:
         """The layout starts with an input BatchNorm (with running statistics and a momentum) and a Linear."""
@@ -118,9 +127,9 @@ class MLP(nn.Module):
                                                    norm.momentum, norm.eps)
         norm.num_batches_tracked.add_(1)
         h = _NormalisedLinear.apply(normalised, norm.weight, norm.bias, linear.weight, linear.bias)
-        for module in list(self.net)[2:]:
+        for module in list(self.net)[2:-1]:
             h = module(h)
-        return h
+        return self._head(h)
 
 
 class _NormalisedLinear(torch.autograd.Function):
@@ -135,6 +144,10 @@ class _NormalisedLinear(torch.autograd.Function):
     def forward(ctx, z, scale, shift, weight, bias):
         ctx.save_for_backward(z, scale, shift, weight)
         ctx.has_bias = bias is not None
+        # Under autocast (--precision bf16/fp16) the backward's matmuls run in the same precision
+        # as the forward's (what torch.amp.custom_fwd/custom_bwd do, for whichever device this is).
+        kind = z.device.type
+        ctx.autocast = (kind, torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind) else None
         # Scale and shift folded into the (outputs x features) weight rather than applied to the
         # (rows x features) batch: no batch-sized temporary (29 MB a step at 3,555 features).
         offset = weight @ shift if bias is None else torch.addmv(bias, weight, shift)
@@ -142,6 +155,14 @@ class _NormalisedLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.autocast is None:
+            return _NormalisedLinear._backward(ctx, grad)
+        kind, dtype = ctx.autocast
+        with torch.autocast(kind, dtype=dtype):
+            return _NormalisedLinear._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         z, scale, shift, weight = ctx.saved_tensors
         grad_sum = grad.sum(0)  # (outputs,)
         products = grad.t() @ z  # (outputs, features)

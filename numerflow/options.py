@@ -74,6 +74,14 @@ class Scheme(Choice):
     expanding = "expanding"  # walk-forward: only the eras before the test block (minus the embargo)
 
 
+class Precision(Choice):
+    """The arithmetic of training and per-epoch validation (torch.autocast); weights stay float32."""
+    auto = "auto"  # bf16 on CUDA devices that support it, else fp32
+    fp32 = "fp32"
+    bf16 = "bf16"  # bfloat16 autocast (CUDA, and the CPU)
+    fp16 = "fp16"  # float16 autocast with a gradient scaler
+
+
 # Devices are not a fixed list (cuda:N), so they are checked by pattern; whether the device is
 # there is checked where it is used (the checkpoint/training code's resolve_device).
 DEVICES = "auto, cpu, cuda, cuda:N or mps"

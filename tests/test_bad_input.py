@@ -300,7 +300,7 @@ def test_bad_option_values_are_usage_errors(in_tmp, args, message):
     ("[train]\nepochz = 3\n", "numerflow.toml: [train]: unknown key(s) epochz (allowed: activation, batch_size, "
      "batchnorm, data, data_dir, device, dropout, epochs, input_batchnorm, l1, layers, loss, lr, memory_check, out, "
      "patience, "
-     "predict_with, resume, "
+     "precision, predict_with, resume, "
      "schedule, seed, targets, weight_decay)"),
     ("[predict]\nmodelz = \"a.pt\"\n", "numerflow.toml: [predict]: unknown key(s) modelz (allowed: batch_size, data, "
      "data_dir, device, memory_check, model, neutralize, out, version, weights)"),

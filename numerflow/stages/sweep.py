@@ -138,7 +138,8 @@ def settings_record(config: SweepConfig, space: Space) -> dict:
     return {"space": space.to_dict(), "objective": config.objective, "data": str(Path(config.data).resolve()),
             "seed": config.seed, "pruner": config.pruner, "device": config.device, "backend": "ray" if config.ray else "local",
             "jobs": config.jobs, "trials": config.trials,
-            **({"cv": True} if config.cv else {})}  # (sweeps from before --cv was recorded resume as they are)
+            **({"cv": True} if config.cv else {}),  # (sweeps from before --cv was recorded resume as they are)
+            **({"precision": config.precision} if config.precision != "auto" else {})}  # (likewise --precision)
 
 
 def run_here(config: SweepConfig, space: Space, objective: Objective, out_dir: Path, settings: dict, say) -> list[dict]:
@@ -177,7 +178,8 @@ def train_best(config: SweepConfig, space: Space, objective: Objective, best: di
         return
     say(f"Training the best trial ({best['number']}) on all training eras for {out_dir / results.BEST_PT}")
     params = {name: best[name] for name in space.names}
-    trial_config = space.train_settings(params, data=config.data, seed=config.seed, device=config.device)
+    trial_config = space.train_settings(params, data=config.data, seed=config.seed, device=config.device,
+                                        precision=config.precision)
     fitted = fit_in_memory(trial_config, load_prepared(config.data, objective.needs_meta_model), objective)
     save_checkpoint(out_dir / results.BEST_PT, fitted.checkpoint)
 

@@ -22,6 +22,7 @@ from numerflow.devices import resolve_device
 from numerflow.files import write_json
 from numerflow.training.fit import checkpoint_dict
 from numerflow.training.loop import build_training, epoch_line, epoch_step, rows_on
+from numerflow.training.precision import used_precision
 from numerflow.training.settings import check_config, check_out, config_dict, json_sidecar_path, resume_path
 from numerflow.training.state import TrainState
 from numerflow.version import __version__
@@ -70,6 +71,7 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
     memory.check_prepared(config)  # issue 20: stop before loading when it cannot fit
     dist = distributed.Distributed.from_env()
     device = resolve_device(config.device)
+    used_precision(config.precision, device)  # a precision the device cannot run: refused before any reading
     if dist.active:
         device = distributed.start(device, dist)
     try:
@@ -97,7 +99,7 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     train_split = read_split(data / "train.parquet", features, targets, require_main=True)
     valid_split = read_split(data / "validation.parquet", features, targets)
     rows = rows_on(train_split, device)
-    validator = Validator(valid_split, device, dist)
+    validator = Validator(valid_split, device, dist, config.precision)
 
     # The model, its optimizer and schedule.
     model_config, model, optimizer, scheduler = build_training(config, len(features), len(targets), rows, device, dist)
@@ -121,9 +123,11 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     # The best epoch's checkpoint, its JSON sidecar; the resume file is no longer needed.
     json_path = json_sidecar_path(out)
     if dist.writes:
+        precision = used_precision(config.precision, device)
         save_checkpoint(out, checkpoint_dict(config, model_config.to_dict(), features, targets, state.best_state,
-                                             state.metrics, state.best_epoch, manifest))
-        write_json(json_path, {"numerflow_version": __version__, "train_config": config_dict(config),
+                                             state.metrics, state.best_epoch, manifest, precision))
+        write_json(json_path, {"numerflow_version": __version__,
+                               "train_config": {**config_dict(config), "precision": precision},
                                "model_config": model_config.to_dict(), "features": len(features),
                                "targets": targets, "best_epoch": state.best_epoch, "metrics": state.metrics,
                                "epoch_seconds": state.epoch_seconds, "device": str(device),

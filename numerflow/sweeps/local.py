@@ -183,7 +183,8 @@ def run_local(study, space, settings, objective: Objective, out_dir: Path, on_ba
                 batch.append(study.ask(space.distributions()))
             work = []
             for t in batch:
-                config = space.train_settings(t.params, data=settings.data, seed=settings.seed, device=settings.device)
+                config = space.train_settings(t.params, data=settings.data, seed=settings.seed, device=settings.device,
+                                              precision=settings.precision)
                 work.append(TrialJob(t.number, t.params, config, settings.data, objective, settings.pruner, history,
                                      out_dir / "trials" / f"{t.number}.pt",
                                      space.cv_settings(config) if settings.cv else None))

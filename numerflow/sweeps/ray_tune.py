@@ -65,7 +65,8 @@ def max_epochs(space: Space) -> int:
     return space.train_settings({}).epochs
 
 
-def trainable(params: dict, space: Space, data: str, seed: int, device: str, objective: Objective) -> None:
+def trainable(params: dict, space: Space, data: str, seed: int, device: str, objective: Objective,
+              precision: str = "auto") -> None:
     """One Ray Tune trial: train on this worker's copy of the data, report after every epoch
     (the best score so far as `score`; `finished` once the trial has run its last epoch, or a
     --patience stop), attach a checkpoint whenever the epoch is the best yet."""
@@ -73,7 +74,7 @@ def trainable(params: dict, space: Space, data: str, seed: int, device: str, obj
 
     from numerflow.sweeps.trial import fit_in_memory, load_prepared
 
-    config = space.train_settings(params, data=data, seed=seed, device=device)
+    config = space.train_settings(params, data=data, seed=seed, device=device, precision=precision)
     best = {"score": -math.inf}
 
     def on_epoch(epoch: int, score: float, checkpoint, final: bool) -> None:
@@ -108,7 +109,7 @@ def run(config, space: Space, objective: Objective, out_dir: Path, ray, say) -> 
     from ray import tune
 
     function = tune.with_parameters(trainable, space=space, data=str(Path(config.data).resolve()), seed=config.seed,
-                                    device=config.device, objective=objective)
+                                    device=config.device, objective=objective, precision=config.precision)
     function = tune.with_resources(function, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
     done, grids = [], []
     for name in earlier_runs(out_dir) if config.resume else []:

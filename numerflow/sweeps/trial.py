@@ -92,28 +92,31 @@ def fit_in_memory(config: TrainConfig, data: PreparedData, objective: Objective,
     each epoch (`checkpoint()` builds the best epoch's checkpoint so far; `final`: the trial ends
     with this epoch, its last or a --patience stop); before the final epoch it may raise to stop
     the trial (optuna.TrialPruned)."""
-    from numerflow.checkpoint import predict_scores
     from numerflow.devices import resolve_device
     from numerflow.training.loop import build_training, check_finite, rows_on, run_epoch
+    from numerflow.training.precision import used_precision
+    from numerflow.training.validation import epoch_scores, resident
     from numerflow.training.state import cpu_copy
     from numerflow.training.data import choose_targets
     from numerflow.training.distributed import Distributed
 
     started = time.perf_counter()
     device = resolve_device(config.device)
+    precision = used_precision(config.precision, device)
     targets = choose_targets(config, data.manifest, data.path / "manifest.json")
     rows = rows_on(train_split_with(data, targets), device)
+    validation = resident(data.validation.features, device)  # scored each epoch as train scores it
     model_config, model, optimizer, scheduler = build_training(config, len(data.features), len(targets), rows, device,
                                                                Distributed())
     scores, metrics, best = [], [], {"epoch": 0, "state": None}
 
     def checkpoint() -> dict:
-        return trial_checkpoint(config, model_config, data, targets, best["state"], metrics, best["epoch"])
+        return trial_checkpoint(config, model_config, data, targets, best["state"], metrics, best["epoch"], precision)
 
     for epoch in range(config.epochs):
         train_loss = run_epoch(model, optimizer, scheduler, rows, config, epoch, device=device)
         check_finite(model, train_loss, epoch + 1)
-        predictions = predict_scores(model, data.validation.features, device=device, predict_with=config.predict_with)
+        predictions = epoch_scores(model, validation, device, config.precision, config.predict_with)
         summary = objective.summary(predictions, data)
         scores.append(summary["objective"])
         metrics.append({"epoch": epoch + 1, "train_loss": train_loss, **summary})
@@ -129,13 +132,13 @@ def fit_in_memory(config: TrainConfig, data: PreparedData, objective: Objective,
 
 
 def trial_checkpoint(config: TrainConfig, model_config, data: PreparedData, targets: list[str], state: dict,
-                     metrics: list[dict], best_epoch: int) -> dict:
+                     metrics: list[dict], best_epoch: int, precision: str | None = None) -> dict:
     """A normal numerflow checkpoint (what `numerflow train` writes, binning record included):
     predict and validate take it."""
     from numerflow.training.fit import checkpoint_dict
 
     return checkpoint_dict(config, model_config.to_dict(), data.features, targets, state, list(metrics), best_epoch,
-                           data.manifest)
+                           data.manifest, precision)
 
 
 def train_split_with(data: PreparedData, targets: list[str]):

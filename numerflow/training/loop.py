@@ -125,9 +125,11 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
     from numerflow.training.data import batch_segments, epoch_batches
     from numerflow.training.distributed import Distributed, all_reduce_sum
     from numerflow.training.losses import LOSSES
+    from numerflow.training.precision import autocast, grad_scaler
 
     dist = dist or Distributed()
     device = torch.device(device or rows.features.device)
+    scaler = grad_scaler(optimizer, config.precision, device)  # fp16 only
     loss_fn = LOSSES[Loss(config.loss)]
     l1_weights = parameter_groups(net)[0] if config.l1 else []
     order, slices = epoch_batches(len(rows.features), rows.era_codes, config.batch_size, config.loss, config.seed,
@@ -140,7 +142,7 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
     raw = torch.empty((widest, rows.features.shape[1]), dtype=torch.int8, device=rows.features.device)
     cast = torch.empty((widest, rows.features.shape[1]), dtype=torch.float32, device=device)
     net.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=device)  # no float64 on a GPU
     # disable=None: a bar only on a terminal; other ranks never draw one.
     for start, stop in tqdm(slices, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                             disable=None if dist.writes else True):
@@ -154,11 +156,18 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
         segments = None
         if batch_eras is not None:
             segments = torch.from_numpy(batch_segments(batch_eras[start:stop])).to(device, non_blocking=True)
-        loss = loss_fn(net(x, centred=True), torch.nan_to_num(y), ~torch.isnan(y), segments)
+        with autocast(config.precision, device):  # the forward pass in --precision; the head's output is float32
+            out = net(x, centred=True)
+        loss = loss_fn(out, torch.nan_to_num(y), ~torch.isnan(y), segments)
         total = loss + config.l1 * sum(w.abs().sum() for w in l1_weights) if config.l1 else loss
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        if scaler is None:
+            total.backward()
+            optimizer.step()
+        else:  # fp16: the loss scaled up so small gradients survive, steps with inf/nan gradients skipped
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
         if scheduler:
             scheduler.step()
         loss_sum += loss.detach()

@@ -17,7 +17,7 @@ from numerflow.training.settings import config_dict
 from numerflow.version import __version__
 
 # Settings that may change between an interrupted run and its --resume.
-RESUMABLE_CHANGES = {"resume", "device", "patience"}
+RESUMABLE_CHANGES = {"resume", "device", "patience", "precision"}
 
 
 @dataclass
