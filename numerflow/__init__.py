@@ -1,7 +1,8 @@
 """numerflow: a command-line pipeline and Python library for the Numerai tournament.
 
 Every stage is a function here, with the CLI options as keyword arguments (see numerflow.python_api):
-download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart.
+download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart,
+ensemble.
 Importing numerflow imports no torch and changes nothing in the process."""
 
 from numerflow.version import __version__  # noqa: E402,F401
@@ -10,6 +11,7 @@ from numerflow.version import __version__  # noqa: E402,F401
 from numerflow.python_api import (  # noqa: E402
     cv,
     download,
+    ensemble,
     export,
     predict,
     prepare,
@@ -25,4 +27,4 @@ from numerflow.python_api import (  # noqa: E402
 
 # `round` is left out: `from numerflow import *` must not shadow the builtin round() in a notebook.
 __all__ = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "export",
-           "sweep", "show_sweep", "quickstart", "__version__"]
+           "sweep", "show_sweep", "quickstart", "ensemble", "__version__"]

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from numerflow.errors import ConfigError, OptionError
 from numerflow.files import read_text
-from numerflow.options import (Activation, Loss, PredictWith, Pruner, Schedule, Scheme, SweepObjective, above_zero,
-                               command_line_of, finite, float_list, int_list, option, parse_device, split_list,
-                               suffix_in)
+from numerflow.options import (Activation, EnsembleObjective, FitOn, Loss, PredictWith, Pruner, Schedule, Scheme,
+                               SelectOn, SweepObjective, above_zero, command_line_of, finite, float_list, int_list,
+                               option, parse_device, split_list, suffix_in)
 
 CONFIG_FILE = "numerflow.toml"
 DEFAULT_DATA_DIR = Path("data")  # download writes data/<version>/, prepare data/prepared/
@@ -161,6 +161,18 @@ def weights_option():
     return option(None, help="Ensemble weights W1,W2,... (default: equal).", parse=float_list)
 
 
+def ensemble_option():
+    return option(None, help="A fitted ensemble folder (numerflow ensemble --fit), used as one model: its "
+                  "members' checkpoints and weights.")
+
+
+def _check_ensemble(settings) -> None:
+    """--ensemble stands for --model and --weights: giving both is ambiguous."""
+    if settings.ensemble is not None and (settings.weights is not None
+                                          or settings.models != [DEFAULT_MODELS_DIR / "model.pt"]):
+        raise ConfigError("give --model/--weights or --ensemble, not both")
+
+
 def neutralize_option():
     return option(0.0, help="Remove this proportion of per-era feature exposure, then re-rank.", min=0.0, max=1.0)
 
@@ -267,6 +279,7 @@ class CvConfig(TrainConfig):
 @dataclass
 class ValidateConfig(StageSettings):
     model: Path | None = option(None, help="Checkpoint to score (default: models/model.pt unless --predictions).")
+    ensemble: Path | None = ensemble_option()
     predictions: Path | object | None = option(None, check=suffix_in(".csv", ".parquet"), parse=Path,
                                                help="Score an id,prediction .csv/.parquet file instead of a model "
                                                     "(Python: also a DataFrame/Series indexed by id or with an id column).")
@@ -289,9 +302,9 @@ class ValidateConfig(StageSettings):
         if isinstance(self.data, (str, os.PathLike)):  # one file, as the Python API takes it
             self.data = [self.data]
         super().__post_init__()
-        if self.model is not None and self.predictions is not None:
-            raise ConfigError("give --model or --predictions, not both")
-        if self.model is None and self.predictions is None:
+        if sum(x is not None for x in (self.model, self.predictions, self.ensemble)) > 1:
+            raise ConfigError("give one of --model, --predictions or --ensemble")
+        if self.model is None and self.predictions is None and self.ensemble is None:
             self.model = DEFAULT_MODELS_DIR / "model.pt"
         if self.data is not None and len(self.data) == 1:
             self.data = self.data[0]
@@ -301,6 +314,7 @@ class ValidateConfig(StageSettings):
 class PredictConfig(StageSettings):
     models: list[Path] = models_option()
     weights: list[float] | None = weights_option()
+    ensemble: Path | None = ensemble_option()
     data: Path | None = option(None, help="Parquet to score (default: the current round's live.parquet).")
     data_dir: Path = data_dir_option()
     out: Path | None = option(None, check=suffix_in(".csv", ".parquet"),
@@ -315,6 +329,7 @@ class PredictConfig(StageSettings):
     def __post_init__(self):
         super().__post_init__()
         _check_weights(self.weights, self.models)
+        _check_ensemble(self)
 
 
 @dataclass
@@ -349,12 +364,14 @@ class RoundConfig(StageSettings):
 class ExportConfig(StageSettings):
     models: list[Path] = models_option()
     weights: list[float] | None = weights_option()
+    ensemble: Path | None = ensemble_option()
     neutralize: float = neutralize_option()
     out: Path | None = option(None, help="Pickle to write (default: the checkpoint's path with .pkl).")
 
     def __post_init__(self):
         super().__post_init__()
         _check_weights(self.weights, self.models)
+        _check_ensemble(self)
 
 
 DEFAULT_SWEEPS_DIR = Path("sweeps")
@@ -387,3 +404,31 @@ class SweepConfig(StageSettings):
         super().__post_init__()
         if self.data is None:
             self.data = self.data_dir / "prepared"
+
+
+# --- numerflow ensemble ---------------------------------------------------------------------------
+DEFAULT_ENSEMBLES_DIR = Path("ensembles")
+
+
+@dataclass
+class EnsembleConfig(StageSettings):
+    """Greedy ensemble selection over cv runs and `sweep --cv` trials (numerflow/stages/ensemble.py)."""
+
+    candidates: list[Path] = option(factory=list, on_command_line=False,
+                                    help="cv run folders (cv/NAME) and sweep folders run with --cv (sweeps/NAME: "
+                                         "every complete trial), or one trial (sweeps/NAME/trials/N).")
+    objective: str = option("corr_mean", choices=EnsembleObjective,
+                            help="What each greedy step maximises, per era as validate scores it.")
+    size: int = option(10, help="Greedy steps (with replacement): a member chosen k times weighs k/SIZE.", min=1)
+    name: str = option("ensemble", help="The ensemble's folder: ENSEMBLES_DIR/NAME/.")
+    ensembles_dir: Path = option(DEFAULT_ENSEMBLES_DIR, help="Folder holding every ensemble's folder.")
+    on: str = option("oof", choices=SelectOn, help="Choose on the candidates' out-of-fold training eras, or "
+                     "(explicitly) on validation eras, which then no longer measure the ensemble.")
+    benchmark: str | None = option(None, help="bmc_mean: benchmark column of train/validation_benchmark_models"
+                                   ".parquet (default: the version's main one).")
+    fit: bool = option(False, help="Train each member once with its own settings and epochs; store the "
+                       "checkpoints in the ensemble's folder.")
+    fit_on: str = option("train", choices=FitOn, help="--fit on the training eras, or on training and validation "
+                         "eras (all: for live use).")
+    device: str = device_option("auto")  # --fit: where the members train
+    force: bool = option(False, help="Replace an existing ensemble of this name.")

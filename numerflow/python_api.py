@@ -197,5 +197,16 @@ def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Say |
     return run_quickstart(Path(folder), say=say or _silent)
 
 
+@takes_settings(cfg.EnsembleConfig)
+def ensemble(settings: cfg.EnsembleConfig, *, say: Say | None = print):
+    """Choose an ensemble of cv runs and `sweep --cv` trials by greedy forward selection with
+    replacement on their out-of-fold predictions (`fit=True`: train its members); writes
+    ensembles_dir/<name>/ensemble.json (and members/*.pt); returns an EnsembleResult. A fitted
+    ensemble is a model: predict/validate/export(ensemble="ensembles/<name>")."""
+    before_torch_import()
+    from numerflow.stages.ensemble import ensemble as run_ensemble
+    return run_ensemble(settings, say=say or _silent)
+
+
 STAGES = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "round",
-          "export", "sweep", "quickstart"]
+          "export", "sweep", "quickstart", "ensemble"]

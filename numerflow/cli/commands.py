@@ -187,3 +187,22 @@ def sweep(
         typer.echo(numerflow.show_sweep(name=show, sweeps_dir=settings.sweeps_dir))
         return
     typer.echo(str(numerflow.sweep(settings, say=typer.echo)))
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.EnsembleConfig)
+def ensemble(
+    settings: cfg.EnsembleConfig,
+    candidates: Annotated[list[Path], typer.Argument(help="cv run folders (cv/NAME) and sweeps run with --cv "
+                                                     "(sweeps/NAME: every complete trial).", show_default=False)],
+):
+    """Choose an ensemble by greedy forward selection with replacement (Caruana et al., 2004) over
+    the candidates' out-of-fold predictions, scored per era as validate scores; write
+    ENSEMBLES_DIR/NAME/ensemble.json; with --fit train its members (then predict, validate and
+    export take --ensemble ENSEMBLES_DIR/NAME).
+
+    Example: numerflow ensemble sweeps/wide cv/mlp256 --objective corr_sharpe --size 10 --fit
+    """
+    settings.candidates = candidates
+    typer.echo(str(numerflow.ensemble(settings, say=typer.echo)))

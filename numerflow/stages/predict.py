@@ -155,10 +155,12 @@ def predict(config: PredictConfig) -> PredictResult:
     from numerflow.metrics import neutralize, rank_within_eras
     from numerflow.checkpoint import load_checkpoint
 
-    model_paths = [Path(p) for p in config.models]
+    from numerflow.ensembles import models_and_weights
+
+    model_paths, given_weights = models_and_weights(config)  # --ensemble: its members and weights
     if not model_paths:
         raise ConfigError("predict: give at least one --model")
-    weights = ensemble_weights(config.weights, len(model_paths))
+    weights = ensemble_weights(given_weights, len(model_paths))
     if not 0.0 <= config.neutralize <= 1.0:
         raise ConfigError(f"--neutralize: proportion must be within [0, 1], got {config.neutralize}")
     if config.out is not None and Path(config.out).suffix not in OUTPUT_SUFFIXES:
@@ -171,7 +173,7 @@ def predict(config: PredictConfig) -> PredictResult:
         # Only a live file's folder marker names its round; validation.parquet has none.
         round_num = schema.read_live_round(data.parent) if data.name == schema.LIVE_FILE else None
     out = Path(config.out) if config.out is not None else (
-        default_output(model_paths, round_num) if config.write else None)
+        default_output([config.ensemble] if config.ensemble else model_paths, round_num) if config.write else None)
     if out is not None:
         refuse_overwriting_inputs(out, [data, *model_paths])
 
