@@ -419,7 +419,8 @@ class EnsembleConfig(StageSettings):
                                          "every complete trial), or one trial (sweeps/NAME/trials/N).")
     objective: str = option("corr_mean", choices=EnsembleObjective,
                             help="What each greedy step maximises, per era as validate scores it.")
-    size: int = option(10, help="Greedy steps (with replacement): a member chosen k times weighs k/SIZE.", min=1)
+    size: int = option(10, help="Greedy steps (with replacement); the best of them is kept, and a member "
+                       "chosen k times in its S steps weighs k/S.", min=1)
     name: str = option("ensemble", help="The ensemble's folder: ENSEMBLES_DIR/NAME/.")
     ensembles_dir: Path = option(DEFAULT_ENSEMBLES_DIR, help="Folder holding every ensemble's folder.")
     on: str = option("oof", choices=SelectOn, help="Choose on the candidates' out-of-fold training eras, or "

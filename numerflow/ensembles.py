@@ -29,14 +29,17 @@ class Step:
     objective: float  # the ensemble's objective after adding it
 
 
-def greedy_selection(ranks: np.ndarray, size: int, score: Callable[[np.ndarray], float]) -> tuple[np.ndarray, list[Step]]:
+def greedy_selection(ranks: np.ndarray, size: int,
+                     score: Callable[[np.ndarray], float]) -> tuple[np.ndarray, list[Step], int]:
     """Forward selection with replacement (Caruana et al., "Ensemble selection from libraries of
     models", ICML 2004): start empty; at each of `size` steps add the candidate (a row of `ranks`,
     its predictions ranked within eras) whose addition gives the highest `score` of the ensemble,
     the mean of the chosen rows (a candidate chosen k times weighs k). Ties go to the first
-    candidate. Returns each candidate's count and the steps."""
+    candidate. As in the paper, the ensemble kept is the best of the steps (the first of equals):
+    steps after it added nothing. Returns each candidate's count in the kept ensemble, every step,
+    and the number of steps kept."""
     total = np.zeros(ranks.shape[1], dtype=np.float64)
-    counts = np.zeros(ranks.shape[0], dtype=np.int64)
+    chosen: list[int] = []
     steps: list[Step] = []
     for step in range(1, size + 1):
         best, best_value = 0, -np.inf
@@ -45,9 +48,11 @@ def greedy_selection(ranks: np.ndarray, size: int, score: Callable[[np.ndarray],
             if value > best_value:
                 best, best_value = k, value
         total += ranks[best]
-        counts[best] += 1
+        chosen.append(best)
         steps.append(Step(best, float(best_value)))
-    return counts, steps
+    kept = 1 + int(np.argmax([s.objective for s in steps]))
+    counts = np.bincount(chosen[:kept], minlength=ranks.shape[0])
+    return counts, steps, kept
 
 
 def read_ensemble(folder: str | Path) -> dict:

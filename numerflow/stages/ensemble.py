@@ -77,13 +77,14 @@ class EnsembleResult:
                      f"{len(r['candidates'])} candidate(s), on {sel['rows']:,} {sel['kind']} rows in {sel['eras']} "
                      f"eras ({sel['first_era']}-{sel['last_era']})")
         lines.append(f"{'step':>4}  {'chose':<40}{r['objective']:>12}")
-        lines += [f"{s['step']:>4}  {s['chose']:<40}{s['objective']:>12.5f}" for s in r["steps"]]
+        lines += [f"{s['step']:>4}  {s['chose']:<40}{s['objective']:>12.5f}"
+                  + ("" if s["step"] <= r["kept_steps"] else "  (not kept: added nothing)") for s in r["steps"]]
         best = max(r["candidates"], key=lambda c: c["objective"])
-        lines.append(f"Best single candidate: {best['source']} {best['objective']:.5f}; the ensemble: "
-                     f"{r['steps'][-1]['objective']:.5f}")
+        lines.append(f"Best single candidate: {best['source']} {best['objective']:.5f}; the ensemble (the best "
+                     f"{r['kept_steps']} step(s)): {r['ensemble_objective']:.5f}")
         lines.append("Members: " + ", ".join(f"{m['source']} (weight {m['weight']:g})" for m in r["members"]))
         if r["unused"]:
-            lines.append(f"No weight ({len(r['unused'])} candidate(s) never chosen: they add nothing): "
+            lines.append(f"No weight ({len(r['unused'])} candidate(s) not chosen in the kept steps: they add nothing): "
                          + ", ".join(r["unused"][:10]) + (" ..." if len(r["unused"]) > 10 else ""))
         if r["fitted"]:
             lines.append(f"Fitted {len(r['members'])} member(s) on {r['fitted']['eras']} "
@@ -240,10 +241,10 @@ def selection_record(config: EnsembleConfig, candidates: list[Candidate], rows: 
     ranks = np.vstack([metrics.rank_within_eras(c.predictions.reindex(rows.ids).to_numpy(np.float64), rows.eras)
                        for c in candidates])
     score = scorer(config, rows)
-    counts, steps = greedy_selection(ranks, config.size, score)
+    counts, steps, kept = greedy_selection(ranks, config.size, score)
     chosen = [k for k in range(len(candidates)) if counts[k] > 0]
     members = [{"source": candidates[k].source, "seed": candidates[k].seed, "count": int(counts[k]),
-                "weight": counts[k] / config.size, "settings": candidates[k].settings, "checkpoint": None}
+                "weight": counts[k] / kept, "settings": candidates[k].settings, "checkpoint": None}
                for k in chosen]
     return {"name": config.name, "objective": config.objective, "on": config.on, "size": config.size,
             "selection": {"kind": "out-of-fold training" if config.on == SelectOn.oof else "validation",
@@ -253,6 +254,7 @@ def selection_record(config: EnsembleConfig, candidates: list[Candidate], rows: 
                            for k, c in enumerate(candidates)],
             "steps": [{"step": i, "chose": candidates[s.chose].source, "objective": s.objective}
                       for i, s in enumerate(steps, start=1)],
+            "kept_steps": kept, "ensemble_objective": steps[kept - 1].objective,
             "members": members, "weights": [m["weight"] for m in members],
             "unused": [c.source for k, c in enumerate(candidates) if counts[k] == 0],
             "data": str(candidates[0].data), "target": candidates[0].target, "fitted": None}
