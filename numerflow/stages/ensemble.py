@@ -335,6 +335,8 @@ def ensemble(config: EnsembleConfig, say: Callable[[str], None] | None = None) -
     notes: list[str] = []
     candidates = read_candidates(config.candidates)
     rows = selection_rows(candidates, config, notes)
+    if config.on == SelectOn.validation:
+        say("WARNING: choosing on VALIDATION eras (--on validation): validation no longer measures this ensemble")
     say(f"Choosing among {len(candidates)} candidate(s) on {len(rows.ids):,} rows in {rows.eras.n_eras} eras")
     record = selection_record(config, candidates, rows)
     checkpoints = fit_members(record, config, say) if config.fit else []
