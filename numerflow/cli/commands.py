@@ -189,14 +189,16 @@ def sweep(
     typer.echo(str(numerflow.sweep(settings, say=typer.echo)))
 
 
+# ensemble's positional arguments: the folders it chooses among
+Candidates = Annotated[list[Path], typer.Argument(help="cv run folders (cv/NAME) and sweeps run with --cv "
+                                                  "(sweeps/NAME: every complete trial).", show_default=False,
+                                                  metavar="CANDIDATES...")]
+
+
 @app.command()
 @reports_errors
 @options_from(settings=cfg.EnsembleConfig)
-def ensemble(
-    settings: cfg.EnsembleConfig,
-    candidates: Annotated[list[Path], typer.Argument(help="cv run folders (cv/NAME) and sweeps run with --cv "
-                                                     "(sweeps/NAME: every complete trial).", show_default=False)],
-):
+def ensemble(settings: cfg.EnsembleConfig, candidates: Candidates):
     """Choose an ensemble by greedy forward selection with replacement (Caruana et al., 2004) over
     the candidates' out-of-fold predictions, scored per era as validate scores; write
     ENSEMBLES_DIR/NAME/ensemble.json; with --fit train its members (then predict, validate and
