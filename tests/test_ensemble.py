@@ -318,3 +318,27 @@ def test_an_unfitted_ensemble_is_not_a_model(hand_made, monkeypatch):
     ok(runner.invoke(app, ["ensemble", "trials/a", "trials/b", "--name", "e"]))
     one_error(runner.invoke(app, ["predict", "--ensemble", "ensembles/e", "--out", "p.csv"]), "--fit")
     one_error(runner.invoke(app, ["ensemble", "trials/a", "--name", "e"]), "exists")
+
+
+def test_round_submits_an_ensemble_model_end_to_end(fake_models, fake_numerai, tmp_path, monkeypatch):
+    """[models.fake_model] ensemble = "ensembles/e" in numerflow.toml: round predicts with the
+    fitted ensemble (on the fake server's v5.2 data) and submits it."""
+    import numerflow
+
+    monkeypatch.chdir(tmp_path)
+    prepared = fake_models["a"].parent / "prepared_a"  # conftest's train_tiny prepared it for a.pt
+    train = pd.read_parquet(prepared / "train.parquet", columns=["target"])
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_trial(tmp_path / name, prepared, pd.Series(rng.random(len(train)), index=train.index.astype(str)))
+    numerflow.ensemble(candidates=[tmp_path / "a", tmp_path / "b"], size=2, name="e", fit=True, device="cpu",
+                       say=None)
+    (tmp_path / "numerflow.toml").write_text('[round]\ndata_dir = "data"\nversion = "v5.2"\n\n'
+                                             '[models.fake_model]\nensemble = "ensembles/e"\n')
+    result = ok(runner.invoke(app, ["round"]))
+    assert result.output.splitlines()[-1] == "Round 600: 1 submitted, 0 already done, 0 failed"
+    (submission,) = fake_numerai.submissions
+    submitted = pd.read_csv(tmp_path / "predictions" / "fake_model_600.csv", dtype={"id": str}).set_index("id")
+    expected = numerflow.predict(ensemble="ensembles/e", data=tmp_path / "data" / "v5.2" / "live.parquet")
+    np.testing.assert_array_equal(submitted["prediction"].to_numpy(),
+                                  expected["prediction"].reindex(submitted.index).to_numpy())
