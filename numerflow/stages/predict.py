@@ -30,9 +30,11 @@ class PredictResult:
     std: float
     neutralize: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    ensemble: Path | None = None  # --ensemble: the folder `models` came from
 
     def __str__(self) -> str:
-        names = ", ".join(p.name for p in self.models)
+        names = ", ".join(p.name for p in self.models) if self.ensemble is None else \
+            f"the ensemble {self.ensemble} ({len(self.models)} member(s))"
         round_text = f"round {self.round}" if self.round is not None else "no round marker"
         lines = [f"Predicted {self.rows:,} rows in {self.eras} era(s) of {self.data} ({round_text}) "
                  f"with {names}" + (f", neutralised {self.neutralize:g}" if self.neutralize else ""),
@@ -206,4 +208,4 @@ def predict(config: PredictConfig) -> PredictResult:
         warnings.append("predictions are constant; Numerai will refuse them")
     return PredictResult(predictions=predictions, out=out, data=data, models=model_paths, rows=len(ranked), eras=len(np.unique(eras)),
                          round=round_num, mean=float(np.mean(ranked)), std=float(np.std(ranked)),
-                         neutralize=config.neutralize, warnings=warnings)
+                         neutralize=config.neutralize, warnings=warnings, ensemble=config.ensemble)
