@@ -25,6 +25,7 @@ paired difference), not over repeated runs.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--size", type=int, default=10)
     parser.add_argument("--work", type=Path, default=Path("bench_work"))
+    parser.add_argument("--reuse", action="store_true", help="Keep the cv run and the sweep of an earlier run "
+                        "under --work; choose, fit and score again.")
     args = parser.parse_args()
 
     from numerflow.runtime import before_torch_import
@@ -71,22 +74,27 @@ def main() -> None:
     say = lambda line: print(line, flush=True)  # noqa: E731
     prepared = prepared_data(args.work, args.eras, args.rows_per_era, args.features, args.seed)
     root = args.work / "ensemble_bench"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    (root / "space.toml").write_text(SPACE)
     timings = {}
-
-    t0 = time.perf_counter()
-    numerflow.cv(data=prepared, out=root / "cv", name="defaults", folds=4, embargo=8, device="cpu", say=None)
-    timings["cv of the defaults"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sweep = numerflow.sweep(space=root / "space.toml", data=prepared, trials=args.trials, jobs=args.jobs, cv=True,
-                            pruner="none", name="bench", sweeps_dir=root / "sweeps", seed=args.seed, say=say)
-    timings[f"sweep --cv, {args.trials} trials, --jobs {args.jobs}"] = time.perf_counter() - t0
-    best_trial = root / "sweeps" / "bench" / "trials" / str(sweep.best["number"])
+    if args.reuse:
+        shutil.rmtree(root / "ensembles", ignore_errors=True)
+        best_number = json.loads((root / "sweeps" / "bench" / "best.json").read_text())["number"]
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        (root / "space.toml").write_text(SPACE)
+        t0 = time.perf_counter()
+        numerflow.cv(data=prepared, out=root / "cv", name="defaults", folds=4, embargo=8, device="cpu", say=None)
+        timings["cv of the defaults"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sweep = numerflow.sweep(space=root / "space.toml", data=prepared, trials=args.trials, jobs=args.jobs,
+                                cv=True, pruner="none", name="bench", sweeps_dir=root / "sweeps", seed=args.seed,
+                                say=say)
+        timings[f"sweep --cv, {args.trials} trials, --jobs {args.jobs}"] = time.perf_counter() - t0
+        best_number = sweep.best["number"]
+    best_trial = root / "sweeps" / "bench" / "trials" / str(best_number)
 
     choices = {"train defaults": ([root / "cv" / "defaults"], 1),
-               f"best single trial ({sweep.best['number']})": ([best_trial], 1),
+               f"best single trial ({best_number})": ([best_trial], 1),
                f"ensemble of the {args.trials} trials (size {args.size})": ([root / "sweeps" / "bench"], args.size)}
     rows = {}
     for i, (label, (candidates, size)) in enumerate(choices.items()):
