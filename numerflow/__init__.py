@@ -2,7 +2,7 @@
 
 Every stage is a function here, with the CLI options as keyword arguments (see numerflow.python_api):
 download, write_synthetic, prepare, train, cv, validate, predict, submit, round, export, sweep, quickstart,
-diagnostics, scores, compare.
+diagnostics, scores, compare, ensemble.
 Importing numerflow imports no torch and changes nothing in the process."""
 
 from numerflow.version import __version__  # noqa: E402,F401
@@ -11,6 +11,7 @@ from numerflow.version import __version__  # noqa: E402,F401
 from numerflow.python_api import (  # noqa: E402
     cv,
     download,
+    ensemble,
     export,
     predict,
     prepare,
@@ -31,3 +32,4 @@ __all__ = ["download", "write_synthetic", "prepare", "train", "cv", "validate", 
            "sweep", "show_sweep", "quickstart", "__version__"]
 __all__ += ["diagnostics", "scores"]
 __all__ += ["compare"]
+__all__ += ["ensemble"]

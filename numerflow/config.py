@@ -23,7 +23,8 @@ from numerflow.config_base import (DEFAULT_CV_DIR, DEFAULT_MODELS_DIR, DEFAULT_P
                                    device_option, memory_check_option, models_option, neutralize_option,
                                    prepared_data_option, seed_check, settings_path, version_option, weights_option)
 from numerflow.errors import ConfigError, OptionError
-from numerflow.options import (Activation, Choice, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SweepObjective,
+from numerflow.options import (Activation, Choice, EnsembleObjective, FitOn, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SelectOn,
+                               SweepObjective,
                                above_zero, finite, int_list, option, split_list, suffix_in)
 
 
@@ -32,6 +33,18 @@ def precision_option():
     return option("auto", choices=Precision, envvar="NUMERFLOW_PRECISION",
                   help="Training and per-epoch validation arithmetic: auto (bf16 on CUDA that supports it, "
                        "else fp32), fp32, bf16 or fp16 (with a gradient scaler); checkpoints are fp32.")
+
+
+def ensemble_option():
+    return option(None, help="A fitted ensemble folder (numerflow ensemble --fit), used as one model: its "
+                  "members' checkpoints and weights.")
+
+
+def _check_ensemble(settings) -> None:
+    """--ensemble stands for --model and --weights: giving both is ambiguous."""
+    if settings.ensemble is not None and (settings.weights is not None
+                                          or settings.models != [DEFAULT_MODELS_DIR / "model.pt"]):
+        raise ConfigError("give --model/--weights or --ensemble, not both")
 
 
 @dataclass
@@ -134,6 +147,7 @@ class CvConfig(TrainConfig):
 @dataclass
 class ValidateConfig(StageSettings):
     model: Path | None = option(None, help="Checkpoint to score (default: models/model.pt unless --predictions).")
+    ensemble: Path | None = ensemble_option()
     predictions: Path | object | None = option(None, check=suffix_in(".csv", ".parquet"), parse=Path,
                                                help="Score an id,prediction .csv/.parquet file instead of a model "
                                                     "(Python: also a DataFrame/Series indexed by id or with an id column).")
@@ -157,9 +171,9 @@ class ValidateConfig(StageSettings):
         if isinstance(self.data, (str, os.PathLike)):  # one file, as the Python API takes it
             self.data = [self.data]
         super().__post_init__()
-        if self.model is not None and self.predictions is not None:
-            raise ConfigError("give --model or --predictions, not both")
-        if self.model is None and self.predictions is None:
+        if sum(x is not None for x in (self.model, self.predictions, self.ensemble)) > 1:
+            raise ConfigError("give one of --model, --predictions or --ensemble")
+        if self.model is None and self.predictions is None and self.ensemble is None:
             self.model = DEFAULT_MODELS_DIR / "model.pt"
         if self.data is not None and len(self.data) == 1:
             self.data = self.data[0]
@@ -169,6 +183,7 @@ class ValidateConfig(StageSettings):
 class PredictConfig(StageSettings):
     models: list[Path] = models_option()
     weights: list[float] | None = weights_option()
+    ensemble: Path | None = ensemble_option()
     data: Path | None = option(None, help="Parquet to score (default: the current round's live.parquet).")
     data_dir: Path = data_dir_option()
     out: Path | None = option(None, check=suffix_in(".csv", ".parquet"),
@@ -184,6 +199,7 @@ class PredictConfig(StageSettings):
     def __post_init__(self):
         super().__post_init__()
         check_weights(self.weights, self.models)
+        _check_ensemble(self)
 
 
 @dataclass
@@ -218,12 +234,14 @@ class RoundConfig(StageSettings):
 class ExportConfig(StageSettings):
     models: list[Path] = models_option()
     weights: list[float] | None = weights_option()
+    ensemble: Path | None = ensemble_option()
     neutralize: float = neutralize_option()
     out: Path | None = option(None, help="Pickle to write (default: the checkpoint's path with .pkl).")
 
     def __post_init__(self):
         super().__post_init__()
         check_weights(self.weights, self.models)
+        _check_ensemble(self)
 
 
 DEFAULT_SWEEPS_DIR = Path("sweeps")
@@ -402,3 +420,32 @@ class CompareConfig(StageSettings):
             if not isinstance(self.payout, dict):
                 raise OptionError("--payout", "expected corr=A,mmc=B")
             payout_weights(",".join(f"{key}={value}" for key, value in self.payout.items()))
+
+
+# --- numerflow ensemble ---------------------------------------------------------------------------
+DEFAULT_ENSEMBLES_DIR = Path("ensembles")
+
+
+@dataclass
+class EnsembleConfig(StageSettings):
+    """Greedy ensemble selection over cv runs and `sweep --cv` trials (numerflow/stages/ensemble.py)."""
+
+    candidates: list[Path] = option(factory=list, on_command_line=False,
+                                    help="cv run folders (cv/NAME) and sweep folders run with --cv (sweeps/NAME: "
+                                         "every complete trial), or one trial (sweeps/NAME/trials/N).")
+    objective: str = option("corr_mean", choices=EnsembleObjective,
+                            help="What each greedy step maximises, per era as validate scores it.")
+    size: int = option(10, help="Greedy steps (with replacement); the best of them is kept, and a member "
+                       "chosen k times in its S steps weighs k/S.", min=1)
+    name: str = option("ensemble", help="The ensemble's folder: ENSEMBLES_DIR/NAME/.")
+    ensembles_dir: Path = option(DEFAULT_ENSEMBLES_DIR, help="Folder holding every ensemble's folder.")
+    on: str = option("oof", choices=SelectOn, help="Choose on the candidates' out-of-fold training eras, or "
+                     "(explicitly) on validation eras, which then no longer measure the ensemble.")
+    benchmark: str | None = option(None, help="bmc_mean: benchmark column of train/validation_benchmark_models"
+                                   ".parquet (default: the version's main one).")
+    fit: bool = option(False, help="Train each member once with its own settings and epochs; store the "
+                       "checkpoints in the ensemble's folder.")
+    fit_on: str = option("train", choices=FitOn, help="--fit on the training eras, or on training and validation "
+                         "eras (all: for live use).")
+    device: str = device_option("auto")  # --fit: where the members train
+    force: bool = option(False, help="Replace an existing ensemble of this name.")

@@ -62,6 +62,24 @@ class SweepObjective(Choice):
     payout = "payout"  # CORR x a + MMC x b per era (weights in the space file)
 
 
+class EnsembleObjective(Choice):
+    """What `numerflow ensemble` maximises at each greedy step, per era as validate scores it."""
+    payout = "payout"  # CORR x 0.5 + MMC x 2 per era (sweep's payout weights); needs the meta model on the rows
+    corr_mean = "corr_mean"
+    corr_sharpe = "corr_sharpe"
+    bmc_mean = "bmc_mean"  # mean per-era BMC against a benchmark model (train/validation_benchmark_models.parquet)
+
+
+class SelectOn(Choice):
+    oof = "oof"  # the candidates' out-of-fold predictions of training eras
+    validation = "validation"  # their predictions of validation eras: an explicit opt-in
+
+
+class FitOn(Choice):
+    train = "train"  # all training eras
+    all = "all"  # training and validation eras (for live use)
+
+
 class Pruner(Choice):
     median = "median"  # optuna's MedianPruner
     halving = "halving"  # optuna's SuccessiveHalvingPruner

@@ -252,3 +252,17 @@ def compare(settings: cfg.CompareConfig):
 
 
 STAGES.append("compare")
+
+
+@takes_settings(cfg.EnsembleConfig)
+def ensemble(settings: cfg.EnsembleConfig, *, say: Say | None = print):
+    """Choose an ensemble of cv runs and `sweep --cv` trials by greedy forward selection with
+    replacement on their out-of-fold predictions (`fit=True`: train its members); writes
+    ensembles_dir/<name>/ensemble.json (and members/*.pt); returns an EnsembleResult. A fitted
+    ensemble is a model: predict/validate/export(ensemble="ensembles/<name>")."""
+    before_torch_import()
+    from numerflow.stages.ensemble import ensemble as run_ensemble
+    return run_ensemble(settings, say=say or _silent)
+
+
+STAGES.append("ensemble")

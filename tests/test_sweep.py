@@ -251,7 +251,26 @@ BAD_SPACES = {
     "empty choices": ("layers = []\n", "empty list of choices"),
     "bad choice": ("loss = [\"corr\", \"huber\"]\n", "huber"),
     "unknown fixed": ("lr = [0.01]\n[fixed]\nepoch = 2\n", "unknown option 'epoch'"),
+    "fixed twice": ("lr = [0.01]\nepochs = 2\n[fixed]\nepochs = 3\n", "epochs given both at the top level and in [fixed]"),
+    "only fixed": ("epochs = 2\n", "nothing to search"),
+    "bad top-level value": ("lr = [0.01]\ndropout = 1.5\n", "dropout"),
 }
+
+
+def test_a_top_level_scalar_is_fixed_as_in_ray_tunes_param_space(tmp_path):
+    from numerflow.sweeps.space import load_space
+
+    top = tmp_path / "top.toml"
+    top.write_text('lr = [0.01, 0.02]\nepochs = 2\nlayers = "16,8"\nbatchnorm = false\n')
+    table = tmp_path / "table.toml"
+    table.write_text('lr = [0.01, 0.02]\n[fixed]\nepochs = 2\nlayers = "16,8"\nbatchnorm = false\n')
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text('lr = [0.01, 0.02]\nepochs = 2\n[fixed]\nlayers = "16,8"\nbatchnorm = false\n')
+    spaces = [load_space(path) for path in (top, table, mixed)]
+    for space in spaces:
+        assert space.names == ["lr"] and space.fixed == {"epochs": 2, "layers": "16,8", "batchnorm": False}
+        config = space.train_settings({"lr": 0.02})
+        assert (config.epochs, config.layers, config.batchnorm, config.lr) == (2, [16, 8], False, 0.02)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SPACES))

@@ -206,6 +206,12 @@ def diagnostics(settings: cfg.DiagnosticsConfig):
     typer.echo(str(result.attrs["result"]))
 
 
+# ensemble's positional arguments: the folders it chooses among
+Candidates = Annotated[list[Path], typer.Argument(help="cv run folders (cv/NAME) and sweeps run with --cv "
+                                                  "(sweeps/NAME: every complete trial).", show_default=False,
+                                                  metavar="CANDIDATES...")]
+
+
 @app.command()
 @reports_errors
 @options_from(settings=cfg.ScoresConfig)
@@ -241,3 +247,16 @@ def compare(
 
     table = numerflow.compare(dataclasses.replace(settings, models=list(models)))
     typer.echo(str(table.attrs["result"]))
+
+
+@options_from(settings=cfg.EnsembleConfig)
+def ensemble(settings: cfg.EnsembleConfig, candidates: Candidates):
+    """Choose an ensemble by greedy forward selection with replacement (Caruana et al., 2004) over
+    the candidates' out-of-fold predictions, scored per era as validate scores; write
+    ENSEMBLES_DIR/NAME/ensemble.json; with --fit train its members (then predict, validate and
+    export take --ensemble ENSEMBLES_DIR/NAME).
+
+    Example: numerflow ensemble sweeps/wide cv/mlp256 --objective corr_sharpe --size 10 --fit
+    """
+    settings.candidates = candidates
+    typer.echo(str(numerflow.ensemble(settings, say=typer.echo)))

@@ -72,12 +72,12 @@ def read_side_file(path: Path, column: str, row_ids: RowIds, data_path: Path, no
 
 
 def read_benchmark(source_dir: Path, requested: str | None, row_ids: RowIds, data_path: Path,
-                   notes: list[str]) -> tuple[str, np.ndarray] | None:
+                   notes: list[str], file: str = schema.VALIDATION_BENCHMARK_FILE) -> tuple[str, np.ndarray] | None:
     """(benchmark column, its values on the data's rows) from validation_benchmark_models.parquet
     in the data's version folder, or None with a note. The column is `requested` (--benchmark),
     else the version's main benchmark (v53_lgbm_ender20 for v5.3). Rows the benchmark file has no
     value for are NaN, with a note: BMC and corr_with_benchmark are measured without them."""
-    path = source_dir / schema.VALIDATION_BENCHMARK_FILE
+    path = source_dir / file  # train_benchmark_models.parquet for training rows
     if not path.is_file():
         if requested is not None:
             raise DataError(f"--benchmark {requested}: {path.name} not found in {path.parent}")

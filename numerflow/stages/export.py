@@ -410,9 +410,13 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
     from numerflow.stages.predict import ensemble_weights, refuse_overwriting_inputs, union_of_features
     from numerflow.checkpoint import load_checkpoint, load_model
 
-    model_paths = [Path(p) for p in config.models]
-    weights = ensemble_weights(config.weights, len(model_paths))
-    out = Path(config.out) if config.out is not None else model_paths[0].with_suffix(".pkl")
+    from numerflow.ensembles import models_and_weights
+
+    model_paths, given_weights = models_and_weights(config)  # --ensemble: its members and weights
+    weights = ensemble_weights(given_weights, len(model_paths))
+    default_out = Path(config.ensemble) / f"{Path(config.ensemble).name}.pkl" if config.ensemble else \
+        model_paths[0].with_suffix(".pkl")
+    out = Path(config.out) if config.out is not None else default_out
     refuse_overwriting_inputs(out, model_paths)
     if upload is not None and out.suffix != ".pkl":
         raise ConfigError(f"{out}: Numerai's model uploads take a .pkl file; choose --out NAME.pkl")

@@ -31,9 +31,11 @@ class PredictResult:
     std: float
     neutralize: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    ensemble: Path | None = None  # --ensemble: the folder `models` came from
 
     def __str__(self) -> str:
-        names = ", ".join(p.name for p in self.models)
+        names = ", ".join(p.name for p in self.models) if self.ensemble is None else \
+            f"the ensemble {self.ensemble} ({len(self.models)} member(s))"
         round_text = f"round {self.round}" if self.round is not None else "no round marker"
         lines = [f"Predicted {self.rows:,} rows in {self.eras} era(s) of {self.data} ({round_text}) "
                  f"with {names}" + (f", neutralised {self.neutralize:g}" if self.neutralize else ""),
@@ -156,10 +158,12 @@ def predict(config: PredictConfig) -> PredictResult:
     from numerflow.metrics import neutralize, rank_within_eras
     from numerflow.checkpoint import load_checkpoint
 
-    model_paths = [Path(p) for p in config.models]
+    from numerflow.ensembles import models_and_weights
+
+    model_paths, given_weights = models_and_weights(config)  # --ensemble: its members and weights
     if not model_paths:
         raise ConfigError("predict: give at least one --model")
-    weights = ensemble_weights(config.weights, len(model_paths))
+    weights = ensemble_weights(given_weights, len(model_paths))
     if not 0.0 <= config.neutralize <= 1.0:
         raise ConfigError(f"--neutralize: proportion must be within [0, 1], got {config.neutralize}")
     if config.out is not None and Path(config.out).suffix not in OUTPUT_SUFFIXES:
@@ -172,7 +176,7 @@ def predict(config: PredictConfig) -> PredictResult:
         # Only a live file's folder marker names its round; validation.parquet has none.
         round_num = schema.read_live_round(data.parent) if data.name == schema.LIVE_FILE else None
     out = Path(config.out) if config.out is not None else (
-        default_output(model_paths, round_num) if config.write else None)
+        default_output([config.ensemble] if config.ensemble else model_paths, round_num) if config.write else None)
     if out is not None:
         refuse_overwriting_inputs(out, [data, *model_paths])
 
@@ -206,4 +210,4 @@ def predict(config: PredictConfig) -> PredictResult:
         warnings.append("predictions are constant; Numerai will refuse them")
     return PredictResult(predictions=predictions, out=out, data=data, models=model_paths, rows=len(ranked), eras=len(np.unique(eras)),
                          round=round_num, mean=float(np.mean(ranked)), std=float(np.std(ranked)),
-                         neutralize=config.neutralize, warnings=warnings)
+                         neutralize=config.neutralize, warnings=warnings, ensemble=config.ensemble)

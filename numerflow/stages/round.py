@@ -13,6 +13,9 @@ numerflow.toml, unattended and idempotent.
     weights = [2, 1]
     neutralize = 0.5
 
+    [models.my_chosen_ensemble]
+    ensemble = "ensembles/wide"   # a fitted `numerflow ensemble`: its members and weights
+
 Order: take the lock, ask Numerai for the current round, skip every model with a receipt for it
 (nothing to do: exit 0, even when the round has closed), refuse a closed round, check the model
 names against the account, download the live data if the local copy is older, then predict and
@@ -33,7 +36,7 @@ from numerflow.errors import AuthError, ConfigError, NumerflowError, SubmissionE
 from numerflow.files import round_lock
 
 LOCK_FILE = schema.LOCK_FILE
-MODEL_KEYS = {"model", "models", "weights", "neutralize"}
+MODEL_KEYS = {"model", "models", "ensemble", "weights", "neutralize"}
 
 
 @dataclass
@@ -42,6 +45,13 @@ class ModelSpec:
     checkpoints: list[Path]
     weights: list[float] | None = None
     neutralize: float = 0.0
+    ensemble: Path | None = None  # a fitted ensemble folder, in place of checkpoints and weights
+
+    def predict_models(self) -> dict:
+        """PredictConfig's model fields: the checkpoints and weights, or the ensemble."""
+        if self.ensemble is not None:
+            return {"ensemble": self.ensemble}
+        return {"models": self.checkpoints, "weights": self.weights}
 
 
 @dataclass
@@ -81,14 +91,18 @@ def model_specs(table: dict, source: str = "numerflow.toml") -> list[ModelSpec]:
         unknown = sorted(set(options) - MODEL_KEYS)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(MODEL_KEYS))})")
-        if ("model" in options) == ("models" in options):
-            raise ConfigError(f"{where}: give exactly one of model = \"path.pt\" or models = [\"a.pt\", ...]")
+        if sum(key in options for key in ("model", "models", "ensemble")) != 1:
+            raise ConfigError(f"{where}: give exactly one of model = \"path.pt\", models = [\"a.pt\", ...] or "
+                              f"ensemble = \"ensembles/<name>\"")
+        if "ensemble" in options:
+            if not isinstance(options["ensemble"], str) or "weights" in options:
+                raise ConfigError(f"{where}: ensemble must be a folder path (its weights come with it)")
+            specs.append(ModelSpec(str(name), [], None, _neutralize(options, where), Path(options["ensemble"])))
+            continue
         paths = [options["model"]] if "model" in options else options["models"]
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             raise ConfigError(f"{where}: model(s) must be checkpoint paths")
-        neutralize = options.get("neutralize", 0.0)
-        if isinstance(neutralize, bool) or not isinstance(neutralize, (int, float)) or not 0 <= neutralize <= 1:
-            raise ConfigError(f"{where}: neutralize must be a number within [0, 1]")
+        neutralize = _neutralize(options, where)
         weights = options.get("weights")
         if weights is not None and (not isinstance(weights, list) or len(weights) != len(paths)
                                     or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
@@ -96,6 +110,13 @@ def model_specs(table: dict, source: str = "numerflow.toml") -> list[ModelSpec]:
         specs.append(ModelSpec(str(name), [Path(p) for p in paths],
                                [float(w) for w in weights] if weights is not None else None, float(neutralize)))
     return specs
+
+
+def _neutralize(options: dict, where: str) -> float:
+    neutralize = options.get("neutralize", 0.0)
+    if isinstance(neutralize, bool) or not isinstance(neutralize, (int, float)) or not 0 <= neutralize <= 1:
+        raise ConfigError(f"{where}: neutralize must be a number within [0, 1]")
+    return float(neutralize)
 
 
 # ---- the job
@@ -165,7 +186,7 @@ def run_round(config: RoundConfig, say: Callable[[str], None] = print) -> RoundR
                     raise SubmissionError(f"unknown model name '{spec.name}' (this account's models: "
                                           f"{', '.join(sorted(account)) or 'none'})")
                 out = Path(config.predictions_dir) / f"{spec.name}_{current}.csv"
-                predict(PredictConfig(models=spec.checkpoints, weights=spec.weights, data=live, out=out,
+                predict(PredictConfig(**spec.predict_models(), data=live, out=out,
                                       neutralize=spec.neutralize, device=config.device))
                 submitted = submit(SubmitConfig(predictions=out, model_name=spec.name, live=live,
                                                 data_dir=config.data_dir, receipts_dir=config.receipts_dir,

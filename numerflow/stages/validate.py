@@ -328,6 +328,23 @@ def _model_predictions(config: ValidateConfig, data: _Data):
     return raw.astype(np.float64), matrix, frame
 
 
+def _ensemble_predictions(config: ValidateConfig, data: _Data):
+    """A fitted ensemble's predictions of every row: its members' within-era ranks, weighted and
+    averaged exactly as `predict --ensemble` averages them."""
+    from numerflow.checkpoint import load_checkpoint
+    from numerflow.ensembles import load_ensemble
+    from numerflow.stages.predict import ensemble_weights, score_models, union_of_features
+
+    paths, weights = load_ensemble(config.ensemble)
+    checkpoints = [load_checkpoint(path) for path in paths]
+    features = union_of_features([c["features"] for c in checkpoints])
+    matrix, frame = _read_rows(data, features, needed_by=config.ensemble)
+    eras = frame[schema.ERA].astype(str).to_numpy()
+    values = score_models(checkpoints, paths, matrix, features, eras, ensemble_weights(weights, len(paths)), config)
+    data.features = features  # exposure is measured against the features the members saw
+    return metrics.rank_within_eras(values, eras), matrix, frame
+
+
 def _file_predictions(config: ValidateConfig, data: _Data, notes: list[str]):
     predictions = read_predictions(config.predictions)
     features = data.features if config.exposure else []
@@ -439,14 +456,17 @@ def _check_memory(config: ValidateConfig, data: _Data) -> None:
 
 def validate(config: ValidateConfig) -> Report:
     """Score a model or a predictions file era by era; write the report files unless told not to."""
-    if config.predictions is None and config.model is None:
-        raise ConfigError("validate: give --model or --predictions")
+    if config.predictions is None and config.model is None and config.ensemble is None:
+        raise ConfigError("validate: give --model, --ensemble or --predictions")
     data = _describe_files(_data_paths(config), config)
     _check_memory(config, data)
     notes: list[str] = []
     if config.predictions is not None:
         source = Path(source_name(config.predictions))
         predictions, matrix, frame = _file_predictions(config, data, notes)
+    elif config.ensemble is not None:
+        source = Path(config.ensemble)
+        predictions, matrix, frame = _ensemble_predictions(config, data)
     else:
         source = Path(config.model)
         predictions, matrix, frame = _model_predictions(config, data)

@@ -30,6 +30,7 @@ from numerflow.sweeps.objective import Objective
 
 STUDY_NAME = "numerflow"
 INTERRUPTED = "interrupted"  # user attr of a trial the sweep was killed during
+TRIAL_OOF, TRIAL_SETTINGS = "oof.parquet", "settings.json"  # a --cv trial's files in trials/<number>/
 
 
 def make_pruner(name: str):
@@ -117,7 +118,26 @@ def run_job(job: TrialJob) -> TrialOutcome:
         return TrialOutcome(job.number, "FAIL", scores, seconds=time.perf_counter() - started, error=str(exc))
     if result.checkpoint is not None:
         save_checkpoint(job.checkpoint, result.checkpoint)
+    if result.oof is not None:
+        keep_trial_oof(job, data, result.oof)
     return TrialOutcome(job.number, "COMPLETE", result.scores, result.best_epoch, time.perf_counter() - started)
+
+
+def keep_trial_oof(job: TrialJob, data, oof) -> None:
+    """A --cv trial's out-of-fold predictions and settings, trials/<number>/oof.parquet and
+    settings.json (written last, naming oof.parquet's checksum: one files.publish_set), so that
+    `numerflow ensemble` can choose among the trials; written by the worker, nothing rides back."""
+    from numerflow.files import publish_set
+    from numerflow.training.settings import config_dict
+
+    settings = {"number": job.number, "params": job.params, "data": str(Path(job.data).resolve()),
+                "target": data.manifest.get("target") or data.targets[0], "settings": config_dict(job.cv)}
+    with publish_set(trial_folder(job.checkpoint.parent, job.number), TRIAL_SETTINGS, settings) as files:
+        oof.to_parquet(files.path(TRIAL_OOF), index=False)
+
+
+def trial_folder(trials_dir: Path, number: int) -> Path:
+    return Path(trials_dir) / str(number)
 
 
 def _snapshot_trial(pruner: str, history: list):

@@ -1,6 +1,7 @@
 """What a sweep maximises, scored on the validation eras with the validator's own per-era
 definitions (numerflow.metrics): Numerai CORR's mean or sharpe, MMC's mean against the meta
-model, or the payout: CORR x a + MMC x b per era (Numerai's weights, from the space file)."""
+model, BMC's mean against a benchmark model (for `numerflow ensemble`), or the payout: CORR x a +
+MMC x b per era (Numerai's weights, from the space file)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ class Objective:
         groups = metrics.EraGroups(split.eras, split.era_codes.astype(np.int32))
         return self.scores(predictions, split.targets[:, 0].astype(np.float64), groups, data.meta_model)
 
-    def scores(self, predictions: np.ndarray, target: np.ndarray, eras, meta_model: np.ndarray | None = None) -> dict:
+    def scores(self, predictions: np.ndarray, target: np.ndarray, eras, meta_model: np.ndarray | None = None,
+               benchmark: np.ndarray | None = None) -> dict:
         """The objective and a summary (mean/sharpe of era-Spearman as train's val_mean/val_sharpe,
-        CORR mean and sharpe; MMC mean when there is a meta model) of predictions of rows in `eras`
-        (labels or metrics.EraGroups)."""
+        CORR mean and sharpe; MMC mean when there is a meta model, BMC mean when there is a
+        benchmark model) of predictions of rows in `eras` (labels or metrics.EraGroups)."""
         per_era = metrics.per_era_scores(predictions, target, eras)
         spearman, corr = metrics.summarize(per_era["spearman"]), metrics.summarize(per_era["numerai_corr"])
         row = {"val_mean": spearman["mean"], "val_sharpe": spearman["sharpe"], "corr_mean": corr["mean"],
@@ -41,10 +43,12 @@ class Objective:
         if meta_model is not None:
             mmc = np.asarray(metrics.per_era_mmc(predictions, meta_model, target, eras).values)
             row["mmc_mean"] = metrics.summarize(mmc)["mean"]
+        if benchmark is not None:
+            row["bmc_mean"] = metrics.summarize(metrics.per_era_bmc(predictions, benchmark, target, eras))["mean"]
         if self.name == ObjectiveName.payout:
             per_era_payout = self.payout["corr"] * np.asarray(per_era["numerai_corr"].values) + self.payout["mmc"] * mmc
             row["payout"] = metrics.summarize(per_era_payout)["mean"]
-        value = row[self.name]
+        value = row.get(self.name)
         # A NaN score (constant predictions, no scored eras) ranks below every real one.
         row["objective"] = float(value) if value is not None and math.isfinite(value) else -math.inf
         return {k: float(v) for k, v in row.items()}

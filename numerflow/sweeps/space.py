@@ -5,8 +5,10 @@
     dropout = {low = 0.0, high = 0.6}
     loss = ["corr", "mse"]
 
-    [fixed]                                      # train options every trial shares
-    epochs = 4
+    epochs = 4                                   # a single value: fixed, every trial shares it
+
+    [fixed]                                      # the same, as a table (either way works)
+    batch-size = 4096
 
     [payout]                                     # weights of the payout objective (Numerai's, per round)
     corr = 0.5
@@ -15,7 +17,8 @@
     [cv]                                         # the folds of `sweep --cv` (numerflow cv's options)
     folds = 5
 
-Keys are train's options (`batch-size` or `batch_size`). Everything is checked before a sweep
+Keys are train's options (`batch-size` or `batch_size`). A scalar at the top level means a fixed
+value, as in Ray Tune's param_space; an option cannot be both at the top level and in [fixed]. Everything is checked before a sweep
 writes anything: unknown keys, empty choice lists, ranges with low > high, and each choice as a
 train setting.
 """
@@ -119,7 +122,11 @@ def load_space(path: str | Path) -> Space:
         _add(space, _option_name(path, name), value)
     if not space.names:
         raise ConfigError(f"{path}: nothing to search: give at least one option with a list of choices or a range")
-    space.fixed = {_option_name(path, k, "[fixed] "): v for k, v in _table(path, table, "fixed").items()}
+    in_table = {_option_name(path, k, "[fixed] "): v for k, v in _table(path, table, "fixed").items()}
+    twice = sorted(set(in_table) & set(space.fixed))
+    if twice:
+        raise ConfigError(f"{path}: {', '.join(twice)} given both at the top level and in [fixed]")
+    space.fixed.update(in_table)
     searched_and_fixed = sorted(set(space.fixed) & set(space.names))
     if searched_and_fixed:
         raise ConfigError(f"{path}: {', '.join(searched_and_fixed)} both searched and in [fixed]")
@@ -160,9 +167,10 @@ def _add(space: Space, name: str, value) -> None:
         space.choices[name] = value
     elif isinstance(value, dict):
         space.ranges[name] = _range(where, name, value)
+    elif isinstance(value, (str, int, float, bool)):
+        space.fixed[name] = value  # a single value is fixed, as in Ray Tune's param_space
     else:
-        raise ConfigError(f"{where}: give a list of choices or a range {{low = ..., high = ...}}, "
-                          f"or put a single value in [fixed]")
+        raise ConfigError(f"{where}: give a value, a list of choices or a range {{low = ..., high = ...}}")
 
 
 def _range(where: str, name: str, value: dict) -> dict:

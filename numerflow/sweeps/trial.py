@@ -79,6 +79,7 @@ class TrialResult:
     best_epoch: int
     seconds: float
     checkpoint: dict | None  # a numerflow checkpoint of the best epoch (checkpoint.save_checkpoint's dict)
+    oof: object = None  # --cv: the out-of-fold predictions (cv's oof.parquet columns), kept for `numerflow ensemble`
 
     @property
     def score(self) -> float:
@@ -155,11 +156,12 @@ def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
     """Score `cv_config` (a config.CvConfig) by era-wise cross-validation on `data`'s training
     eras with `numerflow cv`'s own folds and fold runner: after each fold, the objective of the
     out-of-fold predictions so far goes to `on_fold(fold, score, None, final)` (pruning); the trial's
-    score is the objective over all folds. No checkpoint: the folds' models are not the result."""
+    score is the objective over all folds. No checkpoint: the folds' models are not the result; the
+    out-of-fold predictions are (`oof`, for `numerflow ensemble`)."""
     import pandas as pd
 
     from numerflow.devices import resolve_device
-    from numerflow.training.folds import TRAIN_SPLIT, CvData, plan_folds, run_fold
+    from numerflow.training.folds import FOLD_COLUMN, TRAIN_SPLIT, CvData, plan_folds, run_fold
     from numerflow.training.data import choose_targets
 
     started = time.perf_counter()
@@ -177,4 +179,5 @@ def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
                                        oof[schema.ERA].to_numpy())["objective"])
         if on_fold:
             on_fold(fold.number, scores[-1], None, fold is folds[-1])
-    return TrialResult(scores, len(scores), time.perf_counter() - started, None)
+    kept = oof[[schema.ID, schema.ERA, FOLD_COLUMN, schema.PREDICTION]] if frames else None
+    return TrialResult(scores, len(scores), time.perf_counter() - started, None, kept)

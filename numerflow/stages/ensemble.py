@@ -1,0 +1,360 @@
+"""ensemble stage: choose an ensemble from cv runs and `sweep --cv` trials by greedy forward
+selection with replacement (Caruana et al., ICML 2004) over their out-of-fold predictions, and
+with --fit train its members for predict, validate, export and round.
+
+Read top to bottom: read the candidates (a cv run's oof.parquet and report.json, a --cv sweep's
+trials/<number>/oof.parquet and settings.json) and check them; take the rows every candidate
+predicts in the chosen split (the prepared train file's: out-of-fold; validation only with
+--on validation); rank each candidate within eras; run the greedy selection, scoring every step per
+era with validate's definitions (numerflow.metrics through sweeps' Objective); with --fit train
+each member once on all training eras (or training and validation eras) with its own settings
+and its own epoch count, no epoch chosen on any scored era; publish ensemble.json and the
+checkpoints as one set. Nothing is written until everything has succeeded.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from numerflow import metrics, schema
+from numerflow.config import EnsembleConfig, TrainConfig
+from numerflow.ensembles import ENSEMBLE_JSON, MEMBERS_DIR, greedy_selection
+from numerflow.errors import ConfigError, DataError
+from numerflow.files import check_set, publish_set
+from numerflow.options import EnsembleObjective, FitOn, SelectOn
+
+CV_OOF, CV_REPORT = "oof.parquet", "report.json"  # a cv run's set (numerflow/stages/cv.py)
+
+
+@dataclass
+class Candidate:
+    source: str  # the folder it came from, as the user named it
+    settings: dict  # its train settings (a CvConfig's, as config_dict writes them)
+    data: Path  # the prepared folder it was trained on
+    target: str
+    predictions: object  # pandas Series of its predictions, indexed by id (text)
+
+    @property
+    def seed(self):
+        return self.settings.get("seed")
+
+
+@dataclass
+class SelectionRows:
+    """The rows every candidate predicts, in the split selection sees."""
+    split_file: Path
+    ids: np.ndarray
+    eras: metrics.EraGroups
+    target: np.ndarray
+    meta_model: np.ndarray | None = None
+    benchmark: np.ndarray | None = None
+
+
+@dataclass
+class EnsembleResult:
+    folder: Path
+    record: dict  # ensemble.json's content
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ensemble_json(self) -> Path:
+        return self.folder / ENSEMBLE_JSON
+
+    def __str__(self) -> str:
+        r, lines = self.record, []
+        sel = r["selection"]
+        if r["on"] == SelectOn.validation:
+            lines.append("WARNING: chosen on VALIDATION eras (--on validation): scores of this ensemble on those "
+                         "eras are no longer held out")
+        lines.append(f"Ensemble {self.folder}: {r['size']} greedy step(s) maximising {r['objective']} over "
+                     f"{len(r['candidates'])} candidate(s), on {sel['rows']:,} {sel['kind']} rows in {sel['eras']} "
+                     f"eras ({sel['first_era']}-{sel['last_era']})")
+        lines.append(f"{'step':>4}  {'chose':<40}{r['objective']:>12}")
+        lines += [f"{s['step']:>4}  {s['chose']:<40}{s['objective']:>12.5f}"
+                  + ("" if s["step"] <= r["kept_steps"] else "  (not kept: added nothing)") for s in r["steps"]]
+        best = max(r["candidates"], key=lambda c: c["objective"])
+        lines.append(f"Best single candidate: {best['source']} {best['objective']:.5f}; the ensemble (the best "
+                     f"{r['kept_steps']} step(s)): {r['ensemble_objective']:.5f}")
+        lines.append("Members: " + ", ".join(f"{m['source']} (weight {m['weight']:g})" for m in r["members"]))
+        if r["unused"]:
+            lines.append(f"No weight ({len(r['unused'])} candidate(s) not chosen in the kept steps: they add nothing): "
+                         + ", ".join(r["unused"][:10]) + (" ..." if len(r["unused"]) > 10 else ""))
+        if r["fitted"]:
+            lines.append(f"Fitted {len(r['members'])} member(s) on {r['fitted']['eras']} "
+                         f"{'training and validation' if r['fitted']['on'] == FitOn.all else 'training'} eras: "
+                         f"{self.folder / MEMBERS_DIR}/")
+        else:
+            lines.append("Not fitted: add --fit to train the members (then predict/validate/export --ensemble)")
+        lines += [f"Note: {note}" for note in self.notes]
+        lines.append(f"Wrote {self.ensemble_json}")
+        return "\n".join(lines)
+
+
+# --- the candidates ---------------------------------------------------------------------------
+
+
+def read_candidates(paths: list[Path]) -> list[Candidate]:
+    """Every candidate the paths name: a cv run, a --cv sweep (its complete trials) or one trial.
+    A folder with no out-of-fold predictions is a DataError naming it."""
+    from numerflow.sweeps.local import TRIAL_SETTINGS
+
+    candidates = []
+    for path in paths:
+        path = Path(path)
+        if (path / CV_REPORT).is_file() and (path / CV_OOF).is_file():
+            candidates.append(_cv_candidate(path))
+        elif (path / TRIAL_SETTINGS).is_file():
+            candidates.append(_trial_candidate(path))
+        elif (path / "sweep.json").is_file():
+            candidates += _sweep_candidates(path)
+        else:
+            raise DataError(f"{path}: no out-of-fold predictions (give a cv run's folder, cv/NAME, or a sweep "
+                            f"run with --cv, sweeps/NAME)")
+    sources = [c.source for c in candidates]
+    repeated = sorted({s for s in sources if sources.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"candidate(s) given more than once: {', '.join(repeated)}")
+    return candidates
+
+
+def _oof_series(path: Path):
+    import pandas as pd
+
+    columns = schema.parquet_columns(path)
+    schema.require_columns(path, [schema.ID, schema.PREDICTION], columns)
+    frame = pd.read_parquet(path, columns=[schema.ID, schema.PREDICTION])
+    return pd.Series(frame[schema.PREDICTION].to_numpy(np.float64), index=frame[schema.ID].astype(str).to_numpy())
+
+
+def _cv_candidate(folder: Path) -> Candidate:
+    report = schema.read_json(folder / CV_REPORT)
+    check_set(folder, CV_REPORT, report.get("files", {}), names=[CV_OOF])
+    return Candidate(str(folder), report["settings"], Path(report["data"]), report["target"],
+                     _oof_series(folder / CV_OOF))
+
+
+def _trial_candidate(folder: Path) -> Candidate:
+    from numerflow.sweeps.local import TRIAL_OOF, TRIAL_SETTINGS
+
+    record = schema.read_json(folder / TRIAL_SETTINGS)
+    check_set(folder, TRIAL_SETTINGS, record.get("files", {}), names=[TRIAL_OOF])
+    return Candidate(str(folder), record["settings"], Path(record["data"]), record["target"],
+                     _oof_series(folder / TRIAL_OOF))
+
+
+def _sweep_candidates(folder: Path) -> list[Candidate]:
+    """A sweep's complete trials: those with out-of-fold predictions (run with --cv)."""
+    from numerflow.sweeps.local import TRIAL_SETTINGS
+
+    trials = sorted((p for p in (folder / "trials").glob(f"*/{TRIAL_SETTINGS}")), key=lambda p: int(p.parent.name))
+    if not trials:
+        raise DataError(f"{folder}: a sweep without out-of-fold predictions (run it with --cv: each complete "
+                        f"trial then keeps trials/<number>/oof.parquet)")
+    return [_trial_candidate(p.parent) for p in trials]
+
+
+# --- the rows selection sees ------------------------------------------------------------------
+
+
+def selection_rows(candidates: list[Candidate], config: EnsembleConfig, notes: list[str]) -> SelectionRows:
+    """The rows of the chosen split (training eras: out-of-fold; or validation) that every
+    candidate predicts, in the file's order, with the target (and meta model or benchmark the
+    objective needs)."""
+    data = {c.data.resolve() for c in candidates}
+    targets = {c.target for c in candidates}
+    if len(data) > 1 or len(targets) > 1:
+        raise DataError("the candidates were trained on different prepared data or targets ("
+                        + ", ".join(sorted({f"{c.data} ({c.target})" for c in candidates})) + "): choose among "
+                        "models of one data set")
+    split_file = candidates[0].data / (schema.TRAIN_FILE if config.on == SelectOn.oof else schema.VALIDATION_FILE)
+    target = candidates[0].target
+    _, frame = schema.read_matrix(split_file, [], [schema.ERA, target])
+    index = frame.index.astype(str)
+    ids = index.to_numpy()
+    common = np.ones(len(ids), dtype=bool)
+    for c in candidates:  # hashed (pandas), not np.isin: that sorts object arrays of ids, minutes at 300k rows
+        common &= index.isin(c.predictions.index)
+    kind = "out-of-fold training" if config.on == SelectOn.oof else "validation"
+    if not common.any():
+        raise DataError(f"no common eras: the candidates share no {kind} rows of {split_file}"
+                        + (" (cv --include-validation predicts validation eras)" if config.on == SelectOn.validation
+                           else ""))
+    if not common.all():
+        notes.append(f"{int((~common).sum()):,} rows of {split_file.name} are not predicted by every candidate: "
+                     f"chosen on the {int(common.sum()):,} that are")
+    frame = frame[common]
+    rows = SelectionRows(split_file, ids[common], metrics.group_eras(frame[schema.ERA].astype(str).to_numpy()),
+                         frame[target].to_numpy(np.float64, na_value=np.nan))
+    if config.objective == EnsembleObjective.payout:
+        rows.meta_model = _meta_model(rows, config)
+    if config.objective == EnsembleObjective.bmc_mean:
+        rows.benchmark = _benchmark(rows, config, notes)
+    return rows
+
+
+def _meta_model(rows: SelectionRows, config: EnsembleConfig) -> np.ndarray:
+    from numerflow.scoring.side_files import meta_model_on_rows
+
+    values = meta_model_on_rows(rows.split_file, rows.ids)
+    if values is None or not np.isfinite(values).any():
+        raise DataError(f"--objective payout needs the meta model on the selection rows; none found for "
+                        f"{rows.split_file} (Numerai's meta model covers validation eras only): choose "
+                        f"corr_mean, corr_sharpe or bmc_mean")
+    return values
+
+
+def _benchmark(rows: SelectionRows, config: EnsembleConfig, notes: list[str]) -> np.ndarray:
+    from numerflow.scoring.ids import RowIds
+    from numerflow.scoring.side_files import prepared_manifest_beside, read_benchmark, version_folder
+
+    path = rows.split_file
+    source = version_folder(path, schema.parquet_columns(path), prepared_manifest_beside(path), Path("data"))
+    file = schema.TRAIN_BENCHMARK_FILE if config.on == SelectOn.oof else schema.VALIDATION_BENCHMARK_FILE
+    found = read_benchmark(source, config.benchmark, RowIds(rows.ids, path), path, notes, file=file) \
+        if source is not None else None
+    if found is None:
+        raise DataError(f"--objective bmc_mean: no benchmark model for the selection rows ({file} in "
+                        f"{source or 'the source data folder'})")
+    notes.append(f"BMC against {found[0]} ({file})")
+    return found[1]
+
+
+# --- selection ----------------------------------------------------------------------------------
+
+
+def scorer(config: EnsembleConfig, rows: SelectionRows) -> Callable[[np.ndarray], float]:
+    """The objective of predictions on the selection rows, per era with validate's definitions."""
+    from numerflow.sweeps.objective import Objective
+
+    objective = Objective(config.objective)
+    return lambda values: objective.scores(values, rows.target, rows.eras, rows.meta_model,
+                                           rows.benchmark)["objective"]
+
+
+def selection_record(config: EnsembleConfig, candidates: list[Candidate], rows: SelectionRows) -> dict:
+    ranks = np.vstack([metrics.rank_within_eras(c.predictions.reindex(rows.ids).to_numpy(np.float64), rows.eras)
+                       for c in candidates])
+    score = scorer(config, rows)
+    counts, steps, kept = greedy_selection(ranks, config.size, score)
+    chosen = [k for k in range(len(candidates)) if counts[k] > 0]
+    members = [{"source": candidates[k].source, "seed": candidates[k].seed, "count": int(counts[k]),
+                "weight": counts[k] / kept, "settings": candidates[k].settings, "checkpoint": None}
+               for k in chosen]
+    return {"name": config.name, "objective": config.objective, "on": config.on, "size": config.size,
+            "selection": {"kind": "out-of-fold training" if config.on == SelectOn.oof else "validation",
+                          "file": str(rows.split_file), "rows": int(len(rows.ids)), "eras": rows.eras.n_eras,
+                          "first_era": rows.eras.labels[0], "last_era": rows.eras.labels[-1]},
+            "candidates": [{"source": c.source, "seed": c.seed, "objective": score(ranks[k])}
+                           for k, c in enumerate(candidates)],
+            "steps": [{"step": i, "chose": candidates[s.chose].source, "objective": s.objective}
+                      for i, s in enumerate(steps, start=1)],
+            "kept_steps": kept, "ensemble_objective": steps[kept - 1].objective,
+            "members": members, "weights": [m["weight"] for m in members],
+            "unused": [c.source for k, c in enumerate(candidates) if counts[k] == 0],
+            "data": str(candidates[0].data), "target": candidates[0].target, "fitted": None}
+
+
+# --- fitting ------------------------------------------------------------------------------------
+
+
+def member_config(settings: dict, data: Path, device: str) -> TrainConfig:
+    """A member's TrainConfig: its own settings (epochs, seed, ...), no patience (nothing is scored
+    while it trains), on this machine's device."""
+    names = {f.name for f in fields(TrainConfig)}
+    own = {k: v for k, v in settings.items() if k in names and k not in ("data", "out", "resume", "device")}
+    return TrainConfig(**{**own, "patience": None, "data": data, "device": device})
+
+
+def fit_split(data, targets: list[str], fit_on: str):
+    """The rows members train on: every training era, plus every validation era with --fit-on all."""
+    from numerflow.sweeps.trial import train_split_with
+    from numerflow.training.data import Split
+
+    train = train_split_with(data, targets)
+    if fit_on != FitOn.all:
+        return train
+    validation = data.validation
+    columns = [data.targets.index(t) for t in targets]
+    eras = schema.sorted_eras([*train.eras, *validation.eras])
+    code = {era: i for i, era in enumerate(eras)}
+    remap = lambda split: np.array([code[e] for e in split.eras], dtype=np.int32)[split.era_codes]  # noqa: E731
+    return Split(np.concatenate([train.features, validation.features]),
+                 np.concatenate([train.targets, validation.targets[:, columns].astype(train.targets.dtype)]),
+                 np.concatenate([remap(train), remap(validation)]), eras)
+
+
+def fit_members(record: dict, config: EnsembleConfig, say) -> list[dict]:
+    """Each member trained once on the fit split: its checkpoint dicts, in members' order."""
+    from numerflow.sweeps.trial import load_prepared
+    from numerflow.training.data import choose_targets
+    from numerflow.training.fit import train_arrays
+
+    data = load_prepared(record["data"])
+    checkpoints = []
+    for i, member in enumerate(record["members"], start=1):
+        train_config = member_config(member["settings"], Path(record["data"]), config.device)
+        targets = choose_targets(train_config, data.manifest, data.path / schema.PREPARED_MANIFEST_FILE)
+        split = fit_split(data, targets, config.fit_on)
+        say(f"member {i}/{len(record['members'])} ({member['source']}): {train_config.epochs} epoch(s) on "
+            f"{len(split.eras)} eras")
+        fit = train_arrays(train_config, split, data.features, targets,
+                           say=lambda line, i=i: say(f"member {i} {line}"))
+        checkpoints.append(fit.checkpoint(train_config, data.manifest))
+        record["fitted"] = {"on": config.fit_on, "eras": len(split.eras), "first_era": split.eras[0],
+                            "last_era": split.eras[-1]}
+    return checkpoints
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+def ensemble_folder(config: EnsembleConfig) -> Path:
+    if not re.fullmatch(r"[\w.-]+", config.name) or config.name in (".", ".."):
+        raise ConfigError(f"--name '{config.name}': use letters, digits, '.', '-' and '_' only")
+    folder = Path(config.ensembles_dir) / config.name
+    if folder.exists() and not config.force:
+        raise ConfigError(f"{folder} exists: choose another --name, or --force to replace it")
+    return folder
+
+
+def ensemble(config: EnsembleConfig, say: Callable[[str], None] | None = None) -> EnsembleResult:
+    """Choose (and with config.fit train) the ensemble; publish ensembles/<name>/."""
+    from numerflow.checkpoint import save_checkpoint
+
+    say = say or (lambda line: None)
+    started = time.perf_counter()
+    if not config.candidates:
+        raise ConfigError("give at least one candidate: a cv run (cv/NAME) or a sweep run with --cv (sweeps/NAME)")
+    folder = ensemble_folder(config)
+    notes: list[str] = []
+    candidates = read_candidates(config.candidates)
+    rows = selection_rows(candidates, config, notes)
+    if config.on == SelectOn.validation:
+        say("WARNING: choosing on VALIDATION eras (--on validation): validation no longer measures this ensemble")
+    say(f"Choosing among {len(candidates)} candidate(s) on {len(rows.ids):,} rows in {rows.eras.n_eras} eras")
+    record = selection_record(config, candidates, rows)
+    checkpoints = fit_members(record, config, say) if config.fit else []
+    for k, member in enumerate(record["members"]):
+        member["checkpoint"] = f"{MEMBERS_DIR}/{k}.pt" if checkpoints else None
+    record["notes"] = notes
+    with publish_set(folder, ENSEMBLE_JSON, record) as files:
+        for member, checkpoint in zip(record["members"], checkpoints):
+            save_checkpoint(files.path(member["checkpoint"]), checkpoint)
+    if config.force:
+        _remove_stale_members(folder, record)
+    return EnsembleResult(folder, schema.read_json(folder / ENSEMBLE_JSON), time.perf_counter() - started, notes)
+
+
+def _remove_stale_members(folder: Path, record: dict) -> None:
+    """A replaced ensemble's checkpoints that the new one does not name."""
+    kept = {m["checkpoint"] for m in record["members"]}
+    for path in (folder / MEMBERS_DIR).glob("*.pt"):
+        if f"{MEMBERS_DIR}/{path.name}" not in kept:
+            path.unlink()
