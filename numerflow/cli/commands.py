@@ -249,6 +249,11 @@ def compare(
     typer.echo(str(table.attrs["result"]))
 
 
+# --- ensemble (stages/ensemble.py) --------------------------------------------------------------
+
+
+@app.command()
+@reports_errors
 @options_from(settings=cfg.EnsembleConfig)
 def ensemble(settings: cfg.EnsembleConfig, candidates: Candidates):
     """Choose an ensemble by greedy forward selection with replacement (Caruana et al., 2004) over
