@@ -289,3 +289,18 @@ def test_ndtri_matches_scipy_everywhere():
     ours, theirs = ndtri(p), scipy_ndtri(p)
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
     np.testing.assert_allclose(ours, theirs, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("labels", [["0003", "0001", "0001", "0120", "0003", "0002"],
+                                    ["era12", "era3", "era12", "era1", "era3", "era3"]])
+def test_group_eras_of_arrow_text_equals_group_eras_of_python_strings(labels):
+    """Era labels as Parquet gives them (Arrow text in pandas, chunked) are numbered in Arrow; the
+    groups are the same as from Python strings: labels in numeric order, the same code per row."""
+    import pyarrow as pa
+
+    chunked = pa.chunked_array([labels[:2], labels[2:]])
+    expected = metrics.group_eras(np.array(labels, dtype=object))
+    for eras in (chunked, pd.Series(pd.arrays.ArrowStringArray(chunked)), pa.array(labels)):
+        groups = metrics.group_eras(eras)
+        assert groups.labels == expected.labels
+        np.testing.assert_array_equal(groups.codes, expected.codes)

@@ -253,6 +253,30 @@ def test_row_ids_place_values_on_the_data_rows(ids, tmp_path):
         RowIds(pd.Index(ids + ids[:1]), tmp_path / "v.parquet")
 
 
+@pytest.mark.parametrize("make_id", [lambda i: f"n{i * 7919:015x}", lambda i: f"n{i}", lambda i: f"row-{i:09d}"])
+def test_row_ids_across_chunks_and_key_blocks(make_id, monkeypatch, tmp_path):
+    """Ids as a Parquet reader hands them over (several chunks, kept as they are) and key blocks
+    that cross chunk edges give the same placement, in row order and shuffled, as one array; a
+    repeat in another chunk is still found."""
+    import pyarrow as pa
+
+    from numerflow.scoring import ids as ids_module
+
+    monkeypatch.setattr(ids_module, "KEY_BLOCK_ROWS", 7)
+    ids = [make_id(i) for i in range(50)]
+    chunked = pa.chunked_array([ids[:13], ids[13:14], ids[14:]], type=pa.large_string())
+    if make_id(1).startswith("n0"):
+        assert numerai_id_keys(chunked).tolist() == [int(i[1:], 16) for i in ids]
+    rows = RowIds(pd.Series(pd.arrays.ArrowStringArray(chunked)), tmp_path / "v.parquet")
+    values = np.arange(50.0)
+    np.testing.assert_array_equal(rows.place(pa.chunked_array([ids[:30], ids[30:]]), values, "p", strict=True), values)
+    order = np.random.default_rng(0).permutation(50)
+    shuffled = rows.place(pd.Index(np.array(ids, dtype=object)[order]), values[order], "p", strict=True)
+    np.testing.assert_array_equal(shuffled, values)
+    with pytest.raises(Exception, match=r"v.parquet: 1 duplicate id\(s\)$"):
+        RowIds(pa.chunked_array([ids[:20], ids[20:] + ids[3:4]]), tmp_path / "v.parquet")
+
+
 def test_validate_a_raw_release_without_the_target_alias(v53_dir, tmp_path):
     raw = pd.read_parquet(v53_dir / "validation.parquet").drop(columns=["target"])
     raw.to_parquet(tmp_path / "validation.parquet")

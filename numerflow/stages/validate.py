@@ -372,7 +372,7 @@ def score(predictions: np.ndarray, frame, matrix, data: _Data, config: ValidateC
                      f"{int(with_prediction.sum()):,} that do")
         predictions, frame = predictions[with_prediction], frame[with_prediction]
         matrix = matrix[with_prediction] if matrix is not None and matrix.shape[1] else matrix
-    eras = metrics.group_eras(frame[schema.ERA].astype(str).to_numpy())
+    eras = metrics.group_eras(frame[schema.ERA])  # Arrow text is numbered in C, no Python strings
     target = frame[data.target].to_numpy(dtype=np.float64, na_value=np.nan)
     per_era = metrics.per_era_scores(predictions, target, eras)
     report = {
