@@ -308,6 +308,7 @@ class DiagnosticsConfig(StageSettings):
                                        help="Or a checkpoint that predicts the validation rows; repeat for a "
                                             "rank-averaged ensemble.")
     weights: list[float] | None = weights_option()
+    ensemble: Path | None = ensemble_option()
     data: Path | None = option(None, help="Raw Numerai validation Parquet whose validation rows are uploaded "
                                "(default: DATA_DIR/<version>/validation.parquet).")
     data_dir: Path = data_dir_option()
@@ -325,8 +326,11 @@ class DiagnosticsConfig(StageSettings):
         if isinstance(self.timeout, str):
             self.timeout = parse_duration(self.timeout)
         super().__post_init__()
-        if (self.predictions is None) == (not self.models):
-            raise ConfigError("diagnostics: give --predictions or --model (not both)")
+        given = [self.predictions is not None, bool(self.models), self.ensemble is not None]
+        if sum(given) != 1:
+            raise ConfigError("diagnostics: give one of --predictions, --model or --ensemble")
+        if self.ensemble is not None and self.weights is not None:
+            raise ConfigError("give --model/--weights or --ensemble, not both")
         if self.models:
             check_weights(self.weights, self.models)
 
@@ -388,7 +392,7 @@ def payout_weights(text: str) -> dict:
 class CompareConfig(StageSettings):
     models: list[Path] = option(factory=list, on_command_line=False,
                                 help="The models to compare (the command's arguments): report folders, cv runs, "
-                                     "sweeps, checkpoints or id,prediction files.")
+                                     "sweeps, fitted ensembles, checkpoints or id,prediction files.")
     name: str = option("compare", help="Results go to COMPARE_DIR/NAME/.")
     compare_dir: Path = option(DEFAULT_COMPARE_DIR, help="Folder holding every comparison's folder.")
     last: int = option(200, min=1, help="The most recent eras that corr_mean_last, bmc_mean_last and "
@@ -396,7 +400,8 @@ class CompareConfig(StageSettings):
     sort: str = option("payout_mean", choices=CompareSort,
                        help="Column the printed table is sorted by (best first: lowest for corr_std, max_drawdown, "
                             "feature_exposure, benchmark_corr and churn).")
-    trials: bool = option(False, help="With a sweep: add every complete trial whose checkpoint the sweep kept.")
+    trials: bool = option(False, help="With a sweep: every complete trial, on its out-of-fold predictions "
+                          "after sweep --cv, else on the checkpoints the sweep kept.")
     benchmark: str | None = option(None, help="Benchmark model column for bmc_mean and benchmark_corr (default: "
                                    "the data version's main one, as validate chooses it).")
     payout: dict | None = option(None, parse=payout_weights,

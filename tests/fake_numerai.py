@@ -213,7 +213,9 @@ class FakeNumerai:
 
     def drop(self, filename: str, times: int = 1, after: int | None = None) -> None:
         """The next `times` GETs of `filename` send the headers and `after` bytes of the body
-        (default: half) and then close the connection."""
+        (default: half) and then close the connection. `filename` may also be a GraphQL root field
+        (e.g. "diagnostics"): the next `times` such requests are read, then the connection is closed
+        without an answer (a dropped connection)."""
         self._add_fault(filename, times, Fault("drop", after=after))
 
     def hang(self, target: str, seconds: float, times: int = 1) -> None:
@@ -482,7 +484,16 @@ def _make_handler(server: FakeNumerai):
             query, variables = payload.get("query", ""), payload.get("variables") or {}
             op = root_field(query)
             entry = self._record(path="/", op=op, variables=variables, authorized=self._authorized())
-            if self._answer_fault(server._take_fault(op or ""), entry):
+            fault = server._take_fault(op or "")
+            if self._answer_fault(fault, entry):
+                return
+            if fault is not None and fault.kind == "drop":  # the request read, no answer: the connection closes
+                entry.status = None
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 return
             try:
                 with server.lock:

@@ -188,6 +188,66 @@ def test_a_sweep_is_its_best_checkpoint_and_trials_without_checkpoints_are_named
     assert any("keeps only its best trial's checkpoint" in note for note in table.attrs["result"].summary["notes"])
 
 
+def per_era_corr(predictions: pd.Series, rows: pd.DataFrame) -> list[float]:
+    """numerai-tools' CORR of `predictions` in each era of `rows` that it covers."""
+    covered = rows.loc[rows.index.intersection(predictions.index)]
+    return [numerai_corr(predictions.loc[g.index].rename("p").to_frame(), g[schema.TARGET].astype(float))["p"]
+            for _, g in covered.groupby(schema.ERA)]
+
+
+@pytest.fixture(scope="module")
+def cv_sweep(world, tmp_path_factory):
+    """A 3-trial `sweep --cv` (every trial keeps its oof.parquet) and a fitted ensemble of it."""
+    root = tmp_path_factory.mktemp("cv_sweep")
+    space = root / "space.toml"
+    space.write_text('lr = [0.005, 0.01, 0.02]\nlayers = "8"\nepochs = 1\nbatch_size = 256\ndevice = "cpu"\n'
+                     '[cv]\nfolds = 2\nembargo = 2\n')
+    numerflow.sweep(space=space, data=world["prepared"], trials=3, cv=True, pruner="none", seed=1, name="s",
+                    sweeps_dir=root / "sweeps", say=None)
+    numerflow.ensemble(candidates=[root / "sweeps" / "s"], size=3, name="e", fit=True, device="cpu",
+                       ensembles_dir=root / "ensembles", say=None)
+    return root / "sweeps" / "s", root / "ensembles" / "e"
+
+
+def test_trials_of_a_cv_sweep_are_scored_on_their_out_of_fold_predictions(world, cv_sweep, tmp_path):
+    sweep, _ = cv_sweep
+    train = pd.read_parquet(world["prepared"] / schema.TRAIN_FILE)
+    train.index = train.index.astype(str)
+    table = numerflow.compare(models=[sweep], trials=True, compare_dir=tmp_path, name="t", device="cpu")
+    best = json.loads((sweep / "best.json").read_text())["number"]
+    assert sorted(table["model"]) == ["s:0", "s:1", "s:2"]
+    for number in range(3):
+        oof = pd.read_parquet(sweep / "trials" / str(number) / "oof.parquet").set_index(schema.ID)[schema.PREDICTION]
+        expected = per_era_corr(oof.rename(index=str), train)
+        row = table.set_index("model").loc[f"s:{number}"]
+        assert row["eras"] == len(expected) and abs(row["corr_mean"] - np.mean(expected)) <= TOL
+        assert ("(the best)" in row["source"]) == (number == best)
+    assert any("scored on their out-of-fold predictions" in note for note in table.attrs["result"].summary["notes"])
+
+
+def test_a_fitted_ensemble_is_scored_as_validate_ensemble_scores_it(world, cv_sweep, tmp_path):
+    _, ensemble = cv_sweep
+    table = numerflow.compare(models=[ensemble, world["noisy"]], compare_dir=tmp_path, name="e", device="cpu")
+    row = table.set_index("model").loc["e"]
+    assert row["source"] == f"ensemble {ensemble}"
+    predicted = numerflow.predict(ensemble=ensemble, data=world["prepared"] / schema.VALIDATION_FILE, device="cpu")
+    predicted.index = predicted.index.astype(str)
+    expected = per_era_corr(predicted[schema.PREDICTION], world["rows"])
+    assert row["eras"] == len(expected) and abs(row["corr_mean"] - np.mean(expected)) <= TOL
+    report = numerflow.validate(ensemble=ensemble, data=world["prepared"] / schema.VALIDATION_FILE, device="cpu",
+                                write_report=False).data
+    assert abs(row["corr_mean"] - report["numerai_corr"]["mean"]) <= TOL
+
+
+def test_an_unfitted_ensemble_is_one_error(world, cv_sweep, tmp_path):
+    sweep, _ = cv_sweep
+    numerflow.ensemble(candidates=[sweep], size=2, name="raw", ensembles_dir=tmp_path / "ensembles", say=None)
+    line = error_line(runner.invoke(app, ["compare", str(tmp_path / "ensembles" / "raw"), str(world["noisy"]),
+                                          "--compare-dir", str(tmp_path / "out")]))
+    assert "the ensemble has no checkpoints" in line
+    assert not (tmp_path / "out").exists()
+
+
 def error_line(result) -> str:
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()

@@ -112,6 +112,38 @@ def test_5xx_and_timeouts_while_polling_are_retried(workdir, fake_numerai, monke
     assert statuses[:2] == [502, 502] and statuses[-1] == 200 and len(statuses) >= 4
 
 
+def test_a_dropped_connection_while_polling_is_retried(workdir, fake_numerai):
+    fake_numerai.drop("diagnostics", times=2)  # two asks read, then the connection closed unanswered
+    result = run("--model-name", "fake_model", "--predictions", "preds.csv", *FAST)
+    assert result.exit_code == 0, result.output
+    statuses = [r.status for r in fake_numerai.log if r.op == "diagnostics"]
+    assert statuses[:2] == [None, None] and statuses[-1] == 200
+    assert json.loads(saved(workdir).read_text())["numerai"]["status"] == "done"
+
+
+def test_a_fitted_ensemble_predicts_the_validation_rows(workdir, fake_numerai, fake_models):
+    """--ensemble: the fitted ensemble's members predict the validation rows and their weighted
+    rank average is what is uploaded, as `predict --ensemble` makes it."""
+    from tests.test_ensemble import write_trial
+
+    prepared = fake_models["a"].parent / "prepared_a"  # conftest's train_tiny prepared it for a.pt
+    train = pd.read_parquet(prepared / "train.parquet", columns=["target"])
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_trial(workdir / name, prepared, pd.Series(rng.random(len(train)), index=train.index.astype(str)))
+    numerflow.ensemble(candidates=[workdir / "a", workdir / "b"], size=2, name="e", fit=True, device="cpu", say=None)
+    result = run("--model-name", "fake_model", "--ensemble", "ensembles/e", *FAST)
+    assert result.exit_code == 0, result.output
+    kept = json.loads((workdir / "reports" / "e" / "diagnostics.json").read_text())
+    uploaded = pd.read_csv(pd.io.common.BytesIO(fake_numerai.live.runs[kept["diagnostics_id"]]["body"]),
+                           dtype={"id": str}).set_index("id")
+    expected = numerflow.predict(ensemble="ensembles/e", data=workdir / "data" / "v5.2" / "validation.parquet")
+    np.testing.assert_allclose(uploaded["prediction"].to_numpy(),
+                               expected["prediction"].reindex(uploaded.index).to_numpy(), rtol=0, atol=1e-12)
+    both = run("--model-name", "fake_model", "--ensemble", "ensembles/e", "--model", fake_models["a"])
+    assert both.exit_code == 2 and "give one of --predictions, --model or --ensemble" in both.output
+
+
 def test_predictions_missing_validation_ids_are_refused_before_upload(workdir, fake_numerai):
     frame = pd.read_csv("preds.csv")
     frame.iloc[5:].to_csv("short.csv", index=False)

@@ -107,26 +107,31 @@ def validation_ids(path: Path):
 
 def source_name(config: DiagnosticsConfig) -> str:
     from numerflow.stages.validate import source_name as named
+    if config.ensemble is not None:
+        return str(config.ensemble)
     return named(config.predictions) if config.predictions is not None else " + ".join(map(str, config.models))
 
 
 def report_name(config: DiagnosticsConfig) -> str:
+    if config.ensemble is not None:
+        return Path(config.ensemble).name
     if config.predictions is not None:
         return Path(source_name(config)).stem
     return "+".join(Path(p).stem for p in config.models)
 
 
 def read_or_predict(config: DiagnosticsConfig, data: Path):
-    """The predictions as a float Series indexed by id: read, or predicted by the checkpoints
-    (rank-averaged within eras, as `predict` does)."""
+    """The predictions as a float Series indexed by id: read, or predicted by the checkpoints or
+    the fitted ensemble's members (rank-averaged within eras, as `predict` does)."""
     from numerflow.stages.validate import read_predictions
 
     if config.predictions is not None:
         return read_predictions(config.predictions)
     from numerflow.stages.predict import predict
 
-    frame = predict(PredictConfig(models=list(config.models), weights=config.weights, data=data,
-                                  device=config.device, batch_size=config.batch_size)).predictions
+    model = ({"ensemble": config.ensemble} if config.ensemble is not None
+             else {"models": list(config.models), "weights": config.weights})
+    frame = predict(PredictConfig(**model, data=data, device=config.device, batch_size=config.batch_size)).predictions
     return read_predictions(frame)
 
 

@@ -3,8 +3,8 @@ loader turns it into one or more Candidates. A Candidate knows its name, where i
 data files it was scored on (when it says), and how to give its predictions on the rows compare
 scores (`predict(rows)`: a float array, NaN for rows it has no prediction for).
 
-INPUT_KINDS is the one seam for a new kind (an ensemble folder, ensembles/<name>/ensemble.json,
-will be one more entry): a test that recognises the path and a loader returning Candidates."""
+INPUT_KINDS is the one seam for a new kind: a test that recognises the path and a loader
+returning Candidates."""
 
 from __future__ import annotations
 
@@ -107,37 +107,42 @@ def report_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
     return [file_candidate(source, config, folder.name, data, where)]
 
 
-def cv_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
-    """A cv run, scored on its out-of-fold predictions (oof.parquet: id, era, fold, prediction)
-    over the prepared files its folds came from."""
+def oof_candidate(name: str, source: str, oof_path: Path, prepared: Path, with_validation: bool) -> Candidate:
+    """Out-of-fold predictions (oof.parquet: id, era, fold, prediction) over the prepared files
+    their folds came from: train.parquet, and validation.parquet when it was a fold."""
     import pandas as pd
 
+    try:
+        oof = pd.read_parquet(oof_path, columns=[schema.ID, schema.PREDICTION])
+    except (OSError, ValueError) as exc:
+        raise schema.unreadable(oof_path, exc) from None
+    predictions = pd.Series(oof[schema.PREDICTION].to_numpy(np.float64), index=oof[schema.ID].astype(str))
+    if predictions.index.duplicated().any():
+        raise DataError(f"{oof_path}: {int(predictions.index.duplicated().sum())} duplicate id(s)")
+    data = [prepared / schema.TRAIN_FILE] + ([prepared / schema.VALIDATION_FILE] if with_validation else [])
+    return Candidate(name, source, lambda rows: placed(predictions, rows, str(oof_path)), data)
+
+
+def cv_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
+    """A cv run, scored on its out-of-fold predictions over the prepared files its folds came from."""
     from numerflow.stages.cv import OOF_FILE, REPORT_FILE, VALIDATION_SPLIT
 
     report = schema.read_json(folder / REPORT_FILE)
-    try:
-        oof = pd.read_parquet(folder / OOF_FILE, columns=[schema.ID, schema.PREDICTION])
-    except (OSError, ValueError) as exc:
-        raise schema.unreadable(folder / OOF_FILE, exc) from None
-    predictions = pd.Series(oof[schema.PREDICTION].to_numpy(np.float64), index=oof[schema.ID].astype(str))
-    if predictions.index.duplicated().any():
-        raise DataError(f"{folder / OOF_FILE}: {int(predictions.index.duplicated().sum())} duplicate id(s)")
-    prepared = Path(report.get("data", ""))
     splits = {fold.get("split") for fold in report.get("folds", [])}
-    data = [prepared / schema.TRAIN_FILE] + ([prepared / schema.VALIDATION_FILE] if VALIDATION_SPLIT in splits else [])
-    return [Candidate(folder.name, f"cv {folder}", lambda rows: placed(predictions, rows, str(folder / OOF_FILE)),
-                      data)]
+    return [oof_candidate(folder.name, f"cv {folder}", folder / OOF_FILE, Path(report.get("data", "")),
+                          VALIDATION_SPLIT in splits)]
 
 
 def sweep_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
-    """A sweep's best trial (best.pt, on the validation file its trials were scored on); with
-    --trials every other complete trial whose checkpoint the sweep kept. A sweep keeps only the
-    best trial's checkpoint today, so the others are named in a note as not scorable."""
-    import pandas as pd
-
-    from numerflow.sweeps.results import BEST_JSON, BEST_PT, SETTINGS_JSON, TRIALS_CSV
+    """A sweep's best trial (best.pt, on the validation file its trials were scored on). With
+    --trials, every complete trial: on its out-of-fold predictions when the sweep ran with --cv
+    (the best trial's too, so that all are scored on the same eras), else on the checkpoints the
+    sweep kept (only the best's today: the others are named in a note as not scorable)."""
+    from numerflow.sweeps.results import BEST_JSON, BEST_PT, SETTINGS_JSON
 
     best = schema.read_json(folder / BEST_JSON, missing_hint=" (the sweep finished no trial)")
+    if config.trials and trial_oof_files(folder):
+        return trial_oof_candidates(folder, best)
     settings = schema.read_json(folder / SETTINGS_JSON) if (folder / SETTINGS_JSON).is_file() else best.get("settings", {})
     data = [Path(settings["data"]) / schema.VALIDATION_FILE] if settings.get("data") else None
     if not (folder / BEST_PT).is_file():
@@ -145,18 +150,74 @@ def sweep_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
     candidates = [checkpoint_candidate(folder / BEST_PT, config, f"{folder.name}:best", data,
                                        f"sweep {folder} best (trial {best.get('number')})")]
     if config.trials:
-        trials = pd.read_csv(folder / TRIALS_CSV, usecols=["number", "state"])
-        complete = [int(n) for n, state in zip(trials["number"], trials["state"])
-                    if state == "COMPLETE" and int(n) != best.get("number")]
+        complete = [n for n in complete_trials(folder) if n != best.get("number")]
         kept = [n for n in complete if (folder / "trials" / f"{n}.pt").is_file()]
         candidates += [checkpoint_candidate(folder / "trials" / f"{n}.pt", config, f"{folder.name}:{n}", data,
                                             f"sweep {folder} trial {n}") for n in kept]
         missing = [n for n in complete if n not in kept]
         if missing:
-            candidates[0].notes.append(f"--trials: sweep {folder} keeps only its best trial's checkpoint; complete "
-                                       f"trial(s) {', '.join(map(str, missing))} left no checkpoint or predictions "
-                                       f"to score: left out")
+            candidates[0].notes.append(f"--trials: sweep {folder} keeps only its best trial's checkpoint and ran "
+                                       f"without --cv; complete trial(s) {', '.join(map(str, missing))} left no "
+                                       f"checkpoint or out-of-fold predictions to score: left out")
     return candidates
+
+
+def complete_trials(folder: Path) -> list[int]:
+    """The numbers of a sweep's complete trials, from trials.csv."""
+    import pandas as pd
+
+    from numerflow.sweeps.results import TRIALS_CSV
+
+    trials = pd.read_csv(folder / TRIALS_CSV, usecols=["number", "state"])
+    return [int(n) for n, state in zip(trials["number"], trials["state"]) if state == "COMPLETE"]
+
+
+def trial_oof_files(folder: Path) -> dict[int, Path]:
+    """A `sweep --cv`'s kept trials: trial number → its folder (trials/<n>/oof.parquet + settings.json)."""
+    from numerflow.sweeps.local import TRIAL_OOF, TRIAL_SETTINGS
+
+    return {int(p.parent.name): p.parent for p in (folder / "trials").glob(f"*/{TRIAL_SETTINGS}")
+            if p.parent.name.isdigit() and (p.parent / TRIAL_OOF).is_file()}
+
+
+def trial_oof_candidates(folder: Path, best: dict) -> list[Candidate]:
+    """Every complete trial of a `sweep --cv` on its out-of-fold predictions, as a cv run is scored."""
+    from numerflow.files import check_set
+    from numerflow.sweeps.local import TRIAL_OOF, TRIAL_SETTINGS
+
+    kept = trial_oof_files(folder)
+    complete = [n for n in complete_trials(folder) if n in kept]
+    candidates = []
+    for number in complete:
+        record = schema.read_json(kept[number] / TRIAL_SETTINGS)
+        check_set(kept[number], TRIAL_SETTINGS, record.get("files", {}), names=[TRIAL_OOF])
+        is_best = " (the best)" if number == best.get("number") else ""
+        candidates.append(oof_candidate(f"{folder.name}:{number}", f"sweep {folder} trial {number}{is_best}, "
+                                        f"out-of-fold", kept[number] / TRIAL_OOF, Path(record["data"]),
+                                        bool(record.get("settings", {}).get("include_validation"))))
+    if candidates:
+        candidates[0].notes.append(f"--trials: sweep {folder} ran with --cv: its {len(candidates)} complete trial(s) "
+                                   f"are scored on their out-of-fold predictions (training eras), the best among them, "
+                                   f"not best.pt on validation")
+    return candidates
+
+
+# --- ensembles ----------------------------------------------------------------------------------------
+
+
+def ensemble_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
+    """A fitted ensemble (ensembles/<name>/), scored on the rows as `validate --ensemble` scores it:
+    its members' predictions ranked within eras and weighted, never on the eras it was fitted on."""
+    from numerflow.ensembles import load_ensemble, read_ensemble
+
+    load_ensemble(folder)  # an unfitted one, or a missing member checkpoint, is its error here
+    record = read_ensemble(folder)
+    data = [Path(record["data"]) / schema.VALIDATION_FILE] if record.get("data") else None
+    candidate = Candidate(folder.name, f"ensemble {folder}", lambda rows: rows.predict_ensemble(folder, config), data)
+    if (record.get("fitted") or {}).get("on") == "all":
+        candidate.notes.append(f"{folder}: fitted with --fit-on all, on the validation eras too: its numbers there "
+                               f"are not held out")
+    return [candidate]
 
 
 def _is_cv(path: Path) -> bool:
@@ -167,6 +228,12 @@ def _is_sweep(path: Path) -> bool:
     return path.is_dir() and ((path / "best.json").is_file() or (path / "trials.csv").is_file())
 
 
+def _is_ensemble(path: Path) -> bool:
+    from numerflow.ensembles import ENSEMBLE_JSON
+
+    return path.is_dir() and (path / ENSEMBLE_JSON).is_file()
+
+
 def _is_report(path: Path) -> bool:
     return path.is_dir() and (path / "report.json").is_file()
 
@@ -175,6 +242,7 @@ def _is_report(path: Path) -> bool:
 INPUT_KINDS: dict[str, InputKind] = {
     "cv": InputKind(_is_cv, cv_candidates),
     "sweep": InputKind(_is_sweep, sweep_candidates),
+    "ensemble": InputKind(_is_ensemble, ensemble_candidates),
     "report": InputKind(_is_report, report_candidates),
     "checkpoint": InputKind(lambda p: p.is_file() and p.suffix in CHECKPOINT_SUFFIXES,
                             lambda path, config: [checkpoint_candidate(path, config)]),
@@ -189,15 +257,16 @@ def load_candidates(config: CompareConfig) -> list[Candidate]:
     if len(config.models) < 1:
         from numerflow.errors import ConfigError
 
-        raise ConfigError("compare: give at least one model (a report, cv run, sweep, checkpoint or predictions file)")
+        raise ConfigError("compare: give at least one model (a report, cv run, sweep, ensemble, checkpoint or "
+                          "predictions file)")
     candidates: list[Candidate] = []
     for path in map(Path, config.models):
         if not path.exists():
             raise DataError(f"{path}: not found")
         kind = next((kind for kind in INPUT_KINDS.values() if kind.recognises(path)), None)
         if kind is None:
-            raise DataError(f"{path}: not a report folder, cv run, sweep folder, checkpoint (.pt) or predictions "
-                            f"file (.csv/.parquet)")
+            raise DataError(f"{path}: not a report folder, cv run, sweep folder, ensemble folder, checkpoint (.pt) "
+                            f"or predictions file (.csv/.parquet)")
         candidates += kind.load(path, config)
     seen: dict[str, int] = {}
     for candidate in candidates:

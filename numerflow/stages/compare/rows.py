@@ -90,6 +90,32 @@ class ScoringRows:
                          and schema.DATA_TYPE not in schema.parquet_columns(part.path)) for part in self.data.files]
         return np.concatenate(marks) if marks else np.zeros(0, dtype=bool)
 
+    def _without_training_rows(self, predictions: np.ndarray, what) -> np.ndarray:
+        """NaN on a prepared train.parquet's rows: a model is never scored on the eras it was
+        trained on."""
+        if self.training_rows.any():
+            predictions[self.training_rows] = np.nan
+            self.notes.append(f"{what}: scored on validation rows only, not on the {int(self.training_rows.sum()):,} "
+                              f"rows of {schema.TRAIN_FILE} (its training data)")
+        return predictions
+
+    def predict_ensemble(self, folder: Path, config: CompareConfig) -> np.ndarray:
+        """A fitted ensemble's predictions on the validation rows, as validate --ensemble makes them:
+        its members' within-era ranks, weighted and averaged by predict's own score_models."""
+        from numerflow.checkpoint import load_checkpoint
+        from numerflow.ensembles import load_ensemble
+        from numerflow.metrics import rank_within_eras
+        from numerflow.stages.predict import ensemble_weights, score_models, union_of_features
+        from numerflow.stages.validate import _read_rows
+
+        paths, weights = load_ensemble(folder)
+        checkpoints = [load_checkpoint(path) for path in paths]
+        features = union_of_features([c["features"] for c in checkpoints])
+        matrix, _ = _read_rows(self.data, features, needed_by=folder)
+        values = score_models(checkpoints, paths, matrix, features, self.eras,
+                              ensemble_weights(weights, len(paths)), self.validate_config)  # its device, batch size
+        return self._without_training_rows(rank_within_eras(values, self.eras), folder)
+
     def predict_checkpoint(self, path: Path, checkpoint: dict, config: CompareConfig) -> np.ndarray:
         """A checkpoint's predictions on the validation rows, as validate --model makes them (NaN on
         a prepared train.parquet's rows: a model is never scored on the eras it was trained on)."""
@@ -110,9 +136,4 @@ class ScoringRows:
         bad = int((~np.isfinite(raw)).sum())
         if bad:
             raise CheckpointError(f"{path}: the model produced {bad} non-finite prediction(s)")
-        predictions = raw.astype(np.float64)
-        if self.training_rows.any():
-            predictions[self.training_rows] = np.nan
-            self.notes.append(f"{path}: scored on validation rows only, not on the {int(self.training_rows.sum()):,} "
-                              f"rows of {schema.TRAIN_FILE} (its training data)")
-        return predictions
+        return self._without_training_rows(raw.astype(np.float64), path)
