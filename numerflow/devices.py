@@ -41,9 +41,18 @@ def mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def fits_on_gpu(n_bytes: int, device) -> bool:
-    """Whether a tensor of n_bytes can live on this CUDA device with room left for the model's work."""
+# A tensor of features stays on the GPU when it takes less than this share of the free memory: the
+# rest is the model's, the optimizer's, a batch's activations and the validation scores'.
+GPU_RESIDENT_SHARE = 0.6
+
+
+def gpu_free_bytes(device) -> int:
     import torch
 
     free, _total = torch.cuda.mem_get_info(device)
-    return n_bytes < 0.6 * free
+    return int(free)
+
+
+def fits_on_gpu(n_bytes: int, device) -> bool:
+    """Whether a tensor of n_bytes can live on this CUDA device with room left for the model's work."""
+    return n_bytes < GPU_RESIDENT_SHARE * gpu_free_bytes(device)

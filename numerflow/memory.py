@@ -42,6 +42,7 @@ class Estimate:
     per_row: int  # bytes each row costs beside its int8 features
     workers: int = 1  # sweep --jobs: processes each holding this much
     fits: list[str] = field(default_factory=list)  # options that would fit, filled by check()
+    split_rows: dict[str, int] = field(default_factory=dict)  # train/cv/sweep: rows of each prepared file
 
     @property
     def per_worker(self) -> int:
@@ -144,4 +145,35 @@ def check_prepared(config, stage: str = "train", workers: int = 1) -> Estimate |
     except Exception:  # noqa: BLE001 - any unreadable part is the stage's own error to report
         return None
     targets = len(getattr(config, "targets", None) or manifest.get("targets") or [None])
-    return check(train_estimate(rows, features, targets, workers, stage), config.memory_check)
+    estimate = train_estimate(rows, features, targets, workers, stage)
+    estimate.split_rows = {name: parquet_rows(data / name) for name in splits if (data / name).is_file()}
+    return check(estimate, config.memory_check)
+
+
+def device_note(estimate: Estimate | None, device, free_bytes: int | None = None) -> str | None:
+    """On a CUDA device, one line saying before loading whether each prepared file's int8 features
+    will stay on the GPU (the trainer keeps a file's features there when they take less than
+    devices.GPU_RESIDENT_SHARE of the free GPU memory; sweep --jobs workers share the GPU) or in
+    host memory, each batch then copied (slower), and what would keep them on it. None elsewhere."""
+    if estimate is None or getattr(device, "type", None) != "cuda" or not estimate.split_rows:
+        return None
+    from numerflow.devices import GPU_RESIDENT_SHARE, gpu_free_bytes
+
+    free = gpu_free_bytes(device) if free_bytes is None else free_bytes
+    sizes = {name: rows * estimate.features for name, rows in estimate.split_rows.items()}
+    # As the trainer places them: train first, then validation in what train left free.
+    resident, left = [], free / estimate.workers
+    for name, n_bytes in sizes.items():
+        if n_bytes < GPU_RESIDENT_SHARE * left:
+            resident.append(name)
+            left -= n_bytes
+    shared = f" shared by {estimate.workers} workers" if estimate.workers > 1 else ""
+    if len(resident) == len(sizes):
+        return (f"GPU {device}: the int8 features ({gib(sum(sizes.values()))}) stay on the GPU "
+                f"({gib(free)} free{shared})")
+    host = [name for name in sizes if name not in resident]
+    factor = math.ceil(sum(sizes.values()) / max(GPU_RESIDENT_SHARE * free / estimate.workers, 1))
+    return (f"GPU {device}: the int8 features of {', '.join(host)} ({gib(sum(sizes[n] for n in host))}) do not fit in "
+            f"{GPU_RESIDENT_SHARE:.0%} of its {gib(free)} free{shared}: they stay in host memory and each batch is "
+            f"copied to the GPU (slower); prepare --downsample {factor} or a smaller --feature-set would keep them "
+            f"on it")

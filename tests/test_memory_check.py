@@ -129,3 +129,31 @@ FULL_SCALE = [
 @pytest.mark.parametrize("stage, estimate, measured_gib", FULL_SCALE, ids=[f[0] for f in FULL_SCALE])
 def test_the_estimate_is_within_15_percent_of_the_measured_full_size_peaks(stage, estimate, measured_gib):
     assert abs(estimate.total / GIB - measured_gib) <= 0.15 * measured_gib
+
+
+def test_on_a_gpu_the_note_says_before_loading_whether_the_features_stay_on_it(prepared):
+    """The GPU's free memory is given (no GPU here); the placement rule is the trainer's own
+    (devices.GPU_RESIDENT_SHARE, train first, then validation in what is left), per sweep worker."""
+    import torch
+
+    from numerflow.devices import GPU_RESIDENT_SHARE
+
+    config = SimpleNamespace(data=prepared, memory_check=True, targets=None, include_validation=False)
+    estimate = memory.check_prepared(config)
+    sizes = {name: rows * estimate.features for name, rows in estimate.split_rows.items()}
+    assert list(sizes) == ["train.parquet", "validation.parquet"] and all(sizes.values())
+    cuda = torch.device("cuda", 0)
+    total = sum(sizes.values())
+    roomy = memory.device_note(estimate, cuda, free_bytes=int(2 * total / GPU_RESIDENT_SHARE))
+    assert roomy.startswith("GPU cuda:0: the int8 features") and "stay on the GPU" in roomy
+    # Room for validation's features but not train's: train's stay in host memory, and the note says
+    # what would keep them on the GPU.
+    tight = memory.device_note(estimate, cuda, free_bytes=int(sizes["validation.parquet"] / GPU_RESIDENT_SHARE) + 1024)
+    assert "of train.parquet" in tight and "stay in host memory" in tight and "validation.parquet" not in tight
+    factor = int(re.search(r"prepare --downsample (\d+)", tight).group(1))
+    assert factor >= 2 and total / factor < GPU_RESIDENT_SHARE * (sizes["validation.parquet"] / GPU_RESIDENT_SHARE + 1024)
+    # Two sweep workers share the GPU: what fits one does not fit each of two.
+    estimate.workers = 2
+    shared = memory.device_note(estimate, cuda, free_bytes=int(1.5 * total / GPU_RESIDENT_SHARE))
+    assert "shared by 2 workers" in shared and "stay in host memory" in shared
+    assert memory.device_note(estimate, torch.device("cpu"), free_bytes=1) is None

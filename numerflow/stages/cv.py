@@ -146,7 +146,7 @@ def cv(config: CvConfig, say: Callable[[str], None] | None = None) -> CvResult:
     say = say or (lambda line: None)
     check_fold_settings(config.folds, config.embargo)
     check_config(config)
-    memory.check_prepared(config, "cv")  # issue 20: stop before loading when it cannot fit
+    estimate = memory.check_prepared(config, "cv")  # issue 20: stop before loading when it cannot fit
     if config.patience is not None:
         raise ConfigError("--patience does not apply to cv: no fold scores its test eras during training "
                           "(that would leak them); every fold trains --epochs epochs")
@@ -155,6 +155,9 @@ def cv(config: CvConfig, say: Callable[[str], None] | None = None) -> CvResult:
     folder = Path(config.out) / config.name
     check_run_folder(folder, config.resume)
     device = resolve_device(config.device)
+    gpu_note = memory.device_note(estimate, device)  # whether the features will stay on the GPU
+    if gpu_note:
+        say(gpu_note)
     data = read_data(config)
     train_split = data.splits[TRAIN_SPLIT]
     validation = data.splits.get(VALIDATION_SPLIT)

@@ -67,7 +67,10 @@ def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> Swee
     started = time.perf_counter()
     space, objective, out_dir = check(config)
     if not config.ray:  # issue 20: before any trial; each local trial process holds its own copy
-        memory.check_prepared(config, "sweep", config.jobs)
+        estimate = memory.check_prepared(config, "sweep", config.jobs)
+        gpu_note = memory.device_note(estimate, _trial_device(config))  # --jobs trials share the one GPU
+        if gpu_note:
+            say(gpu_note)
     settings = settings_record(config, space)
     if config.ray:
         from numerflow.sweeps import ray_tune
@@ -198,3 +201,13 @@ def _short(value) -> str:
 
 def show(config: SweepConfig) -> str:
     return results.show(sweep_dir(config))
+
+
+def _trial_device(config: SweepConfig):
+    """The device the trials will ask for (--device; auto: CUDA when present), for the memory note."""
+    from numerflow.devices import resolve_device
+
+    try:
+        return resolve_device(config.device)
+    except ConfigError:  # the trials report an unavailable device in their own words
+        return None

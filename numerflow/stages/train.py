@@ -68,9 +68,12 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
     started = time.perf_counter()
     check_config(config)
     check_out(config)
-    memory.check_prepared(config)  # issue 20: stop before loading when it cannot fit
+    estimate = memory.check_prepared(config)  # issue 20: stop before loading when it cannot fit
     dist = distributed.Distributed.from_env()
     device = resolve_device(config.device)
+    gpu_note = memory.device_note(estimate, device)  # whether the features will stay on the GPU
+    if gpu_note and say:
+        say(gpu_note)
     used_precision(config.precision, device)  # a precision the device cannot run: refused before any reading
     if dist.active:
         device = distributed.start(device, dist)
