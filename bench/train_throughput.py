@@ -227,8 +227,10 @@ def bare_child(folder: Path, epochs: int) -> None:
 def command_epoch(folder: Path, name: str, options: list[str], epochs: int) -> dict:
     """One `numerflow train` (or the bare child); mean seconds per epoch, rows/s and the best validation score."""
     if name == "bare":
-        # numerflow's own OpenMP setting (runtime.before_torch_import): spinning threads on a shared machine
-        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        # numerflow's own OpenMP waiting (runtime.before_torch_import), so both wait for kernels alike
+        from numerflow.runtime import OPENMP_WAITING
+
+        env = {**OPENMP_WAITING, **os.environ}
         done = subprocess.run([sys.executable, __file__, "--bare-child", str(folder), "--epochs", str(epochs)],
                               check=True, capture_output=True, text=True, env=env)
         record = json.loads(done.stdout.splitlines()[-1])
