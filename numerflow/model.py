@@ -95,10 +95,15 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor, centred: bool = False) -> torch.Tensor:
         """(rows, n_features) floats 0..4 → (rows, n_outputs). `centred=True`: x was already
         mapped by `centre_into` (the training loop does it in place, in one pass)."""
+        if self.fuses_input_in_training() and not x.requires_grad:
+            return self._forward_fused_input(x, centred)  # the input BatchNorm centres raw features itself
         x = x if centred else (x - FEATURE_CENTRE) * FEATURE_SCALE
-        if self.training and self._input_batchnorm_first() and not x.requires_grad:
-            return self._forward_fused_input(x)
         return self._head(self.net[:-1](x))
+
+    def fuses_input_in_training(self) -> bool:
+        """Whether a training forward runs the input BatchNorm and first Linear as one step: it
+        then takes the raw features (0..4 as floats) as they are, with no centring pass."""
+        return self.training and self._input_batchnorm_first()
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         """The output Linear. Under autocast (train's --precision) it runs in its weights' float32:
@@ -115,16 +120,26 @@ class MLP(nn.Module):
         return (isinstance(first, nn.BatchNorm1d) and first.affine and first.track_running_stats
                 and first.momentum is not None and isinstance(self.net[1], nn.Linear))
 
-    def _forward_fused_input(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_fused_input(self, x: torch.Tensor, centred: bool) -> torch.Tensor:
         """Training forward with the input BatchNorm's affine and the first Linear as one autograd
         step (_NormalisedLinear): the same values and gradients as the two modules, without the
         (rows x features) gradient of the Linear's input that autograd would compute only to reach
         the BatchNorm's 2 x features parameters: one matmul of the three a step of the first layer
-        costs on the CPU."""
+        costs on the CPU.
+
+        Raw features (`centred=False`) need no centring pass: normalising x or (x - c) * s by its
+        batch statistics gives the same values when eps is divided by s², so only the running
+        statistics (kept for the centred inputs that evaluation feeds) are mapped."""
         norm, linear = self.net[0], self.net[1]
-        # BatchNorm's own kernel for the batch statistics and running-average update; no affine here.
-        normalised, _, _ = torch.native_batch_norm(x, None, None, norm.running_mean, norm.running_var, True,
-                                                   norm.momentum, norm.eps)
+        centre, scale = (0.0, 1.0) if centred else (FEATURE_CENTRE, FEATURE_SCALE)
+        eps = norm.eps / scale ** 2
+        # BatchNorm's own kernel for the batch statistics and the normalised batch; no affine here.
+        normalised, mean, invstd = torch.native_batch_norm(x, None, None, None, None, True, 0.0, eps)
+        with torch.no_grad():  # the running averages BatchNorm keeps (unbiased variance), for centred inputs
+            rows = x.shape[0]
+            variance = (invstd.double().pow(-2) - eps).clamp_(min=0.0) * (rows / max(rows - 1, 1))
+            norm.running_mean.lerp_(((mean - centre) * scale).to(norm.running_mean.dtype), norm.momentum)
+            norm.running_var.lerp_((variance * scale ** 2).to(norm.running_var.dtype), norm.momentum)
         norm.num_batches_tracked.add_(1)
         h = _NormalisedLinear.apply(normalised, norm.weight, norm.bias, linear.weight, linear.bias)
         for module in list(self.net)[2:-1]:

@@ -111,9 +111,11 @@ def test_dropout_gradient_flows_through_kept_values_only():
     assert isinstance(Dropout(0.5), torch.nn.Dropout)  # export's numpy forward skips it as nn.Dropout
 
 
-def test_fused_input_batchnorm_gives_the_modules_values_and_gradients():
+@pytest.mark.parametrize("centred", [False, True])  # raw features, as the training loop feeds them; centred
+def test_fused_input_batchnorm_gives_the_modules_values_and_gradients(centred):
     """Training with an input BatchNorm runs it fused with the first Linear (MLP._forward_fused_input):
-    the same outputs, parameter gradients and running statistics as the modules one after another."""
+    the same outputs, parameter gradients and running statistics as the modules one after another,
+    whether it is given the raw features (it centres them through its statistics) or centred ones."""
     import copy
 
     torch.manual_seed(0)
@@ -123,7 +125,7 @@ def test_fused_input_batchnorm_gives_the_modules_values_and_gradients():
         fused.net[0].bias.uniform_(-0.5, 0.5)
     plain = copy.deepcopy(fused)
     x = torch.randint(0, 5, (256, 30)).float()
-    out_fused = fused(x)
+    out_fused = fused((x - 2.0) * 0.5, centred=True) if centred else fused(x)
     out_plain = plain.net((x - 2.0) * 0.5)  # the modules in turn, autograd through each
     grad = torch.randn_like(out_fused)
     out_fused.backward(grad)

@@ -142,6 +142,7 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
     raw = torch.empty((widest, rows.features.shape[1]), dtype=torch.int8, device=rows.features.device)
     cast = torch.empty((widest, rows.features.shape[1]), dtype=torch.float32, device=device)
     net.train()
+    raw_input = getattr(net, "module", net).fuses_input_in_training()  # net: the model, or its DDP wrapper
     loss_sum = torch.zeros((), dtype=torch.float32, device=device)  # no float64 on a GPU
     # disable=None: a bar only on a terminal; other ranks never draw one.
     for start, stop in tqdm(slices, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
@@ -151,13 +152,14 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
         torch.index_select(rows.features, 0, idx, out=batch)
         if batch.device != device:  # int8 rows kept on the CPU: move the int8 batch, not floats
             batch = batch.to(device, non_blocking=True)
-        x = centre_into(batch, cast[:stop - start])
+        # A model whose input BatchNorm centres the features itself takes them just cast (one quick pass).
+        x = cast[:stop - start].copy_(batch) if raw_input else centre_into(batch, cast[:stop - start])
         y = rows.targets[idx].to(device, dtype=torch.float32, non_blocking=True)  # stored float16 when exact
         segments = None
         if batch_eras is not None:
             segments = torch.from_numpy(batch_segments(batch_eras[start:stop])).to(device, non_blocking=True)
         with autocast(config.precision, device):  # the forward pass in --precision; the head's output is float32
-            out = net(x, centred=True)
+            out = net(x, centred=not raw_input)
         loss = loss_fn(out, torch.nan_to_num(y), ~torch.isnan(y), segments)
         total = loss + config.l1 * sum(w.abs().sum() for w in l1_weights) if config.l1 else loss
         optimizer.zero_grad(set_to_none=True)
