@@ -28,8 +28,8 @@ from numerflow.ensembles import ENSEMBLE_JSON, MEMBERS_DIR, greedy_selection
 from numerflow.errors import ConfigError, DataError
 from numerflow.files import check_set, publish_set
 from numerflow.options import EnsembleObjective, FitOn, SelectOn
+from numerflow.stages.cv import OOF_FILE as CV_OOF, REPORT_FILE as CV_REPORT, read_oof
 
-CV_OOF, CV_REPORT = "oof.parquet", "report.json"  # a cv run's set (numerflow/stages/cv.py)
 
 
 @dataclass
@@ -124,40 +124,29 @@ def read_candidates(paths: list[Path]) -> list[Candidate]:
     return candidates
 
 
-def _oof_series(path: Path):
-    import pandas as pd
-
-    columns = schema.parquet_columns(path)
-    schema.require_columns(path, [schema.ID, schema.PREDICTION], columns)
-    frame = pd.read_parquet(path, columns=[schema.ID, schema.PREDICTION])
-    return pd.Series(frame[schema.PREDICTION].to_numpy(np.float64), index=frame[schema.ID].astype(str).to_numpy())
-
-
 def _cv_candidate(folder: Path) -> Candidate:
     report = schema.read_json(folder / CV_REPORT)
     check_set(folder, CV_REPORT, report.get("files", {}), names=[CV_OOF])
-    return Candidate(str(folder), report["settings"], Path(report["data"]), report["target"],
-                     _oof_series(folder / CV_OOF))
+    return Candidate(str(folder), report["settings"], Path(report["data"]), report["target"], read_oof(folder / CV_OOF))
 
 
 def _trial_candidate(folder: Path) -> Candidate:
-    from numerflow.sweeps.local import TRIAL_OOF, TRIAL_SETTINGS
+    from numerflow.sweeps.local import TRIAL_OOF, read_kept_trial
 
-    record = schema.read_json(folder / TRIAL_SETTINGS)
-    check_set(folder, TRIAL_SETTINGS, record.get("files", {}), names=[TRIAL_OOF])
+    record = read_kept_trial(folder)
     return Candidate(str(folder), record["settings"], Path(record["data"]), record["target"],
-                     _oof_series(folder / TRIAL_OOF))
+                     read_oof(folder / TRIAL_OOF))
 
 
 def _sweep_candidates(folder: Path) -> list[Candidate]:
     """A sweep's complete trials: those with out-of-fold predictions (run with --cv)."""
-    from numerflow.sweeps.local import TRIAL_SETTINGS
+    from numerflow.sweeps.local import kept_trials
 
-    trials = sorted((p for p in (folder / "trials").glob(f"*/{TRIAL_SETTINGS}")), key=lambda p: int(p.parent.name))
+    trials = kept_trials(folder)
     if not trials:
         raise DataError(f"{folder}: a sweep without out-of-fold predictions (run it with --cv: each complete "
                         f"trial then keeps trials/<number>/oof.parquet)")
-    return [_trial_candidate(p.parent) for p in trials]
+    return [_trial_candidate(trial) for trial in trials.values()]
 
 
 # --- the rows selection sees ------------------------------------------------------------------

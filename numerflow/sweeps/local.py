@@ -140,6 +140,23 @@ def trial_folder(trials_dir: Path, number: int) -> Path:
     return Path(trials_dir) / str(number)
 
 
+def kept_trials(sweep_folder: Path) -> dict[int, Path]:
+    """The trials a `sweep --cv` kept (keep_trial_oof), in number order: number → its folder."""
+    folders = [p.parent for p in (Path(sweep_folder) / "trials").glob(f"*/{TRIAL_SETTINGS}") if p.parent.name.isdigit()]
+    return {int(folder.name): folder for folder in sorted(folders, key=lambda folder: int(folder.name))}
+
+
+def read_kept_trial(folder: Path) -> dict:
+    """A kept trial's settings.json, checked against the oof.parquet it names (a mixed or
+    interrupted set is an IncompleteSetError naming it)."""
+    from numerflow import schema
+    from numerflow.files import check_set
+
+    record = schema.read_json(folder / TRIAL_SETTINGS)
+    check_set(folder, TRIAL_SETTINGS, record.get("files", {}), names=[TRIAL_OOF])
+    return record
+
+
 def _snapshot_trial(pruner: str, history: list):
     """A trial in an in-memory copy of the finished trials, for the pruner to judge against."""
     import optuna

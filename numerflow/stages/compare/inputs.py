@@ -110,15 +110,9 @@ def report_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
 def oof_candidate(name: str, source: str, oof_path: Path, prepared: Path, with_validation: bool) -> Candidate:
     """Out-of-fold predictions (oof.parquet: id, era, fold, prediction) over the prepared files
     their folds came from: train.parquet, and validation.parquet when it was a fold."""
-    import pandas as pd
+    from numerflow.stages.cv import read_oof
 
-    try:
-        oof = pd.read_parquet(oof_path, columns=[schema.ID, schema.PREDICTION])
-    except (OSError, ValueError) as exc:
-        raise schema.unreadable(oof_path, exc) from None
-    predictions = pd.Series(oof[schema.PREDICTION].to_numpy(np.float64), index=oof[schema.ID].astype(str))
-    if predictions.index.duplicated().any():
-        raise DataError(f"{oof_path}: {int(predictions.index.duplicated().sum())} duplicate id(s)")
+    predictions = read_oof(oof_path)
     data = [prepared / schema.TRAIN_FILE] + ([prepared / schema.VALIDATION_FILE] if with_validation else [])
     return Candidate(name, source, lambda rows: placed(predictions, rows, str(oof_path)), data)
 
@@ -173,24 +167,20 @@ def complete_trials(folder: Path) -> list[int]:
 
 
 def trial_oof_files(folder: Path) -> dict[int, Path]:
-    """A `sweep --cv`'s kept trials: trial number → its folder (trials/<n>/oof.parquet + settings.json)."""
-    from numerflow.sweeps.local import TRIAL_OOF, TRIAL_SETTINGS
+    """A `sweep --cv`'s kept trials that hold their out-of-fold predictions: number → folder."""
+    from numerflow.sweeps.local import TRIAL_OOF, kept_trials
 
-    return {int(p.parent.name): p.parent for p in (folder / "trials").glob(f"*/{TRIAL_SETTINGS}")
-            if p.parent.name.isdigit() and (p.parent / TRIAL_OOF).is_file()}
+    return {number: trial for number, trial in kept_trials(folder).items() if (trial / TRIAL_OOF).is_file()}
 
 
 def trial_oof_candidates(folder: Path, best: dict) -> list[Candidate]:
     """Every complete trial of a `sweep --cv` on its out-of-fold predictions, as a cv run is scored."""
-    from numerflow.files import check_set
-    from numerflow.sweeps.local import TRIAL_OOF, TRIAL_SETTINGS
+    from numerflow.sweeps.local import TRIAL_OOF, read_kept_trial
 
     kept = trial_oof_files(folder)
-    complete = [n for n in complete_trials(folder) if n in kept]
     candidates = []
-    for number in complete:
-        record = schema.read_json(kept[number] / TRIAL_SETTINGS)
-        check_set(kept[number], TRIAL_SETTINGS, record.get("files", {}), names=[TRIAL_OOF])
+    for number in [n for n in complete_trials(folder) if n in kept]:
+        record = read_kept_trial(kept[number])
         is_best = " (the best)" if number == best.get("number") else ""
         candidates.append(oof_candidate(f"{folder.name}:{number}", f"sweep {folder} trial {number}{is_best}, "
                                         f"out-of-fold", kept[number] / TRIAL_OOF, Path(record["data"]),
