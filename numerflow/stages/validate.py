@@ -329,20 +329,26 @@ def _model_predictions(config: ValidateConfig, data: _Data):
 
 
 def _ensemble_predictions(config: ValidateConfig, data: _Data):
-    """A fitted ensemble's predictions of every row: its members' within-era ranks, weighted and
-    averaged exactly as `predict --ensemble` averages them."""
+    ranks, matrix, frame, features = ensemble_ranks(config.ensemble, data, config)
+    data.features = features  # exposure is measured against the features the members saw
+    return ranks, matrix, frame
+
+
+def ensemble_ranks(folder, data: _Data, settings: ValidateConfig):
+    """A fitted ensemble's predictions of every row of `data` (validate's and compare's): its
+    members' within-era ranks, weighted and averaged exactly as `predict --ensemble` averages them
+    (`settings`: the device and batch size). Returns them with the features read and their names."""
     from numerflow.checkpoint import load_checkpoint
     from numerflow.ensembles import load_ensemble
     from numerflow.stages.predict import ensemble_weights, score_models, union_of_features
 
-    paths, weights = load_ensemble(config.ensemble)
+    paths, weights = load_ensemble(folder)
     checkpoints = [load_checkpoint(path) for path in paths]
     features = union_of_features([c["features"] for c in checkpoints])
-    matrix, frame = _read_rows(data, features, needed_by=config.ensemble)
+    matrix, frame = _read_rows(data, features, needed_by=folder)
     eras = frame[schema.ERA].astype(str).to_numpy()
-    values = score_models(checkpoints, paths, matrix, features, eras, ensemble_weights(weights, len(paths)), config)
-    data.features = features  # exposure is measured against the features the members saw
-    return metrics.rank_within_eras(values, eras), matrix, frame
+    values = score_models(checkpoints, paths, matrix, features, eras, ensemble_weights(weights, len(paths)), settings)
+    return metrics.rank_within_eras(values, eras), matrix, frame, features
 
 
 def _file_predictions(config: ValidateConfig, data: _Data, notes: list[str]):

@@ -100,21 +100,11 @@ class ScoringRows:
         return predictions
 
     def predict_ensemble(self, folder: Path, config: CompareConfig) -> np.ndarray:
-        """A fitted ensemble's predictions on the validation rows, as validate --ensemble makes them:
-        its members' within-era ranks, weighted and averaged by predict's own score_models."""
-        from numerflow.checkpoint import load_checkpoint
-        from numerflow.ensembles import load_ensemble
-        from numerflow.metrics import rank_within_eras
-        from numerflow.stages.predict import ensemble_weights, score_models, union_of_features
-        from numerflow.stages.validate import _read_rows
+        """A fitted ensemble's predictions on the validation rows, as validate --ensemble makes them."""
+        from numerflow.stages.validate import ensemble_ranks
 
-        paths, weights = load_ensemble(folder)
-        checkpoints = [load_checkpoint(path) for path in paths]
-        features = union_of_features([c["features"] for c in checkpoints])
-        matrix, _ = _read_rows(self.data, features, needed_by=folder)
-        values = score_models(checkpoints, paths, matrix, features, self.eras,
-                              ensemble_weights(weights, len(paths)), self.validate_config)  # its device, batch size
-        return self._without_training_rows(rank_within_eras(values, self.eras), folder)
+        ranks, _, _, _ = ensemble_ranks(folder, self.data, self.validate_config)  # its device, batch size
+        return self._without_training_rows(ranks, folder)
 
     def predict_checkpoint(self, path: Path, checkpoint: dict, config: CompareConfig) -> np.ndarray:
         """A checkpoint's predictions on the validation rows, as validate --model makes them (NaN on
