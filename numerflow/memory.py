@@ -141,12 +141,12 @@ def check_prepared(config, stage: str = "train", workers: int = 1) -> Estimate |
     try:
         manifest = json.loads((data / "manifest.json").read_text())
         features = len(manifest["features"])
-        rows = sum(parquet_rows(data / name) for name in splits if (data / name).is_file())
+        split_rows = {name: parquet_rows(data / name) for name in splits if (data / name).is_file()}
     except Exception:  # noqa: BLE001 - any unreadable part is the stage's own error to report
         return None
     targets = len(getattr(config, "targets", None) or manifest.get("targets") or [None])
-    estimate = train_estimate(rows, features, targets, workers, stage)
-    estimate.split_rows = {name: parquet_rows(data / name) for name in splits if (data / name).is_file()}
+    estimate = train_estimate(sum(split_rows.values()), features, targets, workers, stage)
+    estimate.split_rows = split_rows
     return check(estimate, config.memory_check)
 
 

@@ -78,6 +78,22 @@ def unreadable(path, exc: BaseException) -> DataError:
     return DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})")
 
 
+def arrow_strings(values):
+    """`values` (a pandas Index or Series, a numpy or Arrow array) as an Arrow ChunkedArray of
+    strings, or None when they are not text. Arrow-backed pandas strings are handed over without a
+    copy, and their chunks (a Parquet file's row groups) are kept: joining them copied every byte
+    (0.06 s a column of 2M ids, in a process whose pages are all new)."""
+    import pyarrow as pa
+
+    try:
+        array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(getattr(values, "array", values))
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    if isinstance(array, pa.Array):
+        array = pa.chunked_array([array])
+    return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else None
+
+
 def parquet_columns(path: str | Path) -> list[str]:
     """Column names of a Parquet file (index columns included), or a DataError naming the file."""
     path = Path(path)

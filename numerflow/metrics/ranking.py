@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from numerflow.metrics.normal import ndtri  # scipy.special.ndtri in numpy: no 0.15 s scipy import
-from numerflow.schema import era_sort_key
+from numerflow.schema import arrow_strings, era_sort_key
 
 
 
@@ -72,25 +72,16 @@ def group_eras(eras) -> EraGroups:
 
 
 def _arrow_text(eras):
-    """Era labels held as Arrow strings without nulls (a pyarrow array, or a pandas column of
-    Arrow-backed text, as numerflow's Parquet reads give them), else None."""
-    import sys
-
-    if "pyarrow" not in sys.modules:  # labels from numpy or Python: not Arrow's
-        return None
+    """Era labels already held as Arrow strings without nulls (a pyarrow array, or a pandas column
+    of Arrow-backed text, as numerflow's Parquet reads give them) as one Arrow array, else None:
+    numpy or Python labels take group_eras' own path."""
     import pyarrow as pa
 
     values = getattr(eras, "array", eras)
-    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
-        if not hasattr(values, "__arrow_array__"):
-            return None
-        try:
-            values = pa.array(values)
-        except (pa.ArrowException, TypeError, ValueError):
-            return None
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) or values.null_count:
+    if not isinstance(values, (pa.Array, pa.ChunkedArray)) and not hasattr(values, "__arrow_array__"):
         return None
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    text = arrow_strings(values)
+    return None if text is None or text.null_count else text.combine_chunks()
 
 
 def _group_arrow_text(text) -> EraGroups:

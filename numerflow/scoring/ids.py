@@ -11,26 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from numerflow.errors import DataError
+from numerflow.schema import arrow_strings
 
 HEX_DIGITS = np.full(256, 255, dtype=np.uint8)  # byte → its value as a lowercase hex digit, 255 if none
 HEX_DIGITS[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 NUMERAI_ID_BYTES = 16  # "n" + 15 hex digits
-
-
-def _arrow_strings(ids):
-    """`ids` (a pandas Index or Series, a numpy or Arrow array) as an Arrow ChunkedArray of
-    strings, or None when they are not text. Arrow-backed pandas strings are handed over without a
-    copy, and their chunks (a Parquet file's row groups) are kept: joining them copied every byte
-    (0.06 s a column of 2M ids, in a process whose pages are all new)."""
-    import pyarrow as pa
-
-    try:
-        array = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(getattr(ids, "array", ids))
-    except (pa.ArrowException, TypeError, ValueError):
-        return None
-    if isinstance(array, pa.Array):
-        array = pa.chunked_array([array])
-    return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else None
 
 
 def _string_blocks(array, rows: int):
@@ -50,7 +35,7 @@ def _string_blocks(array, rows: int):
 def _keys(ids, block_keys) -> np.ndarray | None:
     """`block_keys(offsets, bytes)` over the ids a block at a time, joined; None when the ids are not
     all text, some are missing, there are none, or any block has no keys."""
-    array = _arrow_strings(ids)
+    array = arrow_strings(ids)
     if array is None or array.null_count or not len(array):
         return None
     keys, row = np.empty(len(array), dtype=np.uint64), 0
@@ -125,7 +110,7 @@ def text_array(ids):
     compared."""
     import pyarrow as pa
 
-    array = _arrow_strings(ids)
+    array = arrow_strings(ids)
     if array is None or array.null_count:
         array = pa.chunked_array([pa.array(as_text(ids).to_numpy(dtype=object), type=pa.large_string())])
     return array.cast(pa.large_string())  # one offset width, so equal ids compare equal
@@ -198,7 +183,7 @@ class RowIds:
                 return self._key_index().get_indexer(keys)
         import pyarrow.compute as pc
 
-        found = pc.index_in(text, value_set=self.text.combine_chunks())  # ids of other shapes: Arrow's hash table of the text
+        found = pc.index_in(text, value_set=self.text)  # ids of other shapes: Arrow's hash table of the text
         return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
     def place(self, ids, values, what, strict: bool, position: np.ndarray | None = None) -> np.ndarray:
