@@ -31,7 +31,7 @@ import numpy as np
 from numerflow import memory
 from numerflow import metrics, schema
 from numerflow.config import CvConfig
-from numerflow.errors import ConfigError
+from numerflow.errors import ConfigError, DataError
 from numerflow.files import IncompleteSetError, check_set, exclusive_lock, publish_set
 from numerflow.training.folds import (FOLD_COLUMN, TRAIN_SPLIT, VALIDATION_SPLIT, CvData, Fold, check_fold_settings,
                                       plan_folds, run_fold)
@@ -44,14 +44,11 @@ LOCK_FILE = ".cv.lock"
 RESUMABLE_CHANGES = {"resume", "device", "out"}
 
 
-
 def read_oof(path: Path):
     """Out-of-fold predictions (a cv run's oof.parquet, or a `sweep --cv` trial's) as a float Series
     indexed by id (text): the one reader that compare and ensemble share. Missing columns, an
     unreadable file or repeated ids are a DataError naming the file."""
     import pandas as pd
-
-    from numerflow.errors import DataError
 
     schema.require_columns(path, [schema.ID, schema.PREDICTION], schema.parquet_columns(path))
     try:
@@ -63,6 +60,7 @@ def read_oof(path: Path):
     if repeated:
         raise DataError(f"{path}: {repeated} duplicate id(s)")
     return predictions
+
 
 @dataclass
 class CvResult:

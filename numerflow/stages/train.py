@@ -72,7 +72,7 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
     dist = distributed.Distributed.from_env()
     device = resolve_device(config.device)
     gpu_note = memory.device_note(estimate, device)  # whether the features will stay on the GPU
-    if gpu_note and say:
+    if gpu_note and say and dist.writes:  # one line, not one per torchrun rank
         say(gpu_note)
     used_precision(config.precision, device)  # a precision the device cannot run: refused before any reading
     if dist.active:
