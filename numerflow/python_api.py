@@ -6,18 +6,20 @@ settings dataclass in config.py (the CLI's options, with the same names, default
     numerflow.prepare(data_dir="data", dataset="data/synthetic", feature_set="all")
     result = numerflow.train(data="data/prepared", layers=[64], epochs=2, device="cpu")
     report = numerflow.validate(model=result.checkpoint, data_dir="data")
-    predictions = numerflow.predict(models=[result.checkpoint], data="data/synthetic/live.parquet")
+    predictions = numerflow.predict(models=[result.checkpoint], data="data/synthetic/live.parquet").frame
 
 Each function also takes a whole settings object instead: `numerflow.train(TrainConfig(epochs=2))`
 (the CLI calls them so). `takes_settings` gives each function the dataclass's fields as its
 signature and docstring, so help() and a notebook's autocomplete show every option and its help.
 Stage modules, and with them torch, are imported only when a function runs: `import numerflow`
 stays light and changes nothing in the process.
+
+Every function returns its stage's Result object (its str() is what the command prints); a
+table-like result (predict, diagnostics, scores, compare) has the table as a DataFrame in `.frame`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import os
@@ -134,16 +136,12 @@ def validate(settings: cfg.ValidateConfig):
 @takes_settings(cfg.PredictConfig)
 def predict(settings: cfg.PredictConfig):
     """Predict a Numerai Parquet file (default: the current round's live data) with one checkpoint
-    or a rank-averaged ensemble; returns a DataFrame indexed by id with a `prediction` column, and
-    writes a file only when asked (`out`, or `write=True` for predictions/<model>_<round>.csv).
-    The stage's PredictResult (paths, round, summary) rides along in `frame.attrs["result"]`."""
+    or a rank-averaged ensemble, and write a file only when asked (`out`, or `write=True` for
+    predictions/<model>_<round>.csv); returns a PredictResult (paths, round, summary) whose
+    `.frame` is the DataFrame indexed by id with a `prediction` column."""
     before_torch_import()
     from numerflow.stages.predict import predict as run_predict
-    result = run_predict(settings)
-    frame = result.predictions
-    # Without the frame itself: pandas deep-copies attrs, and a frame inside its own attrs recurses.
-    frame.attrs["result"] = dataclasses.replace(result, predictions=None)
-    return frame
+    return run_predict(settings)
 
 
 @takes_settings(cfg.SubmitConfig)
@@ -204,30 +202,22 @@ def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Say |
 def diagnostics(settings: cfg.DiagnosticsConfig, *, say: Say | None = print):
     """Upload validation predictions (a file, or checkpoints' predictions) to Numerai's diagnostics,
     wait for the run, and set Numerai's summary beside numerflow's numbers for the same predictions
-    (validate's definitions); writes reports/<name>/diagnostics.json. Returns that table as a
-    DataFrame (metric, numerai, numerflow, difference, rating); the DiagnosticsResult (Numerai's
-    whole answer, mismatch lines) rides along in `frame.attrs["result"]`."""
-    import pandas as pd
-
+    (validate's definitions); writes reports/<name>/diagnostics.json. Returns a DiagnosticsResult
+    (Numerai's whole answer, mismatch lines) whose `.frame` is that table as a DataFrame (metric,
+    numerai, numerflow, difference, rating)."""
     before_torch_import()
     from numerflow.stages.diagnostics import diagnostics as run_diagnostics
-    result = run_diagnostics(settings, say=say or _silent)
-    frame = pd.DataFrame(result.table)
-    frame.attrs["result"] = result
-    return frame
+    return run_diagnostics(settings, say=say or _silent)
 
 
 @takes_settings(cfg.ScoresConfig)
 def scores(settings: cfg.ScoresConfig):
     """Fetch each model's live round scores from Numerai (default: every [models.<name>] of
     numerflow.toml), write scores/<model>/{rounds.csv,scores.png} and hold the live CORR against
-    the model's validation report. Returns the per-round DataFrame (model, round, metric, value,
-    ...); the ScoresResult (per-model summaries and verdicts) rides along in `frame.attrs["result"]`."""
+    the model's validation report. Returns a ScoresResult (per-model summaries and verdicts) whose
+    `.frame` is the per-round DataFrame (model, round, metric, value, ...)."""
     from numerflow.stages.scores import scores as run_scores
-    result = run_scores(settings)
-    frame = result.frame
-    frame.attrs["result"] = result
-    return frame
+    return run_scores(settings)
 
 
 STAGES = ["download", "write_synthetic", "prepare", "train", "cv", "validate", "predict", "submit", "round",
@@ -241,14 +231,11 @@ STAGES += ["diagnostics", "scores"]
 @takes_settings(cfg.CompareConfig)
 def compare(settings: cfg.CompareConfig):
     """Score several models (report folders, cv runs, sweeps, checkpoints, predictions files) on
-    the same rows and eras the way Numerai pays, write compare/<name>/; returns compare.csv's
-    table as a DataFrame (its attrs["result"] is the CompareResult, whose str() is the printout)."""
+    the same rows and eras the way Numerai pays, write compare/<name>/; returns a CompareResult
+    (its str() is the printout) whose `.frame` is compare.csv's table as a DataFrame."""
     before_torch_import()
     from numerflow.stages.compare import compare as run_compare
-    result = run_compare(settings)
-    table = result.table.copy()
-    table.attrs["result"] = result
-    return table
+    return run_compare(settings)
 
 
 STAGES.append("compare")

@@ -141,18 +141,20 @@ def test_every_column_matches_numerai_tools_and_scipy_per_era(world, tmp_path):
 
 
 def test_payout_weights_and_python_api_return_the_table(world, tmp_path):
-    table = numerflow.compare(models=[world["noisy"], world["example"]], data=world["prepared"] / schema.VALIDATION_FILE,
-                              payout={"corr": 1.0, "mmc": 0.0}, compare_dir=tmp_path, name="p")
-    assert isinstance(table, pd.DataFrame) and len(table) == 2
+    validation = world["prepared"] / schema.VALIDATION_FILE
+    result = numerflow.compare(models=[world["noisy"], world["example"]], data=validation,
+                               payout={"corr": 1.0, "mmc": 0.0}, compare_dir=tmp_path, name="p")
+    assert isinstance(result.frame, pd.DataFrame) and len(result.frame) == 2
     per_era = pd.read_parquet(tmp_path / "p" / "per_era.parquet")
     np.testing.assert_allclose(per_era["payout"], np.clip(per_era["corr"], -0.05, 0.05), rtol=0, atol=TOL)
-    assert table.attrs["result"].summary["payout"] == {"corr": 1.0, "mmc": 0.0}
+    assert result.summary["payout"] == {"corr": 1.0, "mmc": 0.0}
 
 
 def test_a_cv_run_is_scored_on_its_out_of_fold_rows_that_every_model_shares(world, tmp_path):
     cv = numerflow.cv(data=world["prepared"], folds=2, epochs=1, layers=[8], batch_size=256, include_validation=True,
                       embargo=2, out=tmp_path / "cv", name="c", device="cpu", say=None)
-    table = numerflow.compare(models=[cv.folder, world["noisy"]], compare_dir=tmp_path, name="cv")
+    compared = numerflow.compare(models=[cv.folder, world["noisy"]], compare_dir=tmp_path, name="cv")
+    table = compared.frame
     oof = pd.read_parquet(cv.oof).set_index(schema.ID)[schema.PREDICTION]
     rows = world["rows"]
     expected = [numerai_corr(oof.loc[g.index].rename("p").to_frame(), g[schema.TARGET].astype(float))["p"]
@@ -160,14 +162,14 @@ def test_a_cv_run_is_scored_on_its_out_of_fold_rows_that_every_model_shares(worl
     row = table.set_index("model").loc["c"]
     assert row["source"] == f"cv {cv.folder}" and row["eras"] == len(expected)
     assert abs(row["corr_mean"] - np.mean(expected)) <= TOL
-    notes = table.attrs["result"].summary["notes"]
+    notes = compared.summary["notes"]
     assert any(note.startswith("c: ") and "dropped" in note for note in notes)  # its training-era rows
     # A checkpoint beside it is scored on validation rows only, never on the train.parquet it learnt from.
     prepared = world["prepared"]
     both = numerflow.compare(models=[cv.folder, world["report"]], compare_dir=tmp_path, name="cv2", device="cpu",
                              data=[prepared / schema.TRAIN_FILE, prepared / schema.VALIDATION_FILE])
-    assert set(both["eras"]) == {rows[schema.ERA].nunique()} and set(both["rows"]) == {len(rows)}
-    assert any("scored on validation rows only" in note for note in both.attrs["result"].summary["notes"])
+    assert set(both.frame["eras"]) == {rows[schema.ERA].nunique()} and set(both.frame["rows"]) == {len(rows)}
+    assert any("scored on validation rows only" in note for note in both.summary["notes"])
 
 
 def test_a_sweep_is_its_best_checkpoint_and_trials_without_checkpoints_are_named(world, tmp_path):
@@ -176,8 +178,9 @@ def test_a_sweep_is_its_best_checkpoint_and_trials_without_checkpoints_are_named
     swept = numerflow.sweep(space=space, data=world["prepared"], trials=2, pruner="none", name="s",
                             sweeps_dir=tmp_path / "sweeps", say=None)
     best = json.loads((tmp_path / "sweeps" / "s" / "best.json").read_text())
-    table = numerflow.compare(models=[tmp_path / "sweeps" / "s", world["noisy"]], trials=True, compare_dir=tmp_path,
-                              name="s", device="cpu")
+    compared = numerflow.compare(models=[tmp_path / "sweeps" / "s", world["noisy"]], trials=True, compare_dir=tmp_path,
+                                 name="s", device="cpu")
+    table = compared.frame
     row = table.set_index("model").loc["s:best"]
     p = model_predictions(tmp_path / "sweeps" / "s" / "best.pt", world["rows"])
     expected = [numerai_corr(p.loc[g.index].rename("p").to_frame(), g[schema.TARGET].astype(float))["p"]
@@ -185,7 +188,7 @@ def test_a_sweep_is_its_best_checkpoint_and_trials_without_checkpoints_are_named
     assert abs(row["corr_mean"] - np.mean(expected)) <= TOL
     assert f"trial {best['number']}" in row["source"]
     assert swept is not None
-    assert any("keeps only its best trial's checkpoint" in note for note in table.attrs["result"].summary["notes"])
+    assert any("keeps only its best trial's checkpoint" in note for note in compared.summary["notes"])
 
 
 def per_era_corr(predictions: pd.Series, rows: pd.DataFrame) -> list[float]:
@@ -213,7 +216,8 @@ def test_trials_of_a_cv_sweep_are_scored_on_their_out_of_fold_predictions(world,
     sweep, _ = cv_sweep
     train = pd.read_parquet(world["prepared"] / schema.TRAIN_FILE)
     train.index = train.index.astype(str)
-    table = numerflow.compare(models=[sweep], trials=True, compare_dir=tmp_path, name="t", device="cpu")
+    compared = numerflow.compare(models=[sweep], trials=True, compare_dir=tmp_path, name="t", device="cpu")
+    table = compared.frame
     best = json.loads((sweep / "best.json").read_text())["number"]
     assert sorted(table["model"]) == ["s:0", "s:1", "s:2"]
     for number in range(3):
@@ -222,15 +226,16 @@ def test_trials_of_a_cv_sweep_are_scored_on_their_out_of_fold_predictions(world,
         row = table.set_index("model").loc[f"s:{number}"]
         assert row["eras"] == len(expected) and abs(row["corr_mean"] - np.mean(expected)) <= TOL
         assert ("(the best)" in row["source"]) == (number == best)
-    assert any("scored on their out-of-fold predictions" in note for note in table.attrs["result"].summary["notes"])
+    assert any("scored on their out-of-fold predictions" in note for note in compared.summary["notes"])
 
 
 def test_a_fitted_ensemble_is_scored_as_validate_ensemble_scores_it(world, cv_sweep, tmp_path):
     _, ensemble = cv_sweep
-    table = numerflow.compare(models=[ensemble, world["noisy"]], compare_dir=tmp_path, name="e", device="cpu")
+    table = numerflow.compare(models=[ensemble, world["noisy"]], compare_dir=tmp_path, name="e", device="cpu").frame
     row = table.set_index("model").loc["e"]
     assert row["source"] == f"ensemble {ensemble}"
-    predicted = numerflow.predict(ensemble=ensemble, data=world["prepared"] / schema.VALIDATION_FILE, device="cpu")
+    predicted = numerflow.predict(ensemble=ensemble, data=world["prepared"] / schema.VALIDATION_FILE,
+                                  device="cpu").frame
     predicted.index = predicted.index.astype(str)
     expected = per_era_corr(predicted[schema.PREDICTION], world["rows"])
     assert row["eras"] == len(expected) and abs(row["corr_mean"] - np.mean(expected)) <= TOL

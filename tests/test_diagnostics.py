@@ -65,14 +65,14 @@ def test_numerflow_side_equals_validate_and_agreement_prints_no_mismatch(workdir
     ours = report.data
     fake_numerai.live.summary.update(validationCorrMean=ours["numerai_corr"]["mean"] + 4e-5,
                                      validationMmcMean=ours["mmc"]["mean"])
-    frame = numerflow.diagnostics(model_name="fake_model", predictions="preds.csv", poll_interval=0.01, say=None)
-    table = frame.set_index("metric")["numerflow"]
+    result = numerflow.diagnostics(model_name="fake_model", predictions="preds.csv", poll_interval=0.01, say=None)
+    table = result.frame.set_index("metric")["numerflow"]
     assert table["CORR mean"] == ours["numerai_corr"]["mean"]
     assert table["CORR sharpe"] == ours["numerai_corr"]["sharpe"]
     assert table["MMC mean"] == ours["mmc"]["mean"]
     assert table["FNC mean"] == ours["fnc"]["mean"]
     assert table["max feature exposure"] == ours["feature_exposure"]["max"]
-    assert frame.attrs["result"].mismatches == []
+    assert result.mismatches == []
     kept = json.loads(saved(workdir).read_text())
     assert kept["numerflow"]["numerai_corr"] == ours["numerai_corr"]
 
@@ -137,7 +137,7 @@ def test_a_fitted_ensemble_predicts_the_validation_rows(workdir, fake_numerai, f
     kept = json.loads((workdir / "reports" / "e" / "diagnostics.json").read_text())
     uploaded = pd.read_csv(pd.io.common.BytesIO(fake_numerai.live.runs[kept["diagnostics_id"]]["body"]),
                            dtype={"id": str}).set_index("id")
-    expected = numerflow.predict(ensemble="ensembles/e", data=workdir / "data" / "v5.2" / "validation.parquet")
+    expected = numerflow.predict(ensemble="ensembles/e", data=workdir / "data" / "v5.2" / "validation.parquet").frame
     np.testing.assert_allclose(uploaded["prediction"].to_numpy(),
                                expected["prediction"].reindex(uploaded.index).to_numpy(), rtol=0, atol=1e-12)
     both = run("--model-name", "fake_model", "--ensemble", "ensembles/e", "--model", fake_models["a"])

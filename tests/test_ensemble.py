@@ -339,6 +339,6 @@ def test_round_submits_an_ensemble_model_end_to_end(fake_models, fake_numerai, t
     assert result.output.splitlines()[-1] == "Round 600: 1 submitted, 0 already done, 0 failed"
     (submission,) = fake_numerai.submissions
     submitted = pd.read_csv(tmp_path / "predictions" / "fake_model_600.csv", dtype={"id": str}).set_index("id")
-    expected = numerflow.predict(ensemble="ensembles/e", data=tmp_path / "data" / "v5.2" / "live.parquet")
+    expected = numerflow.predict(ensemble="ensembles/e", data=tmp_path / "data" / "v5.2" / "live.parquet").frame
     np.testing.assert_array_equal(submitted["prediction"].to_numpy(),
                                   expected["prediction"].reindex(submitted.index).to_numpy())

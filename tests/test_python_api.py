@@ -95,10 +95,10 @@ def python_pipeline(folder: Path) -> dict:
                               activation=numerflow.options.Activation.silu, epochs=2, batch_size=128,
                               seed=5, device="cpu", say=None)
     report = numerflow.validate(model=trained.checkpoint, data_dir="data", report_dir="reports/m")
-    predictions = numerflow.predict(models=[trained.checkpoint], data_dir="data")
+    predicted = numerflow.predict(models=[trained.checkpoint], data_dir="data")
     assert not Path("predictions").exists()  # a file only when asked
     return {"checkpoint": checkpoint_bytes(trained.checkpoint), "report": report.data,
-            "predictions": predictions, "round": predictions.attrs["result"].round}
+            "predictions": predicted.frame, "round": predicted.round}
 
 
 def cli_pipeline(folder: Path) -> dict:
@@ -151,8 +151,9 @@ def test_validate_scores_in_memory_predictions(tmp_path, monkeypatch, synthetic_
     trained = numerflow.train(data=prepared.out_dir, out="m.pt", layers=[8], epochs=1, batch_size=128, device="cpu")
     assert capsys.readouterr().out.startswith("epoch 1/1: train loss ")  # say=print: progress in a notebook
     validation = prepared.out_dir / "validation.parquet"
-    frame = numerflow.predict(models=[trained.checkpoint], data=validation, out="p.parquet")
-    assert Path("p.parquet").is_file()
+    predicted = numerflow.predict(models=[trained.checkpoint], data=validation, out="p.parquet")
+    assert predicted.out == Path("p.parquet") and Path("p.parquet").is_file()
+    frame = predicted.frame
     by_model = numerflow.validate(model=trained.checkpoint, data=validation, write_report=False).data
     from_file = numerflow.validate(predictions="p.parquet", data=validation, write_report=False).data
     for predictions in (frame, frame.reset_index(), frame["prediction"]):

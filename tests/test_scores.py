@@ -86,9 +86,8 @@ def test_old_clients_round_model_performances_give_the_same_rounds(workdir, fake
         scored = frame[frame["metric"] != "payout"].sort_values(["round", "metric", "day"])
         return scored.groupby(["round", "metric"])[["value", "resolved"]].last()
 
-    pd.testing.assert_frame_equal(finals(new), finals(old))
-    assert str(new.attrs["result"]) .replace("\n", " ").split("Written")[0] == \
-        str(old.attrs["result"]).replace("\n", " ").split("Written")[0]
+    pd.testing.assert_frame_equal(finals(new.frame), finals(old.frame))
+    assert str(new).replace("\n", " ").split("Written")[0] == str(old).replace("\n", " ").split("Written")[0]
 
 
 def test_model_without_rounds_is_one_plain_line(workdir, fake_numerai):
@@ -120,8 +119,8 @@ def test_verdict_on_scores_planted_from_a_known_distribution(workdir, fake_numer
     plant_report(workdir / "reports" / "mine", rng.normal(0.02, 0.02, 400))  # validation: N(0.02, 0.02) per era
     live = rng.normal(live_mean, 0.02, 20)
     plant_rounds(fake_numerai, corr=live, days=1)
-    frame = numerflow.scores(model_names=["fake_model"], report="reports/mine")
-    verdict = frame.attrs["result"].models[0].verdict
+    result = numerflow.scores(model_names=["fake_model"], report="reports/mine")
+    verdict = result.models[0].verdict
     assert verdict.word == word
     assert verdict.rounds == 20 and verdict.live_mean == pytest.approx(live.mean())
     assert verdict.low < 0.02 < verdict.high

@@ -99,8 +99,7 @@ def predict(settings: cfg.PredictConfig):
     Example: numerflow predict --model models/a.pt --model models/b.pt --weights 2,1 --neutralize 0.5
     """
     settings.write = True  # the command always writes its file; the Python API only when asked
-    predictions = numerflow.predict(settings)
-    typer.echo(str(predictions.attrs["result"]))
+    typer.echo(str(numerflow.predict(settings)))
 
 
 @app.command()
@@ -202,8 +201,7 @@ def diagnostics(settings: cfg.DiagnosticsConfig):
 
     Example: numerflow diagnostics --model-name my_model --model models/model.pt --timeout 20m
     """
-    result = numerflow.diagnostics(settings, say=typer.echo)
-    typer.echo(str(result.attrs["result"]))
+    typer.echo(str(numerflow.diagnostics(settings, say=typer.echo)))
 
 
 # ensemble's positional arguments: the folders it chooses among
@@ -223,8 +221,7 @@ def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
     Example: numerflow scores --model-name my_model --rounds 52 --report reports/model
     """
     settings.config_file = ctx.find_root().obj.path  # numerflow.toml as main_options read it
-    frame = numerflow.scores(settings)
-    typer.echo(str(frame.attrs["result"]))
+    typer.echo(str(numerflow.scores(settings)))
 
 
 # --- compare (stages/compare/) ------------------------------------------------------------------
@@ -245,8 +242,7 @@ def compare(
     """
     import dataclasses
 
-    table = numerflow.compare(dataclasses.replace(settings, models=list(models)))
-    typer.echo(str(table.attrs["result"]))
+    typer.echo(str(numerflow.compare(dataclasses.replace(settings, models=list(models)))))
 
 
 # --- ensemble (stages/ensemble.py) --------------------------------------------------------------

@@ -59,6 +59,13 @@ class DiagnosticsResult:
     mismatches: list[str] = field(default_factory=list)
     path: Path | None = None
 
+    @property
+    def frame(self):
+        """`table` as a DataFrame: metric, numerai, numerflow, difference, rating."""
+        import pandas as pd
+
+        return pd.DataFrame(self.table)
+
     def __str__(self) -> str:
         lines = [f"Numerai diagnostics {self.diagnostics_id} for model '{self.model_name}' ({self.source} on "
                  f"{self.data}):", f"{'':<26}{'Numerai':>10}{'numerflow':>11}{'diff':>9}{'rating':>8}"]

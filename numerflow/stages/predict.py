@@ -33,6 +33,11 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)
     ensemble: Path | None = None  # --ensemble: the folder `models` came from
 
+    @property
+    def frame(self):
+        """The predictions as a DataFrame indexed by id (every table-like result has `.frame`)."""
+        return self.predictions
+
     def __str__(self) -> str:
         names = ", ".join(p.name for p in self.models) if self.ensemble is None else \
             f"the ensemble {self.ensemble} ({len(self.models)} member(s))"

@@ -27,6 +27,11 @@ class CompareResult:
     folder: Path | None = None
     files: list[Path] = field(default_factory=list)
 
+    @property
+    def frame(self):
+        """compare.csv's table (every table-like result has `.frame`)."""
+        return self.table
+
     def __str__(self) -> str:
         s = self.summary
         lines = [f"Compared {len(self.table)} model(s) on {s['rows']:,} common rows, {s['eras']} eras "
