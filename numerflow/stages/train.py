@@ -21,7 +21,7 @@ from numerflow.config import TrainConfig
 from numerflow.devices import resolve_device
 from numerflow.files import write_json
 from numerflow.training.fit import checkpoint_dict
-from numerflow.training.loop import build_training, epoch_line, epoch_step, rows_on
+from numerflow.training.loop import RunContext, build_training, epoch_line, epoch_step, rows_on
 from numerflow.training.precision import used_precision
 from numerflow.training.settings import check_config, check_out, config_dict, json_sidecar_path, resume_path
 from numerflow.training.state import TrainState
@@ -85,9 +85,8 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
 
 def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     """train() once the settings are checked and this process has its device (and rank)."""
-    from torch import nn
-
     from numerflow.training.data import choose_targets, read_manifest, read_split
+    from numerflow.training.distributed import wrap
     from numerflow.training.validation import Validator
 
     # The data: int8 features, kept on the GPU when they fit.
@@ -106,9 +105,8 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
 
     # The model, its optimizer and schedule.
     model_config, model, optimizer, scheduler = build_training(config, len(features), len(targets), rows, device, dist)
-    net = model
-    if dist.active:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    run = RunContext(model=model, net=wrap(model, device, dist), optimizer=optimizer, scheduler=scheduler, rows=rows,
+                     config=config, validator=validator, state=state, dist=dist, device=device)
     resumed_from = len(state.metrics)
     if resumed_from:
         state.restore(model, optimizer, scheduler)
@@ -117,7 +115,7 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     for epoch in range(resumed_from, config.epochs):
         if config.patience is not None and state.stale >= config.patience:
             break
-        row = epoch_step(net, model, optimizer, scheduler, rows, config, epoch, validator, state, dist, device)
+        row = epoch_step(run, epoch)
         if dist.writes:
             state.save(resume_file, model, optimizer, scheduler)
             if say:

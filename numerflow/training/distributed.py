@@ -59,6 +59,15 @@ def stop(dist: Distributed) -> None:
         tdist.destroy_process_group()
 
 
+def wrap(model: torch.nn.Module, device: torch.device, dist: Distributed) -> torch.nn.Module:
+    """The module that trains `model`: under torchrun its DistributedDataParallel wrapper (which
+    all-reduces the gradients between ranks), else the model itself."""
+    if not dist.active:
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
 def all_reduce_sum(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
     """The tensor summed over ranks, in place (itself when there is one process)."""
     if dist.active:

@@ -8,7 +8,7 @@ from typing import Callable
 
 from numerflow.config import TrainConfig
 from numerflow.devices import resolve_device
-from numerflow.training.loop import build_training, epoch_line, epoch_step, rows_on
+from numerflow.training.loop import RunContext, build_training, epoch_line, epoch_step, rows_on
 from numerflow.training.precision import used_precision
 from numerflow.training.settings import check_config, config_dict
 from numerflow.training.state import TrainState, cpu_copy
@@ -74,10 +74,13 @@ def train_arrays(config: TrainConfig, train_split, features: list[str], targets:
     validator = Validator(valid_split, device, dist, config.precision) if valid_split is not None else None
     model_config, model, optimizer, scheduler = build_training(config, len(features), len(targets), rows, device, dist)
     state = TrainState(config_dict(config), features, targets)
+    # One process: the model trains itself (no DDP wrapper).
+    run = RunContext(model=model, net=model, optimizer=optimizer, scheduler=scheduler, rows=rows, config=config,
+                     validator=validator, state=state, dist=dist, device=device)
     for epoch in range(config.epochs):
         if validator is not None and config.patience is not None and state.stale >= config.patience:
             break
-        row = epoch_step(model, model, optimizer, scheduler, rows, config, epoch, validator, state, dist, device)
+        row = epoch_step(run, epoch)
         if say:
             say(epoch_line(row, config, state.epoch_seconds[-1]))
         if on_epoch:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,18 +55,35 @@ def build_training(config: TrainConfig, n_features: int, n_targets: int, rows, d
     return model_config, model, optimizer, scheduler
 
 
-def epoch_step(net, model, optimizer, scheduler, rows, config: TrainConfig, epoch: int, validator, state: TrainState,
-               dist, device) -> dict:
-    """One epoch: train, stop on divergence, score on validation (when `validator` is not None),
-    record it in `state`; returns its metrics row. `net` is `model`, or its DDP wrapper."""
+@dataclass(frozen=True)
+class RunContext:
+    """What every epoch of one training run works with, built once by its trainer (train, or
+    fit.train_arrays for cv folds) before the first epoch. The parts stay the same objects for
+    the whole run; `state` is the one that changes, epoch by epoch."""
+    model: object  # torch.nn.Module: the weights that are scored, kept and saved
+    net: object  # the module that trains `model`: its DDP wrapper under torchrun, else `model` itself
+    optimizer: object
+    scheduler: object  # stepped after every batch; None: constant lr
+    rows: object  # training.data.Rows: the training split as the loop reads it
+    config: TrainConfig
+    validator: object  # training.validation.Validator; None: epochs are not scored
+    state: TrainState
+    dist: object  # training.distributed.Distributed
+    device: object  # torch.device
+
+
+def epoch_step(run: RunContext, epoch: int) -> dict:
+    """One epoch: train, stop on divergence, score on validation (when the run has a validator),
+    record it in the run's state; returns its metrics row."""
     t0 = time.perf_counter()
-    train_loss = run_epoch(net, optimizer, scheduler, rows, config, epoch, dist=dist, device=device)
-    check_finite(model, train_loss, epoch + 1)
+    train_loss = run_epoch(run.net, run.optimizer, run.scheduler, run.rows, run.config, epoch, dist=run.dist,
+                           device=run.device)
+    check_finite(run.model, train_loss, epoch + 1)
     row = {"epoch": epoch + 1, "train_loss": train_loss}
-    if validator is not None:
-        summary, _per_era = validator.score(model, config.predict_with)
+    if run.validator is not None:
+        summary, _per_era = run.validator.score(run.model, run.config.predict_with)
         row.update({f"val_{k}": plain(v) for k, v in summary.items()})
-    state.record(row, time.perf_counter() - t0, model)
+    run.state.record(row, time.perf_counter() - t0, run.model)
     return row
 
 
