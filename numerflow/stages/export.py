@@ -371,7 +371,7 @@ def plan_upload(upload: UploadConfig, checkpoints: list[dict], client=None) -> _
     """Everything the upload needs, asked before the pickle is written or checked, so that a wrong
     model name or a missing image fails in seconds."""
     from numerflow import numerai
-    from numerflow.stages.submit import resolve_model_id
+    from numerflow.workflow.round_inputs import resolve_model_id
 
     manifests = trained_manifests(checkpoints)
     live = Path(upload.live) if upload.live is not None else default_live(manifests)
@@ -407,7 +407,7 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
     import cloudpickle
 
     from numerflow.model import FEATURE_CENTRE, FEATURE_SCALE
-    from numerflow.stages.predict import ensemble_weights, refuse_overwriting_inputs, union_of_features
+    from numerflow.workflow.model_scores import ensemble_weights, refuse_overwriting_inputs, union_of_features
     from numerflow.checkpoint import load_checkpoint, load_model
 
     from numerflow.ensembles import models_and_weights
