@@ -15,6 +15,7 @@ from numerflow.config import PredictConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
 from numerflow.workflow.model_scores import ensemble_weights, refuse_overwriting_inputs, score_models, union_of_features
+from numerflow.workflow.postprocess import era_labels
 from numerflow.workflow.round_inputs import live_file
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
@@ -50,13 +51,6 @@ class PredictResult:
 def default_output(models: list[Path], round_num: int | None) -> Path:
     stem = "+".join(Path(m).stem for m in models)
     return DEFAULT_PREDICTIONS_DIR / f"{stem}_{round_num if round_num is not None else 'live'}.csv"
-
-
-def era_labels(frame, rows: int) -> np.ndarray:
-    """Era labels as strings; a file without an era column is one era (live files have one label)."""
-    if schema.ERA in frame.columns:
-        return frame[schema.ERA].astype(str).to_numpy()
-    return np.zeros(rows, dtype=np.int8)
 
 
 def read_features(data: Path, features: list[str], columns: list[str], bins: int | None):
@@ -133,7 +127,7 @@ def predict(config: PredictConfig) -> PredictResult:
         raise DataError(f"{data}: no rows")
     if frame.index.name != schema.ID:
         raise DataError(f"{data}: no '{schema.ID}' column or index")
-    eras = era_labels(frame, matrix.shape[0])
+    eras = era_labels(frame)  # the exported pickle's own reading of the eras
 
     ranked = rank_within_eras(score_models(checkpoints, model_paths, matrix, features, eras, weights, config), eras)
     if config.neutralize > 0:
