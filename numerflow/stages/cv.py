@@ -31,35 +31,16 @@ import numpy as np
 from numerflow import memory
 from numerflow import metrics, schema
 from numerflow.config import CvConfig
-from numerflow.errors import ConfigError, DataError
+from numerflow.errors import ConfigError
 from numerflow.files import IncompleteSetError, check_set, exclusive_lock, publish_set
+from numerflow.workflow.oof_files import OOF_FILE, REPORT_FILE
 from numerflow.training.folds import (FOLD_COLUMN, TRAIN_SPLIT, VALIDATION_SPLIT, CvData, Fold, check_fold_settings,
                                       plan_folds, run_fold)
 
-OOF_FILE = "oof.parquet"
-REPORT_FILE = "report.json"  # the manifest of the (oof.parquet, report.json) set
 FOLDS_DIR = "folds"
 LOCK_FILE = ".cv.lock"
 # Settings that may change between an interrupted run and its --resume (they change no fold's result).
 RESUMABLE_CHANGES = {"resume", "device", "out"}
-
-
-def read_oof(path: Path):
-    """Out-of-fold predictions (a cv run's oof.parquet, or a `sweep --cv` trial's) as a float Series
-    indexed by id (text): the one reader that compare and ensemble share. Missing columns, an
-    unreadable file or repeated ids are a DataError naming the file."""
-    import pandas as pd
-
-    schema.require_columns(path, [schema.ID, schema.PREDICTION], schema.parquet_columns(path))
-    try:
-        frame = pd.read_parquet(path, columns=[schema.ID, schema.PREDICTION])
-    except (OSError, ValueError) as exc:
-        raise schema.unreadable(path, exc) from None
-    predictions = pd.Series(frame[schema.PREDICTION].to_numpy(np.float64), index=frame[schema.ID].astype(str))
-    repeated = int(predictions.index.duplicated().sum())
-    if repeated:
-        raise DataError(f"{path}: {repeated} duplicate id(s)")
-    return predictions
 
 
 @dataclass

@@ -113,7 +113,7 @@ def validation_ids(path: Path):
 
 
 def source_name(config: DiagnosticsConfig) -> str:
-    from numerflow.stages.validate import source_name as named
+    from numerflow.workflow.validation_rows import source_name as named
     if config.ensemble is not None:
         return str(config.ensemble)
     return named(config.predictions) if config.predictions is not None else " + ".join(map(str, config.models))
@@ -130,7 +130,7 @@ def report_name(config: DiagnosticsConfig) -> str:
 def read_or_predict(config: DiagnosticsConfig, data: Path):
     """The predictions as a float Series indexed by id: read, or predicted by the checkpoints or
     the fitted ensemble's members (rank-averaged within eras, as `predict` does)."""
-    from numerflow.stages.validate import read_predictions
+    from numerflow.workflow.validation_rows import read_predictions
 
     if config.predictions is not None:
         return read_predictions(config.predictions)

@@ -28,7 +28,7 @@ from numerflow.ensembles import ENSEMBLE_JSON, MEMBERS_DIR, greedy_selection
 from numerflow.errors import ConfigError, DataError
 from numerflow.files import check_set, publish_set
 from numerflow.options import EnsembleObjective, FitOn, SelectOn
-from numerflow.stages.cv import OOF_FILE as CV_OOF, REPORT_FILE as CV_REPORT, read_oof
+from numerflow.workflow.oof_files import OOF_FILE as CV_OOF, REPORT_FILE as CV_REPORT, read_oof
 
 
 

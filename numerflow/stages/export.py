@@ -45,6 +45,8 @@ from numerflow.checkpoint import SCORE_BATCH_BYTES
 from numerflow.config import ExportConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
+from numerflow.workflow import postprocess
+from numerflow.workflow.postprocess import era_labels, feature_unit, neutralise_per_era, rank_per_era
 
 SAMPLE_ROWS = 64  # random rows (plus all-0, all-2, all-4) scored before writing: finite-output check
 RUNNER_SECONDS = 600  # Numerai's runner: 10 minutes,
@@ -160,8 +162,9 @@ def build_member_scores(centre: float, scale: float, batch_bytes: int = SCORE_BA
 
 def build_predict(members: list[dict], weights: list[float], features: list[str], neutralize: float,
                   member_scores, binner=None):
-    """The self-contained predict function. Everything it uses is an argument or imported inside it,
-    so cloudpickle stores it by value with no reference to numerflow. `binner`: (bins,
+    """The self-contained predict function. Everything it uses is an argument, imported inside it, or
+    a function of numerflow.workflow.postprocess (which export has cloudpickle store by value), so
+    the pickle holds no reference to numerflow. `binner`: (bins,
     binning.bin_within_eras) when the checkpoints were trained on binned continuous features."""
 
     def predict(live_features, live_benchmark_models=None):
@@ -170,50 +173,37 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
         import numpy as np
         import pandas as pd
 
-        def ranks(values, eras):
-            series = pd.Series(values)
-            grouped = series.groupby(eras)
-            return ((grouped.rank(method="average") - 0.5) / grouped.transform("count")).to_numpy()
-
         missing = [f for f in features if f not in live_features.columns]
         if missing:
             raise ValueError(f"live_features lacks {len(missing)} feature(s) the model needs: {missing[:10]}")
         if binner is not None:  # continuous features: buckets within each era, as prepare made them
             bins, bin_within_eras = binner
-            era_of_rows = (live_features["era"].to_numpy() if "era" in live_features.columns
-                           else np.zeros(len(live_features), dtype=np.int8))
+            era_of_rows = era_labels(live_features)
             binned = bin_within_eras(live_features[features].to_numpy(dtype=np.float64, na_value=np.nan),
                                      era_of_rows, bins)
             live_features = pd.DataFrame(binned, columns=features, index=live_features.index).assign(era=era_of_rows)
-        # v5 features are integers 0..4; older releases store floats 0, .25, .5, .75, 1 (decided once,
-        # on the whole frame, so that a small batch of low values is never rescaled by mistake)
-        floats = all(pd.api.types.is_float_dtype(live_features[f]) for f in features)
-        unit = 4.0 if floats and max(float(live_features[f].max()) for f in features) <= 1.0 else 1.0
-        n = len(live_features)
-        eras = (live_features["era"].astype(str).to_numpy() if "era" in live_features.columns
-                else np.zeros(n, dtype=np.int8))
-        combined = np.zeros(n)
+        unit = feature_unit(live_features, features)
+        eras = era_labels(live_features)
+        combined = np.zeros(len(live_features))
         for member, weight in zip(members, weights):
             raw = member_scores(live_features, member, unit)
-            combined += weight * ranks(np.asarray(raw, dtype=np.float64), eras)
-        result = ranks(combined, eras)
+            combined += weight * rank_per_era(np.asarray(raw, dtype=np.float64), eras)
+        result = rank_per_era(combined, eras)
         if neutralize > 0:
-            neutral = np.empty(n)
-            for era in np.unique(eras):
-                rows = np.flatnonzero(eras == era)
-                if len(rows) <= len(features) + 1:  # metrics.exact_fit: left as they are, as predict does
-                    neutral[rows] = result[rows]
-                    continue
-                x = live_features.iloc[rows][features].to_numpy(dtype=np.float64) * unit
-                x = np.where(np.isnan(x), 2.0, x)
-                x = np.hstack([x - x.mean(axis=0), np.ones((len(rows), 1))])
-                beta = np.linalg.lstsq(x, result[rows], rcond=1e-6)[0]
-                neutral[rows] = result[rows] - neutralize * (x @ beta)
-            # rounded to float32 as predict does, so identical rows stay tied in both
-            result = ranks(neutral.astype(np.float32).astype(np.float64), eras)
+            result = neutralise_per_era(result, live_features, features, eras, neutralize, unit)
         return pd.DataFrame({"prediction": result}, index=live_features.index)
 
     return predict
+
+
+def pickled_by_value(cloudpickle, function) -> bytes:
+    """The function cloudpickled with numerflow.workflow.postprocess's functions stored by value:
+    the pickle runs where numerflow is not installed."""
+    cloudpickle.register_pickle_by_value(postprocess)
+    try:
+        return cloudpickle.dumps(function)
+    finally:
+        cloudpickle.unregister_pickle_by_value(postprocess)
 
 
 def check_finite_scores(members: list[dict], model_paths: list[Path], member_scores) -> None:
@@ -371,7 +361,7 @@ def plan_upload(upload: UploadConfig, checkpoints: list[dict], client=None) -> _
     """Everything the upload needs, asked before the pickle is written or checked, so that a wrong
     model name or a missing image fails in seconds."""
     from numerflow import numerai
-    from numerflow.stages.submit import resolve_model_id
+    from numerflow.workflow.round_inputs import resolve_model_id
 
     manifests = trained_manifests(checkpoints)
     live = Path(upload.live) if upload.live is not None else default_live(manifests)
@@ -407,7 +397,7 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
     import cloudpickle
 
     from numerflow.model import FEATURE_CENTRE, FEATURE_SCALE
-    from numerflow.stages.predict import ensemble_weights, refuse_overwriting_inputs, union_of_features
+    from numerflow.workflow.model_scores import ensemble_weights, refuse_overwriting_inputs, union_of_features
     from numerflow.checkpoint import load_checkpoint, load_model
 
     from numerflow.ensembles import models_and_weights
@@ -430,6 +420,6 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
     bins = binning.checkpoints_bins(checkpoints, model_paths)
     function = build_predict(members, [float(w) for w in weights], features, float(config.neutralize), member_scores,
                              binner=None if bins is None else (bins, binning.make_binner()))
-    uploaded = publish(cloudpickle.dumps(function), out, plan)
+    uploaded = publish(pickled_by_value(cloudpickle, function), out, plan)
     return ExportResult(out=out, models=model_paths, features=len(features), size=out.stat().st_size,
                         python=f"{sys.version_info.major}.{sys.version_info.minor}", upload=uploaded)

@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from numerflow import binning, memory, schema
-from numerflow.config_base import DEFAULT_PREDICTIONS_DIR, weights_problem
+from numerflow.config_base import DEFAULT_PREDICTIONS_DIR
 from numerflow.config import PredictConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
+from numerflow.workflow.model_scores import ensemble_weights, refuse_overwriting_inputs, score_models, union_of_features
+from numerflow.workflow.postprocess import era_labels
+from numerflow.workflow.round_inputs import live_file
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 
@@ -50,78 +53,9 @@ class PredictResult:
         return "\n".join(lines)
 
 
-def live_file(data_dir: Path, version: str | None = None) -> tuple[Path, int | None]:
-    """The current round's live file under data_dir and the round it belongs to (None if unknown)."""
-    version_dir = schema.find_version_dir(data_dir, version)
-    path = version_dir / schema.LIVE_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (run `numerflow download --live-only` first)")
-    return path, schema.read_live_round(version_dir)
-
-
 def default_output(models: list[Path], round_num: int | None) -> Path:
     stem = "+".join(Path(m).stem for m in models)
     return DEFAULT_PREDICTIONS_DIR / f"{stem}_{round_num if round_num is not None else 'live'}.csv"
-
-
-def ensemble_weights(weights: list[float] | None, n_models: int) -> np.ndarray:
-    """Weights normalised to sum 1; None means equal weights."""
-    problem = weights_problem(weights, n_models)
-    if problem:
-        raise ConfigError(f"--weights: {problem}")
-    if weights is None:
-        return np.full(n_models, 1.0 / n_models)
-    w = np.asarray(weights, dtype=np.float64)
-    return w / w.sum()
-
-
-def refuse_overwriting_inputs(out: Path, inputs: list[Path]) -> None:
-    """An output path that names one of the inputs would replace a checkpoint or the live data."""
-    for path in inputs:
-        if Path(out).resolve() == Path(path).resolve():
-            raise ConfigError(f"{out}: is one of the inputs; choose another output path")
-
-
-def union_of_features(feature_lists: list[list[str]]) -> list[str]:
-    """Every feature any model needs, first-seen order (the first model's order is kept as is)."""
-    return list(dict.fromkeys(f for features in feature_lists for f in features))
-
-
-def era_labels(frame, rows: int) -> np.ndarray:
-    """Era labels as strings; a file without an era column is one era (live files have one label)."""
-    if schema.ERA in frame.columns:
-        return frame[schema.ERA].astype(str).to_numpy()
-    return np.zeros(rows, dtype=np.int8)
-
-
-def score_models(checkpoints, model_paths, matrix, features, eras, weights, config) -> np.ndarray:
-    """Weighted mean of each model's within-era ranks (rank averaging keeps models on one scale).
-    Raw scores come from checkpoint.predict_scores, which the exported pickle mirrors, so that
-    `numerflow export` gives exactly these ranks."""
-    from numerflow.checkpoint import load_model, predict_scores
-    from numerflow.devices import resolve_device
-    from numerflow.metrics import rank_within_eras
-
-    position = {name: j for j, name in enumerate(features)}
-    device = resolve_device(config.device)
-    combined = np.zeros(matrix.shape[0], dtype=np.float64)
-    for path, checkpoint, weight in zip(model_paths, checkpoints, weights):
-        columns = [position[name] for name in checkpoint["features"]]
-        model = load_model(checkpoint)
-        predict_with = checkpoint.get("predict_with", "main")
-        if columns == list(range(matrix.shape[1])):
-            # The first model's features lead the union, so a single model reads the matrix as is.
-            raw = predict_scores(model, matrix, device=device, predict_with=predict_with, batch_rows=config.batch_size)
-        else:
-            # Another model's columns are gathered block by block: no second copy of the matrix.
-            raw = np.concatenate([
-                predict_scores(model, matrix[start:start + config.batch_size, columns], device=device,
-                               predict_with=predict_with)
-                for start in range(0, matrix.shape[0], config.batch_size)])
-        if not np.all(np.isfinite(raw)):
-            raise CheckpointError(f"{path}: the model produced non-finite predictions")
-        combined += weight * rank_within_eras(np.asarray(raw, dtype=np.float64), eras)
-    return combined
 
 
 def read_features(data: Path, features: list[str], columns: list[str], bins: int | None):
@@ -198,7 +132,7 @@ def predict(config: PredictConfig) -> PredictResult:
         raise DataError(f"{data}: no rows")
     if frame.index.name != schema.ID:
         raise DataError(f"{data}: no '{schema.ID}' column or index")
-    eras = era_labels(frame, matrix.shape[0])
+    eras = era_labels(frame)  # the exported pickle's own reading of the eras
 
     ranked = rank_within_eras(score_models(checkpoints, model_paths, matrix, features, eras, weights, config), eras)
     if config.neutralize > 0:

@@ -21,6 +21,7 @@ from numerflow.config_base import DEFAULT_PREDICTIONS_DIR
 from numerflow.config import SubmitConfig
 from numerflow.errors import DataError, SubmissionError
 from numerflow.files import file_checksum, write_json
+from numerflow.workflow.round_inputs import live_file, resolve_model_id
 
 SHOWN_IDS = 3  # ids quoted in an error message
 
@@ -179,8 +180,6 @@ def resolve_live(config: SubmitConfig) -> tuple[Path, int | None]:
     if config.live is not None:
         live = Path(config.live)
         return live, schema.read_live_round(live.parent) if live.name == schema.LIVE_FILE else None
-    from numerflow.stages.predict import live_file
-
     return live_file(config.data_dir, config.version)
 
 
@@ -199,21 +198,6 @@ def resolve_predictions(config: SubmitConfig, round_num: int | None) -> Path:
                               f"(run `numerflow predict` first, or give --predictions)")
     raise SubmissionError(f"{DEFAULT_PREDICTIONS_DIR}: several predictions for this round "
                           f"({', '.join(p.name for p in candidates)}); choose one with --predictions")
-
-
-def resolve_model_id(client, model_name: str | None) -> tuple[str, str]:
-    """(name, id) of the account's model; with no name, the account's only model."""
-    from numerflow import numerai
-
-    models = numerai.model_ids(client)
-    names = ", ".join(sorted(models)) or "none"
-    if model_name is None:
-        if len(models) == 1:
-            return next(iter(models.items()))
-        raise SubmissionError(f"give --model-name: this account has {len(models)} models ({names})")
-    if model_name not in models:
-        raise SubmissionError(f"unknown model name '{model_name}' (this account's models: {names})")
-    return model_name, models[model_name]
 
 
 # ---- the stage

@@ -43,7 +43,7 @@ class InputKind:
 def id_predictions(path: Path):
     """The file's predictions as a float Series indexed by id (text), as validate reads them;
     repeated ids are refused."""
-    from numerflow.stages.validate import read_predictions
+    from numerflow.workflow.validation_rows import read_predictions
 
     predictions = read_predictions(path)
     repeated = int(predictions.index.duplicated().sum())
@@ -110,7 +110,7 @@ def report_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
 def oof_candidate(name: str, source: str, oof_path: Path, prepared: Path, with_validation: bool) -> Candidate:
     """Out-of-fold predictions (oof.parquet: id, era, fold, prediction) over the prepared files
     their folds came from: train.parquet, and validation.parquet when it was a fold."""
-    from numerflow.stages.cv import read_oof
+    from numerflow.workflow.oof_files import read_oof
 
     predictions = read_oof(oof_path)
     data = [prepared / schema.TRAIN_FILE] + ([prepared / schema.VALIDATION_FILE] if with_validation else [])
@@ -119,7 +119,8 @@ def oof_candidate(name: str, source: str, oof_path: Path, prepared: Path, with_v
 
 def cv_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
     """A cv run, scored on its out-of-fold predictions over the prepared files its folds came from."""
-    from numerflow.stages.cv import OOF_FILE, REPORT_FILE, VALIDATION_SPLIT
+    from numerflow.training.folds import VALIDATION_SPLIT
+    from numerflow.workflow.oof_files import OOF_FILE, REPORT_FILE
 
     report = schema.read_json(folder / REPORT_FILE)
     splits = {fold.get("split") for fold in report.get("folds", [])}

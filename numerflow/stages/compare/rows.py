@@ -1,5 +1,5 @@
 """The rows compare scores every model on: which data files (the inputs' own, or --data), read
-once as validate reads them (numerflow.stages.validate's readers: prepared or raw files, several
+once as validate reads them (numerflow.workflow.validation_rows: prepared or raw files, several
 files as one set, id matching through scoring.ids.RowIds), and the checkpoints' predictions on
 them. Models scored on different data versions are refused here."""
 
@@ -12,6 +12,8 @@ import numpy as np
 from numerflow import schema
 from numerflow.config import CompareConfig, ValidateConfig
 from numerflow.errors import CheckpointError, DataError
+from numerflow.workflow.model_scores import ensemble_ranks
+from numerflow.workflow.validation_rows import data_paths, describe_files, read_rows, row_ids
 
 BATCH_ROWS = 65536  # validate's default rows per forward pass
 
@@ -19,11 +21,9 @@ BATCH_ROWS = 65536  # validate's default rows per forward pass
 def data_version(path: Path) -> str | None:
     """The data version a file belongs to: a prepared folder's manifest names it, a raw file's
     folder is it (data/v5.2/validation.parquet → v5.2)."""
-    from numerflow.stages.prepare import MANIFEST_FILE, read_manifest
-
-    if (path.parent / MANIFEST_FILE).is_file():
+    if (path.parent / schema.PREPARED_MANIFEST_FILE).is_file():
         try:
-            return read_manifest(path.parent).get("version")
+            return schema.read_prepared_manifest(path.parent).get("version")
         except DataError:
             return None
     return path.parent.name or None
@@ -32,8 +32,6 @@ def data_version(path: Path) -> str | None:
 def choose_data(config: CompareConfig, candidates) -> list[Path]:
     """--data, else the data files every input that names its data shares, else validate's default
     (DATA_DIR/prepared/validation.parquet). Inputs of different data versions are a DataError."""
-    from numerflow.stages.validate import _data_paths
-
     named = [(c, [Path(p) for p in c.data]) for c in candidates if c.data]
     versions = {c.name: {data_version(p) for p in paths} - {None} for c, paths in named}
     if config.data:
@@ -47,7 +45,7 @@ def choose_data(config: CompareConfig, candidates) -> list[Path]:
     if config.data:
         return chosen
     if not named:
-        return [_data_paths(ValidateConfig(data=None, data_dir=config.data_dir))[0]]
+        return [data_paths(ValidateConfig(data=None, data_dir=config.data_dir))[0]]
     first = named[0][1]
     common = [p for p in first if all(p.resolve() in {q.resolve() for q in paths} for _, paths in named[1:])]
     if not common:
@@ -62,14 +60,13 @@ class ScoringRows:
     to place their predictions on them."""
 
     def __init__(self, paths: list[Path], config: CompareConfig):
-        from numerflow.stages.validate import _describe_files, _read_rows, _row_ids
-
         self.validate_config = ValidateConfig(data=list(paths), data_dir=config.data_dir, benchmark=config.benchmark,
                                               device=config.device, write_report=False)
         self.paths = list(paths)
-        self.data = _describe_files(self.paths, self.validate_config)
-        self.matrix, self.frame = _read_rows(self.data, self.data.features)
-        self.row_ids = _row_ids(self.frame, self.data)
+        self.data = describe_files(self.paths, self.validate_config)
+        self.rows = read_rows(self.data, self.data.features)
+        self.matrix, self.frame = self.rows.matrix, self.rows.frame
+        self.row_ids = row_ids(self.rows, self.data)
         self.training_rows = self._training_rows()
         self.data_name = self.data.path.name
         self.notes: list[str] = []
@@ -86,8 +83,9 @@ class ScoringRows:
     def _training_rows(self) -> np.ndarray:
         """Rows of a prepared train.parquet among the data (a cv run's out-of-fold eras): checkpoints
         were trained on them, so they are not scored there."""
-        marks = [np.full(part.rows, part.path.name == schema.TRAIN_FILE
-                         and schema.DATA_TYPE not in schema.parquet_columns(part.path)) for part in self.data.files]
+        marks = [np.full(count, part.path.name == schema.TRAIN_FILE
+                         and schema.DATA_TYPE not in schema.parquet_columns(part.path))
+                 for part, count in zip(self.data.files, self.rows.rows_per_file)]
         return np.concatenate(marks) if marks else np.zeros(0, dtype=bool)
 
     def _without_training_rows(self, predictions: np.ndarray, what) -> np.ndarray:
@@ -101,9 +99,7 @@ class ScoringRows:
 
     def predict_ensemble(self, folder: Path, config: CompareConfig) -> np.ndarray:
         """A fitted ensemble's predictions on the validation rows, as validate --ensemble makes them."""
-        from numerflow.stages.validate import ensemble_ranks
-
-        ranks, _, _, _ = ensemble_ranks(folder, self.data, self.validate_config)  # its device, batch size
+        ranks, _, _ = ensemble_ranks(folder, self.data, self.validate_config)  # its device, batch size
         return self._without_training_rows(ranks, folder)
 
     def predict_checkpoint(self, path: Path, checkpoint: dict, config: CompareConfig) -> np.ndarray:
@@ -111,14 +107,13 @@ class ScoringRows:
         a prepared train.parquet's rows: a model is never scored on the eras it was trained on)."""
         from numerflow.checkpoint import load_model, predict_scores
         from numerflow.devices import resolve_device
-        from numerflow.stages.validate import _read_rows
 
         features = list(checkpoint["features"])
         column = {name: i for i, name in enumerate(self.data.features)}
         if all(name in column for name in features):
             matrix = self.matrix[:, [column[name] for name in features]]
         else:  # features the exposure columns lack: read them as validate --model does
-            matrix, _ = _read_rows(self.data, features, needed_by=path)
+            matrix = read_rows(self.data, features, needed_by=path).matrix
         if self._device is None:
             self._device = resolve_device(config.device)
         raw = predict_scores(load_model(checkpoint), matrix, device=self._device,
