@@ -1,7 +1,8 @@
 """Know before loading whether a stage fits in memory: train, cv, sweep, validate and predict
 estimate their peak resident memory from the sizes on disk (Parquet metadata, the prepare
 manifest, the checkpoint's feature list) before any heavy work, and stop with one line when it
-cannot fit in what the machine has available (psutil), naming the options that would fit.
+cannot fit in what the machine has available (psutil) or, in a container, what its cgroup
+memory limit leaves (cgroups.py), naming the options that would fit.
 
 The estimate is the int8 feature bytes the stage holds plus a measured overhead: BASE_BYTES
 (torch and the libraries, read buffers, allocator slack) and a few bytes per row for what a stage
@@ -17,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from numerflow.cgroups import CGROUP_ROOT, PROC_CGROUP, cgroup_room
 from numerflow.errors import NumerflowError
 
 GIB = 1 << 30
@@ -73,6 +75,17 @@ def available_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
+def available_memory(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> tuple[int, str]:
+    """What a stage may use, and what bounds it: the smaller of the machine's available memory and
+    the room left under this process's cgroup memory limit (Docker, Kubernetes, systemd). The
+    kernel kills a container at its limit however much the machine has free (exit 137)."""
+    machine = available_bytes()
+    room = cgroup_room(cgroup_root, proc_cgroup)
+    if room is not None and room.available < machine:
+        return room.available, f"under the container's memory limit ({room.describe()})"
+    return machine, "on the machine"
+
+
 def gib(n_bytes: float) -> str:
     return f"{n_bytes / GIB:.2f} GiB"
 
@@ -95,7 +108,10 @@ def check(estimate: Estimate, enabled: bool = True, available: int | None = None
     exceeds the available memory; `enabled=False` (--no-memory-check) skips the comparison."""
     if not enabled:
         return estimate
-    available = available_bytes() if available is None else available
+    bound = ""
+    if available is None:
+        available, where = available_memory()
+        bound = f" {where}"
     if estimate.total <= available:
         return estimate
     estimate.fits = fitting_options(estimate, available)
@@ -103,7 +119,7 @@ def check(estimate: Estimate, enabled: bool = True, available: int | None = None
     hint = f"; would fit: {', '.join(estimate.fits)}" if estimate.fits else ""
     raise MemoryCheckError(
         f"{estimate.stage} needs about {gib(estimate.total)} of memory at its peak{workers} "
-        f"({estimate.rows:,} rows x {estimate.features:,} int8 features), but {gib(available)} is available"
+        f"({estimate.rows:,} rows x {estimate.features:,} int8 features), but {gib(available)} is available{bound}"
         f"{hint}; --no-memory-check tries anyway")
 
 

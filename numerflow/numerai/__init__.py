@@ -21,7 +21,8 @@ below: `from numerflow import numerai; numerai.client()`. Tests that tune a cons
 (TIMEOUT, CHUNK_BYTES) or time.sleep set it on the module that reads it.
 """
 
-from numerflow.numerai.credentials import CREDENTIAL_VARS, credentials, missing_credentials_message
+from numerflow.numerai.credentials import (CREDENTIAL_VARS, credentials, missing_credentials_message,
+                                           require_credentials)
 from numerflow.numerai.downloads import FetchedFile, download_file, list_datasets, partial_path, validator_path
 from numerflow.numerai.submissions import (current_round, model_ids, model_upload_options, round_is_open,
                                            round_submission, upload_model, upload_predictions)
@@ -31,5 +32,5 @@ from numerflow.numerai.transport import (RETRY_ATTEMPTS, RETRY_BASE_SECONDS, Gra
 __all__ = ["CREDENTIAL_VARS", "RETRY_ATTEMPTS", "RETRY_BASE_SECONDS", "FetchedFile", "GraphQLAuthError",
            "GraphQLError", "NumerflowAPI", "client", "credentials", "current_round", "download_file",
            "list_datasets", "missing_credentials_message", "model_ids", "model_upload_options", "partial_path",
-           "retry_base_seconds", "round_is_open", "round_submission", "upload_model", "upload_predictions",
+           "require_credentials", "retry_base_seconds", "round_is_open", "round_submission", "upload_model", "upload_predictions",
            "validator_path"]

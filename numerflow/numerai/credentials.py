@@ -9,7 +9,7 @@ import io
 import os
 from pathlib import Path
 
-from numerflow.errors import ConfigError
+from numerflow.errors import AuthError, ConfigError
 from numerflow.files import read_text
 
 CREDENTIAL_VARS = ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY")
@@ -30,6 +30,16 @@ def credentials(public_id: str | None = None, secret_key: str | None = None) -> 
         secret_key = secret_key or values.get(CREDENTIAL_VARS[1])
     # A key pasted with its line break (`$(cat key)`, a CRLF .env) cannot go into an HTTP header.
     return (public_id or "").strip() or None, (secret_key or "").strip() or None
+
+
+def require_credentials(public_id: str | None = None, secret_key: str | None = None) -> tuple[str, str]:
+    """Both credentials (see credentials()), or AuthError naming the missing one: called before a
+    command that needs them (submit, round) makes its first call, so a missing key is said as
+    such, not found after a round lookup, or hidden behind `Numerai could not be reached`."""
+    public_id, secret_key = credentials(public_id, secret_key)
+    if not (public_id and secret_key):
+        raise AuthError(missing_credentials_message(public_id, secret_key))
+    return public_id, secret_key
 
 
 def missing_credentials_message(public_id: str | None, secret_key: str | None) -> str:

@@ -19,7 +19,7 @@ from numerflow.errors import ApiError, DataError
 from numerflow.files import CHECKSUM, file_checksum, plain_md5
 # transport.TIMEOUT is read at each call: one setting for every request (tests shorten it there)
 from numerflow.numerai import transport
-from numerflow.numerai.transport import (Transient, describe_request_error, raise_for_retryable, unexpected_answer,
+from numerflow.numerai.transport import (Transient, raise_for_retryable, request_failure, unexpected_answer,
                                          with_retries)
 
 CHUNK_BYTES = 1 << 20  # bytes written (and hashed) per read of the response
@@ -175,7 +175,7 @@ def _fetch_once(api: NumerAPI, filename: str, out, round_num: int | None, progre
             etag = resp.headers.get("ETag")
     except requests.RequestException as exc:
         out.flush()
-        raise Transient(f"{describe_request_error(exc)} after {os.fstat(out.fileno()).st_size} bytes") from None
+        raise request_failure(exc, f" after {os.fstat(out.fileno()).st_size} bytes") from None
     finally:
         out.flush()
     size = os.fstat(out.fileno()).st_size

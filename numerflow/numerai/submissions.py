@@ -13,8 +13,8 @@ from numerapi import NumerAPI
 from numerflow.errors import ApiError
 # transport.TIMEOUT is read at each call: one setting for every request (tests shorten it there)
 from numerflow.numerai import transport
-from numerflow.numerai.transport import (Transient, describe_request_error, raise_for_retryable, require_token,
-                                         unexpected_answer, with_retries)
+from numerflow.numerai.transport import (raise_for_retryable, request_failure, require_token, unexpected_answer,
+                                         with_retries)
 
 # --- rounds -------------------------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ def _put(url: str, data: bytes, name: str) -> None:
     try:
         resp = requests.put(url, data=data, headers=headers, timeout=transport.TIMEOUT)
     except requests.RequestException as exc:
-        raise Transient(describe_request_error(exc)) from None
+        raise request_failure(exc) from None
     raise_for_retryable(resp)
     if resp.status_code >= 400:
         raise ApiError(f"upload of {name} refused: HTTP {resp.status_code}")

@@ -12,7 +12,10 @@ import re
 import time
 from typing import Callable, TypeVar
 
+from urllib.parse import urlsplit
+
 import requests
+import urllib3
 from numerapi import NumerAPI, base_api
 
 from numerflow.errors import ApiError, AuthError, ConfigError
@@ -20,6 +23,10 @@ from numerflow.numerai.credentials import credentials, looks_like_auth, missing_
 
 RETRY_ATTEMPTS = 4  # tries per call on transient failures
 RETRY_BASE_SECONDS = 2.0  # waits 2, 4, 8 s between tries; env NUMERFLOW_RETRY_BASE_SECONDS overrides
+UNREACHABLE_ATTEMPTS = 2  # tries when no connection can be made at all: one more rides out a blip
+UNREACHABLE_WAIT_SECONDS = 0.5  # the wait between those tries (the base wait when that is shorter)
+OFFLINE_HINT = ("for offline work, `numerflow download --synthetic` writes a synthetic data set and "
+                "`numerflow quickstart` runs the whole pipeline on it")
 TIMEOUT = (15, 120)  # (connect, read) seconds; read = longest silence inside a response
 
 T = TypeVar("T")
@@ -32,6 +39,11 @@ class Transient(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unreachable(Transient):
+    """No connection could be made (refused, name not resolved, no route, connect timeout): offline
+    or a wrong address, tried only UNREACHABLE_ATTEMPTS times."""
 
 
 MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is capped (a cron job must end)
@@ -94,18 +106,55 @@ def retry_base_seconds() -> float:
 
 def with_retries(what: str, call: Callable[[], T], attempts: int | None = None) -> T:
     """`call()`, again after base, 2*base, ... seconds (or the server's Retry-After when longer)
-    while it fails transiently; then ApiError. The wait is checked before the first try, so a bad
-    NUMERFLOW_RETRY_BASE_SECONDS fails every run, not only one that needs a retry."""
+    while it fails transiently; then ApiError. A connection that cannot be made (Unreachable) is
+    tried UNREACHABLE_ATTEMPTS times, a short wait apart, and then says Numerai could not be
+    reached: offline, backing off for 14 s tells the user nothing more. The wait is checked before
+    the first try, so a bad NUMERFLOW_RETRY_BASE_SECONDS fails every run, not only one that needs a
+    retry."""
     attempts = attempts or RETRY_ATTEMPTS
     base = retry_base_seconds()
-    for attempt in range(attempts):
+    for attempt in range(1, attempts + 1):
         try:
             return call()
         except Transient as exc:
             last = exc
-            if attempt + 1 < attempts:
-                time.sleep(max(base * 2 ** attempt, exc.retry_after or 0.0))
+            unreachable = isinstance(exc, Unreachable)
+            if unreachable and attempt >= UNREACHABLE_ATTEMPTS:
+                break
+            if attempt < attempts:
+                wait = min(base, UNREACHABLE_WAIT_SECONDS) if unreachable else base * 2 ** (attempt - 1)
+                time.sleep(max(wait, exc.retry_after or 0.0))
+    if isinstance(last, Unreachable):
+        raise ApiError(f"Numerai could not be reached ({last}; {attempt} tries): {OFFLINE_HINT}")
     raise ApiError(f"{what} failed after {attempts} tries: {last}")
+
+
+def request_failure(exc: requests.RequestException, detail: str = "") -> Transient:
+    """The Transient to raise for a failed request: Unreachable when no connection could be made
+    (refused, name not resolved, no route, connect timeout), else a retried Transient. `detail`
+    is added to the reason (e.g. how many bytes had arrived)."""
+    reason = unreachable_reason(exc)
+    if reason is not None:
+        return Unreachable(reason)
+    return Transient(describe_request_error(exc) + detail)
+
+
+def unreachable_reason(exc: requests.RequestException) -> str | None:
+    """'<host>: connection refused' (or 'name not resolved', 'connect timed out') when the
+    connection was never made; None for a dropped or timed-out one. The host only: presigned
+    URLs carry tokens in their query."""
+    host = urlsplit(exc.request.url).netloc if getattr(exc, "request", None) is not None else "Numerai"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"{host}: connect timed out"
+    if not isinstance(exc, requests.ConnectionError):
+        return None
+    cause = getattr(exc.args[0], "reason", exc.args[0]) if exc.args else None
+    if isinstance(cause, urllib3.exceptions.NameResolutionError):
+        return f"{host}: name not resolved"
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):
+        why = re.sub(r"^.*new connection: (\[Errno -?\d+\] )?", "", str(cause)).lower() or "connection failed"
+        return f"{host}: {why}"
+    return None
 
 
 def describe_request_error(exc: requests.RequestException) -> str:
@@ -166,7 +215,7 @@ def _post_graphql(url: str, body: dict, headers: dict, op: str, secret: str | No
         raise AuthError("NUMERAI_PUBLIC_ID or NUMERAI_SECRET_KEY holds characters that cannot be sent "
                         "(a line break or control character?)") from None
     except requests.RequestException as exc:
-        raise Transient(describe_request_error(exc)) from None
+        raise request_failure(exc) from None
     raise_for_retryable(resp)
     if resp.status_code in (401, 403):
         raise AuthError(f"Numerai refused the credentials (HTTP {resp.status_code}); check "

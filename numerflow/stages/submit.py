@@ -231,7 +231,7 @@ def upload(config: SubmitConfig, result: SubmitResult, live: Path, client=None) 
     lock held (see submit)."""
     from numerflow import numerai
 
-    client = client if client is not None else numerai.client()
+    client = client if client is not None else numerai.client(*numerai.require_credentials())
     current = numerai.current_round(client)
     if result.round is not None and result.round != current:
         raise SubmissionError(f"{live} is round {result.round}'s live data but the current round is {current}: "

@@ -1,0 +1,123 @@
+"""The hosted-runner check (issue 27): a real exported pickle runs on the live file in a fresh
+process within Numerai's limits and fits; a pickle that sleeps past the time limit or allocates
+past the memory limit does not, with one line saying which (the limits are parameters, so the
+test is fast); versions are compared with numerai-predict's pins; the pinned environment is
+built once and reused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cloudpickle
+import pytest
+from typer.testing import CliRunner
+
+from numerflow import hosted_check
+from numerflow.cli import app
+
+MB = 10**6
+
+
+def exported(tmp_path, synthetic_models):
+    out = tmp_path / "model.pkl"
+    result = CliRunner().invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def pickled(tmp_path, name: str, behaviour: str):
+    """A pickle whose predict sleeps (behaviour "sleep") or touches 600 MB ("allocate") before
+    answering; made inside a function so cloudpickle stores it by value."""
+
+    def make():
+        def predict(live_features, live_benchmark_models=None):
+            import time
+
+            import numpy as np
+            import pandas as pd
+
+            if behaviour == "sleep":
+                time.sleep(30)
+            else:
+                held = np.ones(600 * 10**6, dtype=np.uint8)  # np.ones writes every page: resident
+                held.sum()
+            return pd.DataFrame({"prediction": 0.5}, index=live_features.index)
+
+        return predict
+
+    path = tmp_path / f"{name}.pkl"
+    path.write_bytes(cloudpickle.dumps(make()))
+    return path
+
+
+def test_an_exported_model_fits(tmp_path, synthetic_dir, synthetic_models):
+    result = hosted_check.check_pickle(exported(tmp_path, synthetic_models), synthetic_dir / "live.parquet")
+    assert result.fits, result.reason
+    assert result.reason == ""
+    assert 0 < result.wall_s < 60
+    assert 20 < result.peak_mb < 4000  # a Python with numpy, pandas and pyarrow, not this test process's copy
+    assert result.limits.startswith("1 CPU, ") and result.limits.endswith("4.0 GB, 600 s")
+    assert result.line().startswith(f"hosted check ({result.limits}): fits; ")
+
+
+def test_past_the_time_limit_does_not_fit(tmp_path, synthetic_dir):
+    result = hosted_check.check_pickle(pickled(tmp_path, "slow", "sleep"), synthetic_dir / "live.parquet", seconds=3)
+    assert not result.fits
+    assert result.reason == "it did not finish within 3 s"
+    assert 3 <= result.wall_s < 10
+
+
+def cgroup_possible() -> bool:
+    return os.geteuid() == 0 and os.access(hosted_check.CGROUP_V1_MEMORY, os.W_OK)
+
+
+@pytest.mark.parametrize("isolation", ["rlimit", "cgroup"])
+def test_past_the_memory_limit_does_not_fit(tmp_path, synthetic_dir, isolation):
+    if isolation == "cgroup" and not cgroup_possible():
+        pytest.skip("a memory cgroup needs root and a writable /sys/fs/cgroup/memory")
+    live = synthetic_dir / "live.parquet"
+    big = pickled(tmp_path, "big", "allocate")
+    result = hosted_check.check_pickle(big, live, memory_bytes=400 * MB, seconds=60, isolation=isolation)
+    assert not result.fits, result
+    assert result.reason == "it needed more than 0.4 GB of memory"
+    assert ("memory cgroup" if isolation == "cgroup" else "peak RSS") in result.limits
+    # The same pickle with room enough fits, and its peak shows the 600 MB it touched.
+    roomy = hosted_check.check_pickle(big, live, memory_bytes=2000 * MB, seconds=60, isolation=isolation)
+    assert roomy.fits, roomy.reason
+    assert roomy.peak_mb > 600
+    if isolation == "cgroup":
+        leftovers = list(hosted_check.CGROUP_V1_MEMORY.rglob("numerflow-hosted-*"))
+        assert leftovers == []
+
+
+def test_a_pickle_that_fails_says_why(tmp_path, synthetic_dir):
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"not a pickle")
+    result = hosted_check.check_pickle(bad, synthetic_dir / "live.parquet", seconds=60)
+    assert not result.fits
+    assert result.reason.startswith("it failed: _pickle.UnpicklingError")
+
+
+def test_versions_are_compared_with_numerai_predicts_pins():
+    pins = hosted_check.PREDICT_PINS[(3, 11)]
+    assert hosted_check.version_differences((3, 11), dict(pins)) == []
+    notes = hosted_check.version_differences((3, 11), {**pins, "numpy": "2.4.6", "cloudpickle": None})
+    assert notes == ["numpy 2.4.6 here, 2.1.3 in numerai-predict's Python 3.11 image",
+                     "cloudpickle not installed here, 3.1.1 in numerai-predict's Python 3.11 image"]
+    assert hosted_check.version_differences((3, 9)) == [
+        "Python 3.9 has no numerai-predict image (images: 3.10, 3.11, 3.12, 3.13)"]
+
+
+def test_the_pinned_environment_is_built_once_and_reused(tmp_path):
+    """A small pin (cloudpickle only) so the test downloads little; the registry is reachable."""
+    python = hosted_check.image_env({"cloudpickle": "3.1.1"}, cache=tmp_path / "cache")
+    version = subprocess.run([str(python), "-c", "import cloudpickle; print(cloudpickle.__version__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert version == "3.1.1"
+    assert f"py{sys.version_info[0]}.{sys.version_info[1]}-" in python.parent.parent.name
+    built = python.parent.parent.stat().st_mtime_ns
+    assert hosted_check.image_env({"cloudpickle": "3.1.1"}, cache=tmp_path / "cache") == python
+    assert python.parent.parent.stat().st_mtime_ns == built
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [python.parent.parent.name]  # no half-built folder
