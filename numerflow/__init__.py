@@ -33,3 +33,5 @@ __all__ = ["download", "write_synthetic", "prepare", "train", "cv", "validate", 
 __all__ += ["diagnostics", "scores"]
 __all__ += ["compare"]
 __all__ += ["ensemble"]
+from numerflow.python_api import ui  # noqa: E402  (numerflow ui: MLflow's UI)
+__all__ += ["ui"]

@@ -454,3 +454,15 @@ class EnsembleConfig(StageSettings):
                          "eras (all: for live use).")
     device: str = device_option("auto")  # --fit: where the members train
     force: bool = option(False, help="Replace an existing ensemble of this name.")
+
+
+# --- numerflow ui (stages/ui.py): MLflow's UI on the tracking store (numerflow/tracking.py) ---------
+
+
+@dataclass
+class UiConfig(StageSettings):
+    port: int = option(5000, min=1, max=65535, help="Port the UI listens on.")
+    host: str = option("127.0.0.1", help="Interface the UI listens on (0.0.0.0: every interface, for others "
+                       "on the network).")
+    store: str | None = option(None, help="Tracking store to show (default: MLFLOW_TRACKING_URI, else "
+                               "numerflow.toml's [tracking] uri, else sqlite:///mlflow.db).")

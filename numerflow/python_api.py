@@ -253,3 +253,13 @@ def ensemble(settings: cfg.EnsembleConfig, *, say: Say | None = print):
 
 
 STAGES.append("ensemble")
+
+
+@takes_settings(cfg.UiConfig)
+def ui(settings: cfg.UiConfig, *, say: Say | None = print):
+    """Start MLflow's UI on the tracking store (the mlflow extra) and serve until interrupted."""
+    from numerflow.stages.ui import ui as run_ui
+    run_ui(settings, say=say or _silent)
+
+
+STAGES.append("ui")

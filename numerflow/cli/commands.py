@@ -261,3 +261,19 @@ def ensemble(settings: cfg.EnsembleConfig, candidates: Candidates):
     """
     settings.candidates = candidates
     typer.echo(str(numerflow.ensemble(settings, say=typer.echo)))
+
+
+# --- ui (stages/ui.py) --------------------------------------------------------------------------
+
+
+@app.command()
+@reports_errors
+@options_from(settings=cfg.UiConfig)
+def ui(settings: cfg.UiConfig):
+    """Start MLflow's UI on the tracking store (MLFLOW_TRACKING_URI, else numerflow.toml's
+    [tracking] uri, else sqlite:///mlflow.db) and say where to point a browser; Ctrl+C stops it.
+    Needs the mlflow extra: pip install "numerflow[mlflow]".
+
+    Example: numerflow ui --port 5000
+    """
+    numerflow.ui(settings, say=typer.echo)

@@ -18,6 +18,8 @@ def toml_defaults(settings: config_base.SettingsFile, commands: dict) -> dict:
     for name, table in settings.tables.items():
         if name == "models":  # `numerflow round`'s [models.<numerai model name>] tables
             continue
+        if name == "tracking":  # where MLflow runs go: read by numerflow/tracking.py
+            continue
         command = commands.get(name.replace("_", "-"))
         if command is None:
             raise ConfigError(f"{source}: unknown table [{name}] (tables: {', '.join(sorted(commands))}, models)")
