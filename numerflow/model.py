@@ -26,7 +26,7 @@ from torch import nn
 from numerflow.errors import ConfigError
 
 ARCHS = ("mlp", "tabm")
-DEFAULT_K = 32  # TabM's heads: the paper's k; bench/tabm_k.py measures quality against time
+DEFAULT_K = 32  # the paper's k; bench/tabm_k.py (one seed, small synthetic set): val CORR 0.033/0.033/0.039 at k 8/16/32, MLP 0.024
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 FEATURE_CENTRE = 2.0  # features are 0..4: (x - 2) / 2 puts them in [-1, 1]
 FEATURE_SCALE = 0.5
