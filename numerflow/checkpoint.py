@@ -91,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def checkpoint_problem(checkpoint: dict) -> str | None:
     """Why the checkpoint's parts do not fit together (config, feature and target lists, weights),
     or None: caught here so that predict/validate/export fail on one line, not deep inside torch."""
-    from numerflow.model import build_model
+    from numerflow.model import build_model, import_tabm
 
     config = checkpoint["model_config"]
     if not isinstance(config, dict):
@@ -106,6 +106,8 @@ def checkpoint_problem(checkpoint: dict) -> str | None:
         return f"{len(checkpoint['features'])} features listed but model_config n_features is {config.get('n_features')!r}"
     if config.get("n_outputs", 1) != len(checkpoint["targets"]):
         return f"{len(checkpoint['targets'])} targets listed but model_config n_outputs is {config.get('n_outputs', 1)!r}"
+    if config.get("arch") == "tabm":
+        import_tabm()  # without the package: its own one-line ConfigError, not "weights do not fit"
     try:
         build_model(config).load_state_dict(checkpoint["state_dict"])
     except Exception as exc:  # bad config values, missing/extra/misshapen tensors: all one answer here
@@ -114,7 +116,7 @@ def checkpoint_problem(checkpoint: dict) -> str | None:
 
 
 def load_model(checkpoint: dict):
-    """The checkpoint's MLP with its best weights, in eval mode, on CPU."""
+    """The checkpoint's network (MLP or TabM) with its best weights, in eval mode, on CPU."""
     from numerflow.model import build_model
 
     model = build_model(checkpoint["model_config"])

@@ -11,6 +11,9 @@ The input BatchNorm is worth +0.008 validation era-Spearman on bench/quality.py,
 two modules its learnable scale and shift make autograd compute the first Linear's whole input
 gradient, a third (rows x features) matmul. Training runs the two as one step instead
 (MLP._forward_fused_input, _NormalisedLinear); evaluation runs the modules as they are.
+
+`arch="tabm"` builds TabM (Gorishniy et al., 2025): k MLPs sharing their Linear weights, each
+with its own scalings and biases, built from the optional `tabm` package's layers (class TabM).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from torch import nn
 
 from numerflow.errors import ConfigError
 
+ARCHS = ("mlp", "tabm")
+DEFAULT_K = 32  # the paper's k; bench/tabm_k.py (one seed, small synthetic set): val CORR 0.033/0.033/0.039 at k 8/16/32, MLP 0.024
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 FEATURE_CENTRE = 2.0  # features are 0..4: (x - 2) / 2 puts them in [-1, 1]
 FEATURE_SCALE = 0.5
@@ -36,9 +41,16 @@ class ModelConfig:
     batchnorm: bool = False  # fastai's layout (see module docstring)
     input_batchnorm: bool = True  # with batchnorm: BN on the inputs too; True for checkpoints saved before the option existed
     n_outputs: int = 1  # one head per target, main target first
+    arch: str = "mlp"  # mlp | tabm
+    k: int = DEFAULT_K  # tabm only: the number of MLPs in the ensemble
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as saved in a checkpoint. An MLP's leaves out arch and k (its defaults), so
+        MLP checkpoints stay as they were (a missing arch reads back as "mlp")."""
+        values = asdict(self)
+        if self.arch == "mlp":
+            del values["arch"], values["k"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
@@ -187,6 +199,76 @@ class _NormalisedLinear(torch.autograd.Function):
         return None, grad_scale, grad_shift, grad_weight, grad_sum if ctx.has_bias else None
 
 
+TABM_MISSING = "--arch tabm needs the tabm package: pip install tabm"
+
+
+def import_tabm():
+    """The tabm package, imported only when a TabM is built: numerflow runs without it."""
+    try:
+        import tabm
+    except ImportError:
+        raise ConfigError(TABM_MISSING) from None
+    return tabm
+
+
+class TabM(nn.Module):
+    """TabM (Gorishniy et al., 2025, "TabM: Advancing Tabular Deep Learning with Parameter-Efficient
+    Ensembling"): k MLPs trained at once that share each Linear's weight; each has its own
+    BatchEnsemble scalings r, s and bias (tabm.LinearBatchEnsemble) and its own output Linear
+    (tabm.LinearEnsemble). The layers are tabm's, laid out as the package's own TabM backbone
+    (arch_type "tabm": r of the first layer random signs, every other scaling ones), but with the
+    MLP's per-layer widths, activation, dropout and BatchNorm options (BatchNorm per head:
+    tabm.BatchNorm1dEnsemble; the input BatchNorm is shared, it comes before the k copies).
+
+    Training returns every head's prediction, (rows, k, n_outputs): the loss is the mean of the k
+    heads' losses, as in the paper (losses.py flattens the k heads). Evaluation returns their mean,
+    (rows, n_outputs), as the paper predicts: every caller of an MLP reads a TabM the same way."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        tabm = import_tabm()
+        if config.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation '{config.activation}' (choose {', '.join(ACTIVATIONS)})")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {config.dropout}")
+        if not isinstance(config.k, int) or isinstance(config.k, bool) or config.k < 1:
+            raise ConfigError(f"k must be a whole number of 1 or more, got {config.k!r}")
+        self.config = config
+        after_bn = config.batchnorm and config.input_batchnorm
+        blocks: list[nn.Module] = [nn.BatchNorm1d(config.n_features)] if after_bn else []
+        blocks.append(tabm.EnsembleView(k=config.k))
+        width = config.n_features
+        for index, hidden in enumerate(config.layers):
+            scaling = ("random-signs", "ones") if index == 0 else "ones"  # TabM's initialisation
+            blocks += [tabm.LinearBatchEnsemble(width, hidden, bias=not after_bn, k=config.k, scaling_init=scaling),
+                       ACTIVATIONS[config.activation]()]
+            after_bn = config.batchnorm
+            if config.batchnorm:
+                blocks.append(tabm.BatchNorm1dEnsemble(hidden, k=config.k))
+            if config.dropout > 0:
+                blocks.append(Dropout(config.dropout))
+            width = hidden
+        blocks.append(tabm.LinearEnsemble(width, config.n_outputs, k=config.k))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor, centred: bool = False) -> torch.Tensor:
+        """(rows, n_features) floats 0..4 → (rows, k, n_outputs) in training, the k heads' mean
+        (rows, n_outputs) in evaluation. `centred=True`: x was already mapped by `centre_into`."""
+        x = x if centred else (x - FEATURE_CENTRE) * FEATURE_SCALE
+        h = self.net[:-1](x)
+        head = self.net[-1]
+        if h.dtype != head.weight.dtype:  # under autocast the head runs in float32, as the MLP's (MLP._head)
+            with torch.autocast(h.device.type, enabled=False):
+                out = head(h.to(head.weight.dtype))
+        else:
+            out = head(h)
+        return out if self.training else out.mean(dim=1)
+
+    def fuses_input_in_training(self) -> bool:
+        """Never: the training loop centres TabM's inputs (the MLP's fused input step is MLP-only)."""
+        return False
+
+
 def centre_into(features: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out = (features - 2) / 2 as float, in one pass and with no new allocation: casting and
     centring int8 rows straight into a reused buffer (a fresh 6 MB tensor per op costs more than
@@ -195,17 +277,31 @@ def centre_into(features: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return torch.add(offset, features, alpha=FEATURE_SCALE, out=out)
 
 
-def build_model(config: ModelConfig | dict) -> MLP:
+def build_model(config: ModelConfig | dict) -> nn.Module:
+    """The network `config` describes: MLP, or TabM (needs the tabm package)."""
     if isinstance(config, dict):
         config = ModelConfig.from_dict(config)
-    return MLP(config)
+    if config.arch not in ARCHS:
+        raise ConfigError(f"unknown arch '{config.arch}' (choose {', '.join(ARCHS)})")
+    return TabM(config) if config.arch == "tabm" else MLP(config)
 
 
 def parameter_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(Linear weights, everything else): weight decay and L1 apply to the first group only —
-    decaying biases or BatchNorm scales only shrinks the model towards a constant (fastai's rule)."""
+    decaying biases or BatchNorm scales only shrinks the model towards a constant (fastai's rule).
+    TabM's ensemble Linears count as Linears (their shared weight; not the per-head scalings)."""
+    linears = (nn.Linear, *_tabm_linears())
     decayed, exempt = [], []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            (decayed if isinstance(module, nn.Linear) and name == "weight" else exempt).append(param)
+            (decayed if isinstance(module, linears) and name == "weight" else exempt).append(param)
     return decayed, exempt
+
+
+def _tabm_linears() -> tuple[type, ...]:
+    """tabm's Linear classes when tabm is loaded (a TabM model exists only then); () otherwise, so
+    an MLP never imports tabm."""
+    import sys
+
+    tabm = sys.modules.get("tabm")
+    return (tabm.LinearBatchEnsemble, tabm.LinearEnsemble) if tabm is not None else ()
