@@ -85,7 +85,7 @@ def read_benchmark(source_dir: Path, requested: str | None, row_ids: RowIds, dat
         return None
     available = [c for c in schema.parquet_columns(path) if c not in (schema.ID, schema.ERA, schema.DATA_TYPE)
                  and not c.startswith("__")]
-    column = requested if requested is not None else _default_benchmark(source_dir.name, available)
+    column = requested if requested is not None else default_benchmark(source_dir.name, available)
     if column not in available:
         if requested is not None:
             raise DataError(f"{path}: no benchmark column '{requested}' (available: {', '.join(available) or 'none'})")
@@ -103,7 +103,7 @@ def read_benchmark(source_dir: Path, requested: str | None, row_ids: RowIds, dat
     return column, values
 
 
-def _default_benchmark(version: str, available: list[str]) -> str | None:
+def default_benchmark(version: str, available: list[str]) -> str | None:
     """The version's main benchmark, else the newest vNN_lgbm_ender20 the file has."""
     main = schema.main_benchmark(version)
     if main in available:
