@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from numerflow import schema
 from numerflow.errors import DataError
 from numerflow.scoring.ids import RowIds
-from numerflow.scoring.side_files import default_benchmark
+from numerflow.scoring.side_files import default_benchmark, read_id_column
 
 COLUMN = "benchmark"  # the prepared files' column
 FILES = {"train": schema.TRAIN_BENCHMARK_FILE, "validation": schema.VALIDATION_BENCHMARK_FILE}
@@ -113,11 +112,5 @@ def _benchmark_columns(path: Path) -> list[str]:
 
 def _read(path: Path, column: str) -> Coverage:
     """The file's ids (hashed once) and the column's values as float32."""
-    try:
-        table = pq.read_table(path, columns=[schema.ID, column])
-        values = table.column(column).cast(pa.float32()).to_numpy()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise DataError(f"{path}: column '{column}' does not hold numbers") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise schema.unreadable(path, exc) from None
-    return Coverage(path, RowIds(table.column(schema.ID), path), np.asarray(values, dtype=np.float32))
+    ids, values = read_id_column(path, column)
+    return Coverage(path, RowIds(ids, path), values.astype(np.float32))
