@@ -75,6 +75,8 @@ class PrepareConfig(StageSettings):
                               help="Any feature set in features.json (small, medium ≈ 780 features, all, ...).")
     target: str = option("target", help="Main target column.")
     aux_targets: list[str] = option(factory=list, parse=split_list, help="Auxiliary targets: NAME,... or all.")
+    benchmark: str | None = option(None, help="Benchmark model column carried as the column 'benchmark' "
+                                              "(default: the version's main one, when its benchmark files exist).")
     # Neighbouring eras overlap in time (targets look 20 days ahead): every 4th era loses little.
     downsample: int = option(4, help="Keep every K-th training era (1 keeps all).", min=1)
     # Weekly eras and 20-day targets: 4 eras apart, a validation era's target never overlaps training's.

@@ -14,8 +14,13 @@ reproducible on its own and the files are identical for the same arguments):
   Numerai proportions 5/20/50/20/5 %. The latent signal's mean per-era Spearman with `target` is
   about 0.1 — the ceiling any model can reach, as on real data. Auxiliary targets mix in another
   signal and more noise (the 60-day ones more); the last validation eras have them unresolved (NaN).
-- example predictions, the meta model and the benchmark model (validation_/live_benchmark_models.parquet,
-  column v52_lgbm_ender20, for BMC): noisy copies of the signal, ranked into (0, 1).
+- example predictions and the meta model: noisy copies of the signal, ranked into (0, 1).
+- the benchmark model ({train,validation,live}_benchmark_models.parquet, column v52_lgbm_ender20,
+  for BMC) is a real model fitted on the features, as Numerai's LightGBM benchmarks are: a ridge
+  regression (closed form, numpy) of `target` on the features, walk-forward on the training eras
+  (each block of eras predicted by a fit on the eras before it, purged), and for validation and
+  live fitted on every training era. The first block only fits, so the training benchmark covers
+  the later training eras only, as Numerai's does (BenchmarkModel).
 
 Eras are streamed to Parquet with pyarrow's ParquetWriter, a row group every few eras, so memory
 stays bounded by a few eras whatever the size (1 M rows x 780 features: see docs/readme/synthetic.md).
@@ -55,7 +60,11 @@ GROUP_CORRELATION = 0.2  # correlation of two features' latents within a group
 GROUP_LOADING = math.sqrt(GROUP_CORRELATION / (1 - GROUP_CORRELATION) / 12)
 MISSING_ERA_SHARE = 0.04  # eras where one feature group is missing (all 2s)
 EXAMPLE_NOISE, META_MODEL_NOISE = 2.0, 1.5  # predictions' noise against the unit-variance signal
-BENCHMARK_NOISE = 1.75  # the benchmark model's: between the example model and the meta model
+# The benchmark model: training eras in BENCHMARK_BLOCKS blocks, the first one only fitted on (Numerai's
+# training benchmark starts late too); BENCHMARK_PURGE eras between a fit and the block it predicts,
+# since 20-day targets overlap about 4 weekly eras (Numerai purges 8 of its 156-era chunks).
+BENCHMARK_BLOCKS, BENCHMARK_PURGE = 4, 4
+RIDGE_PENALTY = 0.01  # ridge penalty per unit of the Gram matrix's mean diagonal
 # The benchmark column, named as Numerai names v5.2's main benchmark (validate's default for BMC).
 BENCHMARK_MODEL = "v52_lgbm_ender20"
 
@@ -219,7 +228,6 @@ class Era:
     targets: dict
     example: np.ndarray
     meta_model: np.ndarray
-    benchmark: np.ndarray
 
 
 def row_ids(plan: Plan, era: int) -> list[str]:
@@ -298,7 +306,6 @@ def generate_era(plan: Plan, number: int) -> Era:
         targets[aux.name] = values
     example = _ranks01(signal + EXAMPLE_NOISE * rng.standard_normal(n))
     meta_model = _ranks01(signal + META_MODEL_NOISE * rng.standard_normal(n))
-    benchmark = _ranks01(signal + BENCHMARK_NOISE * rng.standard_normal(n))  # drawn last: earlier draws unchanged
 
     if number == plan.live_era:
         data_type = "live"
@@ -306,8 +313,55 @@ def generate_era(plan: Plan, number: int) -> Era:
     else:
         data_type = "train" if number <= plan.n_train else "validation"
     return Era(number=number, data_type=data_type, ids=row_ids(plan, number), features=features,
-               signal=signal, targets=targets, example=example, meta_model=meta_model,
-               benchmark=benchmark)
+               signal=signal, targets=targets, example=example, meta_model=meta_model)
+
+
+class BenchmarkModel:
+    """The benchmark model's predictions, era by era, for eras given in order (train, validation,
+    live): a ridge regression of the centred target on the centred features. Training eras are cut
+    into blocks; each block after the first is predicted by a fit on the eras before it less the
+    last BENCHMARK_PURGE, and validation and live eras by a fit on every training era. Only the
+    running Gram matrix and moment are kept (and the purged eras' own), so memory does not grow
+    with the eras."""
+
+    def __init__(self, plan: Plan):
+        n_feat = len(plan.names)
+        self.n_train = plan.n_train
+        self.block = max(1, math.ceil(plan.n_train / BENCHMARK_BLOCKS))
+        self.gram, self.moment = np.zeros((n_feat, n_feat)), np.zeros(n_feat)
+        self.purged: list[tuple[np.ndarray, np.ndarray]] = []  # the latest eras, not yet in the fit
+        self.weights: np.ndarray | None = None
+
+    def first_predicted_era(self) -> int:
+        return self.block + 1
+
+    def predict(self, era: Era) -> np.ndarray | None:
+        """The era's benchmark predictions ranked into (0, 1), None for the first training block;
+        a training era is then learnt from."""
+        if era.number == self.n_train + 1:  # validation (and live): every training era
+            self._take_purged(keep=0)
+            self._refit()
+        elif era.number <= self.n_train and (era.number - 1) % self.block == 0 and era.number > 1:
+            self._refit()
+        x = era.features.astype(np.float32) - 2.0
+        predictions = None if self.weights is None else _ranks01(self.weights @ x)
+        if era.data_type == "train":
+            y = era.targets[schema.TARGET].astype(np.float64) - 0.5
+            self.purged.append(((x @ x.T).astype(np.float64), x.astype(np.float64) @ y))
+            self._take_purged(keep=BENCHMARK_PURGE)
+        return predictions
+
+    def _take_purged(self, keep: int) -> None:
+        while len(self.purged) > keep:
+            gram, moment = self.purged.pop(0)
+            self.gram += gram
+            self.moment += moment
+
+    def _refit(self) -> None:
+        if not np.trace(self.gram) > 0:  # nothing fitted yet (the purge took every earlier era)
+            return
+        penalty = RIDGE_PENALTY * float(np.trace(self.gram)) / len(self.moment)
+        self.weights = np.linalg.solve(self.gram + penalty * np.eye(len(self.moment)), self.moment).astype(np.float32)
 
 
 def _with_pandas_index(fields: list[pa.Field], sample: dict) -> pa.Schema:
@@ -392,38 +446,41 @@ def write_synthetic(config: SyntheticConfig) -> Path:
     out = Path(config.data_dir) / schema.SYNTHETIC_VERSION
     out.mkdir(parents=True, exist_ok=True)
     table_schema = data_schema(plan)
-    val_ids, val_eras, val_example, val_meta, val_benchmark = [], [], [], [], []
-    live_ids, live_example, live_benchmark = [], [], []
+    benchmark_model = BenchmarkModel(plan)
+    kept = {kind: {"ids": [], "eras": [], "example": [], "meta": [], "benchmark": []}
+            for kind in ("train", "validation", "live")}
 
-    def keep_validation(era: Era) -> None:
-        val_ids.extend(era.ids)
-        val_eras.extend([era_label(era.number)] * len(era.ids))
-        val_example.append(era.example)
-        val_meta.append(era.meta_model)
-        val_benchmark.append(era.benchmark)
-
-    def keep_live(era: Era) -> None:
-        live_ids.extend(era.ids)
-        live_example.append(era.example)
-        live_benchmark.append(era.benchmark)
+    def keep(era: Era) -> None:
+        """Collect what the side files hold: the benchmark model's predictions where it has them
+        (not the first training block), example predictions and meta model for validation and live."""
+        benchmark = benchmark_model.predict(era)
+        into = kept[era.data_type]
+        if era.data_type == "train" and benchmark is None:
+            return
+        into["ids"].extend(era.ids)
+        into["eras"].extend([era_label(era.number)] * len(era.ids))
+        into["benchmark"].append(benchmark)
+        if era.data_type != "train":
+            into["example"].append(era.example)
+            into["meta"].append(era.meta_model)
 
     # One set, published as one: a run killed or failing halfway (another seed, a full disk)
     # leaves the previous set whole; the folder's manifest, written last, records every file.
     with publish_set(out, schema.VERSION_MANIFEST_FILE, {"synthetic": {k: v for k, v in vars(config).items() if k != "data_dir"}}) as files:
-        _write_eras(files.path(schema.TRAIN_FILE), plan, range(1, plan.n_train + 1), table_schema, lambda era: None)
-        _write_eras(files.path(schema.VALIDATION_FILE), plan, range(plan.n_train + 1, plan.eras + 1), table_schema,
-                    keep_validation)
-        _write_eras(files.path(schema.LIVE_FILE), plan, [plan.live_era], table_schema, keep_live)
+        _write_eras(files.path(schema.TRAIN_FILE), plan, range(1, plan.n_train + 1), table_schema, keep)
+        _write_eras(files.path(schema.VALIDATION_FILE), plan, range(plan.n_train + 1, plan.eras + 1), table_schema, keep)
+        _write_eras(files.path(schema.LIVE_FILE), plan, [plan.live_era], table_schema, keep)
 
         as_f32 = lambda parts: np.concatenate(parts).astype(np.float32)  # noqa: E731
-        _write_scores(files.path(schema.VALIDATION_EXAMPLE_FILE), val_ids, {schema.PREDICTION: as_f32(val_example)})
-        _write_scores(files.path(schema.LIVE_EXAMPLE_FILE), live_ids, {schema.PREDICTION: as_f32(live_example)})
-        _write_scores(files.path(schema.META_MODEL_FILE), val_ids,
-                      {schema.ERA: val_eras, schema.META_MODEL: as_f32(val_meta)})
-        _write_scores(files.path(schema.VALIDATION_BENCHMARK_FILE), val_ids,
-                      {schema.ERA: val_eras, BENCHMARK_MODEL: as_f32(val_benchmark)})
-        _write_scores(files.path(schema.LIVE_BENCHMARK_FILE), live_ids,
-                      {schema.ERA: [era_label(plan.live_era)] * len(live_ids), BENCHMARK_MODEL: as_f32(live_benchmark)})
+        val, live = kept["validation"], kept["live"]
+        _write_scores(files.path(schema.VALIDATION_EXAMPLE_FILE), val["ids"], {schema.PREDICTION: as_f32(val["example"])})
+        _write_scores(files.path(schema.LIVE_EXAMPLE_FILE), live["ids"], {schema.PREDICTION: as_f32(live["example"])})
+        _write_scores(files.path(schema.META_MODEL_FILE), val["ids"],
+                      {schema.ERA: val["eras"], schema.META_MODEL: as_f32(val["meta"])})
+        for kind, name in ((kept["train"], schema.TRAIN_BENCHMARK_FILE), (val, schema.VALIDATION_BENCHMARK_FILE),
+                           (live, schema.LIVE_BENCHMARK_FILE)):
+            benchmark = as_f32(kind["benchmark"]) if kind["benchmark"] else np.empty(0, np.float32)
+            _write_scores(files.path(name), kind["ids"], {schema.ERA: kind["eras"], BENCHMARK_MODEL: benchmark})
         dump_json(files.path(schema.FEATURES_FILE), {"feature_sets": plan.feature_sets, "targets": list(TARGET_NAMES)})
         dump_json(files.path(schema.LIVE_ROUND_FILE), {"round": LIVE_ROUND})
     return out

@@ -340,7 +340,7 @@ def test_synthetic_dataset_end_to_end(synthetic_dir, tmp_path):
     train = pd.read_parquet(out / "train.parquet")
     valid = pd.read_parquet(out / "validation.parquet")
     assert len(train) == manifest["rows_train"] and len(valid) == manifest["rows_validation"]
-    assert list(train.columns) == ["era"] + manifest["features"] + manifest["targets"]
+    assert list(train.columns) == ["era"] + manifest["features"] + manifest["targets"] + ["benchmark"]
     assert not valid["target"].isna().any()
     # validation rows are exactly the source's resolved validation rows of the kept eras
     source_valid = pd.read_parquet(synthetic_dir / "validation.parquet", columns=["era", "data_type", "target"])

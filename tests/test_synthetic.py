@@ -49,7 +49,7 @@ def test_folder_holds_every_numerai_file(folder):
     assert sorted(p.name for p in folder.iterdir()) == sorted([
         "train.parquet", "validation.parquet", "live.parquet", "features.json", "meta_model.parquet",
         "validation_example_preds.parquet", "live_example_preds.parquet", "live_round.json",
-        "validation_benchmark_models.parquet", "live_benchmark_models.parquet",
+        "train_benchmark_models.parquet", "validation_benchmark_models.parquet", "live_benchmark_models.parquet",
         ".download_manifest.json"])  # the set's manifest, written last
     assert json.loads((folder / "live_round.json").read_text()) == {"round": 1}
     assert schema.read_live_round(folder) == 1
@@ -165,21 +165,56 @@ def test_example_predictions_and_meta_model(folder, frames):
 def test_benchmark_models_are_in_numerais_layout_and_validate_reports_bmc(folder, frames, tmp_path):
     import numerflow
 
-    for kind in ("validation", "live"):
+    for kind in ("train", "validation", "live"):
         bench = pd.read_parquet(folder / f"{kind}_benchmark_models.parquet")
         assert bench.index.name == "id" and list(bench.columns) == ["era", "v52_lgbm_ender20"]
-        assert bench.index.equals(frames[kind].index)
-        assert (bench["era"] == frames[kind]["era"]).all()
+        rows = frames[kind][frames[kind]["era"] >= bench["era"].min()]  # train: the later eras only
+        assert bench.index.equals(rows.index)
+        assert (bench["era"] == rows["era"]).all()
         assert bench["v52_lgbm_ender20"].between(0, 1, inclusive="neither").all()
     validation = frames["validation"]
     bench = pd.read_parquet(folder / "validation_benchmark_models.parquet").join(validation[["target"]])
     scores = [spearmanr(block["v52_lgbm_ender20"], block["target"])[0] for _, block in bench.groupby("era")]
-    assert np.mean(scores) > 0.02  # a noisy copy of the signal, as the example and meta model
+    assert np.mean(scores) > 0.02  # a model of the features that finds part of the signal
     examples = folder / "validation_example_preds.parquet"
     report = numerflow.validate(predictions=examples, data=folder / "validation.parquet", write_report=False,
                                 exposure=False)
     assert report.data["benchmark"] == "v52_lgbm_ender20" and report.data["bmc"]["eras_scored"] > 0
     assert not any("BMC left out" in note for note in report.notes)
+
+
+def _ridge_ranks(fit_rows: pd.DataFrame, rows: pd.DataFrame, features: list[str]) -> np.ndarray:
+    """The benchmark written independently: ridge of the centred target on the centred features
+    (penalty RIDGE_PENALTY x the Gram matrix's mean diagonal), ranked within each era of `rows`."""
+    x = fit_rows[features].to_numpy(np.float64) - 2.0
+    gram = x.T @ x
+    penalty = synthetic.RIDGE_PENALTY * np.trace(gram) / len(features)
+    weights = np.linalg.solve(gram + penalty * np.eye(len(features)), x.T @ (fit_rows["target"].to_numpy() - 0.5))
+    scores = pd.Series((rows[features].to_numpy(np.float64) - 2.0) @ weights, index=rows.index)
+    return scores.groupby(rows["era"]).transform(lambda s: (s.rank() - 0.5) / len(s)).to_numpy()
+
+
+def test_benchmark_is_a_ridge_fitted_walk_forward_on_training_eras(folder, frames):
+    """Validation: fitted on every training era. Training: the first block has none; each later
+    block is predicted by a fit on the eras before it less the purge (no target of its own)."""
+    train, validation = frames["train"], frames["validation"]
+    features = feature_columns(train)
+    era_number = train["era"].astype(int)
+    n_train = era_number.max()
+    block = int(np.ceil(n_train / synthetic.BENCHMARK_BLOCKS))
+    written = pd.read_parquet(folder / "validation_benchmark_models.parquet")["v52_lgbm_ender20"]
+    np.testing.assert_allclose(written.to_numpy(), _ridge_ranks(train, validation, features), atol=1e-6)
+
+    train_bench = pd.read_parquet(folder / "train_benchmark_models.parquet")["v52_lgbm_ender20"]
+    assert train_bench.index.equals(train.index[era_number > block])  # the first block only fits
+    second = train[(era_number > block) & (era_number <= 2 * block)]
+    fit_on = train[era_number <= block - synthetic.BENCHMARK_PURGE]
+    np.testing.assert_allclose(train_bench.loc[second.index].to_numpy(), _ridge_ranks(fit_on, second, features),
+                               atol=1e-6)
+    third = train[(era_number > 2 * block) & (era_number <= 3 * block)]
+    refit = train[era_number <= 2 * block - synthetic.BENCHMARK_PURGE]
+    np.testing.assert_allclose(train_bench.loc[third.index].to_numpy(), _ridge_ranks(refit, third, features),
+                               atol=1e-6)
 
 
 def test_schema_reader_loads_int8_matrix(folder):

@@ -24,18 +24,20 @@ Conventions, shared by every per-era function:
 
 The package, by concern: `ranking` (eras as codes, rows laid out era by era, the rank /
 gaussianise / power / Pearson steps, rank_within_eras), `scores` (Spearman, CORR, MMC, BMC and
-their per-era summary), `exposure` (feature exposure, FNC, neutralize). The names below are the
+their per-era summary), `exposure` (feature exposure, FNC, neutralize), `benchmark` (neutralising
+to a benchmark model, BMC over the last eras). The names below are the
 public ones, so that `from numerflow import metrics; metrics.per_era_scores(...)` reads the same
 wherever it is used.
 """
 
+from numerflow.metrics.benchmark import benchmark_residuals, bmc_last, mean_of_last, neutralize_to_benchmark
 from numerflow.metrics.exposure import FeatureScores, exact_fit, exact_fit_eras, feature_scores, neutralize
 from numerflow.metrics.ranking import EraGroups, gaussianize_within_eras, group_eras, rank_within_eras
 from numerflow.metrics.scores import (EraScores, per_era_bmc, per_era_mmc, per_era_numerai_corr, per_era_pearson,
                                       per_era_scores, per_era_spearman, summarize)
 from numerflow.metrics.top_bottom import per_era_top_bottom_corr
 
-__all__ = ["EraGroups", "EraScores", "FeatureScores", "exact_fit", "exact_fit_eras", "feature_scores",
-           "gaussianize_within_eras", "group_eras", "neutralize", "per_era_bmc", "per_era_mmc",
-           "per_era_numerai_corr", "per_era_pearson", "per_era_scores", "per_era_spearman", "per_era_top_bottom_corr",
-           "rank_within_eras", "summarize"]
+__all__ = ["EraGroups", "EraScores", "FeatureScores", "benchmark_residuals", "bmc_last", "exact_fit", "exact_fit_eras",
+           "feature_scores", "gaussianize_within_eras", "group_eras", "mean_of_last", "neutralize",
+           "neutralize_to_benchmark", "per_era_bmc", "per_era_mmc", "per_era_numerai_corr", "per_era_pearson",
+           "per_era_scores", "per_era_spearman", "per_era_top_bottom_corr", "rank_within_eras", "summarize"]

@@ -42,9 +42,9 @@ def meta_model_on_rows(data_path: Path, ids, data_dir: Path = Path("data")) -> n
     return read_side_file(source_dir / schema.META_MODEL_FILE, schema.META_MODEL, RowIds(ids, data_path), data_path, [])
 
 
-def read_side_column(path: Path, column: str, row_ids: RowIds) -> np.ndarray:
-    """One numeric column of an id-indexed Parquet file (meta model, example predictions,
-    benchmark models), placed on the data's rows; only `id` and that column are read."""
+def read_id_column(path: Path, column: str):
+    """(ids as an Arrow ChunkedArray, float64 values) of one numeric column of an id-indexed
+    Parquet file; only `id` and that column are read."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -56,7 +56,14 @@ def read_side_column(path: Path, column: str, row_ids: RowIds) -> np.ndarray:
         raise DataError(f"{path}: column '{column}' does not hold numbers") from None
     except (pa.ArrowException, OSError) as exc:
         raise schema.unreadable(path, exc) from None
-    return row_ids.place(table.column(schema.ID), values, path, strict=False)
+    return table.column(schema.ID), values
+
+
+def read_side_column(path: Path, column: str, row_ids: RowIds) -> np.ndarray:
+    """One numeric column of an id-indexed Parquet file (meta model, example predictions,
+    benchmark models), placed on the data's rows."""
+    ids, values = read_id_column(path, column)
+    return row_ids.place(ids, values, path, strict=False)
 
 
 def read_side_file(path: Path, column: str, row_ids: RowIds, data_path: Path, notes: list[str]):
@@ -85,7 +92,7 @@ def read_benchmark(source_dir: Path, requested: str | None, row_ids: RowIds, dat
         return None
     available = [c for c in schema.parquet_columns(path) if c not in (schema.ID, schema.ERA, schema.DATA_TYPE)
                  and not c.startswith("__")]
-    column = requested if requested is not None else _default_benchmark(source_dir.name, available)
+    column = requested if requested is not None else default_benchmark(source_dir.name, available)
     if column not in available:
         if requested is not None:
             raise DataError(f"{path}: no benchmark column '{requested}' (available: {', '.join(available) or 'none'})")
@@ -103,7 +110,7 @@ def read_benchmark(source_dir: Path, requested: str | None, row_ids: RowIds, dat
     return column, values
 
 
-def _default_benchmark(version: str, available: list[str]) -> str | None:
+def default_benchmark(version: str, available: list[str]) -> str | None:
     """The version's main benchmark, else the newest vNN_lgbm_ender20 the file has."""
     main = schema.main_benchmark(version)
     if main in available:

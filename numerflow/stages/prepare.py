@@ -28,6 +28,7 @@ from numerflow.config import PrepareConfig
 from numerflow.errors import ConfigError, DataError
 from numerflow.files import FileSet, publish_set
 from numerflow.parquet_writer import BackgroundWriter, WriterThread, pool_keeping_pages
+from numerflow.stages import prepare_benchmark
 
 MANIFEST_FILE = schema.PREPARED_MANIFEST_FILE
 OUT_TRAIN, OUT_VALIDATION = schema.PREPARED_FILES
@@ -54,6 +55,8 @@ class PrepareResult:
     eras_train: list[str] = field(default_factory=list)
     eras_validation: list[str] = field(default_factory=list)
     target_choice: str = ""  # how the main target was chosen, when there was a choice (see _main_target)
+    benchmark: dict | None = None  # manifest.json's `benchmark` entry, None when none was carried
+    benchmark_note: str = ""  # why none was carried
 
     def __str__(self) -> str:
         aux = len(self.targets) - 1
@@ -65,6 +68,8 @@ class PrepareResult:
                  f"  validation  {str(self.validation):<{width}}  {self.rows_validation:,} rows, "
                  f"{_era_span(self.eras_validation)}",
                  f"  manifest    {self.manifest}"]
+        if self.benchmark or self.benchmark_note:
+            lines.insert(3, prepare_benchmark.describe(self.benchmark) if self.benchmark else f"  {self.benchmark_note}")
         return "\n".join(lines)
 
 
@@ -94,6 +99,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     for src in (train_src, valid_src):
         _require_columns(src, [schema.ID, schema.ERA] + features)
     targets, target_choice = _targets(config, train_src, valid_src)
+    benchmark, benchmark_note = prepare_benchmark.plan(version_dir, config.benchmark)  # DataError before any work
     bin_record = binning.record(config.bin_features)  # ConfigError for an unsupported count, before any work
     if config.downsample < 1:
         raise ConfigError(f"--downsample must be at least 1, got {config.downsample}")
@@ -112,7 +118,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
 
     out_dir = Path(config.out_dir) if config.out_dir else Path(config.data_dir) / schema.PREPARED_DIR
     out_train, out_valid, out_manifest = out_dir / OUT_TRAIN, out_dir / OUT_VALIDATION, out_dir / MANIFEST_FILE
-    out_schema = _output_schema(features, targets)
+    out_schema = _output_schema(features, targets, benchmark is not None)
     manifest = {
         "version": version_dir.name,
         "version_dir": str(version_dir.resolve()),
@@ -132,16 +138,22 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     with (publish_set(out_dir, MANIFEST_FILE, manifest) as outputs, tempfile.TemporaryDirectory() as scratch,
           pool_keeping_pages(), WriterThread() as thread):  # exits first: both files closed before publishing
         train_src, valid_src = binning.binned_sources((train_src, valid_src), features, config.bin_features, scratch)
+        coverage = {split: benchmark.coverage(split) for split in ("train", "validation")} if benchmark else {}
         rows_train, kept_train = _copy_rows(train_src, (outputs, OUT_TRAIN), out_schema, features, targets,
-                                            train_eras, thread)
+                                            train_eras, thread, coverage.get("train"))
         rows_valid, kept_valid = _copy_rows(valid_src, (outputs, OUT_VALIDATION), out_schema, features,
-                                            targets, valid_eras, thread)
+                                            targets, valid_eras, thread, coverage.get("validation"))
         manifest.update(eras_train=kept_train, eras_validation=kept_valid, rows_train=rows_train,
                         rows_validation=rows_valid)
+        if benchmark:  # a DataError (nothing published) when it covers no prepared row
+            manifest["benchmark"] = prepare_benchmark.record(
+                benchmark, coverage, {"train": rows_train, "validation": rows_valid},
+                {"train": len(kept_train), "validation": len(kept_valid)})
     return PrepareResult(out_dir=out_dir, train=out_train, validation=out_valid, manifest=out_manifest,
                          version=version_dir.name, feature_set=config.feature_set, features=features,
                          targets=targets, rows_train=rows_train, rows_validation=rows_valid,
-                         eras_train=kept_train, eras_validation=kept_valid, target_choice=target_choice)
+                         eras_train=kept_train, eras_validation=kept_valid, target_choice=target_choice,
+                         benchmark=manifest.get("benchmark"), benchmark_note=benchmark_note)
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -253,8 +265,10 @@ def _batches(src: _Source, columns: list[str], batch_rows: int):
 
 # --- output -------------------------------------------------------------------------------------
 
-def _output_schema(features: list[str], targets: list[str]) -> pa.Schema:
-    """id (as the pandas index), era string, int8 features in feature-set order, float32 targets."""
+def _output_schema(features: list[str], targets: list[str], benchmark: bool = False) -> pa.Schema:
+    """id (as the pandas index), era string, int8 features in feature-set order, float32 targets,
+    then (with `benchmark`) the float32 benchmark predictions."""
+    targets = targets + ([prepare_benchmark.COLUMN] if benchmark else [])  # stored as a target is: float32
     # Features are declared required (never null, checked on reading): Parquet then stores no
     # definition levels for them, a third of the CPU time of writing them.
     fields = ([pa.field(schema.ERA, pa.string())] + [pa.field(f, pa.int8(), nullable=False) for f in features]
@@ -273,9 +287,11 @@ def _output_schema(features: list[str], targets: list[str]) -> pa.Schema:
 
 
 def _copy_rows(src: _Source, dest: tuple[FileSet, str], out_schema: pa.Schema, features: list[str],
-               targets: list[str], eras: list[str], thread: WriterThread) -> tuple[int, list[str]]:
+               targets: list[str], eras: list[str], thread: WriterThread,
+               benchmark: prepare_benchmark.Coverage | None = None) -> tuple[int, list[str]]:
     """Copy the rows of `eras` whose main target is known from `src` into the member `dest` of a
-    file set, row group by row group. Returns (rows written, sorted eras written)."""
+    file set, row group by row group, with the benchmark's values on them when out_schema has the
+    column (NaN throughout when `benchmark` is None). Returns (rows written, sorted eras written)."""
     era_set = pa.array(eras, pa.string())
     pending: list[pa.Table] = []
     pending_rows = 0
@@ -290,7 +306,7 @@ def _copy_rows(src: _Source, dest: tuple[FileSet, str], out_schema: pa.Schema, f
             if pending and pending_rows + kept > WRITE_ROWS:  # gather small groups, never past WRITE_ROWS
                 writer.write(pa.concat_tables(pending))
                 pending, pending_rows = [], 0
-            table = _read_group(parquet, group, mask, src, out_schema, features, targets)
+            table = _read_group(parquet, group, mask, src, out_schema, features, targets, benchmark)
             written.update(pc.unique(table.column(schema.ERA)).to_pylist())
             pending.append(table)
             pending_rows += kept
@@ -338,7 +354,7 @@ def _kept_rows(parquet: pq.ParquetFile, group: int, src: _Source, era_set: pa.Ar
 
 
 def _read_group(parquet: pq.ParquetFile, group: int, mask: pa.BooleanArray, src: _Source, out_schema: pa.Schema,
-                features: list[str], targets: list[str]) -> pa.Table:
+                features: list[str], targets: list[str], benchmark: prepare_benchmark.Coverage | None = None) -> pa.Table:
     """The output columns of one row group's kept rows: era, int8 features (checked 0..4), float32
     targets, id. Features are decoded a block of columns at a time, each block about
     schema.READ_BYTES, so memory holds the kept int8 rows plus one block whatever the width."""
@@ -354,6 +370,9 @@ def _read_group(parquet: pq.ParquetFile, group: int, mask: pa.BooleanArray, src:
     others = keep(_read(parquet, group, [schema.ERA, schema.ID] + targets, src))
     arrays = [others.column(schema.ERA).cast(pa.string())] + [columns.pop(name) for name in features]
     arrays += [_target_float32(others.column(name), f"{src.path}: column {name}") for name in targets]
+    if prepare_benchmark.COLUMN in out_schema.names:
+        arrays.append(benchmark.on_rows(others.column(schema.ID), arrays[0]) if benchmark is not None
+                      else pa.array(np.full(others.num_rows, np.nan, dtype=np.float32)))
     arrays.append(others.column(schema.ID).cast(pa.string()))
     return pa.Table.from_arrays(arrays, schema=out_schema)
 
