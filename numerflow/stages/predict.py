@@ -15,7 +15,6 @@ from numerflow.config import PredictConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
 
-OUTPUT_SUFFIXES = (".csv", ".parquet")
 
 
 @dataclass
@@ -164,10 +163,6 @@ def predict(config: PredictConfig) -> PredictResult:
     if not model_paths:
         raise ConfigError("predict: give at least one --model")
     weights = ensemble_weights(given_weights, len(model_paths))
-    if not 0.0 <= config.neutralize <= 1.0:
-        raise ConfigError(f"--neutralize: proportion must be within [0, 1], got {config.neutralize}")
-    if config.out is not None and Path(config.out).suffix not in OUTPUT_SUFFIXES:
-        raise ConfigError(f"{config.out}: output must end in .csv or .parquet")
 
     if config.data is None:
         data, round_num = live_file(config.data_dir, config.version)
