@@ -15,7 +15,8 @@ from pathlib import Path
 
 from numerflow.errors import ConfigError, OptionError
 from numerflow.files import read_text
-from numerflow.options import command_line_of, device_problem, flag_of, float_list, folder_name, option
+from numerflow.options import (command_line_of, device_problem, flag_of, float_list, folder_name, holds_whole_numbers,
+                               option)
 
 CONFIG_FILE = "numerflow.toml"
 DEFAULT_DATA_DIR = Path("data")  # download writes data/<version>/, prepare data/prepared/
@@ -118,7 +119,7 @@ def _holds_paths(cls, name: str) -> bool:
 def _whole_number_fields(cls) -> frozenset:
     """Fields typed int (or int | None): their bounds take whole numbers only."""
     hints = typing.get_type_hints(cls)
-    return frozenset(name for name, hint in hints.items() if hint is int or typing.get_args(hint) == (int, type(None)))
+    return frozenset(name for name, hint in hints.items() if holds_whole_numbers(hint))
 
 
 def check_weights(weights: list[float] | None, models: list[Path]) -> None:

@@ -8,6 +8,7 @@ import math
 import numbers
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -155,6 +156,11 @@ def flag_of(settings_field) -> str:
 # --- bounds and checks ----------------------------------------------------------------------------
 # A check is a function: the value → why it is refused, or None. Each declares, with @refuses,
 # values it refuses, so tests/test_option_bounds.py hands them to the command line and the API.
+
+
+def holds_whole_numbers(hint) -> bool:
+    """A field typed int or int | None: its bounds take whole numbers only."""
+    return hint is int or typing.get_args(hint) == (int, type(None))
 
 
 def refuses(*examples):

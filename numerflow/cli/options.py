@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from numerflow.errors import ConfigError, OptionError
-from numerflow.options import CommandLine, bounds_text, command_line_of, flag_of
+from numerflow.options import CommandLine, bounds_text, command_line_of, flag_of, holds_whole_numbers
 
 
 def options_from(leave_out: tuple[str, ...] = (), **settings_classes):
@@ -75,9 +75,31 @@ def _typer_parameter(settings_field, hint) -> inspect.Parameter:
     if bounds:  # the dataclass enforces them; --help shows them as click showed its own ranges
         help_text = f"{help_text}  [{bounds}]"
     flag = spec.flag or "--" + settings_field.name.replace("_", "-")
-    option = typer.Option(*flag.split(" "), help=help_text, envvar=spec.envvar, metavar=metavar)
+    option = typer.Option(*flag.split(" "), help=help_text, envvar=spec.envvar, metavar=metavar,
+                          callback=_checked_as_read(settings_field, holds_whole_numbers(hint)))
     return inspect.Parameter(settings_field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[cli_type, option])
+
+
+def _checked_as_read(settings_field, whole_number: bool):
+    """click checks each option as it reads it, before it looks for a missing argument: so does
+    this, with the field's own check (the settings dataclass applies the same one again). A
+    field read as text (`parse`) is checked when the settings are built."""
+    spec = command_line_of(settings_field)
+
+    def check(value):
+        if value is None or spec.parse is not None:
+            return value
+        try:
+            parsed = spec.choices.parse(value, flag_of(settings_field)) if spec.choices is not None else value
+        except OptionError as exc:
+            raise typer.BadParameter(exc.problem) from None  # click names the option
+        problem = spec.problem(parsed, whole_number)
+        if problem:
+            raise typer.BadParameter(problem)
+        return value
+
+    return check
 
 
 def _settings(settings_class, values: dict, context: typer.Context):
