@@ -154,7 +154,8 @@ def test_check_config_applies_the_declared_options_to_a_changed_config():
 def test_help_still_shows_the_bounds_and_the_choices():
     result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    assert "[0<=x<=0.99]" in result.output and "[x>=1]" in result.output
+    assert "(0.5; 0<=x<=0.99)" in result.output and "(6; x>=1)" in result.output  # click: [default: (...)]
+    assert "--patience INTEGER x>=1" in result.output
     assert "[mse|corr]" in result.output
 
 

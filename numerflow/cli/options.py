@@ -65,17 +65,20 @@ def _command_line_fields(classes, leave_out) -> dict:
 def _typer_parameter(settings_field, hint) -> inspect.Parameter:
     spec: CommandLine = command_line_of(settings_field)
     default = settings_field.default_factory() if settings_field.default_factory is not MISSING else settings_field.default
-    cli_type, metavar, help_text = hint, None, spec.help
+    cli_type, metavar, show_default = hint, None, True
     if spec.choices is not None:  # read as text: the dataclass refuses what is not a choice
         cli_type, metavar = str, "[" + "|".join(spec.choices.names()) + "]"
     elif spec.parse is not None:  # read as text, parsed by the field's parser: "512,256", "2,1"
         cli_type = Optional[str]
         default = ",".join(map(str, default)) if isinstance(default, list) and default else None
     bounds = bounds_text(spec.min, spec.max)
-    if bounds:  # the dataclass enforces them; --help shows them as click showed its own ranges
-        help_text = f"{help_text}  [{bounds}]"
+    if bounds:  # the dataclass enforces them; --help shows them where click showed its own ranges
+        if default is None:
+            metavar = f"{'INTEGER' if holds_whole_numbers(hint) else 'FLOAT'} {bounds}"
+        else:
+            show_default = f"{default}; {bounds}"
     flag = spec.flag or "--" + settings_field.name.replace("_", "-")
-    option = typer.Option(*flag.split(" "), help=help_text, envvar=spec.envvar, metavar=metavar,
+    option = typer.Option(*flag.split(" "), help=spec.help, envvar=spec.envvar, metavar=metavar, show_default=show_default,
                           callback=_checked_as_read(settings_field, holds_whole_numbers(hint)))
     return inspect.Parameter(settings_field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[cli_type, option])
