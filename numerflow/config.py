@@ -20,12 +20,12 @@ from pathlib import Path
 
 from numerflow.config_base import (DEFAULT_CV_DIR, DEFAULT_MODELS_DIR, DEFAULT_PREDICTIONS_DIR, DEFAULT_RECEIPTS_DIR,
                                    DEFAULT_REPORTS_DIR, SEED_MAX, StageSettings, check_weights, data_dir_option,
-                                   device_option, memory_check_option, models_option, neutralize_option,
-                                   prepared_data_option, seed_check, settings_path, version_option, weights_option)
+                                   device_option, memory_check_option, models_option, name_option,
+                                   neutralize_option, prepared_data_option, settings_path, version_option, weights_option)
 from numerflow.errors import ConfigError, OptionError
 from numerflow.options import (Activation, Choice, EnsembleObjective, FitOn, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SelectOn,
                                SweepObjective,
-                               above_zero, finite, int_list, option, split_list, suffix_in)
+                               above_zero, finite, int_list, layer_widths, option, split_list, suffix_in)
 
 
 def precision_option():
@@ -63,8 +63,7 @@ class SyntheticConfig(StageSettings):
     eras: int = option(120, help="Synthetic: number of train+validation eras (live is one more).", min=12)
     rows_per_era: int = option(500, help="Synthetic: rows per era.", min=10)
     features: int = option(120, help="Synthetic: number of features.", min=8)
-    seed: int = option(0, help="Synthetic: random seed (0 to 2**32-1, as for train).", min=0, max=SEED_MAX,
-                       check=seed_check)
+    seed: int = option(0, help="Synthetic: random seed (0 to 2**32-1, as for train).", min=0, max=SEED_MAX)
 
 
 @dataclass
@@ -91,7 +90,8 @@ class TrainConfig(StageSettings):
     data_dir: Path = data_dir_option()
     data: Path | None = prepared_data_option()  # None: <data_dir>/prepared
     out: Path = option(DEFAULT_MODELS_DIR / "model.pt", help="Checkpoint path; <name>.json is written beside it.")
-    layers: list[int] = option(factory=lambda: [256], parse=int_list, help="Hidden layer widths, e.g. 256 or 512,256.")
+    layers: list[int] = option(factory=lambda: [256], parse=int_list, check=layer_widths,
+                               help="Hidden layer widths, e.g. 256 or 512,256.")
     activation: str = option("relu", choices=Activation, help="Hidden layers' activation.")
     # 0.3 and 0.5 beat 0 clearly in bench/quality.py
     dropout: float = option(0.5, help="Dropout after each hidden layer.", min=0.0, max=0.99)
@@ -119,7 +119,7 @@ class TrainConfig(StageSettings):
     patience: int | None = option(None, min=1,
                                   help="Stop after this many epochs without a better validation era-Spearman.")
     seed: int = option(0, help="Random seed, 0 to 2**32-1 (same seed on CPU: same checkpoint).", min=0,
-                       max=SEED_MAX, check=seed_check)
+                       max=SEED_MAX)
     device: str = device_option("auto")
     precision: str = precision_option()
     resume: bool = option(False, help="Continue an interrupted run from its last completed epoch.")
@@ -143,7 +143,7 @@ class CvConfig(TrainConfig):
     # by era number, as prepare's --embargo
     embargo: int = option(13, help="Eras (by era number) left out of training on each side of a test block.", min=0)
     include_validation: bool = option(False, help="Add validation.parquet as a last fold, trained on the eras before it.")
-    name: str = option("model", help="The run's folder: OUT/NAME/.")
+    name: str = name_option("model", help="The run's folder: OUT/NAME/.")
 
 
 @dataclass
@@ -269,7 +269,7 @@ class SweepConfig(StageSettings):
     sweeps_dir: Path = option(DEFAULT_SWEEPS_DIR, help="Folder holding every sweep's folder.")
     resume: bool = option(False, help="Continue the stored sweep NAME (same space and settings).")
     # a [fixed] seed in the space overrides the trials' training seed
-    seed: int = option(0, help="Sampler seed and every trial's training seed.", min=0, max=SEED_MAX, check=seed_check)
+    seed: int = option(0, help="Sampler seed and every trial's training seed.", min=0, max=SEED_MAX)
     device: str = device_option("auto")  # a [fixed] device overrides it
     memory_check: bool = memory_check_option()
     precision: str = precision_option()  # every trial's; a [fixed] precision overrides it
@@ -395,7 +395,7 @@ class CompareConfig(StageSettings):
     models: list[Path] = option(factory=list, on_command_line=False,
                                 help="The models to compare (the command's arguments): report folders, cv runs, "
                                      "sweeps, fitted ensembles, checkpoints or id,prediction files.")
-    name: str = option("compare", help="Results go to COMPARE_DIR/NAME/.")
+    name: str = name_option("compare", help="Results go to COMPARE_DIR/NAME/.")
     compare_dir: Path = option(DEFAULT_COMPARE_DIR, help="Folder holding every comparison's folder.")
     last: int = option(200, min=1, help="The most recent eras that corr_mean_last, bmc_mean_last and "
                                         "payout_mean_last cover.")
@@ -444,7 +444,7 @@ class EnsembleConfig(StageSettings):
                             help="What each greedy step maximises, per era as validate scores it.")
     size: int = option(10, help="Greedy steps (with replacement); the best of them is kept, and a member "
                        "chosen k times in its S steps weighs k/S.", min=1)
-    name: str = option("ensemble", help="The ensemble's folder: ENSEMBLES_DIR/NAME/.")
+    name: str = name_option("ensemble", help="The ensemble's folder: ENSEMBLES_DIR/NAME/.")
     ensembles_dir: Path = option(DEFAULT_ENSEMBLES_DIR, help="Folder holding every ensemble's folder.")
     on: str = option("oof", choices=SelectOn, help="Choose on the candidates' out-of-fold training eras, or "
                      "(explicitly) on validation eras, which then no longer measure the ensemble.")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from numerflow.errors import ConfigError, OptionError
 from numerflow.files import read_text
-from numerflow.options import command_line_of, float_list, option, parse_device
+from numerflow.options import (command_line_of, device_problem, flag_of, float_list, folder_name, holds_whole_numbers,
+                               option)
 
 CONFIG_FILE = "numerflow.toml"
 DEFAULT_DATA_DIR = Path("data")  # download writes data/<version>/, prepare data/prepared/
@@ -65,13 +66,6 @@ def load_settings(path: str | os.PathLike | None = None) -> SettingsFile:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
 
 
-def seed_problem(seed) -> str | None:
-    """Why `seed` cannot seed every generator a stage uses, or None when it can."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        return f"seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}"
-    return None
-
-
 def weights_problem(weights: list[float] | None, n_models: int) -> str | None:
     """Why ensemble `weights` do not fit `n_models` checkpoints, or None when they do (None: equal)."""
     if weights is None:
@@ -84,30 +78,31 @@ def weights_problem(weights: list[float] | None, n_models: int) -> str | None:
 
 
 class StageSettings:
-    """Shared by every stage's dataclass: each field's choices and checks (from its option()) are
-    applied, and strings become Paths where a field holds paths, so `numerflow.train(data="prep")`
-    and the CLI hand the stage the same values."""
+    """Shared by every stage's dataclass: each field's choices, bounds (min, max) and check (from
+    its option()) are applied, and strings become Paths where a field holds paths, so
+    `numerflow.train(dropout=1.5)` and `numerflow train --dropout 1.5` are refused with the same
+    OptionError (the CLI turns it into a usage error, exit 2) and hand the stage the same values."""
 
     def __post_init__(self):
+        self.apply_options()
+
+    def apply_options(self) -> None:
+        """Check and normalise every field as its option() declares (again, for settings changed
+        after they were built)."""
+        cls = type(self)
         for f in fields(self):
             value = getattr(self, f.name)
             spec = command_line_of(f)
             if spec.choices is not None:
-                value = spec.choices.parse(value, _flag(f.name))
-            elif f.name == "device":
-                value = parse_device(value)
-            elif isinstance(value, (str, os.PathLike)) and _holds_paths(type(self), f.name):
+                value = spec.choices.parse(value, flag_of(f))
+            elif isinstance(value, (str, os.PathLike)) and _holds_paths(cls, f.name):
                 value = Path(value)
-            elif isinstance(value, (list, tuple)) and _holds_paths(type(self), f.name):
+            elif isinstance(value, (list, tuple)) and _holds_paths(cls, f.name):
                 value = [Path(v) for v in value]
-            problem = spec.check(value) if spec.check is not None else None
+            problem = spec.problem(value, whole_number=f.name in _whole_number_fields(cls))
             if problem:
-                raise OptionError(_flag(f.name), problem)
+                raise OptionError(flag_of(f), problem)
             setattr(self, f.name, value)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 @functools.cache
@@ -120,8 +115,11 @@ def _holds_paths(cls, name: str) -> bool:
     return name in _path_fields(cls)
 
 
-def seed_check(seed) -> str | None:
-    return seed_problem(seed) if seed is not None else None
+@functools.cache
+def _whole_number_fields(cls) -> frozenset:
+    """Fields typed int (or int | None): their bounds take whole numbers only."""
+    hints = typing.get_type_hints(cls)
+    return frozenset(name for name, hint in hints.items() if holds_whole_numbers(hint))
 
 
 def check_weights(weights: list[float] | None, models: list[Path]) -> None:
@@ -140,7 +138,14 @@ def version_option(help="Dataset folder holding live.parquet (default: the newes
 
 
 def device_option(default: str):
-    return option(default, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.", envvar="NUMERFLOW_DEVICE")
+    # whether the device is there is checked where it is used (resolve_device)
+    return option(default, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.", envvar="NUMERFLOW_DEVICE",
+                  check=device_problem)
+
+
+def name_option(default: str | None, help: str):
+    """--name of cv, ensemble and compare: one folder under their output folder."""
+    return option(default, help=help, check=folder_name)
 
 
 def models_option():

@@ -5,8 +5,10 @@ in settings files, checkpoints and keyword arguments."""
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -100,27 +102,6 @@ class Precision(Choice):
     fp16 = "fp16"  # float16 autocast with a gradient scaler
 
 
-# Devices are not a fixed list (cuda:N), so they are checked by pattern; whether the device is
-# there is checked where it is used (the checkpoint/training code's resolve_device).
-DEVICES = "auto, cpu, cuda, cuda:N or mps"
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps", re.IGNORECASE)
-
-
-def device_problem(value) -> str | None:
-    """Why `value` is not a device name (auto, cpu, cuda, cuda:N, mps), or None when it is one."""
-    if isinstance(value, str) and DEVICE_PATTERN.fullmatch(value.strip()):
-        return None
-    return f"'{value}' is not a device (choose {DEVICES})"
-
-
-def parse_device(value, option: str = "--device") -> str:
-    """A device name as given; anything else is a ConfigError naming the option."""
-    problem = device_problem(value)
-    if problem:
-        raise OptionError(option, problem)
-    return value
-
-
 # --- one definition per option -------------------------------------------------------------------
 # Each stage's settings dataclass (config.py) declares its fields with `option(...)`: the field's
 # default, its help text and how the command line reads it, written once. cli/ builds each
@@ -134,12 +115,20 @@ class CommandLine:
     help: str  # the one help text: `numerflow <command> --help` and help(numerflow.<command>)
     flag: str | None = None  # the option's name(s) when not --<field-name>, e.g. "--batchnorm/--no-batchnorm"
     envvar: str | None = None  # an environment variable that sets it (NUMERFLOW_*)
-    min: float | None = None  # bounds the command line enforces (exit 2) and --help shows
+    min: float | None = None  # bounds: StageSettings refuses values outside them (exit 2), --help shows them
     max: float | None = None
     parse: Callable[[str], object] | None = None  # the command line's text → the field's value ("512,256" → [512, 256])
     choices: type[Choice] | None = None  # the Enum whose values the field takes
     check: Callable[[object], str | None] | None = None  # the value → why it is refused, or None
     on_command_line: bool = True  # False: a Python-only field (a DataFrame, a dict of models)
+
+    def problem(self, value, whole_number: bool = False) -> str | None:
+        """Why the field refuses `value` (its choices already parsed): its bounds, then its check.
+        The one check of a value, for the command line and the Python API alike."""
+        problem = bounds_problem(value, self.min, self.max, whole_number)
+        if problem is None and self.check is not None:
+            problem = self.check(value)
+        return problem
 
 
 def option(default=None, *, help: str, factory: Callable[[], object] | None = None, **command_line) -> object:
@@ -156,6 +145,78 @@ def command_line_of(settings_field) -> CommandLine:
     return settings_field.metadata["option"]
 
 
+def flag_of(settings_field) -> str:
+    """The option's name on the command line, as error messages name it: --report for report_dir."""
+    spec = command_line_of(settings_field)
+    if spec.flag is not None:
+        return spec.flag.split("/")[0].split(" ")[0]
+    return "--" + settings_field.name.replace("_", "-")
+
+
+# --- bounds and checks ----------------------------------------------------------------------------
+# A check is a function: the value → why it is refused, or None. Each declares, with @refuses,
+# values it refuses, so tests/test_option_bounds.py hands them to the command line and the API.
+
+
+def holds_whole_numbers(hint) -> bool:
+    """A field typed int or int | None: its bounds take whole numbers only."""
+    return hint is int or typing.get_args(hint) == (int, type(None))
+
+
+def refuses(*examples):
+    """Mark a check with values it refuses (its declaration, read by the bounds test)."""
+    def mark(check):
+        check.refuses = examples
+        return check
+    return mark
+
+
+# Devices are not a fixed list (cuda:N), so they are checked by pattern; whether the device is
+# there is checked where it is used (the checkpoint/training code's resolve_device).
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps", re.IGNORECASE)
+
+
+@refuses("tpu")
+def device_problem(value) -> str | None:
+    """Why `value` is not a device name (auto, cpu, cuda, cuda:N, mps), or None when it is one."""
+    if isinstance(value, str) and DEVICE_PATTERN.fullmatch(value.strip()):
+        return None
+    return f"'{value}' is not a device (choose {DEVICES})"
+
+
+def _number_text(number) -> str:
+    """0.0 → '0', 0.99 → '0.99', 2**32-1 → '4294967295' (as typer wrote the bounds before)."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+def bounds_text(low, high) -> str | None:
+    """The bounds as --help shows them: 0<=x<=0.99, x>=1 (None without bounds)."""
+    if low is None and high is None:
+        return None
+    if high is None:
+        return f"x>={_number_text(low)}"
+    if low is None:
+        return f"x<={_number_text(high)}"
+    return f"{_number_text(low)}<=x<={_number_text(high)}"
+
+
+def bounds_problem(value, low, high, whole_number: bool = False) -> str | None:
+    """Why `value` is not a number within [low, high], or None (None, or no bounds: nothing to
+    check). The wording is the one the command line used when typer enforced the bounds, so
+    scripts that read it see no change; nan fails both comparisons."""
+    if value is None or (low is None and high is None):
+        return None
+    kind = numbers.Integral if whole_number else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return f"Input should be a valid {'integer' if whole_number else 'number'}, got {value!r}"
+    if low is not None and not value >= low:
+        return f"Input should be greater than or equal to {_number_text(low)}"
+    if high is not None and not value <= high:
+        return f"Input should be less than or equal to {_number_text(high)}"
+    return None
+
+
 def split_list(value: str | None) -> list[str] | None:
     """'a,b, c' → ['a', 'b', 'c']; None stays None."""
     if value is None:
@@ -164,14 +225,20 @@ def split_list(value: str | None) -> list[str] | None:
 
 
 def int_list(value: str) -> list[int]:
-    """'512,256' → [512, 256]; anything else is a ConfigError (exit 2 on the command line)."""
+    """'512,256' → [512, 256]; text that is not integers is a ConfigError (exit 2 on the command
+    line). Whether the numbers fit is the field's check (layer_widths), for the API too."""
     try:
-        widths = [int(x) for x in split_list(value) or []]
+        return [int(x) for x in split_list(value) or []]
     except ValueError:
         raise ConfigError(f"expected comma-separated integers, got '{value}'") from None
-    if not widths or min(widths) < 1:
-        raise ConfigError("layer widths must be positive integers")
-    return widths
+
+
+@refuses([0], [])
+def layer_widths(widths) -> str | None:
+    if not isinstance(widths, (list, tuple)) or not widths or not all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1 for w in widths):
+        return "layer widths must be positive integers"
+    return None
 
 
 def float_list(value: str) -> list[float]:
@@ -182,6 +249,7 @@ def float_list(value: str) -> list[float]:
         raise ConfigError(f"expected comma-separated numbers, got '{value}'") from None
 
 
+@refuses(0.0, math.inf)
 def above_zero(value) -> str | None:
     """lr, --cpus-per-trial: a finite number above 0 (a `min` alone lets inf and nan through)."""
     if value is not None and not 0 < value < math.inf:
@@ -189,6 +257,7 @@ def above_zero(value) -> str | None:
     return None
 
 
+@refuses(math.inf)
 def finite(value) -> str | None:
     if value is not None and not math.isfinite(value):
         return f"must be a finite number, got {value}"
@@ -201,4 +270,16 @@ def suffix_in(*suffixes: str) -> Callable[[object], str | None]:
         if isinstance(value, (str, os.PathLike)) and Path(value).suffix not in suffixes:
             return f"'{value}' must end in {' or '.join(suffixes)}"
         return None
-    return check
+    return refuses(Path("refused.txt"))(check)
+
+
+# A name that becomes one folder (cv's OUT/NAME/, ensemble's, compare's): nothing that nests or
+# climbs out of the parent folder.
+FOLDER_NAME = re.compile(r"[\w.-]+")
+
+
+@refuses("a/b", "..")
+def folder_name(name) -> str | None:
+    if name is not None and (not isinstance(name, str) or not FOLDER_NAME.fullmatch(name) or name in (".", "..")):
+        return f"'{name}' is not a folder name (use letters, digits, '.', '-' and '_' only)"
+    return None

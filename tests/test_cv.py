@@ -252,7 +252,8 @@ def test_bad_option_values_are_usage_errors(prepared, in_tmp, args):
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"folds": 1}, "--folds must be at least 2"), ({"embargo": -1}, "--embargo must be 0 or more"),
+    ({"folds": 1}, "--folds: Input should be greater than or equal to 2"),  # the CLI's message (option bounds)
+    ({"embargo": -1}, "--embargo: Input should be greater than or equal to 0"),
     ({"patience": 2}, "--patience does not apply"), ({"name": "../x"}, "--name"),
     ({"scheme": "random"}, "--scheme"),
 ])

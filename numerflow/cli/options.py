@@ -1,6 +1,8 @@
 """Each command's options made from its settings dataclass (config.py), where every option is
 defined once: `option(default, help=..., ...)` on a field becomes `--field-name` here, with that
-help, default, bounds, choices and environment variable."""
+help, default and environment variable. The settings dataclass checks every value (choices, bounds,
+checks), not typer, so the command line and the Python API refuse a value with one message: its
+OptionError becomes a usage error here (exit 2). --help still shows the choices and bounds."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from numerflow.errors import ConfigError, OptionError
-from numerflow.options import CommandLine, command_line_of
+from numerflow.options import CommandLine, bounds_text, command_line_of, flag_of, holds_whole_numbers
 
 
 def options_from(leave_out: tuple[str, ...] = (), **settings_classes):
@@ -43,6 +45,7 @@ def options_from(leave_out: tuple[str, ...] = (), **settings_classes):
         parameters = context + [_typer_parameter(f, hint) for f, hint in option_fields.values()] + own
         run.__signature__ = inspect.Signature(parameters)
         run.__annotations__ = {p.name: p.annotation for p in parameters}
+        run.settings_classes = tuple(settings_classes.values())  # what the command's options come from
         return run
 
     return decorate
@@ -62,16 +65,44 @@ def _command_line_fields(classes, leave_out) -> dict:
 def _typer_parameter(settings_field, hint) -> inspect.Parameter:
     spec: CommandLine = command_line_of(settings_field)
     default = settings_field.default_factory() if settings_field.default_factory is not MISSING else settings_field.default
-    cli_type = hint
-    if spec.choices is not None:
-        cli_type, default = spec.choices, spec.choices(default)
+    cli_type, metavar, show_default = hint, None, True
+    if spec.choices is not None:  # read as text: the dataclass refuses what is not a choice
+        cli_type, metavar = str, "[" + "|".join(spec.choices.names()) + "]"
     elif spec.parse is not None:  # read as text, parsed by the field's parser: "512,256", "2,1"
         cli_type = Optional[str]
         default = ",".join(map(str, default)) if isinstance(default, list) and default else None
+    bounds = bounds_text(spec.min, spec.max)
+    if bounds:  # the dataclass enforces them; --help shows them where click showed its own ranges
+        if default is None:
+            metavar = f"{'INTEGER' if holds_whole_numbers(hint) else 'FLOAT'} {bounds}"
+        else:
+            show_default = f"{default}; {bounds}"
     flag = spec.flag or "--" + settings_field.name.replace("_", "-")
-    option = typer.Option(*flag.split(" "), help=spec.help, envvar=spec.envvar, min=spec.min, max=spec.max)
+    option = typer.Option(*flag.split(" "), help=spec.help, envvar=spec.envvar, metavar=metavar, show_default=show_default,
+                          callback=_checked_as_read(settings_field, holds_whole_numbers(hint)))
     return inspect.Parameter(settings_field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[cli_type, option])
+
+
+def _checked_as_read(settings_field, whole_number: bool):
+    """click checks each option as it reads it, before it looks for a missing argument: so does
+    this, with the field's own check (the settings dataclass applies the same one again). A
+    field read as text (`parse`) is checked when the settings are built."""
+    spec = command_line_of(settings_field)
+
+    def check(value):
+        if value is None or spec.parse is not None:
+            return value
+        try:
+            parsed = spec.choices.parse(value, flag_of(settings_field)) if spec.choices is not None else value
+        except OptionError as exc:
+            raise typer.BadParameter(exc.problem) from None  # click names the option
+        problem = spec.problem(parsed, whole_number)
+        if problem:
+            raise typer.BadParameter(problem)
+        return value
+
+    return check
 
 
 def _settings(settings_class, values: dict, context: typer.Context):
@@ -84,7 +115,7 @@ def _settings(settings_class, values: dict, context: typer.Context):
         if spec.parse is not None:
             if value is None:
                 continue  # the field's own default
-            value = _parsed(spec, f.name, value, context)
+            value = _parsed(spec, flag_of(f), value, context)
         options[f.name] = value
     try:
         return settings_class(**options)
@@ -99,8 +130,8 @@ def _click_option(context: typer.Context, flag: str):
     return next((p for p in context.command.params if flag in getattr(p, "opts", [])), None)
 
 
-def _parsed(spec: CommandLine, name: str, text: str, context: typer.Context):
+def _parsed(spec: CommandLine, flag: str, text: str, context: typer.Context):
     try:
         return spec.parse(text)
     except ConfigError as exc:
-        raise typer.BadParameter(str(exc), ctx=context, param=_click_option(context, "--" + name.replace("_", "-"))) from None
+        raise typer.BadParameter(str(exc), ctx=context, param=_click_option(context, flag)) from None

@@ -20,7 +20,6 @@ report.json, are one set published at the end: a failed run leaves neither.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,8 +148,6 @@ def cv(config: CvConfig, say: Callable[[str], None] | None = None) -> CvResult:
     if config.patience is not None:
         raise ConfigError("--patience does not apply to cv: no fold scores its test eras during training "
                           "(that would leak them); every fold trains --epochs epochs")
-    if not re.fullmatch(r"[\w.-]+", config.name) or config.name in (".", ".."):
-        raise ConfigError(f"--name '{config.name}': use letters, digits, '.', '-' and '_' only")
     folder = Path(config.out) / config.name
     check_run_folder(folder, config.resume)
     device = resolve_device(config.device)

@@ -14,7 +14,6 @@ checkpoints as one set. Nothing is written until everything has succeeded.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -305,8 +304,6 @@ def fit_members(record: dict, config: EnsembleConfig, say) -> list[dict]:
 
 
 def ensemble_folder(config: EnsembleConfig) -> Path:
-    if not re.fullmatch(r"[\w.-]+", config.name) or config.name in (".", ".."):
-        raise ConfigError(f"--name '{config.name}': use letters, digits, '.', '-' and '_' only")
     folder = Path(config.ensembles_dir) / config.name
     if folder.exists() and not config.force:
         raise ConfigError(f"{folder} exists: choose another --name, or --force to replace it")

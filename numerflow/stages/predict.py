@@ -18,7 +18,6 @@ from numerflow.workflow.model_scores import ensemble_weights, refuse_overwriting
 from numerflow.workflow.postprocess import era_labels
 from numerflow.workflow.round_inputs import live_file
 
-OUTPUT_SUFFIXES = (".csv", ".parquet")
 
 
 @dataclass
@@ -103,10 +102,6 @@ def predict(config: PredictConfig) -> PredictResult:
     if not model_paths:
         raise ConfigError("predict: give at least one --model")
     weights = ensemble_weights(given_weights, len(model_paths))
-    if not 0.0 <= config.neutralize <= 1.0:
-        raise ConfigError(f"--neutralize: proportion must be within [0, 1], got {config.neutralize}")
-    if config.out is not None and Path(config.out).suffix not in OUTPUT_SUFFIXES:
-        raise ConfigError(f"{config.out}: output must end in .csv or .parquet")
 
     if config.data is None:
         data, round_num = live_file(config.data_dir, config.version)

@@ -3,32 +3,18 @@ its checkpoint."""
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import fields
 from pathlib import Path
 
-from numerflow.config_base import seed_problem
 from numerflow.config import TrainConfig
 from numerflow.errors import ConfigError
-from numerflow.options import Activation, Loss, PredictWith, Schedule
 
 
 def check_config(config: TrainConfig) -> None:
-    for option, choices, value in (("loss", Loss, config.loss), ("schedule", Schedule, config.schedule),
-                                   ("predict-with", PredictWith, config.predict_with),
-                                   ("activation", Activation, config.activation)):
-        if value not in choices.names():
-            raise ConfigError(f"unknown {option} '{value}' (choose {', '.join(choices.names())})")
-    if config.batch_size < 2 or config.epochs < 1 or not 0 < config.lr < math.inf:
-        raise ConfigError("batch size must be ≥ 2, epochs ≥ 1 and lr a finite number > 0")
-    if not (0 <= config.weight_decay < math.inf and 0 <= config.l1 < math.inf):  # nan fails both
-        raise ConfigError("weight decay and l1 must be finite numbers ≥ 0")
-    if not 0 <= config.dropout < 1:
-        raise ConfigError(f"dropout must be a number from 0 to below 1, got {config.dropout}")
-    problem = seed_problem(config.seed)
-    if problem:
-        raise ConfigError(problem)
+    """Apply the settings' own options again (choices, bounds, checks: config.py declares them, once),
+    for a config changed after it was built; a config just built has passed them already."""
+    config.apply_options()
 
 
 def check_out(config: TrainConfig) -> None:

@@ -13,7 +13,6 @@ compare/<name>/{compare.csv, compare.json, per_era.parquet, cumulative.png}, one
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 
@@ -36,17 +35,11 @@ def payout_weights(config: CompareConfig) -> dict:
     return {**DEFAULT_PAYOUT, **(config.payout or {})}
 
 
-def check_name(name: str) -> None:
-    if not re.fullmatch(r"[\w.-]+", name) or name in (".", ".."):
-        raise ConfigError(f"--name '{name}': use letters, digits, '.', '-' and '_' only")
-
-
 def compare(config: CompareConfig) -> CompareResult:
     """Score every model on the common rows and write compare/<name>/ (nothing is written when an
     input is bad: every check comes before the set is published)."""
     import pandas as pd
 
-    check_name(config.name)
     payout = payout_weights(config)
     if config.sort == "churn" and config.churn_against is None:
         raise ConfigError("--sort churn needs --churn-against FILE")
