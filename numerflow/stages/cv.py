@@ -33,7 +33,7 @@ from numerflow.config import CvConfig
 from numerflow.errors import ConfigError
 from numerflow.files import IncompleteSetError, check_set, exclusive_lock, publish_set
 from numerflow.workflow.oof_files import OOF_FILE, REPORT_FILE
-from numerflow.training.folds import (FOLD_COLUMN, TRAIN_SPLIT, VALIDATION_SPLIT, CvData, Fold, check_fold_settings,
+from numerflow.training.folds import (FOLD_COLUMN, TRAIN_SPLIT, VALIDATION_SPLIT, CvData, Fold,
                                       plan_folds, run_fold)
 
 FOLDS_DIR = "folds"
@@ -142,7 +142,6 @@ def cv(config: CvConfig, say: Callable[[str], None] | None = None) -> CvResult:
 
     started = time.perf_counter()
     say = say or (lambda line: None)
-    check_fold_settings(config.folds, config.embargo)
     check_config(config)
     estimate = memory.check_prepared(config, "cv")  # issue 20: stop before loading when it cannot fit
     if config.patience is not None:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from numerflow import binning, schema
 from numerflow.config import PrepareConfig
-from numerflow.errors import ConfigError, DataError
+from numerflow.errors import DataError
 from numerflow.files import FileSet, publish_set
 from numerflow.parquet_writer import BackgroundWriter, WriterThread, pool_keeping_pages
 from numerflow.stages import prepare_benchmark
@@ -101,10 +101,6 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     targets, target_choice = _targets(config, train_src, valid_src)
     benchmark, benchmark_note = prepare_benchmark.plan(version_dir, config.benchmark)  # DataError before any work
     bin_record = binning.record(config.bin_features)  # ConfigError for an unsupported count, before any work
-    if config.downsample < 1:
-        raise ConfigError(f"--downsample must be at least 1, got {config.downsample}")
-    if config.embargo < 0:
-        raise ConfigError(f"--embargo must be 0 or more, got {config.embargo}")
 
     train_eras_all = _eras_in(train_src)
     if not train_eras_all:

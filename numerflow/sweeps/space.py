@@ -221,16 +221,11 @@ def _check_settings(space: Space) -> None:
         try:
             config = space.train_settings(params)
             check_config(config)
-            if not 0 <= config.dropout < 1 or not config.layers or min(config.layers) < 1:
-                raise ConfigError(f"{params or 'fixed'}: dropout must be in [0, 1) and layer widths ≥ 1")
         except ConfigError as exc:
             raise ConfigError(f"{space.source}: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{space.source}: {params or space.fixed}: {exc}") from None
     try:
-        from numerflow.training.folds import check_fold_settings
-
-        cv = space.cv_settings(space.train_settings({}))
-        check_fold_settings(cv.folds, cv.embargo)
+        space.cv_settings(space.train_settings({}))  # CvConfig applies --folds' and --embargo's bounds
     except (ConfigError, TypeError) as exc:
         raise ConfigError(f"{space.source}: [cv]: {exc}") from None

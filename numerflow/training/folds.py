@@ -12,7 +12,7 @@ import numpy as np
 
 from numerflow import metrics, schema
 from numerflow.config import CvConfig
-from numerflow.errors import ConfigError, DataError
+from numerflow.errors import DataError
 from numerflow.options import Scheme
 from numerflow.training.fit import train_arrays
 
@@ -63,7 +63,6 @@ def plan_folds(train_eras: list[str], folds: int, scheme: str, embargo: int, sou
                validation_eras: list[str] | None = None) -> list[Fold]:
     """The folds' test and training eras (train_eras in era order). Not enough eras for the folds,
     or a fold left with no training eras by the embargo, is a DataError naming the fold."""
-    check_fold_settings(folds, embargo)
     expanding = Scheme(scheme) is Scheme.expanding
     blocks_needed = folds + 1 if expanding else folds
     if len(train_eras) < blocks_needed:
@@ -88,13 +87,6 @@ def plan_folds(train_eras: list[str], folds: int, scheme: str, embargo: int, sou
                             f"no training eras left after the embargo of {embargo} eras; use fewer --folds or a "
                             f"smaller --embargo")
     return plan
-
-
-def check_fold_settings(folds: int, embargo: int) -> None:
-    if folds < 2:
-        raise ConfigError(f"--folds must be at least 2, got {folds}")
-    if embargo < 0:
-        raise ConfigError(f"--embargo must be 0 or more, got {embargo}")
 
 
 @dataclass
