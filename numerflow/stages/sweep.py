@@ -19,7 +19,7 @@ from numerflow import memory
 from numerflow.config import SweepConfig
 from numerflow.errors import ConfigError
 from numerflow.files import write_json
-from numerflow.sweeps import results
+from numerflow.sweeps import honest, results
 from numerflow.sweeps.objective import Objective
 from numerflow.sweeps.space import Space, load_space
 
@@ -34,6 +34,7 @@ class SweepResult:
     seconds: float
     objective: str
     cv: bool = False  # each trial's steps were folds
+    deflated: dict | None = None  # best.json's deflated_sharpe (sweeps/honest.py)
 
     @property
     def checkpoint(self) -> Path:
@@ -49,6 +50,7 @@ class SweepResult:
         if self.best:
             step = f"over {self.best['best_epoch']} folds" if self.cv else f"epoch {self.best['best_epoch']}"
             lines.append(f"Best trial {self.best['number']}: {self.objective} {self.best['score']:.4f} ({step})")
+            lines.append(honest.summary_line(self.deflated))
             lines.append(f"Checkpoint: {self.checkpoint}")
         lines.append(f"Trials: {self.trials_csv}, plot: {self.out_dir / results.PLOT_PNG}")
         return "\n".join(lines)
@@ -83,11 +85,12 @@ def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> Swee
         rows = run_here(config, space, objective, out_dir, settings, say)
         if config.cv:
             train_best(config, space, objective, results.best_row(rows), out_dir, say)
-    best = results.publish(out_dir, rows, space.names, space.distributions(), settings)
+    deflated = honest.deflated_best(out_dir, rows, results.best_row(rows), bool(config.cv))
+    best = results.publish(out_dir, rows, space.names, space.distributions(), settings, deflated)
     counted = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED", "FAIL", "ERROR", "TERMINATED")]
     return SweepResult(out_dir, len(counted), sum(r["state"] == "PRUNED" for r in rows),
                        sum(r["state"] in ("FAIL", "ERROR") for r in rows), best,
-                       time.perf_counter() - started, config.objective, config.cv)
+                       time.perf_counter() - started, config.objective, config.cv, deflated)
 
 
 def check(config: SweepConfig) -> tuple[Space, Objective, Path]:

@@ -58,22 +58,26 @@ def keep_best_checkpoint(out_dir: Path, best: dict | None) -> None:
         leftover.unlink()
 
 
-def write_best(out_dir: Path, best: dict | None, params: list[str], settings: dict) -> None:
+def write_best(out_dir: Path, best: dict | None, params: list[str], settings: dict,
+               deflated: dict | None = None) -> None:
+    """best.json; `deflated`: the best's deflated Sharpe (sweeps/honest.py), once the sweep ends."""
     if best is None:
         return
     best_step = CV_NAMES["best_epoch"] if settings.get("cv") else "best_epoch"
     write_json(out_dir / BEST_JSON, {"number": best["number"], "score": best["score"],
                                      "objective": settings.get("objective"), best_step: best["best_epoch"],
                                      "params": {name: best[name] for name in params},
-                                     "checkpoint": str(out_dir / BEST_PT), "settings": settings})
+                                     "checkpoint": str(out_dir / BEST_PT), "settings": settings,
+                                     **({"deflated_sharpe": deflated} if deflated is not None else {})})
 
 
-def publish(out_dir: Path, rows: list[dict], params: list[str], distributions: dict, settings: dict) -> dict | None:
+def publish(out_dir: Path, rows: list[dict], params: list[str], distributions: dict, settings: dict,
+            deflated: dict | None = None) -> dict | None:
     """Write every result file from `rows`; returns the best row."""
     best = best_row(rows)
     keep_best_checkpoint(out_dir, best)
     write_table(out_dir, rows, params, cv=bool(settings.get("cv")))
-    write_best(out_dir, best, params, settings)
+    write_best(out_dir, best, params, settings, deflated)
     write_plot(out_dir / PLOT_PNG, rows, distributions, settings.get("objective", "score"))
     return best
 

@@ -7,7 +7,8 @@ file; INPUT_KINDS is where an ensemble folder will be added). The data files are
 every model predicts (a note says what was dropped). Per model and era (scoring.py): CORR, MMC
 against the meta model, BMC and the Spearman correlation with the benchmark model, TB200, max
 feature exposure and the payout clip(a x CORR + b x MMC, -0.05, 0.05) with sweep's payout weights;
-then the pairwise correlation between models and the churn against --churn-against. Results:
+then the pairwise correlation between models, the churn against --churn-against, and the
+deflated Sharpe of the best by --sort among all N models compared (scoring.honest_winner). Results:
 compare/<name>/{compare.csv, compare.json, per_era.parquet, cumulative.png}, one set (output.py).
 """
 
@@ -22,8 +23,8 @@ from numerflow.errors import ConfigError
 from numerflow.stages.compare.inputs import INPUT_KINDS, Candidate, id_predictions, load_candidates
 from numerflow.stages.compare.output import LOWER_IS_BETTER, CompareResult, sort_table, summary_json, write_results
 from numerflow.stages.compare.rows import ScoringRows, choose_data
-from numerflow.stages.compare.scoring import (COLUMNS, PER_ERA, churn, common_rows, pairwise, per_era_scores,
-                                              side_models, table_row)
+from numerflow.stages.compare.scoring import (COLUMNS, PER_ERA, churn, common_rows, honest_winner, pairwise,
+                                              per_era_scores, side_models, table_row)
 
 __all__ = ["COLUMNS", "LOWER_IS_BETTER", "INPUT_KINDS", "Candidate", "CompareResult", "compare"]
 
@@ -68,14 +69,15 @@ def compare(config: CompareConfig) -> CompareResult:
         values = other.place(against.index, against.to_numpy(), str(config.churn_against), strict=False)
         table["churn"] = table["model"].map(churn(on_common, values, groups, str(config.churn_against)))
     table = sort_table(table, config.sort)
+    per_era = pd.concat(per_era, ignore_index=True)[["era", "model", *PER_ERA]]
+    deflated = honest_winner(table, per_era, config.sort, notes)
     last_eras = groups.labels[-config.last:]
     summary = summary_json(
         table, data=[str(p) for p in rows.paths], data_name=rows.data_name, target=rows.data.target,
         rows=int(common.sum()), eras=groups.n_eras, first_era=groups.labels[0], last_era=groups.labels[-1],
         last=config.last, last_eras=[last_eras[0], last_eras[-1]], payout=payout, benchmark=side.benchmark_name,
         meta_model=side.meta is not None, sort=config.sort, churn_against=str(config.churn_against or "") or None,
-        pairwise=pairwise(on_common, groups), notes=notes)
-    result = CompareResult(table=table, per_era=pd.concat(per_era, ignore_index=True)[["era", "model", *PER_ERA]],
-                           summary=summary)
+        pairwise=pairwise(on_common, groups), deflated_sharpe=deflated, notes=notes)
+    result = CompareResult(table=table, per_era=per_era, summary=summary)
     write_results(result, Path(config.compare_dir) / config.name)
     return result

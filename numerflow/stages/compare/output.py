@@ -17,6 +17,8 @@ COMPARE_CSV, COMPARE_JSON, PER_ERA_PARQUET, CUMULATIVE_PNG = ("compare.csv", "co
 LOWER_IS_BETTER = {"corr_std", "max_drawdown", "feature_exposure", "benchmark_corr", "churn"}
 SHOWN = ["corr_mean", "corr_sharpe", "max_drawdown", "mmc_mean", "bmc_mean", "tb200_corr_mean", "feature_exposure",
          "benchmark_corr", "payout_mean", "corr_mean_last", "bmc_mean_last", "payout_mean_last", "churn"]
+DSR_THRESHOLD = 0.95  # a deflated Sharpe below it: the printout says the best's Sharpe may be luck
+SERIES_NAMES = {"corr": "CORR", "mmc": "MMC", "bmc": "BMC", "tb200_corr": "TB200", "payout": "payout"}
 
 
 @dataclass
@@ -46,10 +48,24 @@ class CompareResult:
                              + "".join(f"{_fmt(row[c]):>{max(9, len(_short(c)) + 1)}}" for c in shown)
                              for _, row in self.table.iterrows()]
         lines.append(f"sorted by {s['sort']} ({'lowest' if s['sort'] in LOWER_IS_BETTER else 'highest'} first)")
+        lines += _honest_winner_line(s.get("deflated_sharpe"))
         lines += [f"Note: {note}" for note in s["notes"]]
         if self.files:
             lines.append(f"Results: {self.folder}/ ({', '.join(p.name for p in self.files)})")
         return "\n".join(lines)
+
+
+def _honest_winner_line(deflated: dict | None) -> list[str]:
+    """One sentence on the best's deflated Sharpe; a warning when it is below DSR_THRESHOLD."""
+    if not deflated or deflated.get("probability") is None:
+        return []
+    value, n = deflated["probability"], deflated["n_trials"]
+    best = (f"The best of {n} model(s) by {deflated['sort']}, {deflated['model']}: its per-era "
+            f"{SERIES_NAMES.get(deflated['series'], deflated['series'])} Sharpe {deflated['sharpe']:.3f}")
+    if value < DSR_THRESHOLD:
+        return [f"{best} may be luck (deflated Sharpe {value:.2f} < {DSR_THRESHOLD}: the best of {n} unskilled "
+                f"models would reach {deflated['expected_max_sharpe']:.3f})"]
+    return [f"{best} holds up after picking it among {n} (deflated Sharpe {value:.2f} >= {DSR_THRESHOLD})"]
 
 
 def _short(column: str) -> str:

@@ -1,7 +1,7 @@
 """Every model scored per era on the common rows, with validate's definitions (numerflow.metrics):
 CORR, MMC (meta model), BMC and the correlation with the benchmark (scoring.side_files), TB200,
 feature exposure, and the payout estimate; then compare.csv's table, the pairwise correlations
-and the churn."""
+and the churn; and the deflated Sharpe of the best model (honest_winner)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ COLUMNS = ["model", "source", "eras", "corr_mean", "corr_std", "corr_sharpe", "m
            "tb200_corr_mean", "feature_exposure", "benchmark_corr", "payout_mean", "corr_mean_last", "bmc_mean_last",
            "payout_mean_last", "payout_cumulative", "rows"]
 PER_ERA = ["corr", "mmc", "bmc", "tb200_corr", "benchmark_corr", "feature_exposure", "payout"]
+# The per-era series a sort key summarises: the best by it is deflated on that series' Sharpe.
+# Keys that are no mean of a per-era score (std, drawdown, exposure, churn) deflate CORR's.
+SORT_SERIES = {"corr_mean": "corr", "corr_sharpe": "corr", "corr_mean_last": "corr", "mmc_mean": "mmc",
+               "bmc_mean": "bmc", "bmc_mean_last": "bmc", "tb200_corr_mean": "tb200_corr", "payout_mean": "payout",
+               "payout_mean_last": "payout", "payout_cumulative": "payout"}
 
 
 @dataclass
@@ -128,3 +133,38 @@ def churn(predictions: dict[str, np.ndarray], other: np.ndarray, groups, what: s
         raise DataError(f"--churn-against {what}: shares no ids with the scored rows")
     return {name: 1.0 - _mean(metrics.per_era_spearman(values, other, groups).values)
             for name, values in predictions.items()}
+
+
+def honest_winner(table, per_era, sort: str, notes: list[str]) -> dict:
+    """The deflated Sharpe (metrics.deflated_sharpe) of the best model by `sort` (the sorted
+    table's first row), on its per-era series of the sort key (CORR where the key has none, or
+    where the best has fewer than 2 scored eras of it), against the Sharpe ratios of every model
+    compared on that series: N is every model in the table. Written into the table's
+    `deflated_sharpe` column on the best's row only (NaN for the others: the correction is for the
+    one picked as the best, so a runner-up's value would answer a question nobody asked)."""
+    from numerflow.metrics.deflated_sharpe import deflated_sharpe
+
+    table["deflated_sharpe"] = np.nan
+    best = str(table["model"].iloc[0])
+    if not np.isfinite(table[sort].iloc[0]):
+        notes.append(f"no model has a {sort}: no best to compute the deflated Sharpe of")
+        return {"model": None, "sort": sort, "probability": None, "n_trials": int(len(table))}
+    series = SORT_SERIES.get(sort, "corr")
+    if np.isfinite(per_era.loc[per_era["model"] == best, series].to_numpy(np.float64)).sum() < 2:
+        series = "corr"
+    by_model = {name: rows[series].to_numpy(np.float64) for name, rows in per_era.groupby("model", sort=False)}
+    sharpes = {name: metrics.summarize(values)["sharpe"] for name, values in by_model.items()}
+    finite = [value for value in sharpes.values() if np.isfinite(value)]
+    if len(finite) < len(sharpes):
+        notes.append(f"deflated Sharpe: {len(sharpes) - len(finite)} model(s) have no {series} Sharpe "
+                     f"(fewer than 2 scored eras, or constant): left out of N")
+    facts = {"model": best, "sort": sort, "series": series, "n_trials": len(finite), "probability": None}
+    try:
+        result = deflated_sharpe(by_model[best], finite)
+    except DataError as exc:
+        notes.append(f"{exc}: not computed")
+        return facts
+    table.loc[0, "deflated_sharpe"] = result.probability
+    return {**facts, "probability": result.probability, "sharpe": result.sharpe,
+            "expected_max_sharpe": result.expected_max_sharpe, "eras": result.n_eras, "skew": result.skew,
+            "kurtosis": result.kurtosis}
