@@ -265,7 +265,7 @@ class SweepConfig(StageSettings):
     gpus_per_trial: float = option(0.0, help="Ray: GPUs reserved per trial (0.5: two trials share one).",
                                    min=0.0, check=finite)
     pruner: str = option("median", choices=Pruner, help="Stop trials whose per-epoch score falls behind.")
-    name: str | None = option(None, help="Results go to SWEEPS_DIR/NAME/ (default: the space file's name).")
+    name: str | None = name_option(None, help="Results go to SWEEPS_DIR/NAME/ (default: the space file's name).")
     sweeps_dir: Path = option(DEFAULT_SWEEPS_DIR, help="Folder holding every sweep's folder.")
     resume: bool = option(False, help="Continue the stored sweep NAME (same space and settings).")
     # a [fixed] seed in the space overrides the trials' training seed

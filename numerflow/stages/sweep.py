@@ -19,6 +19,7 @@ from numerflow import memory
 from numerflow.config import SweepConfig
 from numerflow.errors import ConfigError
 from numerflow.files import write_json
+from numerflow.options import folder_name
 from numerflow.sweeps import honest, results
 from numerflow.sweeps.objective import Objective
 from numerflow.sweeps.space import Space, load_space
@@ -58,8 +59,9 @@ class SweepResult:
 
 def sweep_dir(config: SweepConfig) -> Path:
     name = config.name or (Path(config.space).stem if config.space else None)
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise ConfigError(f"--name '{name}' must be a plain folder name")
+    problem = folder_name(name) if name else "a sweep needs --name or --space"
+    if problem:  # --name is checked as an option; a name taken from the space file's stem is checked here
+        raise ConfigError(f"--name: {problem}")
     return Path(config.sweeps_dir) / name
 
 
