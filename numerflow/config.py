@@ -35,6 +35,18 @@ def precision_option():
                        "else fp32), fp32, bf16 or fp16 (with a gradient scaler); checkpoints are fp32.")
 
 
+def ray_option():
+    return option(None, help="Run on a Ray cluster: its ADDRESS, or auto.")
+
+
+def cpus_per_task_option():
+    return option(1.0, help="Ray: CPUs reserved per task (a cv fold, an ensemble member).", check=above_zero)
+
+
+def gpus_per_task_option():
+    return option(0.0, help="Ray: GPUs reserved per task (0.5: two tasks share one).", min=0.0, check=finite)
+
+
 def ensemble_option():
     return option(None, help="A fitted ensemble folder (numerflow ensemble --fit), used as one model: its "
                   "members' checkpoints and weights.")
@@ -144,6 +156,9 @@ class CvConfig(TrainConfig):
     embargo: int = option(13, help="Eras (by era number) left out of training on each side of a test block.", min=0)
     include_validation: bool = option(False, help="Add validation.parquet as a last fold, trained on the eras before it.")
     name: str = name_option("model", help="The run's folder: OUT/NAME/.")
+    ray: str | None = ray_option()  # each fold a Ray task; --data must be a path every node sees
+    cpus_per_task: float = cpus_per_task_option()
+    gpus_per_task: float = gpus_per_task_option()
 
 
 @dataclass
@@ -260,7 +275,7 @@ class SweepConfig(StageSettings):
     cv: bool = option(False, help="Score each trial by era-wise cross-validation (numerflow cv).")
     # each trial in its own process with cores // jobs threads
     jobs: int = option(1, help="Trials trained at once here, one process each.", min=1)
-    ray: str | None = option(None, help="Run on a Ray cluster: its ADDRESS, or auto.")
+    ray: str | None = ray_option()
     cpus_per_trial: float = option(1.0, help="Ray: CPUs reserved per trial.", check=above_zero)
     gpus_per_trial: float = option(0.0, help="Ray: GPUs reserved per trial (0.5: two trials share one).",
                                    min=0.0, check=finite)
@@ -455,6 +470,9 @@ class EnsembleConfig(StageSettings):
     fit_on: str = option("train", choices=FitOn, help="--fit on the training eras, or on training and validation "
                          "eras (all: for live use).")
     device: str = device_option("auto")  # --fit: where the members train
+    ray: str | None = ray_option()  # --fit: each member a Ray task, reading the prepared data every node sees
+    cpus_per_task: float = cpus_per_task_option()
+    gpus_per_task: float = gpus_per_task_option()
     force: bool = option(False, help="Replace an existing ensemble of this name.")
 
 

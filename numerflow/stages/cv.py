@@ -12,7 +12,9 @@ No epoch is chosen by its score on the test block (that would leak the test bloc
 model): every fold trains --epochs epochs and predicts with the last one.
 
 The data is read once; a fold is a call of training/folds.py's run_fold on in-memory rows
-(training/fit.py's train_arrays), as `sweep --cv` trains its folds.
+(training/fit.py's train_arrays), as `sweep --cv` trains its folds. With --ray each fold is a Ray
+task instead (sweeps/ray_cluster.py: one worker process each, retried once if it dies), which reads
+the prepared data itself from --data, a path every node sees; the same seed gives the same folds.
 Each finished fold is published as folds/fold_<k>.parquet + fold_<k>.json (a files.publish_set
 whose manifest names the settings and eras), which --resume reuses. The results, oof.parquet and
 report.json, are one set published at the end: a failed run leaves neither.
@@ -21,7 +23,7 @@ report.json, are one set published at the end: a failed run leaves neither.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +34,7 @@ from numerflow import metrics, schema
 from numerflow.config import CvConfig
 from numerflow.errors import ConfigError
 from numerflow.files import IncompleteSetError, check_set, exclusive_lock, publish_set
+from numerflow.sweeps import ray_cluster
 from numerflow.workflow.oof_files import OOF_FILE, REPORT_FILE
 from numerflow.training.folds import (FOLD_COLUMN, TRAIN_SPLIT, VALIDATION_SPLIT, CvData, Fold,
                                       plan_folds, run_fold)
@@ -39,7 +42,7 @@ from numerflow.training.folds import (FOLD_COLUMN, TRAIN_SPLIT, VALIDATION_SPLIT
 FOLDS_DIR = "folds"
 LOCK_FILE = ".cv.lock"
 # Settings that may change between an interrupted run and its --resume (they change no fold's result).
-RESUMABLE_CHANGES = {"resume", "device", "out"}
+RESUMABLE_CHANGES = {"resume", "device", "out", "ray", "cpus_per_task", "gpus_per_task"}
 
 
 @dataclass
@@ -149,6 +152,8 @@ def cv(config: CvConfig, say: Callable[[str], None] | None = None) -> CvResult:
                           "(that would leak them); every fold trains --epochs epochs")
     folder = Path(config.out) / config.name
     check_run_folder(folder, config.resume)
+    # an unreachable --ray address is an error before anything is read or written
+    cluster = ray_cluster.connect(config.ray) if config.ray else None
     device = resolve_device(config.device)
     gpu_note = memory.device_note(estimate, device)  # whether the features will stay on the GPU
     if gpu_note:
@@ -162,26 +167,59 @@ def cv(config: CvConfig, say: Callable[[str], None] | None = None) -> CvResult:
     settings = settings_of(config)
     with exclusive_lock(folder / LOCK_FILE, "cv run of this name"):
         check_run_folder(folder, config.resume)  # again, now that no other run can write it
-        records, frames, reused = [], [], 0
-        for fold in folds:
-            plan = fold.plan(train_split.eras)
-            record = finished_fold(folder / FOLDS_DIR, fold, plan, settings) if config.resume else None
+        plans = {fold.number: fold.plan(train_split.eras) for fold in folds}
+        records = {}
+        for fold in folds if config.resume else []:
+            record = finished_fold(folder / FOLDS_DIR, fold, plans[fold.number], settings)
             if record is not None:
-                reused += 1
+                records[fold.number] = record
                 say(f"fold {fold.number}/{len(folds)}: finished by an earlier run, reused")
-            else:
-                record = train_fold(fold, folds, config, data, device, plan, settings, folder / FOLDS_DIR, say)
-            records.append(record)
-            frames.append(read_fold(folder / FOLDS_DIR, fold))
-        return publish_results(folder, config, data, folds, records, frames, len(folds) - reused, reused, started)
+        todo = [fold for fold in folds if fold.number not in records]
+        for fold, (frame, trained) in run_folds(todo, len(folds), config, data, device, cluster, say):
+            records[fold.number] = publish_fold(fold, len(folds), frame, trained, plans[fold.number], settings,
+                                                folder / FOLDS_DIR, data.main, say)
+        frames = [read_fold(folder / FOLDS_DIR, fold) for fold in folds]
+        return publish_results(folder, config, data, folds, [records[fold.number] for fold in folds], frames,
+                               len(todo), len(folds) - len(todo), started)
 
 
-def train_fold(fold: Fold, folds: list[Fold], config: CvConfig, data: CvData, device, plan: dict, settings: dict,
-               folder: Path, say) -> dict:
-    """Run one fold and publish folds/fold_<k>.parquet with its record fold_<k>.json."""
-    where = f"fold {fold.number}/{len(folds)}"
-    frame, record = run_fold(fold, config, data, device, lambda line: say(f"{where} {line}"))
-    record = {"settings": settings, "plan": plan, **record, **fold_scores(frame, data.main)}
+def run_folds(todo: list[Fold], total: int, config: CvConfig, data: CvData, device, cluster, say):
+    """(fold, run_fold's (frame, record)) for each fold to train: here one after another, or with
+    --ray as Ray tasks (one worker process each), in the order they finish."""
+    if cluster is None:
+        for fold in todo:
+            where = f"fold {fold.number}/{total}"
+            yield fold, run_fold(fold, config, data, device, lambda line, where=where: say(f"{where} {line}"))
+        return
+    on_cluster = replace(config, data=Path(config.data).resolve())  # a path every node sees, not this folder's
+    say(f"Running {len(todo)} fold(s) as Ray tasks ({config.cpus_per_task:g} CPU, {config.gpus_per_task:g} GPU each)")
+    units = [(f"fold {fold.number}", (on_cluster, fold)) for fold in todo]
+    for index, result in ray_cluster.run_tasks(cluster, fold_task, units, config.cpus_per_task, config.gpus_per_task):
+        yield todo[index], result
+
+
+_WORKER_DATA: dict = {}  # a Ray worker process's copy of the prepared data, kept for the next fold it runs
+
+
+def fold_task(config: CvConfig, fold: Fold) -> tuple[object, dict]:
+    """One fold as a Ray task, in a worker process: the prepared data read there (once per process
+    and settings), the device chosen there (the GPUs Ray gave the task, else the CPU)."""
+    import json
+
+    from numerflow.devices import resolve_device
+
+    key = json.dumps(settings_of(config), sort_keys=True, default=str)
+    if key not in _WORKER_DATA:
+        _WORKER_DATA.clear()  # one run's data at a time
+        _WORKER_DATA[key] = read_data(config)
+    return run_fold(fold, config, _WORKER_DATA[key], resolve_device(config.device), say=lambda line: None)
+
+
+def publish_fold(fold: Fold, total: int, frame, trained: dict, plan: dict, settings: dict, folder: Path, main: str,
+                 say) -> dict:
+    """Publish folds/fold_<k>.parquet with its record fold_<k>.json."""
+    where = f"fold {fold.number}/{total}"
+    record = {"settings": settings, "plan": plan, **trained, **fold_scores(frame, main)}
     table, manifest_name = fold_names(fold.number)
     with publish_set(folder, manifest_name, record) as files:
         frame.to_parquet(files.path(table), index=False)

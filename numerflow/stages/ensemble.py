@@ -27,6 +27,7 @@ from numerflow.ensembles import ENSEMBLE_JSON, MEMBERS_DIR, greedy_selection
 from numerflow.errors import ConfigError, DataError
 from numerflow.files import check_set, publish_set
 from numerflow.options import EnsembleObjective, FitOn, SelectOn
+from numerflow.sweeps import ray_cluster
 from numerflow.workflow.oof_files import OOF_FILE as CV_OOF, REPORT_FILE as CV_REPORT, read_oof
 
 
@@ -278,26 +279,44 @@ def fit_split(data, targets: list[str], fit_on: str):
                  np.concatenate([remap(train), remap(validation)]), eras)
 
 
-def fit_members(record: dict, config: EnsembleConfig, say) -> list[dict]:
-    """Each member trained once on the fit split: its checkpoint dicts, in members' order."""
+def fit_members(record: dict, config: EnsembleConfig, cluster, say) -> list[dict]:
+    """Each member trained once on the fit split: its checkpoint dicts, in members' order. Here one
+    after another, or with --ray each member a Ray task (one worker process each) that reads the
+    prepared data itself from the path every node sees."""
+    members = record["members"]
+    if cluster is None:
+        fitted = [fit_member(member, record["data"], config.device, config.fit_on,
+                             say=lambda line, i=i: say(f"member {i}/{len(members)} {line}"))
+                  for i, member in enumerate(members, start=1)]
+    else:
+        say(f"Fitting {len(members)} member(s) as Ray tasks ({config.cpus_per_task:g} CPU, "
+            f"{config.gpus_per_task:g} GPU each)")
+        data = str(Path(record["data"]).resolve())
+        units = [(f"member {i} ({member['source']})", (member, data, config.device, config.fit_on))
+                 for i, member in enumerate(members, start=1)]
+        fitted = [None] * len(members)
+        for index, result in ray_cluster.run_tasks(cluster, fit_member, units, config.cpus_per_task,
+                                                   config.gpus_per_task):
+            fitted[index] = result
+            say(f"member {index + 1}/{len(members)} ({members[index]['source']}): fitted")
+    record["fitted"] = fitted[-1][1] if fitted else None
+    return [checkpoint for checkpoint, _ in fitted]
+
+
+def fit_member(member: dict, data_path: str, device: str, fit_on: str, say=None) -> tuple[dict, dict]:
+    """One member trained on the fit split: (its checkpoint dict, the eras it trained on)."""
     from numerflow.sweeps.trial import load_prepared
     from numerflow.training.data import choose_targets
     from numerflow.training.fit import train_arrays
 
-    data = load_prepared(record["data"])
-    checkpoints = []
-    for i, member in enumerate(record["members"], start=1):
-        train_config = member_config(member["settings"], Path(record["data"]), config.device)
-        targets = choose_targets(train_config, data.manifest, data.path / schema.PREPARED_MANIFEST_FILE)
-        split = fit_split(data, targets, config.fit_on)
-        say(f"member {i}/{len(record['members'])} ({member['source']}): {train_config.epochs} epoch(s) on "
-            f"{len(split.eras)} eras")
-        fit = train_arrays(train_config, split, data.features, targets,
-                           say=lambda line, i=i: say(f"member {i} {line}"))
-        checkpoints.append(fit.checkpoint(train_config, data.manifest))
-        record["fitted"] = {"on": config.fit_on, "eras": len(split.eras), "first_era": split.eras[0],
-                            "last_era": split.eras[-1]}
-    return checkpoints
+    data = load_prepared(data_path)  # read once per process: here, or per Ray worker
+    train_config = member_config(member["settings"], Path(data_path), device)
+    targets = choose_targets(train_config, data.manifest, data.path / schema.PREPARED_MANIFEST_FILE)
+    split = fit_split(data, targets, fit_on)
+    (say or (lambda line: None))(f"({member['source']}): {train_config.epochs} epoch(s) on {len(split.eras)} eras")
+    fit = train_arrays(train_config, split, data.features, targets, say=say)
+    fitted = {"on": fit_on, "eras": len(split.eras), "first_era": split.eras[0], "last_era": split.eras[-1]}
+    return fit.checkpoint(train_config, data.manifest), fitted
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -319,6 +338,8 @@ def ensemble(config: EnsembleConfig, say: Callable[[str], None] | None = None) -
     if not config.candidates:
         raise ConfigError("give at least one candidate: a cv run (cv/NAME) or a sweep run with --cv (sweeps/NAME)")
     folder = ensemble_folder(config)
+    # an unreachable --ray address is an error before anything is read or written
+    cluster = ray_cluster.connect(config.ray) if config.fit and config.ray else None
     notes: list[str] = []
     candidates = read_candidates(config.candidates)
     rows = selection_rows(candidates, config, notes)
@@ -326,7 +347,7 @@ def ensemble(config: EnsembleConfig, say: Callable[[str], None] | None = None) -
         say("WARNING: choosing on VALIDATION eras (--on validation): validation no longer measures this ensemble")
     say(f"Choosing among {len(candidates)} candidate(s) on {len(rows.ids):,} rows in {rows.eras.n_eras} eras")
     record = selection_record(config, candidates, rows)
-    checkpoints = fit_members(record, config, say) if config.fit else []
+    checkpoints = fit_members(record, config, cluster, say) if config.fit else []
     for k, member in enumerate(record["members"]):
         member["checkpoint"] = f"{MEMBERS_DIR}/{k}.pt" if checkpoints else None
     record["notes"] = notes

@@ -12,48 +12,15 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
-from numerflow.errors import ConfigError, NumerflowError
+from numerflow.errors import NumerflowError
 from numerflow.sweeps.objective import Objective
+from numerflow.sweeps.ray_cluster import connect  # noqa: F401  (stages/sweep.py joins through ray_tune.connect)
 from numerflow.sweeps.space import Space
 
 MAX_FAILURES = 2  # a trial whose worker died is run again up to this many times
-CONNECT_SECONDS = 5.0
-
-
-def connect(address: str):
-    """Join the Ray cluster at `address` ("auto": the one this machine belongs to); an unreachable
-    cluster is a ConfigError, found before the sweep writes anything."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--ray needs Ray: pip install 'numerflow[ray]'") from None
-    if ray.is_initialized():  # already joined (a notebook, a test): use that cluster
-        return ray
-    if address != "auto":
-        _check_reachable(address)
-    try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster ({first})") from None
-    return ray
-
-
-def _check_reachable(address: str) -> None:
-    """A TCP connection to host:port first: ray.init would otherwise wait a minute on a wrong address."""
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--ray {address}: give HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT, or auto")
-    try:
-        with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster ({exc.strerror or exc})") from None
 
 
 def max_epochs(space: Space) -> int:
