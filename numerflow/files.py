@@ -292,3 +292,11 @@ def round_lock(path: Path):
     its holder dies, so a lock file left by a killed job (even an empty one) never blocks the next
     run. Its one owner, so that round and submit both import it from below."""
     return exclusive_lock(path, "`numerflow round` or `numerflow submit`")
+
+
+def output_lock(out: str | os.PathLike, command: str):
+    """`out`'s lock (`<out>.lock`), held for a whole run that writes `out` (train's checkpoint, its
+    .json and .resume file): a second run on the same path stops at once with one line naming the
+    first's pid, instead of both writing, and sharing, one resume file."""
+    out = Path(out)
+    return exclusive_lock(out.with_name(out.name + ".lock"), f"`numerflow {command}` writing {out}")
