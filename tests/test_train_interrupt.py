@@ -77,7 +77,7 @@ def test_ctrl_c_says_how_to_resume_exits_130_and_resume_continues(prepared, tmp_
 
 def test_a_second_train_on_the_same_out_is_refused_naming_the_first_pid(prepared, tmp_path):
     out = tmp_path / "same.pt"
-    first = start(train_args(prepared, out))
+    first = start(train_args(prepared, out, "--epochs", 500))  # still running while the second starts (seconds)
     try:
         read_until_epoch_1(first)
         second = subprocess.run(train_args(prepared, out), capture_output=True, text=True, timeout=600)
