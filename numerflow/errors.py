@@ -36,3 +36,10 @@ class AuthError(ApiError):
 
 class SubmissionError(NumerflowError):
     """A submission file fails Numerai's checks, or submitting is refused."""
+
+
+class Interrupted(NumerflowError):
+    """The user stopped a run (Ctrl-C) where it can be continued: the CLI prints the message as it
+    is (it says how to continue) and exits 130, the shell's code for SIGINT."""
+
+    exit_code = 130

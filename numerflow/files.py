@@ -260,30 +260,48 @@ class LockedError(NumerflowError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
+def exclusive_lock(path: str | os.PathLike, what: str, remove: bool = False) -> Iterator[Path]:
     """Hold an exclusive `fcntl.flock` on `path` for the block, or raise LockedError naming the
-    holder's pid. The lock dies with its holder, so a stale or empty lock file is simply taken;
-    the file is left in place (deleting it would let two processes lock two different files).
+    holder's pid. The lock dies with its holder, so a stale or empty lock file is simply taken.
+    The file is left in place, unless `remove`: then its holder deletes it before letting go, and
+    a process that locked a file deleted meanwhile (it opened the name just before) locks the new
+    one instead, so two processes never hold two different files of one name.
     Not re-entrant: a second acquisition, even by the same process, is refused."""
     import fcntl
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise LockedError(f"{path}: another {what} is running (pid {holder}); exiting") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield path
-        finally:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise LockedError(f"{path}: another {what} is running (pid {holder}); exiting") from None
+            if not _still_named(fd, path):
+                continue  # its holder removed it as we opened it: take the name's new file
             os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # releases the flock
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                yield path
+            finally:
+                if remove:
+                    path.unlink(missing_ok=True)  # while still held: see above
+                else:
+                    os.ftruncate(fd, 0)
+            return
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def _still_named(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def round_lock(path: Path):
@@ -292,3 +310,11 @@ def round_lock(path: Path):
     its holder dies, so a lock file left by a killed job (even an empty one) never blocks the next
     run. Its one owner, so that round and submit both import it from below."""
     return exclusive_lock(path, "`numerflow round` or `numerflow submit`")
+
+
+def output_lock(out: str | os.PathLike, command: str):
+    """`out`'s lock (`<out>.lock`), held for a whole run that writes `out` (train's checkpoint, its
+    .json and .resume file): a second run on the same path stops at once with one line naming the
+    first's pid, instead of both writing, and sharing, one resume file. The file goes with the run."""
+    out = Path(out)
+    return exclusive_lock(out.with_name(out.name + ".lock"), f"`numerflow {command}` writing {out}", remove=True)

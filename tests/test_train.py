@@ -129,9 +129,11 @@ def test_resume_file_without_the_schedule_state_is_one_error(prepared, tmp_path)
         train(config(prepared, tmp_path / "m.pt", resume=True))
 
 
-def test_resume_without_a_resume_file_starts_fresh(prepared, tmp_path):
-    result = train(config(prepared, tmp_path / "m.pt", epochs=1, resume=True))
-    assert result.resumed_from == 0 and result.epochs_run == 1
+def test_resume_without_a_resume_file_is_refused(prepared, tmp_path):
+    """Issue 27: --resume never starts a fresh run (a mistyped --out would overwrite a model)."""
+    with pytest.raises(ConfigError, match=r"--resume: no resume file .*m.pt.resume"):
+        train(config(prepared, tmp_path / "m.pt", epochs=1, resume=True))
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_early_stopping_stops_before_epochs(prepared, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from numerflow.errors import NumerflowError
+from numerflow.errors import Interrupted, NumerflowError
 
 
 def reports_errors(command):
@@ -16,12 +16,19 @@ def reports_errors(command):
     errors, and OSError (a missing, unreadable, read-only or full file or folder), which every
     writer and reader lets through with the file's name (files.atomic_path and
     checkpoint.save_atomic add it where the OS does not). Anything else is a bug and keeps its
-    traceback."""
+    traceback. A Ctrl-C is one line and exit 130: the stage's own (`Interrupted after epoch N of
+    M: rerun with --resume`) where it can be continued, else `Interrupted`."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except Interrupted as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("Interrupted", err=True)
+            raise typer.Exit(Interrupted.exit_code) from None
         except NumerflowError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None

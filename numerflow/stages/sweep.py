@@ -17,12 +17,12 @@ from typing import Callable
 
 from numerflow import memory
 from numerflow.config import SweepConfig
-from numerflow.errors import ConfigError
+from numerflow.errors import ConfigError, DataError, Interrupted
 from numerflow.files import write_json
 from numerflow.options import folder_name
 from numerflow.sweeps import honest, results
 from numerflow.sweeps.objective import Objective
-from numerflow.sweeps.space import Space, load_space
+from numerflow.sweeps.space import Space, check_against_data, load_space
 
 
 @dataclass
@@ -89,10 +89,24 @@ def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> Swee
             train_best(config, space, objective, results.best_row(rows), out_dir, say)
     deflated = honest.deflated_best(out_dir, rows, results.best_row(rows), bool(config.cv))
     best = results.publish(out_dir, rows, space.names, space.distributions(), settings, deflated)
+    if best is None:
+        raise nothing_completed(rows, out_dir)
     counted = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED", "FAIL", "ERROR", "TERMINATED")]
     return SweepResult(out_dir, len(counted), sum(r["state"] == "PRUNED" for r in rows),
                        sum(r["state"] in ("FAIL", "ERROR") for r in rows), best,
                        time.perf_counter() - started, config.objective, config.cv, deflated)
+
+
+def nothing_completed(rows: list[dict], out_dir: Path) -> DataError:
+    """A sweep with no complete, scored trial has no result: one line with the first failure's
+    reason (each trial's is in trials.csv's `error` column)."""
+    failed = [r for r in rows if r["state"] in ("FAIL", "ERROR")]
+    unscored = sum(r["state"] == "COMPLETE" for r in rows)  # complete, yet no finite score
+    reason = next((r for r in failed if r.get("error")), None)
+    return DataError(f"{out_dir}: no trial completed with a score ({len(failed)} of {len(rows)} failed"
+                     + (f", {unscored} scored no era (constant predictions?)" if unscored else "")
+                     + (f"; trial {reason['number']}: {reason['error']}" if reason else "")
+                     + f"): see {out_dir / results.TRIALS_CSV}")
 
 
 def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
@@ -111,7 +125,8 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
     space = load_space(config.space)
     objective = Objective(config.objective, space.payout)
     out_dir = sweep_dir(config)
-    read_manifest(Path(config.data))
+    manifest = read_manifest(Path(config.data))
+    check_against_data(space, manifest, Path(config.data) / "manifest.json", cv=config.cv)
     if objective.needs_meta_model:
         problem = meta_model_problem(Path(config.data))
         if problem:
@@ -171,7 +186,11 @@ def run_here(config: SweepConfig, space: Space, objective: Objective, out_dir: P
             row = next(r for r in rows if r["number"] == outcome.number)
             say(progress_line(row, count, config.trials, best, space.names, "fold(s)" if config.cv else "epoch(s)"))
 
-    local.run_local(study, space, config, objective, out_dir, on_batch)
+    try:
+        local.run_local(study, space, config, objective, out_dir, on_batch)
+    except KeyboardInterrupt:  # the study keeps the finished trials; --resume reruns the running ones
+        raise Interrupted(f"Interrupted after trial {len(local.finished(study))} of {config.trials}: "
+                          "rerun with --resume") from None
     return results.rows_from_study(study, space.names)
 
 
@@ -197,7 +216,8 @@ def progress_line(row: dict, done: int, total: int, best: dict | None, params: l
     shown = ", ".join(f"{k}={_short(row[k])}" for k in params)
     line = (f"trial {row['number']} ({done}/{total}): {row['state'].lower()} after {row['epochs']} {unit}, "
             f"score {score}, {row['seconds']:.1f} s [{shown}]")
-    return line + (f"; best: trial {best['number']} {best['score']:.4f}" if best else "")
+    line += f"; best: trial {best['number']} {best['score']:.4f}" if best else ""
+    return line + (f": {row['error']}" if row.get("error") else "")
 
 
 def _short(value) -> str:

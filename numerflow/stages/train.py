@@ -10,6 +10,7 @@ losses, distributed setup, validation scoring) and numerflow/checkpoint.py (the 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from numerflow import memory
 from numerflow.checkpoint import save_checkpoint
 from numerflow.config import TrainConfig
 from numerflow.devices import resolve_device
-from numerflow.files import write_json
+from numerflow.errors import ConfigError, Interrupted
+from numerflow.files import output_lock, write_json
 from numerflow.training.fit import checkpoint_dict
 from numerflow.training.loop import RunContext, build_training, epoch_line, epoch_step, rows_on
 from numerflow.training.precision import used_precision
@@ -68,6 +70,7 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
     started = time.perf_counter()
     check_config(config)
     check_out(config)
+    check_resume(config)
     estimate = memory.check_prepared(config)  # issue 20: stop before loading when it cannot fit
     dist = distributed.Distributed.from_env()
     device = resolve_device(config.device)
@@ -75,12 +78,29 @@ def train(config: TrainConfig, say: Callable[[str], None] | None = None) -> Trai
     if gpu_note and say and dist.writes:  # one line, not one per torchrun rank
         say(gpu_note)
     used_precision(config.precision, device)  # a precision the device cannot run: refused before any reading
-    if dist.active:
-        device = distributed.start(device, dist)
-    try:
-        return fit(config, say, device, dist, started)
-    finally:
-        distributed.stop(dist)
+    # Rank 0 alone writes, so it alone holds the output's lock (a second run on --out stops here).
+    with output_lock(config.out, "train") if dist.writes else contextlib.nullcontext():
+        if dist.active:
+            device = distributed.start(device, dist)
+        try:
+            return fit(config, say, device, dist, started)
+        finally:
+            distributed.stop(dist)
+
+
+def check_resume(config: TrainConfig) -> None:
+    """--resume continues a run or fails: with no resume file (a mistyped --out, a finished run) a
+    fresh run would overwrite the checkpoint at --out, which is not what was asked."""
+    resume_file = resume_path(Path(config.out))
+    if config.resume and not resume_file.is_file():
+        raise ConfigError(f"--resume: no resume file {resume_file} (is --out right? the run may have finished; "
+                          "train without --resume to start afresh)")
+
+
+def interrupted(epochs_saved: int, epochs: int) -> Interrupted:
+    if not epochs_saved:
+        return Interrupted(f"Interrupted before epoch 1 of {epochs} finished: nothing to resume, train again")
+    return Interrupted(f"Interrupted after epoch {epochs_saved} of {epochs}: rerun with --resume")
 
 
 def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
@@ -96,8 +116,11 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     targets = choose_targets(config, manifest, data / "manifest.json")
     resume_file = resume_path(out)
     state = TrainState(config_dict(config), features, targets)
-    if config.resume and resume_file.is_file():
+    if config.resume:
         state = TrainState.load(resume_file, config, features, targets)
+    elif resume_file.is_file() and say and dist.writes:
+        say(f"{resume_file}: an interrupted run's resume file; starting afresh, it is replaced after "
+            "the first epoch (stop now and add --resume to continue that run instead)")
     train_split = read_split(data / "train.parquet", features, targets, require_main=True)
     valid_split = read_split(data / "validation.parquet", features, targets)
     rows = rows_on(train_split, device)
@@ -112,14 +135,20 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
         state.restore(model, optimizer, scheduler)
 
     # The epochs: train, score validation, keep the best, save the resume state.
-    for epoch in range(resumed_from, config.epochs):
-        if config.patience is not None and state.stale >= config.patience:
-            break
-        row = epoch_step(run, epoch)
-        if dist.writes:
-            state.save(resume_file, model, optimizer, scheduler)
-            if say:
-                say(epoch_line(row, config, state.epoch_seconds[-1]))
+    # Ctrl-C: the resume file holds the last saved epoch; say so and how to go on.
+    saved = resumed_from
+    try:
+        for epoch in range(resumed_from, config.epochs):
+            if config.patience is not None and state.stale >= config.patience:
+                break
+            row = epoch_step(run, epoch)
+            if dist.writes:
+                state.save(resume_file, model, optimizer, scheduler)
+                saved = len(state.metrics)
+                if say:
+                    say(epoch_line(row, config, state.epoch_seconds[-1]))
+    except KeyboardInterrupt:
+        raise interrupted(saved, config.epochs) from None
 
     # The best epoch's checkpoint, its JSON sidecar; the resume file is no longer needed.
     json_path = json_sidecar_path(out)

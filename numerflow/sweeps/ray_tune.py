@@ -170,8 +170,14 @@ def rows_from_grids(grids, space: Space) -> list[dict]:
         rows.append({"number": number, "state": state, "score": float(m.get("score", math.nan)), "epochs": run,
                      "best_epoch": run, "seconds": float(m.get("time_total_s", math.nan)),
                      "finished_s": float(m["timestamp"] - start) if "timestamp" in m else math.nan,
-                     **_params(m, space)})
+                     **_params(m, space), "error": _error_line(m.get("error") or result.error)})
     return rows
+
+
+def _error_line(error) -> str | None:
+    """A failed Ray trial's reason as one line (a worker's exception can span several)."""
+    lines = str(error).strip().splitlines() if error else []
+    return lines[-1] if lines else None
 
 
 def _params(metrics: dict, space: Space) -> dict:

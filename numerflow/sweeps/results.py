@@ -12,6 +12,7 @@ from pathlib import Path
 from numerflow.files import atomic_path, write_json
 
 COLUMNS = ["number", "state", "score", "epochs", "best_epoch", "seconds", "finished_s"]
+ERROR = "error"  # a failed trial's one-line reason; the last column, after the searched options
 # With --cv a trial's steps are folds, and its score covers every fold run: the columns say so.
 CV_NAMES = {"epochs": "folds", "best_epoch": "scored_folds"}
 TRIALS_CSV, BEST_JSON, BEST_PT, PLOT_PNG, SETTINGS_JSON = "trials.csv", "best.json", "best.pt", "plot.png", "sweep.json"
@@ -30,7 +31,7 @@ def rows_from_study(study, params: list[str]) -> list[dict]:
                      "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
                      "best_epoch": t.user_attrs.get("best_epoch", 0), "seconds": t.user_attrs.get("seconds", math.nan),
                      "finished_s": (t.datetime_complete - start).total_seconds() if t.datetime_complete else math.nan,
-                     **{name: t.params.get(name) for name in params}})
+                     **{name: t.params.get(name) for name in params}, ERROR: t.user_attrs.get(ERROR)})
     return rows
 
 
@@ -43,7 +44,7 @@ def write_table(out_dir: Path, rows: list[dict], params: list[str], cv: bool = F
     import pandas as pd
 
     path = out_dir / TRIALS_CSV
-    table = pd.DataFrame(rows, columns=COLUMNS + params)
+    table = pd.DataFrame(rows, columns=COLUMNS + params + [ERROR])
     with atomic_path(path) as tmp:
         (table.rename(columns=CV_NAMES) if cv else table).to_csv(tmp, index=False)
     return path
@@ -78,7 +79,8 @@ def publish(out_dir: Path, rows: list[dict], params: list[str], distributions: d
     keep_best_checkpoint(out_dir, best)
     write_table(out_dir, rows, params, cv=bool(settings.get("cv")))
     write_best(out_dir, best, params, settings, deflated)
-    write_plot(out_dir / PLOT_PNG, rows, distributions, settings.get("objective", "score"))
+    if best is not None:  # nothing to draw before a trial completes (an empty plot says nothing)
+        write_plot(out_dir / PLOT_PNG, rows, distributions, settings.get("objective", "score"))
     return best
 
 

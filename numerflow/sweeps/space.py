@@ -214,10 +214,7 @@ def _check_settings(space: Space) -> None:
     an unknown loss or a negative dropout fails here, not in trial 17."""
     from numerflow.training.settings import check_config
 
-    corners = [{}]
-    corners += [{name: v} for name, values in space.choices.items() for v in values]
-    corners += [{name: r[end]} for name, r in space.ranges.items() for end in ("low", "high")]
-    for params in corners:
+    for params in _corners(space):
         try:
             config = space.train_settings(params)
             check_config(config)
@@ -229,3 +226,29 @@ def _check_settings(space: Space) -> None:
         space.cv_settings(space.train_settings({}))  # CvConfig applies --folds' and --embargo's bounds
     except (ConfigError, TypeError) as exc:
         raise ConfigError(f"{space.source}: [cv]: {exc}") from None
+
+
+def check_against_data(space: Space, manifest: dict, source: Path, cv: bool = False) -> None:
+    """The space on the prepared data it will train on (`manifest`, read from `source`), before any
+    trial: every target a choice or the fixed options name must be prepared, and with `cv` the
+    [cv] folds must leave every fold training eras. A trial would fail on each, one by one."""
+    from numerflow.training.data import choose_targets
+
+    for params in _corners(space):
+        choose_targets(space.train_settings(params), manifest, source)
+    eras = list(manifest.get("eras_train") or [])  # (older manifests: the trials' folds check it)
+    if cv and eras:
+        from numerflow.training.folds import plan_folds
+
+        folds = space.cv_settings(space.train_settings({}))
+        plan_folds(eras, folds.folds, folds.scheme, folds.embargo,
+                   source.parent / "train.parquet")
+
+
+def _corners(space: Space) -> list[dict]:
+    """The fixed options alone, each choice, and both ends of each range: between them every
+    value a trial can take of each option."""
+    corners = [{}]
+    corners += [{name: v} for name, values in space.choices.items() for v in values]
+    corners += [{name: r[end]} for name, r in space.ranges.items() for end in ("low", "high")]
+    return corners
