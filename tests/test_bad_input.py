@@ -305,7 +305,7 @@ def test_bad_option_values_are_usage_errors(in_tmp, args, message):
     ("[predict]\nmodelz = \"a.pt\"\n", "numerflow.toml: [predict]: unknown key(s) modelz (allowed: batch_size, data, "
      "data_dir, device, ensemble, memory_check, model, neutralize, out, version, weights)"),
     ("[trian]\nepochs = 3\n", "numerflow.toml: unknown table [trian] (tables: compare, cv, diagnostics, download, ensemble, export, predict, "
-     "prepare, quickstart, round, scores, submit, sweep, train, validate, models)"),
+     "prepare, quickstart, round, scores, submit, sweep, train, ui, validate, models, tracking)"),
     ("train = 3\n", "numerflow.toml: 'train' must be a table: [train] with option = value lines"),
 ])
 def test_toml_typos_are_errors_not_ignored(in_tmp, toml, message):

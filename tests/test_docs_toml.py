@@ -13,6 +13,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from numerflow.cli import app
+from numerflow.cli.settings_file import OTHER_TABLES
 from numerflow.config import PrepareConfig
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -29,7 +30,7 @@ def toml_blocks() -> list[tuple[str, str]]:
 def is_settings_file(text: str) -> bool:
     """numerflow.toml holds command tables ([train], [models.x]) only; a sweep space holds train's
     options at the top level."""
-    commands = set(get_command(app).commands) | {"models"}
+    commands = set(get_command(app).commands) | set(OTHER_TABLES)
     table = tomllib.loads(text)
     return all(isinstance(value, dict) and name.replace("_", "-") in commands for name, value in table.items())
 
@@ -71,6 +72,10 @@ def test_a_numerflow_toml_in_the_docs_has_only_known_tables_and_keys(where, text
     path.write_text(text)
     settings = config_base.load_settings(path)
     defaults = toml_defaults(settings, get_command(app).commands)  # an unknown table or key raises
+    from numerflow.tracking import tracking_config
+
+    tracking_config(settings)  # an unknown [tracking] key raises
     models = settings.tables.get("models")
     specs = model_specs(models, str(path)) if models is not None else []
-    assert len(defaults) + len(specs) == len(settings.tables) - (models is not None) + len(models or {})
+    tracked = "tracking" in settings.tables
+    assert len(defaults) + len(specs) == len(settings.tables) - (models is not None) - tracked + len(models or {})

@@ -5,6 +5,10 @@ from __future__ import annotations
 from numerflow import config_base
 from numerflow.errors import ConfigError
 
+# numerflow.toml's tables that are not a command's defaults: `numerflow round`'s
+# [models.<numerai model name>] tables and [tracking] (where MLflow runs go, read by numerflow/tracking.py).
+OTHER_TABLES = ("models", "tracking")
+
 
 def toml_defaults(settings: config_base.SettingsFile, commands: dict) -> dict:
     """numerflow.toml's command tables as click defaults. Keys are the options' long names
@@ -16,13 +20,12 @@ def toml_defaults(settings: config_base.SettingsFile, commands: dict) -> dict:
     source = settings.path
     defaults = {}
     for name, table in settings.tables.items():
-        if name == "models":  # `numerflow round`'s [models.<numerai model name>] tables
-            continue
-        if name == "tracking":  # where MLflow runs go: read by numerflow/tracking.py
+        if name in OTHER_TABLES:
             continue
         command = commands.get(name.replace("_", "-"))
         if command is None:
-            raise ConfigError(f"{source}: unknown table [{name}] (tables: {', '.join(sorted(commands))}, models)")
+            raise ConfigError(f"{source}: unknown table [{name}] (tables: {', '.join(sorted(commands))}, "
+                              f"{', '.join(OTHER_TABLES)})")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: '{name}' must be a table: [{name}] with option = value lines")
         params = option_keys(command)
@@ -67,3 +70,5 @@ def toml_value(param, value, negated: bool = False):
     if param.multiple:
         return value if isinstance(value, list) else [value]
     return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
