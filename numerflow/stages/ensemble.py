@@ -270,19 +270,19 @@ def member_config(settings: dict, data: Path, device: str, targets: list[str] | 
     return TrainConfig(**{**own, **recorded, "patience": None, "data": data, "device": device})
 
 
-def member_targets(member: dict, data, notes: list[str]) -> list[str]:
+def member_targets(source: str, recorded: list[str] | None, prepared: Path, notes: list[str]) -> list[str]:
     """The targets a member trains on: those its cv run or trial recorded, each of which the
     prepared data must hold (refused otherwise, never a different recipe)."""
-    recorded = member.get("targets")
+    available = schema.read_prepared_manifest(prepared).get("targets") or []
     if not recorded:
-        notes.append(f"{member['source']} was written before its targets were recorded: trained on the targets "
-                     f"its settings choose from {data.path} ({', '.join(data.targets)})")
+        notes.append(f"{source} was written before its targets were recorded: trained on the targets its settings "
+                     f"choose from {prepared} ({', '.join(available)})")
         return []
-    lacking = [t for t in recorded if t not in data.targets]
+    lacking = [t for t in recorded if t not in available]
     if lacking:
-        raise DataError(f"{member['source']} trained on target(s) {', '.join(recorded)}; {data.path} lacks "
+        raise DataError(f"{source} trained on target(s) {', '.join(recorded)}; {prepared} lacks "
                         f"{', '.join(lacking)}: prepare them (`numerflow prepare --aux-targets "
-                        f"{','.join(lacking)}`) or rerun the member on this data")
+                        f"{','.join(lacking)}`) or rerun it on this data")
     return list(recorded)
 
 
@@ -312,7 +312,7 @@ def fit_members(record: dict, prepared: Path, config: EnsembleConfig, say, notes
     from numerflow.training.fit import train_arrays
 
     data = load_prepared(prepared)
-    recorded = [member_targets(member, data, notes) for member in record["members"]]  # all refused before any trains
+    recorded = [member_targets(m["source"], m.get("targets"), prepared, []) for m in record["members"]]
     checkpoints = []
     for i, member in enumerate(record["members"], start=1):
         train_config = member_config(member["settings"], prepared, config.device, recorded[i - 1])
@@ -351,6 +351,9 @@ def ensemble(config: EnsembleConfig, say: Callable[[str], None] | None = None) -
     folder = ensemble_folder(config)
     notes: list[str] = []
     candidates = read_candidates(config.candidates, notes)
+    if config.fit:  # before anything slow: every candidate's recorded targets are prepared
+        for c in candidates:
+            member_targets(c.source, c.targets, c.data, notes)
     rows = selection_rows(candidates, config, notes)
     if config.on == SelectOn.validation:
         say("WARNING: choosing on VALIDATION eras (--on validation): validation no longer measures this ensemble")
