@@ -150,7 +150,15 @@ def trial_folder(trials_dir: Path, number: int) -> Path:
 
 def kept_trials(sweep_folder: Path) -> dict[int, Path]:
     """The trials a `sweep --cv` kept (keep_trial_oof), in number order: number → its folder."""
-    folders = [p.parent for p in (Path(sweep_folder) / "trials").glob(f"*/{TRIAL_SETTINGS}") if p.parent.name.isdigit()]
+    from numerflow.errors import DataError
+
+    trials = Path(sweep_folder) / "trials"
+    unrecorded = sorted(p.parent for p in trials.glob(f"*/{TRIAL_OOF}")
+                        if p.parent.name.isdigit() and not (p.parent / TRIAL_SETTINGS).is_file())
+    if unrecorded:  # never left out without a word: the sweep's record of that trial is gone
+        raise DataError(f"{unrecorded[0] / TRIAL_SETTINGS}: missing (the trial's record beside its {TRIAL_OOF}): "
+                        f"remove {unrecorded[0]} to leave the trial out, or rerun the sweep")
+    folders = [p.parent for p in trials.glob(f"*/{TRIAL_SETTINGS}") if p.parent.name.isdigit()]
     return {int(folder.name): folder for folder in sorted(folders, key=lambda folder: int(folder.name))}
 
 
