@@ -99,7 +99,9 @@ def make_record(recording_file: str | os.PathLike, checkpoints=(), data: str | o
     and the prepared data's fingerprint, their paths relative to that file, and the resolved targets."""
     record: dict = {"checkpoints": {record_path(p, recording_file): checkpoint_sha256(p) for p in checkpoints}}
     if data is not None:
-        record["data"] = {"path": record_path(data, recording_file), "fingerprint": data_fingerprint(data)}
+        has_manifest = (Path(data) / schema.PREPARED_MANIFEST_FILE).is_file()  # (hand-made files have none)
+        record["data"] = {"path": record_path(data, recording_file),
+                          "fingerprint": data_fingerprint(data) if has_manifest else None}
     if targets is not None:
         record["targets"] = list(targets)
     return record
