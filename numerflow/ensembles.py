@@ -74,16 +74,43 @@ def load_ensemble(folder: str | Path) -> tuple[list[Path], list[float]]:
     folder = Path(folder)
     record = read_ensemble(folder)
     members = record.get("members", [])
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise DataError(f"{folder / ENSEMBLE_JSON}: 'members' is damaged (not a list of members){REFIT}")
     if not members or any(not m.get("checkpoint") for m in members):
         raise ConfigError(f"{folder}: the ensemble has no checkpoints; run `numerflow ensemble ... --fit` "
                           f"to train its members")
     files = record.get("files", {})
-    for member in members:
-        path = folder / member["checkpoint"]
+    for k, member in enumerate(members):
+        path = member_checkpoint(folder, member, k, files)
         if not path.is_file():
             raise DataError(f"{path}: member checkpoint missing (the ensemble {folder} is incomplete; fit it again)")
     check_set(folder, ENSEMBLE_JSON, files, names=[m["checkpoint"] for m in members])
-    return [folder / m["checkpoint"] for m in members], [float(m["weight"]) for m in members]
+    return [folder / m["checkpoint"] for m in members], [member_weight(folder, m, k) for k, m in enumerate(members)]
+
+
+REFIT = ": fit it again (`numerflow ensemble ... --fit --force`)"
+
+
+def member_checkpoint(folder: Path, member: dict, k: int, files) -> Path:
+    """A member's checkpoint: inside the ensemble folder and recorded (with its SHA-256) in
+    ensemble.json's `files`, so that an edited path or a replaced checkpoint is refused."""
+    where = f"{folder / ENSEMBLE_JSON}: member {k}'s checkpoint '{member['checkpoint']}'"
+    named = Path(str(member["checkpoint"]))
+    if named.is_absolute() or ".." in named.parts:
+        raise DataError(f"{where} points outside the ensemble folder{REFIT}")
+    record = files.get(str(member["checkpoint"])) if isinstance(files, dict) else None
+    if not isinstance(record, dict) or "sha256" not in record:
+        raise DataError(f"{where} is not recorded in its 'files' (no SHA-256 to check it against){REFIT}")
+    return folder / named
+
+
+def member_weight(folder: Path, member: dict, k: int) -> float:
+    """A member's weight: a finite number of at least 0."""
+    weight = member.get("weight")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight < 0:
+        raise DataError(f"{folder / ENSEMBLE_JSON}: member {k}'s weight is "
+                        f"{'missing' if weight is None else repr(weight)}, not a number of at least 0{REFIT}")
+    return float(weight)
 
 
 def models_and_weights(settings) -> tuple[list[Path], list[float] | None]:

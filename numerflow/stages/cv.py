@@ -34,6 +34,7 @@ from numerflow import metrics, schema
 from numerflow.config import CvConfig
 from numerflow.errors import ConfigError
 from numerflow.files import IncompleteSetError, check_set, exclusive_lock, publish_set
+from numerflow.provenance import PROVENANCE, make_record, record_path
 from numerflow.sweeps import ray_cluster
 from numerflow.workflow.oof_files import OOF_FILE, REPORT_FILE
 from numerflow.training.folds import (FOLD_COLUMN, TRAIN_SPLIT, VALIDATION_SPLIT, CvData, Fold,
@@ -257,8 +258,12 @@ def publish_results(folder: Path, config: CvConfig, data: CvData, folds: list[Fo
                    "rows_train": record["rows_train"], "epochs": len(record["epochs"]),
                    "train_loss": record["epochs"][-1]["train_loss"], "seconds": record["seconds"]}
                   for record in records]
-    report = {"data": str(config.data), "target": data.main, "settings": settings_of(config),
-              "folds": fold_rows_, "overall": fold_scores(oof, data.main)}
+    # data relative to report.json (a moved project still works); the resolved targets, not the
+    # option's None, so that `ensemble --fit` trains each member as cv did (issue 27)
+    report_file = folder / REPORT_FILE
+    report = {"data": record_path(config.data, report_file), "target": data.main, "targets": list(data.targets),
+              "settings": settings_of(config), "folds": fold_rows_, "overall": fold_scores(oof, data.main),
+              PROVENANCE: make_record(report_file, data=config.data, targets=list(data.targets))}
     with publish_set(folder, REPORT_FILE, report) as files:
         oof[[schema.ID, schema.ERA, FOLD_COLUMN, schema.PREDICTION]].to_parquet(files.path(OOF_FILE), index=False)
     written = schema.read_json(folder / REPORT_FILE)

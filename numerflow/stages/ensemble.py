@@ -25,10 +25,11 @@ from numerflow import metrics, schema
 from numerflow.config import EnsembleConfig, TrainConfig
 from numerflow.ensembles import ENSEMBLE_JSON, MEMBERS_DIR, greedy_selection
 from numerflow.errors import ConfigError, DataError
-from numerflow.files import check_set, publish_set
+from numerflow.files import publish_set
 from numerflow.options import EnsembleObjective, FitOn, SelectOn
+from numerflow.provenance import PROVENANCE, make_record, record_path
 from numerflow.sweeps import ray_cluster
-from numerflow.workflow.oof_files import OOF_FILE as CV_OOF, REPORT_FILE as CV_REPORT, read_oof
+from numerflow.workflow.oof_files import OOF_FILE as CV_OOF, REPORT_FILE as CV_REPORT, OofSource, read_oof, read_oof_source
 
 
 
@@ -39,6 +40,7 @@ class Candidate:
     data: Path  # the prepared folder it was trained on
     target: str
     predictions: object  # pandas Series of its predictions, indexed by id (text)
+    targets: list[str] | None = None  # the targets it trained on (None: recorded before they were)
 
     @property
     def seed(self):
@@ -100,20 +102,21 @@ class EnsembleResult:
 # --- the candidates ---------------------------------------------------------------------------
 
 
-def read_candidates(paths: list[Path]) -> list[Candidate]:
+def read_candidates(paths: list[Path], notes: list[str] | None = None) -> list[Candidate]:
     """Every candidate the paths name: a cv run, a --cv sweep (its complete trials) or one trial.
     A folder with no out-of-fold predictions is a DataError naming it."""
     from numerflow.sweeps.local import TRIAL_SETTINGS
 
     candidates = []
+    notes = [] if notes is None else notes
     for path in paths:
         path = Path(path)
         if (path / CV_REPORT).is_file() and (path / CV_OOF).is_file():
-            candidates.append(_cv_candidate(path))
+            candidates.append(_cv_candidate(path, notes))
         elif (path / TRIAL_SETTINGS).is_file():
-            candidates.append(_trial_candidate(path))
+            candidates.append(_trial_candidate(path, notes))
         elif (path / "sweep.json").is_file():
-            candidates += _sweep_candidates(path)
+            candidates += _sweep_candidates(path, notes)
         else:
             raise DataError(f"{path}: no out-of-fold predictions (give a cv run's folder, cv/NAME, or a sweep "
                             f"run with --cv, sweeps/NAME)")
@@ -124,21 +127,24 @@ def read_candidates(paths: list[Path]) -> list[Candidate]:
     return candidates
 
 
-def _cv_candidate(folder: Path) -> Candidate:
-    report = schema.read_json(folder / CV_REPORT)
-    check_set(folder, CV_REPORT, report.get("files", {}), names=[CV_OOF])
-    return Candidate(str(folder), report["settings"], Path(report["data"]), report["target"], read_oof(folder / CV_OOF))
+def _cv_candidate(folder: Path, notes: list[str]) -> Candidate:
+    return _candidate(read_oof_source(folder, CV_REPORT, f"numerflow cv --name {folder.name}"), notes)
 
 
-def _trial_candidate(folder: Path) -> Candidate:
-    from numerflow.sweeps.local import TRIAL_OOF, read_kept_trial
+def _trial_candidate(folder: Path, notes: list[str]) -> Candidate:
+    from numerflow.sweeps.local import TRIAL_SETTINGS
 
-    record = read_kept_trial(folder)
-    return Candidate(str(folder), record["settings"], Path(record["data"]), record["target"],
-                     read_oof(folder / TRIAL_OOF))
+    sweep = folder.parent.parent
+    return _candidate(read_oof_source(folder, TRIAL_SETTINGS, f"numerflow sweep --cv --name {sweep.name}"), notes)
 
 
-def _sweep_candidates(folder: Path) -> list[Candidate]:
+def _candidate(source: OofSource, notes: list[str]) -> Candidate:
+    notes += source.notes
+    return Candidate(str(source.folder), source.settings, source.data, source.target, read_oof(source.oof),
+                     source.targets)
+
+
+def _sweep_candidates(folder: Path, notes: list[str]) -> list[Candidate]:
     """A sweep's complete trials: those with out-of-fold predictions (run with --cv)."""
     from numerflow.sweeps.local import kept_trials
 
@@ -146,7 +152,7 @@ def _sweep_candidates(folder: Path) -> list[Candidate]:
     if not trials:
         raise DataError(f"{folder}: a sweep without out-of-fold predictions (run it with --cv: each complete "
                         f"trial then keeps trials/<number>/oof.parquet)")
-    return [_trial_candidate(trial) for trial in trials.values()]
+    return [_trial_candidate(trial, notes) for trial in trials.values()]
 
 
 # --- the rows selection sees ------------------------------------------------------------------
@@ -234,7 +240,8 @@ def selection_record(config: EnsembleConfig, candidates: list[Candidate], rows: 
     counts, steps, kept = greedy_selection(ranks, config.size, score)
     chosen = [k for k in range(len(candidates)) if counts[k] > 0]
     members = [{"source": candidates[k].source, "seed": candidates[k].seed, "count": int(counts[k]),
-                "weight": counts[k] / kept, "settings": candidates[k].settings, "checkpoint": None}
+                "weight": counts[k] / kept, "settings": candidates[k].settings, "targets": candidates[k].targets,
+                "checkpoint": None}
                for k in chosen]
     return {"name": config.name, "objective": config.objective, "on": config.on, "size": config.size,
             "selection": {"kind": "out-of-fold training" if config.on == SelectOn.oof else "validation",
@@ -253,12 +260,30 @@ def selection_record(config: EnsembleConfig, candidates: list[Candidate], rows: 
 # --- fitting ------------------------------------------------------------------------------------
 
 
-def member_config(settings: dict, data: Path, device: str) -> TrainConfig:
-    """A member's TrainConfig: its own settings (epochs, seed, ...), no patience (nothing is scored
-    while it trains), on this machine's device."""
+def member_config(settings: dict, data: Path, device: str, targets: list[str] | None = None) -> TrainConfig:
+    """A member's TrainConfig: its own settings (epochs, seed, ...) and the targets its cv run or
+    trial trained on (when recorded), no patience (nothing is scored while it trains), on this
+    machine's device."""
     names = {f.name for f in fields(TrainConfig)}
     own = {k: v for k, v in settings.items() if k in names and k not in ("data", "out", "resume", "device")}
-    return TrainConfig(**{**own, "patience": None, "data": data, "device": device})
+    recorded = {"targets": list(targets)} if targets else {}
+    return TrainConfig(**{**own, **recorded, "patience": None, "data": data, "device": device})
+
+
+def member_targets(source: str, recorded: list[str] | None, prepared: Path, notes: list[str]) -> list[str]:
+    """The targets a member trains on: those its cv run or trial recorded, each of which the
+    prepared data must hold (refused otherwise, never a different recipe)."""
+    available = schema.read_prepared_manifest(prepared).get("targets") or []
+    if not recorded:
+        notes.append(f"{source} was written before its targets were recorded: trained on the targets its settings "
+                     f"choose from {prepared} ({', '.join(available)})")
+        return []
+    lacking = [t for t in recorded if t not in available]
+    if lacking:
+        raise DataError(f"{source} trained on target(s) {', '.join(recorded)}; {prepared} lacks "
+                        f"{', '.join(lacking)}: prepare them (`numerflow prepare --aux-targets "
+                        f"{','.join(lacking)}`) or rerun it on this data")
+    return list(recorded)
 
 
 def fit_split(data, targets: list[str], fit_on: str):
@@ -279,20 +304,21 @@ def fit_split(data, targets: list[str], fit_on: str):
                  np.concatenate([remap(train), remap(validation)]), eras)
 
 
-def fit_members(record: dict, config: EnsembleConfig, cluster, say) -> list[dict]:
-    """Each member trained once on the fit split: its checkpoint dicts, in members' order. Here one
-    after another, or with --ray each member a Ray task (one worker process each) that reads the
-    prepared data itself from the path every node sees."""
+def fit_members(record: dict, prepared: Path, config: EnsembleConfig, cluster, say) -> list[dict]:
+    """Each member trained once on the fit split, with its recorded targets: its checkpoint dicts, in
+    members' order. Here one after another, or with --ray each member a Ray task (one worker process
+    each) that reads the prepared data itself from the path every node sees."""
     members = record["members"]
+    recorded = [member_targets(m["source"], m.get("targets"), prepared, []) for m in members]
     if cluster is None:
-        fitted = [fit_member(member, record["data"], config.device, config.fit_on,
+        fitted = [fit_member(member, str(prepared), recorded[i - 1], config.device, config.fit_on,
                              say=lambda line, i=i: say(f"member {i}/{len(members)} {line}"))
                   for i, member in enumerate(members, start=1)]
     else:
         say(f"Fitting {len(members)} member(s) as Ray tasks ({config.cpus_per_task:g} CPU, "
             f"{config.gpus_per_task:g} GPU each)")
-        data = str(Path(record["data"]).resolve())
-        units = [(f"member {i} ({member['source']})", (member, data, config.device, config.fit_on))
+        data = str(Path(prepared).resolve())
+        units = [(f"member {i} ({member['source']})", (member, data, recorded[i - 1], config.device, config.fit_on))
                  for i, member in enumerate(members, start=1)]
         fitted = [None] * len(members)
         for index, result in ray_cluster.run_tasks(cluster, fit_member, units, config.cpus_per_task,
@@ -303,14 +329,15 @@ def fit_members(record: dict, config: EnsembleConfig, cluster, say) -> list[dict
     return [checkpoint for checkpoint, _ in fitted]
 
 
-def fit_member(member: dict, data_path: str, device: str, fit_on: str, say=None) -> tuple[dict, dict]:
-    """One member trained on the fit split: (its checkpoint dict, the eras it trained on)."""
+def fit_member(member: dict, data_path: str, targets, device: str, fit_on: str, say=None) -> tuple[dict, dict]:
+    """One member trained on the fit split with its recorded targets: (its checkpoint dict, the eras
+    it trained on)."""
     from numerflow.sweeps.trial import load_prepared
     from numerflow.training.data import choose_targets
     from numerflow.training.fit import train_arrays
 
     data = load_prepared(data_path)  # read once per process: here, or per Ray worker
-    train_config = member_config(member["settings"], Path(data_path), device)
+    train_config = member_config(member["settings"], Path(data_path), device, targets)
     targets = choose_targets(train_config, data.manifest, data.path / schema.PREPARED_MANIFEST_FILE)
     split = fit_split(data, targets, fit_on)
     (say or (lambda line: None))(f"({member['source']}): {train_config.epochs} epoch(s) on {len(split.eras)} eras")
@@ -341,15 +368,24 @@ def ensemble(config: EnsembleConfig, say: Callable[[str], None] | None = None) -
     # an unreachable --ray address is an error before anything is read or written
     cluster = ray_cluster.connect(config.ray) if config.fit and config.ray else None
     notes: list[str] = []
-    candidates = read_candidates(config.candidates)
+    candidates = read_candidates(config.candidates, notes)
+    if config.fit:  # before anything slow: every candidate's recorded targets are prepared
+        for c in candidates:
+            member_targets(c.source, c.targets, c.data, notes)
     rows = selection_rows(candidates, config, notes)
     if config.on == SelectOn.validation:
         say("WARNING: choosing on VALIDATION eras (--on validation): validation no longer measures this ensemble")
     say(f"Choosing among {len(candidates)} candidate(s) on {len(rows.ids):,} rows in {rows.eras.n_eras} eras")
     record = selection_record(config, candidates, rows)
-    checkpoints = fit_members(record, config, cluster, say) if config.fit else []
+    prepared = candidates[0].data
+    checkpoints = fit_members(record, prepared, config, cluster, say) if config.fit else []
     for k, member in enumerate(record["members"]):
         member["checkpoint"] = f"{MEMBERS_DIR}/{k}.pt" if checkpoints else None
+    # paths relative to ensemble.json (a moved project still works); the data's fingerprint
+    record_file = folder / ENSEMBLE_JSON
+    record["data"] = record_path(prepared, record_file)
+    record["selection"]["file"] = record_path(rows.split_file, record_file)
+    record[PROVENANCE] = make_record(record_file, data=prepared, targets=candidates[0].targets)
     record["notes"] = notes
     with publish_set(folder, ENSEMBLE_JSON, record) as files:
         for member, checkpoint in zip(record["members"], checkpoints):

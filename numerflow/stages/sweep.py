@@ -141,6 +141,8 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
             raise ConfigError(f"{out_dir}: no sweep to resume (run without --resume to start it)")
         stored = results_settings(out_dir)
         now = settings_record(config, space)
+        if same_folder(stored.get("data"), now["data"], out_dir / results.SETTINGS_JSON):
+            stored["data"] = now["data"]  # recorded before paths were relative, or written from another folder
         # --trials may grow; --jobs may change (the trials already run are kept as they are).
         changed = [k for k in now if k not in ("trials", "jobs") and stored.get(k) != now[k]]
         if changed:
@@ -156,9 +158,19 @@ def results_settings(out_dir: Path) -> dict:
     return json.loads((out_dir / results.SETTINGS_JSON).read_text())
 
 
+def same_folder(stored, now: str, recording_file: Path) -> bool:
+    from numerflow.provenance import recorded_path
+
+    return bool(stored) and recorded_path(stored, recording_file).resolve() == recorded_path(now, recording_file).resolve()
+
+
 def settings_record(config: SweepConfig, space: Space) -> dict:
-    """What a resumed sweep must share with the one it continues (sweep.json)."""
-    return {"space": space.to_dict(), "objective": config.objective, "data": str(Path(config.data).resolve()),
+    """What a resumed sweep must share with the one it continues (sweep.json); the data relative
+    to sweep.json, so that a moved project still works."""
+    from numerflow.provenance import record_path
+
+    data = record_path(config.data, sweep_dir(config) / results.SETTINGS_JSON)
+    return {"space": space.to_dict(), "objective": config.objective, "data": data,
             "seed": config.seed, "pruner": config.pruner, "device": config.device, "backend": "ray" if config.ray else "local",
             "jobs": config.jobs, "trials": config.trials,
             **({"cv": True} if config.cv else {}),  # (sweeps from before --cv was recorded resume as they are)

@@ -26,7 +26,8 @@ from numerflow import binning, memory, metrics, schema
 from numerflow.config_base import DEFAULT_REPORTS_DIR
 from numerflow.config import ValidateConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
-from numerflow.reports import Report, json_safe, per_era_table, summary, write_report
+from numerflow.provenance import PROVENANCE, make_record, prepared_folder_of
+from numerflow.reports import REPORT_FILE, Report, json_safe, per_era_table, summary, write_report
 from numerflow.scoring.ids import RowIds
 from numerflow.scoring.side_files import read_benchmark, read_side_file
 from numerflow.workflow.model_scores import ensemble_ranks
@@ -305,9 +306,28 @@ def validate(config: ValidateConfig) -> Report:
     scores, score_notes = score(predicted, config)
     notes = [*predicted.notes, *_feature_notes(config, data, predicted.rows), *score_notes]
     named = [str(p) for p in data.path] if data.parts else str(data.path)  # several files: a list
-    report_data = {"source": str(source), "data": named, **scores, "notes": notes}
+    report_dir = Path(config.report_dir) if config.report_dir else DEFAULT_REPORTS_DIR / source.stem
+    report_data = {"source": str(source), "source_kind": _source_kind(config), "data": named, **scores,
+                   "notes": notes, PROVENANCE: _provenance(config, data, report_dir / REPORT_FILE)}
     report = Report(data=json_safe(report_data), source=str(source), data_path=data.path, notes=notes)
     if config.write_report:
-        report.report_dir = Path(config.report_dir) if config.report_dir else DEFAULT_REPORTS_DIR / source.stem
+        report.report_dir = report_dir
         write_report(report)
     return report
+
+
+def _source_kind(config: ValidateConfig) -> str:
+    """The option that names the source: `numerflow validate --<kind> SOURCE` writes the report again."""
+    return "predictions" if config.predictions is not None else "ensemble" if config.ensemble is not None else "model"
+
+
+def _provenance(config: ValidateConfig, data: ValidationData, report_file: Path) -> dict:
+    """The checkpoints scored (the model, or the ensemble's members) with their SHA-256, and the
+    prepared data's fingerprint when the files are one prepared folder's."""
+    from numerflow.ensembles import load_ensemble
+
+    checkpoints = [config.model] if config.model is not None else \
+        load_ensemble(config.ensemble)[0] if config.ensemble is not None else []
+    prepared = {prepared_folder_of(part.path) for part in data.files}
+    return make_record(report_file, checkpoints, prepared.pop() if len(prepared) == 1 else None,
+                       [data.target, *data.aux_targets])

@@ -127,12 +127,20 @@ def keep_trial_oof(job: TrialJob, data, oof) -> None:
     """A --cv trial's out-of-fold predictions and settings, trials/<number>/oof.parquet and
     settings.json (written last, naming oof.parquet's checksum: one files.publish_set), so that
     `numerflow ensemble` can choose among the trials; written by the worker, nothing rides back."""
+    from numerflow import schema
     from numerflow.files import publish_set
+    from numerflow.provenance import PROVENANCE, make_record, record_path
+    from numerflow.training.data import choose_targets
     from numerflow.training.settings import config_dict
 
-    settings = {"number": job.number, "params": job.params, "data": str(Path(job.data).resolve()),
-                "target": data.manifest.get("target") or data.targets[0], "settings": config_dict(job.cv)}
-    with publish_set(trial_folder(job.checkpoint.parent, job.number), TRIAL_SETTINGS, settings) as files:
+    folder = trial_folder(job.checkpoint.parent, job.number)
+    targets = choose_targets(job.cv, data.manifest, data.path / schema.PREPARED_MANIFEST_FILE)  # as fit_by_cv trains
+    # paths relative to settings.json, so that a moved project still works (issue 27)
+    settings = {"number": job.number, "params": job.params, "data": record_path(job.data, folder / TRIAL_SETTINGS),
+                "target": data.manifest.get("target") or data.targets[0], "targets": targets,
+                "settings": config_dict(job.cv),
+                PROVENANCE: make_record(folder / TRIAL_SETTINGS, data=job.data, targets=targets)}
+    with publish_set(folder, TRIAL_SETTINGS, settings) as files:
         oof.to_parquet(files.path(TRIAL_OOF), index=False)
 
 
@@ -142,7 +150,15 @@ def trial_folder(trials_dir: Path, number: int) -> Path:
 
 def kept_trials(sweep_folder: Path) -> dict[int, Path]:
     """The trials a `sweep --cv` kept (keep_trial_oof), in number order: number → its folder."""
-    folders = [p.parent for p in (Path(sweep_folder) / "trials").glob(f"*/{TRIAL_SETTINGS}") if p.parent.name.isdigit()]
+    from numerflow.errors import DataError
+
+    trials = Path(sweep_folder) / "trials"
+    unrecorded = sorted(p.parent for p in trials.glob(f"*/{TRIAL_OOF}")
+                        if p.parent.name.isdigit() and not (p.parent / TRIAL_SETTINGS).is_file())
+    if unrecorded:  # never left out without a word: the sweep's record of that trial is gone
+        raise DataError(f"{unrecorded[0] / TRIAL_SETTINGS}: missing (the trial's record beside its {TRIAL_OOF}): "
+                        f"remove {unrecorded[0]} to leave the trial out, or rerun the sweep")
+    folders = [p.parent for p in trials.glob(f"*/{TRIAL_SETTINGS}") if p.parent.name.isdigit()]
     return {int(folder.name): folder for folder in sorted(folders, key=lambda folder: int(folder.name))}
 
 

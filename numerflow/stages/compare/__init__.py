@@ -21,7 +21,8 @@ from numerflow import metrics
 from numerflow.config import CompareConfig
 from numerflow.errors import ConfigError
 from numerflow.stages.compare.inputs import INPUT_KINDS, Candidate, id_predictions, load_candidates
-from numerflow.stages.compare.output import LOWER_IS_BETTER, CompareResult, sort_table, summary_json, write_results
+from numerflow.provenance import PROVENANCE, make_record, prepared_folder_of
+from numerflow.stages.compare.output import COMPARE_JSON, LOWER_IS_BETTER, CompareResult, sort_table, summary_json, write_results
 from numerflow.stages.compare.rows import ScoringRows, choose_data
 from numerflow.stages.compare.scoring import (COLUMNS, PER_ERA, churn, common_rows, honest_winner, pairwise,
                                               per_era_scores, side_models, table_row)
@@ -34,6 +35,15 @@ def payout_weights(config: CompareConfig) -> dict:
     from numerflow.sweeps.space import DEFAULT_PAYOUT
 
     return {**DEFAULT_PAYOUT, **(config.payout or {})}
+
+
+def provenance(record_file: Path, candidates: list[Candidate], rows: ScoringRows) -> dict:
+    """compare.json's provenance: every checkpoint scored, and the prepared data's fingerprint
+    (when the rows are a prepared folder's)."""
+    checkpoints = list(dict.fromkeys(path for c in candidates for path in c.checkpoints))
+    prepared = {prepared_folder_of(path) for path in rows.paths}
+    data = prepared.pop() if len(prepared) == 1 else None
+    return make_record(record_file, checkpoints, data, [rows.data.target])
 
 
 def compare(config: CompareConfig) -> CompareResult:
@@ -78,6 +88,8 @@ def compare(config: CompareConfig) -> CompareResult:
         last=config.last, last_eras=[last_eras[0], last_eras[-1]], payout=payout, benchmark=side.benchmark_name,
         meta_model=side.meta is not None, sort=config.sort, churn_against=str(config.churn_against or "") or None,
         pairwise=pairwise(on_common, groups), deflated_sharpe=deflated, notes=notes)
+    folder = Path(config.compare_dir) / config.name
+    summary[PROVENANCE] = provenance(folder / COMPARE_JSON, candidates, rows)
     result = CompareResult(table=table, per_era=per_era, summary=summary)
-    write_results(result, Path(config.compare_dir) / config.name)
+    write_results(result, folder)
     return result

@@ -29,6 +29,7 @@ class Candidate:
     predict: Callable  # (ScoringRows) -> predictions on those rows (NaN: none)
     data: list[Path] | None = None  # the data files it was scored on, when it says
     notes: list[str] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)  # those it predicts with (compare.json's provenance)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def checkpoint_candidate(path: Path, config: CompareConfig, name: str | None = N
 
     checkpoint = load_checkpoint(path)  # a missing or unreadable file is its CheckpointError here
     return Candidate(name or path.stem, source or f"checkpoint {path}",
-                     lambda rows: rows.predict_checkpoint(path, checkpoint, config), data)
+                     lambda rows: rows.predict_checkpoint(path, checkpoint, config), data, checkpoints=[path])
 
 
 # --- folders ------------------------------------------------------------------------------------------
@@ -94,38 +95,52 @@ def report_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
     or predictions file report.json names) is scored again on the common rows."""
     from numerflow.reports import read_report
 
+    from numerflow.provenance import check_record, recorded_path
+    from numerflow.reports import REPORT_FILE, read_report
+
     report = read_report(folder)
-    source = Path(report.source)
+    record_file = folder / REPORT_FILE
+    source = recorded_path(report.source, record_file) if report.source else Path("")
     named = report.data.get("data")
-    data = [Path(p) for p in named] if isinstance(named, list) else [Path(named)] if named else None
+    named = named if isinstance(named, list) else [named] if named else []
+    data = [recorded_path(p, record_file) for p in named] or None
     where = f"report {folder}"
     if not report.source or not source.is_file():
         raise DataError(f"{folder}: its source '{report.source}' is not a file here; compare scores a report's "
                         f"checkpoint or predictions file again (report.json keeps per-era scores, not predictions)")
-    if source.suffix in CHECKPOINT_SUFFIXES:
-        return [checkpoint_candidate(source, config, folder.name, data, where)]
-    return [file_candidate(source, config, folder.name, data, where)]
+    notes = check_record(report.data, record_file, str(folder), refresh_report(source, report.data))
+    candidate = (checkpoint_candidate(source, config, folder.name, data, where) if source.suffix in CHECKPOINT_SUFFIXES
+                 else file_candidate(source, config, folder.name, data, where))
+    candidate.notes += notes
+    return [candidate]
 
 
-def oof_candidate(name: str, source: str, oof_path: Path, prepared: Path, with_validation: bool) -> Candidate:
+def refresh_report(source: Path, data: dict) -> str:
+    """The command that writes a report again: validate of its checkpoint, ensemble or predictions."""
+    kind = data.get("source_kind") or ("model" if source.suffix in CHECKPOINT_SUFFIXES else "predictions")
+    return f"numerflow validate --{kind} {source}"
+
+
+def oof_candidate(name: str, source: str, oof_path: Path, prepared: Path, with_validation: bool,
+                  notes: list[str] = ()) -> Candidate:
     """Out-of-fold predictions (oof.parquet: id, era, fold, prediction) over the prepared files
     their folds came from: train.parquet, and validation.parquet when it was a fold."""
     from numerflow.workflow.oof_files import read_oof
 
     predictions = read_oof(oof_path)
     data = [prepared / schema.TRAIN_FILE] + ([prepared / schema.VALIDATION_FILE] if with_validation else [])
-    return Candidate(name, source, lambda rows: placed(predictions, rows, str(oof_path)), data)
+    return Candidate(name, source, lambda rows: placed(predictions, rows, str(oof_path)), data, list(notes))
 
 
 def cv_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
     """A cv run, scored on its out-of-fold predictions over the prepared files its folds came from."""
     from numerflow.training.folds import VALIDATION_SPLIT
-    from numerflow.workflow.oof_files import OOF_FILE, REPORT_FILE
+    from numerflow.workflow.oof_files import REPORT_FILE, read_oof_source
 
-    report = schema.read_json(folder / REPORT_FILE)
-    splits = {fold.get("split") for fold in report.get("folds", [])}
-    return [oof_candidate(folder.name, f"cv {folder}", folder / OOF_FILE, Path(report.get("data", "")),
-                          VALIDATION_SPLIT in splits)]
+    cv = read_oof_source(folder, REPORT_FILE, f"numerflow cv --name {folder.name}")
+    folds = schema.read_json(folder / REPORT_FILE).get("folds")
+    splits = {fold.get("split") for fold in folds if isinstance(fold, dict)} if isinstance(folds, list) else set()
+    return [oof_candidate(folder.name, f"cv {folder}", cv.oof, cv.data, VALIDATION_SPLIT in splits, cv.notes)]
 
 
 def sweep_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
@@ -138,8 +153,11 @@ def sweep_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
     best = schema.read_json(folder / BEST_JSON, missing_hint=" (the sweep finished no trial)")
     if config.trials and trial_oof_files(folder):
         return trial_oof_candidates(folder, best)
-    settings = schema.read_json(folder / SETTINGS_JSON) if (folder / SETTINGS_JSON).is_file() else best.get("settings", {})
-    data = [Path(settings["data"]) / schema.VALIDATION_FILE] if settings.get("data") else None
+    from numerflow.provenance import recorded_path
+
+    recording = folder / SETTINGS_JSON if (folder / SETTINGS_JSON).is_file() else folder / BEST_JSON
+    settings = schema.read_json(recording) if recording.name == SETTINGS_JSON else best.get("settings", {})
+    data = [recorded_path(settings["data"], recording) / schema.VALIDATION_FILE] if settings.get("data") else None
     if not (folder / BEST_PT).is_file():
         raise DataError(f"{folder / BEST_PT}: not found (the sweep's best checkpoint)")
     candidates = [checkpoint_candidate(folder / BEST_PT, config, f"{folder.name}:best", data,
@@ -176,16 +194,17 @@ def trial_oof_files(folder: Path) -> dict[int, Path]:
 
 def trial_oof_candidates(folder: Path, best: dict) -> list[Candidate]:
     """Every complete trial of a `sweep --cv` on its out-of-fold predictions, as a cv run is scored."""
-    from numerflow.sweeps.local import TRIAL_OOF, read_kept_trial
+    from numerflow.sweeps.local import TRIAL_SETTINGS
+    from numerflow.workflow.oof_files import read_oof_source
 
     kept = trial_oof_files(folder)
     candidates = []
     for number in [n for n in complete_trials(folder) if n in kept]:
-        record = read_kept_trial(kept[number])
+        trial = read_oof_source(kept[number], TRIAL_SETTINGS, f"numerflow sweep --cv --name {folder.name}")
         is_best = " (the best)" if number == best.get("number") else ""
         candidates.append(oof_candidate(f"{folder.name}:{number}", f"sweep {folder} trial {number}{is_best}, "
-                                        f"out-of-fold", kept[number] / TRIAL_OOF, Path(record["data"]),
-                                        bool(record.get("settings", {}).get("include_validation"))))
+                                        f"out-of-fold", trial.oof, trial.data,
+                                        bool(trial.settings.get("include_validation")), trial.notes))
     if candidates:
         candidates[0].notes.append(f"--trials: sweep {folder} ran with --cv: its {len(candidates)} complete trial(s) "
                                    f"are scored on their out-of-fold predictions (training eras), the best among them, "
@@ -199,12 +218,15 @@ def trial_oof_candidates(folder: Path, best: dict) -> list[Candidate]:
 def ensemble_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
     """A fitted ensemble (ensembles/<name>/), scored on the rows as `validate --ensemble` scores it:
     its members' predictions ranked within eras and weighted, never on the eras it was fitted on."""
-    from numerflow.ensembles import load_ensemble, read_ensemble
+    from numerflow.ensembles import ENSEMBLE_JSON, load_ensemble, read_ensemble
+    from numerflow.provenance import recorded_path
 
-    load_ensemble(folder)  # an unfitted one, or a missing member checkpoint, is its error here
+    members, _ = load_ensemble(folder)  # an unfitted or damaged one, or a changed member checkpoint, is its error here
     record = read_ensemble(folder)
-    data = [Path(record["data"]) / schema.VALIDATION_FILE] if record.get("data") else None
-    candidate = Candidate(folder.name, f"ensemble {folder}", lambda rows: rows.predict_ensemble(folder, config), data)
+    data = [recorded_path(record["data"], folder / ENSEMBLE_JSON) / schema.VALIDATION_FILE] \
+        if record.get("data") else None
+    candidate = Candidate(folder.name, f"ensemble {folder}", lambda rows: rows.predict_ensemble(folder, config), data,
+                          checkpoints=members)
     if (record.get("fitted") or {}).get("on") == "all":
         candidate.notes.append(f"{folder}: fitted with --fit-on all, on the validation eras too: its numbers there "
                                f"are not held out")
