@@ -48,7 +48,8 @@ def deflated_best(out_dir: Path, rows: list[dict], best: dict | None, cv: bool) 
 
 def complete_trials_per_era_corr(out_dir: Path, numbers: list[int]) -> dict[int, np.ndarray]:
     """Per-era CORR of each complete trial's kept out-of-fold predictions (eras in order)."""
-    from numerflow.sweeps.local import TRIAL_OOF, kept_trials, read_kept_trial
+    from numerflow.provenance import recorded_path
+    from numerflow.sweeps.local import TRIAL_OOF, TRIAL_SETTINGS, kept_trials, read_kept_trial
 
     kept = kept_trials(out_dir)
     missing = [n for n in numbers if n not in kept]
@@ -60,9 +61,10 @@ def complete_trials_per_era_corr(out_dir: Path, numbers: list[int]) -> dict[int,
         record = read_kept_trial(kept[number])
         files = [schema.TRAIN_FILE] + ([schema.VALIDATION_FILE]
                                        if record.get("settings", {}).get("include_validation") else [])
-        key = (record["data"], record["target"], tuple(files))
+        data = recorded_path(record["data"], kept[number] / TRIAL_SETTINGS)  # relative to settings.json
+        key = (data, record["target"], tuple(files))
         if key not in targets:
-            targets[key] = _target_rows(Path(record["data"]), record["target"], files)
+            targets[key] = _target_rows(data, record["target"], files)
         out[number] = _per_era_corr(kept[number] / TRIAL_OOF, targets[key], record["target"])
     return out
 
