@@ -93,7 +93,7 @@ def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> Swee
 def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
     """Every problem found before any file is written."""
     from numerflow.sweeps.trial import meta_model_problem
-    from numerflow.training.data import read_manifest
+    from numerflow.training.data import benchmark_note, read_manifest
 
     if config.space is None:
         raise ConfigError("give --space FILE (the search space), or --show NAME")
@@ -106,7 +106,9 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
     space = load_space(config.space)
     objective = Objective(config.objective, space.payout)
     out_dir = sweep_dir(config)
-    read_manifest(Path(config.data))
+    manifest = read_manifest(Path(config.data))
+    if space.may_set("bmc_weight"):  # --bmc-weight in the space: refused now, not in every trial
+        benchmark_note(manifest, Path(config.data))
     if objective.needs_meta_model:
         problem = meta_model_problem(Path(config.data))
         if problem:

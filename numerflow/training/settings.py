@@ -11,13 +11,13 @@ from pathlib import Path
 from numerflow.config_base import seed_problem
 from numerflow.config import TrainConfig
 from numerflow.errors import ConfigError
-from numerflow.options import Activation, Loss, PredictWith, Schedule
+from numerflow.options import Activation, Arch, Loss, PredictWith, Schedule
 
 
 def check_config(config: TrainConfig) -> None:
     for option, choices, value in (("loss", Loss, config.loss), ("schedule", Schedule, config.schedule),
                                    ("predict-with", PredictWith, config.predict_with),
-                                   ("activation", Activation, config.activation)):
+                                   ("activation", Activation, config.activation), ("arch", Arch, config.arch)):
         if value not in choices.names():
             raise ConfigError(f"unknown {option} '{value}' (choose {', '.join(choices.names())})")
     if config.batch_size < 2 or config.epochs < 1 or not 0 < config.lr < math.inf:
@@ -26,9 +26,21 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError("weight decay and l1 must be finite numbers ≥ 0")
     if not 0 <= config.dropout < 1:
         raise ConfigError(f"dropout must be a number from 0 to below 1, got {config.dropout}")
+    check_earn_settings(config)
     problem = seed_problem(config.seed)
     if problem:
         raise ConfigError(problem)
+
+
+def check_earn_settings(config: TrainConfig) -> None:
+    """--bmc-weight and --k (issue 26). The BMC term is taken per era within a batch, so it needs
+    the corr loss's batches, which are drawn within eras (mse's mix every era)."""
+    if not 0 <= config.bmc_weight <= 1:  # nan fails too
+        raise ConfigError(f"--bmc-weight must be a number from 0 to 1, got {config.bmc_weight}")
+    if config.bmc_weight > 0 and config.loss != Loss.corr.value:
+        raise ConfigError("--bmc-weight needs --loss corr (its batches are drawn within eras)")
+    if not isinstance(config.k, int) or isinstance(config.k, bool) or config.k < 1:
+        raise ConfigError(f"--k must be a whole number of 1 or more, got {config.k!r}")
 
 
 def check_out(config: TrainConfig) -> None:
