@@ -41,6 +41,10 @@ def check_earn_settings(config: TrainConfig) -> None:
         raise ConfigError("--bmc-weight needs --loss corr (its batches are drawn within eras)")
     if not isinstance(config.k, int) or isinstance(config.k, bool) or config.k < 1:
         raise ConfigError(f"--k must be a whole number of 1 or more, got {config.k!r}")
+    if config.arch == Arch.tabm.value:  # without the package: one Error line before any data is read
+        from numerflow.model import import_tabm
+
+        import_tabm()
 
 
 def check_out(config: TrainConfig) -> None:
