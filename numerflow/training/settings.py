@@ -65,6 +65,14 @@ def config_dict(config: TrainConfig) -> dict:
             for f in fields(config) for v in [getattr(config, f.name)]}
 
 
+def changed_settings(saved: dict, now: dict, resumable: set[str], settings_class=TrainConfig) -> list[str]:
+    """The settings (but `resumable` ones) that differ between a saved run and this one, as
+    "name (old → new)". A setting the saved run lacks is an option added since it was written:
+    that run had the option's default (so a run saved by an older numerflow still resumes)."""
+    saved = {**config_dict(settings_class()), **saved}
+    return [f"{k} ({saved.get(k)!r} → {now[k]!r})" for k in now if k not in resumable and saved.get(k) != now[k]]
+
+
 def resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume")
 
