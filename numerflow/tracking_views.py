@@ -82,7 +82,8 @@ def record_cv(result, settings, config: TrackingConfig) -> None:
         for fold in report.get("folds", []):
             number = fold.get("fold", len(report["folds"]))
             with run.child(f"fold {number}", {k: v for k, v in fold.items() if not isinstance(v, dict)}) as child:
-                child.log_final(_flat(fold))
+                # train_loss there is the last epoch's, already the last point of the history below
+                child.log_final({k: v for k, v in _flat(fold).items() if k != "train_loss"})
                 record_file = Path(result.folder) / "folds" / f"fold_{number}.json"
                 if record_file.is_file():
                     _log_epochs(child, _read_json(record_file).get("epochs", []))
