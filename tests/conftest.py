@@ -6,6 +6,7 @@ Test modules use them by name; nothing here is imported."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, FakeNumerai, make_version_
 # Test modules import torch themselves, before any numerflow stage runs: the suite trains many
 # small models, and spinning OpenMP threads make that 10-30x slower on a busy machine.
 before_torch_import()
+
+# MLflow tracking (issue 28) is on by default where mlflow is installed; the suite's runs are not
+# experiments, and a SQLite store per working folder would cost seconds each. The tracking tests
+# (tests/test_tracking_commands.py) turn it back on.
+os.environ.setdefault("NUMERFLOW_TRACK", "0")
 
 
 @pytest.fixture(scope="session")

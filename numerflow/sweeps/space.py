@@ -34,7 +34,7 @@ from numerflow.config import TrainConfig
 from numerflow.errors import ConfigError
 
 # Options a sweep owns itself: where the data is, where checkpoints go, resuming.
-NOT_SWEPT = {"data", "out", "resume"}
+NOT_SWEPT = {"data", "out", "resume", "track"}  # track: the sweep's own --no-track
 TABLES = {"fixed", "payout", "cv"}
 DEFAULT_PAYOUT = {"corr": 0.5, "mmc": 2.0}
 CV_KEYS = ("folds", "scheme", "embargo")  # `numerflow cv`'s fold options, for --cv

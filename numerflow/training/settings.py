@@ -60,9 +60,10 @@ def check_writable(folder: Path, option: str) -> None:
 
 
 def config_dict(config: TrainConfig) -> dict:
-    """The TrainConfig as JSON-safe values (paths as strings)."""
+    """The TrainConfig as JSON-safe values (paths as strings). `track` (MLflow logging) is left
+    out: it changes no model, so it must not refuse a resume nor reach a checkpoint's settings."""
     return {f.name: (str(v) if isinstance(v, Path) else v)
-            for f in fields(config) for v in [getattr(config, f.name)]}
+            for f in fields(config) if f.name != "track" for v in [getattr(config, f.name)]}
 
 
 def changed_settings(saved: dict, now: dict, resumable: set[str], settings_class=TrainConfig) -> list[str]:
