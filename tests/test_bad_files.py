@@ -74,3 +74,67 @@ def test_prepare_accepts_good_own_files(tmp_path, synthetic_dir):
     result = prepare(folder, tmp_path / "prepared")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "prepared" / "manifest.json").is_file()
+
+
+# --- damaged Numerai answers (tests/fake_numerai_live.py's `damage`) ------------------------
+
+REFUSED = [({"date": "not a date"}, "ParserError"), ({"roundNumber": None}, "TypeError"),
+           ({"value": "high"}, "ValueError")]
+
+
+@pytest.mark.parametrize("old_client", [False, True], ids=["submission_scores", "round_model_performances_v2"])
+@pytest.mark.parametrize("damage, kind", REFUSED, ids=[next(iter(d)) for d, _ in REFUSED])
+def test_scores_refuses_a_damaged_answer_and_writes_nothing(tmp_path, monkeypatch, fake_numerai, damage, kind,
+                                                            old_client):
+    from numerflow.numerai import scores as client_scores
+    from tests.test_scores import plant_rounds
+
+    monkeypatch.chdir(tmp_path)
+    if old_client:  # numerapi 2.19 - 2.x: scores from round_model_performances_v2 only
+        monkeypatch.setattr(client_scores, "has_submission_scores", lambda api: False)
+    plant_rounds(fake_numerai)
+    fake_numerai.live.damage = damage
+    line = error_line(runner.invoke(app, ["scores", "--model-name", "fake_model"]))
+    call = "v2RoundModelPerformances" if old_client else "submissionScores"
+    assert line == f"Error: Numerai API call '{call}' gave an unexpected answer ({kind})"
+    assert not (tmp_path / "scores").exists()
+
+
+def test_scores_accepts_a_number_as_a_metric_name(tmp_path, monkeypatch, fake_numerai):
+    """A documented acceptance: a metric name is text, and a number's text is one (rounds.csv keeps it)."""
+    from tests.test_scores import plant_rounds
+
+    monkeypatch.chdir(tmp_path)
+    plant_rounds(fake_numerai)
+    fake_numerai.live.damage = {"displayName": 5}
+    result = runner.invoke(app, ["scores", "--model-name", "fake_model"])
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(tmp_path / "scores" / "fake_model" / "rounds.csv")["metric"].astype(str)) >= {"5"}
+
+
+DIAGNOSTICS_DAMAGE = [{"updatedAt": "not a date"}, {"validationCorrMean": "x"}, {"validationCorrMean": None},
+                      {"status": 7}]
+
+
+@pytest.mark.parametrize("damage", DIAGNOSTICS_DAMAGE, ids=["updatedAt", "word", "null", "status"])
+def test_diagnostics_with_a_damaged_answer_never_shows_a_traceback(tmp_path, monkeypatch, fake_numerai, damage):
+    import numpy as np
+
+    from tests.fake_numerai import make_version_files
+
+    monkeypatch.chdir(tmp_path)
+    for name, body in make_version_files("v5.2").items():
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name).write_bytes(body)
+    ids = pd.read_parquet(tmp_path / "data" / "v5.2" / "validation.parquet", columns=[]).index
+    pd.DataFrame({"id": ids, "prediction": np.random.default_rng(3).random(len(ids))}).to_csv("preds.csv", index=False)
+    fake_numerai.live.damage = damage
+    result = runner.invoke(app, ["diagnostics", "--model-name", "fake_model", "--predictions", "preds.csv",
+                                 "--poll-interval", "0.01", "--timeout", "2"])
+    assert "Traceback" not in result.output and isinstance(result.exception, (SystemExit, type(None))), result.output
+    if "status" in damage:  # an unknown status is "still working": the run's timeout ends it, one Error line last
+        last = result.output.strip().splitlines()[-1]
+        assert result.exit_code == 1 and last.startswith("Error: Numerai's diagnostics run ") and "'7'" in last
+    else:  # the summary is kept as Numerai sent it
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "reports" / "preds" / "diagnostics.json").is_file()
