@@ -138,3 +138,20 @@ def test_diagnostics_with_a_damaged_answer_never_shows_a_traceback(tmp_path, mon
     else:  # the summary is kept as Numerai sent it
         assert result.exit_code == 0, result.output
         assert (tmp_path / "reports" / "preds" / "diagnostics.json").is_file()
+
+
+def test_scores_over_two_models_reads_every_report_before_writing(tmp_path, monkeypatch, fake_numerai):
+    from tests.test_scores import plant_report, plant_rounds
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NUMERFLOW_CONFIG", raising=False)
+    plant_rounds(fake_numerai, "fake_model")
+    plant_rounds(fake_numerai, "other_model")
+    (tmp_path / "numerflow.toml").write_text('[models.fake_model]\nmodel = "models/a.pt"\n\n'
+                                             '[models.other_model]\nmodel = "models/b.pt"\n')
+    plant_report(tmp_path / "reports" / "a", [0.02, 0.03, 0.01, 0.04])
+    (tmp_path / "reports" / "b").mkdir(parents=True)
+    (tmp_path / "reports" / "b" / "report.json").write_text("{ damaged")
+    line = error_line(runner.invoke(app, ["scores"]))
+    assert "reports/b" in line and "report.json" in line
+    assert not (tmp_path / "scores").exists()  # the first model's files are not written either
