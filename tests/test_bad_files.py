@@ -155,3 +155,16 @@ def test_scores_over_two_models_reads_every_report_before_writing(tmp_path, monk
     line = error_line(runner.invoke(app, ["scores"]))
     assert "reports/b" in line and "report.json" in line
     assert not (tmp_path / "scores").exists()  # the first model's files are not written either
+
+
+# --- smaller items (issue 27 point 8) -----------------------------------------------------------
+
+@pytest.mark.parametrize("command, flag, value", [("train", "--layers", "256,,128"), ("train", "--layers", "256,"),
+                                                  ("export", "--weights", "1,,2")])
+def test_an_empty_item_in_a_list_option_is_refused(tmp_path, monkeypatch, command, flag, value):
+    monkeypatch.chdir(tmp_path)
+    extra = ["--model", "a.pt", "--model", "b.pt"] if command == "export" else []
+    result = runner.invoke(app, [command, *extra, flag, value])
+    assert result.exit_code == 2, result.output
+    assert f"got '{value}' (an empty item)" in result.output
+    assert list(tmp_path.iterdir()) == []
