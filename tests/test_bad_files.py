@@ -168,3 +168,20 @@ def test_an_empty_item_in_a_list_option_is_refused(tmp_path, monkeypatch, comman
     assert result.exit_code == 2, result.output
     assert f"got '{value}' (an empty item)" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_validate_data_takes_the_prepared_folder(tmp_path, monkeypatch, synthetic_dir, synthetic_models):
+    monkeypatch.chdir(tmp_path)
+    prepared = tmp_path / "prepared"
+    assert prepare(synthetic_dir, prepared).exit_code == 0
+    model = str(synthetic_models["all"])
+    by_file = runner.invoke(app, ["validate", "--model", model, "--data", str(prepared / "validation.parquet"),
+                                  "--no-report"])
+    by_folder = runner.invoke(app, ["validate", "--model", model, "--data", str(prepared), "--no-report"])
+    assert by_file.exit_code == 0 and by_folder.exit_code == 0, by_file.output + by_folder.output
+    first = by_file.output.splitlines()[0]  # "Validated M on F: rows, eras": the folder is read as its file
+    assert by_folder.output.splitlines()[0] == first and first.endswith("validation.parquet: 1,200 rows, 8 eras")
+    (tmp_path / "empty").mkdir()
+    line = error_line(runner.invoke(app, ["validate", "--model", model, "--data", "empty", "--no-report"]))
+    assert line == ("Error: empty: a folder without validation.parquet; --data takes a validation Parquet file "
+                    "or the prepared folder")
