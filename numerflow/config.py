@@ -266,11 +266,20 @@ class ExportConfig(StageSettings):
     ensemble: Path | None = ensemble_option()
     neutralize: float = neutralize_option()
     out: Path | None = option(None, help="Pickle to write (default: the checkpoint's path with .pkl).")
+    # None: on with --upload, off otherwise (the stage decides, as only it knows whether it uploads)
+    check: bool | None = option(None, flag="--check/--no-check",
+                                help="Run the pickle on the live file as Numerai's hosted runner would (1 CPU, 4 GB, "
+                                     "10 min) and print its time and peak memory [default: on with --upload].")
+    image_env: bool = option(False, flag="--image-env",
+                             help="Run --check in a cached virtual environment holding numerai-predict's pins.")
+    live: Path | None = option(None, help="Live Parquet for --check (default: live.parquet of the version trained on).")
 
     def __post_init__(self):
         super().__post_init__()
         check_weights(self.weights, self.models)
         _check_ensemble(self)
+        if self.image_env and self.check is False:
+            raise OptionError("--image-env", "runs the check: leave out --no-check")
 
 
 DEFAULT_SWEEPS_DIR = Path("sweeps")
