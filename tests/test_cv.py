@@ -41,12 +41,6 @@ def prepared(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
