@@ -23,6 +23,8 @@ from numerflow.synthetic import BENCHMARK_MODEL
 from tests.conftest import train_tiny
 from tests.helpers import error_line
 
+pytestmark = pytest.mark.slow  # the models compared are trained for real: left out of the quick loop
+
 TOL = 1e-9
 runner = CliRunner()
 

@@ -18,6 +18,8 @@ from numerflow.errors import ConfigError, DataError
 from numerflow.training.folds import plan_folds
 from tests.prepared_helpers import FEATURES, TARGETS, prepared_frame
 
+pytestmark = pytest.mark.slow  # each fold trains for real: left out of the quick loop
+
 runner = CliRunner()
 TINY = ["--epochs", "1", "--layers", "8", "--batch-size", "64", "--device", "cpu"]
 TINY_API = {"epochs": 1, "layers": [8], "batch_size": 64, "device": "cpu"}

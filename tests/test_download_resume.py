@@ -60,6 +60,7 @@ def test_a_file_damaged_in_place_is_fetched_again(numerai, tmp_path):
     assert path.read_bytes() == numerai.datasets["v5.2/validation.parquet"]
 
 
+@pytest.mark.slow
 def test_a_killed_download_resumes_from_its_partial_file(numerai, tmp_path):
     import time
 

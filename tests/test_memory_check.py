@@ -68,6 +68,7 @@ def test_train_that_cannot_fit_stops_before_loading_naming_what_fits(prepared, t
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_no_memory_check_trains_anyway(prepared, tmp_path, monkeypatch):
     available(monkeypatch, 1 << 20)
     out = tmp_path / "model.pt"

@@ -77,6 +77,7 @@ def train_args(prepared: Path, out: Path, *extra):
 
 # ---- full disks: one line naming the file ------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_on_a_full_disk_is_one_error_line_naming_the_file(tmp_path, prepared):
     with tmpfs(tmp_path / "disk", "size=16k") as disk:
         result = cli(*train_args(prepared, disk / "model.pt", "--layers", "512"))
@@ -171,6 +172,7 @@ def test_prepare_failing_on_its_second_output_keeps_the_old_set(data_dir):
     assert temporaries(prepared) == []
 
 
+@pytest.mark.slow
 def test_prepare_killed_between_renames_is_refused_by_readers_and_redone(data_dir):
     assert cli("prepare", "--data-dir", data_dir, "--feature-set", "all").exit_code == 0
     prepared = data_dir / "prepared"
@@ -191,6 +193,7 @@ def test_prepare_killed_between_renames_is_refused_by_readers_and_redone(data_di
 
 # ---- download --synthetic publishes its files as one set
 
+@pytest.mark.slow
 def test_synthetic_rerun_killed_after_train_is_refused_by_prepare(data_dir):
     run_killed_at_rename(2, "download", "--synthetic", "--data-dir", "data", "--seed", "5", *SMALL,
                          cwd=data_dir.parent)  # train.parquet of seed 5 beside seed 0's other files

@@ -1,6 +1,8 @@
 """quickstart's folder: never a user's project, reused only when it is its own."""
 
 from __future__ import annotations
+import pytest
+
 from tests.helpers import cli, error_line
 
 
@@ -14,6 +16,7 @@ def test_quickstart_never_writes_into_a_users_project(in_tmp):
     assert sorted(p.name for p in in_tmp.iterdir()) == ["models"]
 
 
+@pytest.mark.slow
 def test_quickstart_may_reuse_its_own_folder(in_tmp):
     from numerflow.stages.quickstart import MARKER, claim_folder
 

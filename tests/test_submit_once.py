@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from tests.helpers import cli, error_line
 
+pytestmark = pytest.mark.slow  # concurrent and killed subprocesses: left out of the quick loop
+
 
 # ---- submissions happen once: under concurrency, after kills, whatever the lock file holds
 

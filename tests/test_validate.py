@@ -138,6 +138,7 @@ def test_without_matplotlib_the_other_files_and_a_note(in_tmp, synthetic_dir, ra
     assert "Note: matplotlib is not installed: per_era.png not drawn (pip install matplotlib)" in str(report)
 
 
+@pytest.mark.slow
 def test_model_mode_on_prepared_data_matches_the_trainer(in_tmp, prepared_model):
     prepared, checkpoint = prepared_model
     result = run_validate("--model", checkpoint, "--data", prepared / schema.VALIDATION_FILE, "--json")
