@@ -73,6 +73,7 @@ def test_toml_defaults_rank_below_env_and_flags(tmp_path, monkeypatch):
     assert "flagdir" in result.output
 
 
+@pytest.mark.slow
 def test_openmp_threads_spin_briefly_unless_the_user_chose(tmp_path):
     """Unbounded spinning made training 4-25x slower on a busy 2-core machine, sleeping at once
     made it 1.3x slower on a quiet one: the waiting is set when a stage that uses torch is called

@@ -152,6 +152,7 @@ def test_gpu_check_without_a_cuda_device_says_so_in_one_line():
     assert done.returncode == 0 and done.stdout.count("\n") == 1 and "No CUDA device" in done.stdout
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu_runs_every_step_of_its_table():
     done = subprocess.run([sys.executable, GPU_CHECK, "--device", "cpu", "--rows", "3000", "--features", "30"],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -10,6 +10,8 @@ import logging
 
 import numpy as np
 import pandas as pd
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
@@ -335,3 +337,15 @@ def test_secret_key_with_a_line_break(live_project, in_tmp, fake_numerai, monkey
                                   "sent (a line break or control character?)")
     assert SECRET_KEY[5:] not in result.output
     assert len(fake_numerai.submissions) == 1
+
+
+def test_without_numerai_tools_submit_says_its_second_opinion_did_not_run(live_project, in_tmp, monkeypatch):
+    args = ["submit", "--predictions", f"predictions/model_{ROUND}.csv", "--dry-run"]
+    installed = cli(*args)
+    assert installed.exit_code == 0, installed.output
+    assert "numerai-tools is not installed" not in installed.output
+    monkeypatch.setitem(sys.modules, "numerai_tools.submissions", None)  # the import raises ImportError
+    absent = cli(*args)
+    assert absent.exit_code == 0, absent.output
+    assert ("Note: numerai-tools is not installed: its submission validator (a second opinion) did not run"
+            in absent.output.splitlines())
