@@ -413,3 +413,21 @@ def test_prepare_refuses_a_set_the_release_does_not_have(numerai53, tmp_path, ve
     assert error_line(result) == (f"Error: {folder / 'features.json'}: unknown feature set '{feature_set}' "
                                   f"(available: {', '.join(sets)})")
     assert not (tmp_path / "prep").exists()
+
+
+def test_manifest_that_is_not_an_object(in_tmp, synthetic_dir, synthetic_models):
+    shutil.copytree(synthetic_models["all"].parent / "prepared_all", in_tmp / "prep")
+    (in_tmp / "prep" / "manifest.json").write_text("[1, 2]")
+    message = "Error: prep/manifest.json: not a prepare manifest (expected a JSON object)"
+    assert error_line(cli("train", "--data", "prep", "--epochs", "1", "--device", "cpu", "--out", "m.pt")) == message
+    assert error_line(cli("validate", "--model", synthetic_models["all"], "--data", "prep/validation.parquet",
+                          "--no-report")) == message
+    assert not (in_tmp / "m.pt").exists()
+
+
+def test_manifest_lists_that_are_not_lists(in_tmp, synthetic_models):
+    shutil.copytree(synthetic_models["all"].parent / "prepared_all", in_tmp / "prep")
+    manifest = json.loads((in_tmp / "prep" / "manifest.json").read_text())
+    (in_tmp / "prep" / "manifest.json").write_text(json.dumps({**manifest, "targets": "target"}))
+    result = cli("train", "--data", "prep", "--epochs", "1", "--device", "cpu", "--out", "m.pt")
+    assert error_line(result) == "Error: prep/manifest.json: 'targets' is not a list of column names"

@@ -7,11 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 
 import numpy as np
 import pandas as pd
-import sys
-
 import pytest
 from typer.testing import CliRunner
 

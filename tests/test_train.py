@@ -25,8 +25,6 @@ from numerflow.training.loop import ADAM_BETAS
 from numerflow.training.data import epoch_batches
 from numerflow.training.losses import masked_mse, masked_negative_pearson
 from tests.prepared_helpers import FEATURES, N_FEATURES, TARGETS, write_prepared
-import shutil
-from tests.helpers import cli, error_line
 
 runner = CliRunner()
 
@@ -497,21 +495,3 @@ def test_optimizer_is_torchs_fused_adamw_where_torch_has_it():
     cpu_fused = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
     assert all(group["fused"] is (True if cpu_fused else None) for group in optimizer.param_groups)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [TrainConfig().weight_decay, 0.0]
-
-
-def test_manifest_that_is_not_an_object(in_tmp, synthetic_dir, synthetic_models):
-    shutil.copytree(synthetic_models["all"].parent / "prepared_all", in_tmp / "prep")
-    (in_tmp / "prep" / "manifest.json").write_text("[1, 2]")
-    message = "Error: prep/manifest.json: not a prepare manifest (expected a JSON object)"
-    assert error_line(cli("train", "--data", "prep", "--epochs", "1", "--device", "cpu", "--out", "m.pt")) == message
-    assert error_line(cli("validate", "--model", synthetic_models["all"], "--data", "prep/validation.parquet",
-                          "--no-report")) == message
-    assert not (in_tmp / "m.pt").exists()
-
-
-def test_manifest_lists_that_are_not_lists(in_tmp, synthetic_models):
-    shutil.copytree(synthetic_models["all"].parent / "prepared_all", in_tmp / "prep")
-    manifest = json.loads((in_tmp / "prep" / "manifest.json").read_text())
-    (in_tmp / "prep" / "manifest.json").write_text(json.dumps({**manifest, "targets": "target"}))
-    result = cli("train", "--data", "prep", "--epochs", "1", "--device", "cpu", "--out", "m.pt")
-    assert error_line(result) == "Error: prep/manifest.json: 'targets' is not a list of column names"
