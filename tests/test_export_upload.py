@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from numerflow.cli import app
 from numerflow import hosted_check
 from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fixed_id
+from tests.helpers import error_line
 
 runner = CliRunner()
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -26,12 +27,6 @@ UPLOAD_OPS = {"computePickleUploadAuth", "createComputePickleUpload"}
 
 def export_upload(*args):
     return runner.invoke(app, ["export", *args, "--out", "model.pkl", "--upload"])
-
-
-def error_line(result) -> str:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 # --- upload ---------------------------------------------------------------------------------------
