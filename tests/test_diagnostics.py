@@ -11,14 +11,13 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import numerflow
 from numerflow.cli import app
 from numerflow.numerai import transport
 from tests.fake_numerai import make_version_files
+from tests.helpers import runner
 
-runner = CliRunner()
 FAST = ["--poll-interval", "0.01"]
 
 

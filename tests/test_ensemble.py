@@ -13,15 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from numerflow.files import publish_set
+from tests.helpers import runner
 
 pytestmark = pytest.mark.slow  # the candidates are trained for real: left out of the quick loop
 
-runner = CliRunner()
 TINY = {"layers": [8], "epochs": 1, "batch_size": 256, "device": "cpu", "lr": 0.01, "dropout": 0.0}
 
 

@@ -13,14 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow import hosted_check
 from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fixed_id
-from tests.helpers import error_line
+from tests.helpers import error_line, runner
 
-runner = CliRunner()
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 UPLOAD_OPS = {"computePickleUploadAuth", "createComputePickleUpload"}
 

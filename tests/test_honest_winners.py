@@ -13,14 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from numerai_tools.scoring import numerai_corr
-from typer.testing import CliRunner
 
 from numerflow import schema
 from numerflow.cli import app
 from numerflow.config import PrepareConfig, SyntheticConfig
 from numerflow.metrics.deflated_sharpe import deflated_sharpe
+from tests.helpers import runner
 
-runner = CliRunner()
 LUCK = "may be luck (deflated Sharpe"
 
 

@@ -12,17 +12,17 @@ import sys
 
 import cloudpickle
 import pytest
-from typer.testing import CliRunner
 
 from numerflow import hosted_check
 from numerflow.cli import app
+from tests.helpers import runner
 
 MB = 10**6
 
 
 def exported(tmp_path, synthetic_models):
     out = tmp_path / "model.pkl"
-    result = CliRunner().invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out", str(out)])
+    result = runner.invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
@@ -126,7 +126,7 @@ def test_the_pinned_environment_is_built_once_and_reused(tmp_path):
 # --- export --check through the CLI ------------------------------------------------------------
 
 def export_cli(tmp_path, synthetic_models, *args):
-    return CliRunner().invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out",
+    return runner.invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out",
                                     str(tmp_path / "m.pkl"), *args])
 
 

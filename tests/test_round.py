@@ -12,14 +12,12 @@ import sys
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.files import round_lock
 from numerflow.schema import LOCK_FILE
-from tests.helpers import cli
+from tests.helpers import cli, runner
 
-runner = CliRunner()
 ROUND = 600
 
 

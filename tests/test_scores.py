@@ -11,14 +11,13 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import numerflow
 from numerflow.cli import app
 from numerflow.numerai import scores as client_scores
 from numerflow.stages.scores import bootstrap_range
+from tests.helpers import runner
 
-runner = CliRunner()
 RESOLVED = range(590, 600)  # ten resolved rounds
 RESOLVING = (600, 601)
 

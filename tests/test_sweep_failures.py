@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from tests.prepared_helpers import write_prepared
+from tests.helpers import runner
 
 SPACE = 'lr = {low = 1e-3, high = 3e-2, log = true}\nlayers = "16"\nepochs = 1\n'
 
@@ -27,7 +27,7 @@ def prepared(tmp_path_factory) -> Path:
 
 def sweep(tmp_path: Path, prepared: Path, space_text: str, *more) -> "object":
     (tmp_path / "space.toml").write_text(space_text)
-    return CliRunner().invoke(app, ["sweep", "--space", str(tmp_path / "space.toml"), "--data", str(prepared),
+    return runner.invoke(app, ["sweep", "--space", str(tmp_path / "space.toml"), "--data", str(prepared),
                                     "--sweeps-dir", str(tmp_path / "sweeps"), "--trials", "2", "--device", "cpu",
                                     *more])
 

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import spearmanr
-from typer.testing import CliRunner
 
 from numerflow import schema, synthetic
 from numerflow.cli import app
 from numerflow.config import SyntheticConfig
 from numerflow.errors import ConfigError
+from tests.helpers import runner
 
 ERAS, ROWS, FEATURES = 60, 300, 24  # rows divisible by 5 and 20: bucket shares are exact
 
@@ -294,7 +294,7 @@ def test_too_small_settings_are_config_errors(tmp_path, field, value, message):
 
 
 def test_download_synthetic_command(tmp_path):
-    result = CliRunner().invoke(app, ["download", "--synthetic", "--data-dir", str(tmp_path), "--eras", "20",
+    result = runner.invoke(app, ["download", "--synthetic", "--data-dir", str(tmp_path), "--eras", "20",
                                       "--rows-per-era", "50", "--features", "12"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "synthetic"
@@ -307,6 +307,6 @@ def test_download_synthetic_command(tmp_path):
 
 
 def test_download_synthetic_rejects_too_few_eras(tmp_path):
-    result = CliRunner().invoke(app, ["download", "--synthetic", "--data-dir", str(tmp_path), "--eras", "3"])
+    result = runner.invoke(app, ["download", "--synthetic", "--data-dir", str(tmp_path), "--eras", "3"])
     assert result.exit_code == 2  # click's range check, before any file is written
     assert not (tmp_path / "synthetic").exists()

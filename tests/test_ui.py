@@ -14,11 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
+from tests.helpers import runner
 
-runner = CliRunner()
 
 
 def free_port() -> int:
