@@ -54,10 +54,12 @@ def ensemble_option():
 
 
 def _check_ensemble(settings) -> None:
-    """--ensemble stands for --model and --weights: giving both is ambiguous."""
-    if settings.ensemble is not None and (settings.weights is not None
-                                          or settings.models != [DEFAULT_MODELS_DIR / "model.pt"]):
+    """--ensemble stands for --model and --weights: giving both is ambiguous. Without either,
+    the model is models/model.pt."""
+    if settings.ensemble is not None and (settings.weights is not None or settings.models):
         raise ConfigError("give --model/--weights or --ensemble, not both")
+    if settings.ensemble is None and not settings.models:
+        settings.models = [DEFAULT_MODELS_DIR / "model.pt"]
 
 
 @dataclass
@@ -227,8 +229,8 @@ class PredictConfig(StageSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_weights(self.weights, self.models)
         _check_ensemble(self)
+        check_weights(self.weights, self.models)
 
 
 @dataclass
@@ -276,8 +278,8 @@ class ExportConfig(StageSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_weights(self.weights, self.models)
         _check_ensemble(self)
+        check_weights(self.weights, self.models)
         if self.image_env and self.check is False:
             raise OptionError("--image-env", "runs the check: leave out --no-check")
 

@@ -126,3 +126,41 @@ def test_an_old_copy_left_between_the_two_renames_comes_back_and_leftovers_go(tm
     assert sorted(p.name for p in final.iterdir()) == ["compare.json", "per_era.parquet"]  # replaced whole
     assert json.loads((final / "compare.json").read_text())["last"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+# --- 2. predict --ensemble with --model; 4. a bad option value is one line -------------------------
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("model", ["models/model.pt", "models/other.pt"])
+def test_predict_refuses_an_ensemble_beside_an_explicit_model_even_the_default_one(model, tmp_path):
+    result = runner.invoke(app, ["predict", "--ensemble", str(tmp_path / "e"), "--model", model,
+                                 "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 2
+    assert "give --model/--weights or --ensemble, not both" in one_error_line(result)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_without_model_or_ensemble_uses_models_model_pt(tmp_path, monkeypatch):
+    from numerflow.config import PredictConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert PredictConfig().models == [Path("models/model.pt")]
+    result = runner.invoke(app, ["predict", "--data", str(tmp_path / "live.parquet")])
+    assert result.exit_code == 1
+    assert "models/model.pt" in one_error_line(result)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--loss", "cor"], "Error: Invalid value for '--loss': 'cor' is not one of mse, corr"),
+    (["train", "--epochs", "0"], "Error: Invalid value for '--epochs': "),
+    (["compare"], "Error: Missing argument"),
+])
+def test_a_bad_option_value_is_one_error_line_and_exit_2(args, expected):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(expected)
