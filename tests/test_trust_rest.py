@@ -164,3 +164,15 @@ def test_a_bad_option_value_is_one_error_line_and_exit_2(args, expected):
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert one_error_line(result).startswith(expected)
+
+
+# --- 6. a constant series has no Sharpe ----------------------------------------------------------
+
+@pytest.mark.parametrize("value", [0.001, 0.0123, -0.02, 0.0])
+def test_a_constant_series_has_std_0_and_no_sharpe(value):
+    from numerflow.metrics import summarize
+
+    summary = summarize(np.full(10, value))
+    assert summary["std"] == 0.0 and np.isnan(summary["sharpe"])
+    varied = summarize(np.array([value, value + 0.01, value - 0.005]))
+    assert np.isclose(varied["sharpe"], varied["mean"] / np.std([value, value + 0.01, value - 0.005]))
