@@ -176,3 +176,20 @@ def test_a_constant_series_has_std_0_and_no_sharpe(value):
     assert summary["std"] == 0.0 and np.isnan(summary["sharpe"])
     varied = summarize(np.array([value, value + 0.01, value - 0.005]))
     assert np.isclose(varied["sharpe"], varied["mean"] / np.std([value, value + 0.01, value - 0.005]))
+
+
+# --- 3. the command diagnostics names predicts every validation id -------------------------------
+
+def test_the_predict_command_diagnostics_names_covers_every_validation_id(synthetic_dir, synthetic_models,
+                                                                          tmp_path, monkeypatch):
+    from numerflow.stages.diagnostics import covering, validation_ids
+    from numerflow.workflow.validation_rows import read_predictions
+
+    monkeypatch.chdir(tmp_path)
+    data = synthetic_dir / schema.VALIDATION_FILE
+    result = runner.invoke(app, ["predict", "--model", str(synthetic_models["all"]), "--data", str(data),
+                                 "--out", "validation_predictions.csv"])
+    assert result.exit_code == 0, result.output
+    ids = validation_ids(data)
+    predictions = covering(read_predictions("validation_predictions.csv"), ids, "p", data)  # raises if one is missing
+    assert list(predictions.index) == list(ids)
