@@ -139,7 +139,7 @@ class TrainConfig(StageSettings):
     l1: float = option(0.0, help="L1 penalty on weights.", min=0.0, check=finite)
     batch_size: int = option(2048, help="Rows per step.", min=2)
     schedule: str = option("onecycle", choices=Schedule, help="onecycle is fastai's fit_one_cycle.")
-    epochs: int = option(6, help="Epochs (upper bound with --patience).", min=1)
+    epochs: int = option(6, help="Epochs (train: at most, with early stopping).", min=1)
     patience: int | None = option(None, min=1,
                                   help="Stop after this many epochs without a better validation era-Spearman.")
     seed: int = option(0, help="Random seed, 0 to 2**32-1 (same seed on CPU: same checkpoint).", min=0,

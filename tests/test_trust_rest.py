@@ -193,3 +193,21 @@ def test_the_predict_command_diagnostics_names_covers_every_validation_id(synthe
     ids = validation_ids(data)
     predictions = covering(read_predictions("validation_predictions.csv"), ids, "p", data)  # raises if one is missing
     assert list(predictions.index) == list(ids)
+
+
+# --- 5. compare says what it sorted by ------------------------------------------------------------
+
+def test_compare_says_what_it_sorted_by(prepared, tmp_path):
+    files = prediction_files(prepared, tmp_path / "predictions", 2)
+    result = runner.invoke(app, ["compare", *map(str, files), "--data", str(prepared / schema.VALIDATION_FILE),
+                                 "--compare-dir", str(tmp_path / "compare"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "compare" / "compare" / "compare.csv")
+    if table["payout_mean"].isna().all():
+        assert "not sorted: payout_mean is nan for every model (rows in the order given)" in result.output
+        assert list(table["model"]) == [f.name for f in files] or list(table["model"]) == [f.stem for f in files]
+    else:
+        assert "sorted by payout_mean (highest first)" in result.output
+    assert "sorted by corr_sharpe (highest first)" in runner.invoke(app, [
+        "compare", *map(str, files), "--data", str(prepared / schema.VALIDATION_FILE), "--compare-dir",
+        str(tmp_path / "compare"), "--device", "cpu", "--sort", "corr_sharpe"]).output

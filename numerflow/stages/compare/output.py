@@ -48,12 +48,20 @@ class CompareResult:
         lines += [header] + [f"{row['model']:<{width}}"
                              + "".join(f"{_fmt(row[c]):>{max(9, len(_short(c)) + 1)}}" for c in shown)
                              for _, row in self.table.iterrows()]
-        lines.append(f"sorted by {s['sort']} ({'lowest' if s['sort'] in LOWER_IS_BETTER else 'highest'} first)")
+        lines.append(_sorted_line(self.table, s["sort"]))
         lines += _honest_winner_line(s.get("deflated_sharpe"))
         lines += [f"Note: {note}" for note in s["notes"]]
         if self.files:
             lines.append(f"Results: {self.folder}/ ({', '.join(p.name for p in self.files)})")
         return "\n".join(lines)
+
+
+def _sorted_line(table, sort: str) -> str:
+    """What the rows are in order of: the sort column's, unless it is NaN for every model (no
+    payout without MMC's meta model): then the rows keep the order the models were given in."""
+    if table[sort].isna().all():
+        return f"not sorted: {sort} is nan for every model (rows in the order given)"
+    return f"sorted by {sort} ({'lowest' if sort in LOWER_IS_BETTER else 'highest'} first)"
 
 
 def _honest_winner_line(deflated: dict | None) -> list[str]:
