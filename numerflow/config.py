@@ -54,10 +54,12 @@ def ensemble_option():
 
 
 def _check_ensemble(settings) -> None:
-    """--ensemble stands for --model and --weights: giving both is ambiguous."""
-    if settings.ensemble is not None and (settings.weights is not None
-                                          or settings.models != [DEFAULT_MODELS_DIR / "model.pt"]):
+    """--ensemble stands for --model and --weights: giving both is ambiguous. Without either,
+    the model is models/model.pt."""
+    if settings.ensemble is not None and (settings.weights is not None or settings.models):
         raise ConfigError("give --model/--weights or --ensemble, not both")
+    if settings.ensemble is None and not settings.models:
+        settings.models = [DEFAULT_MODELS_DIR / "model.pt"]
 
 
 @dataclass
@@ -137,7 +139,7 @@ class TrainConfig(StageSettings):
     l1: float = option(0.0, help="L1 penalty on weights.", min=0.0, check=finite)
     batch_size: int = option(2048, help="Rows per step.", min=2)
     schedule: str = option("onecycle", choices=Schedule, help="onecycle is fastai's fit_one_cycle.")
-    epochs: int = option(6, help="Epochs (upper bound with --patience).", min=1)
+    epochs: int = option(6, help="Epochs (train: at most, with early stopping).", min=1)
     patience: int | None = option(None, min=1,
                                   help="Stop after this many epochs without a better validation era-Spearman.")
     seed: int = option(0, help="Random seed, 0 to 2**32-1 (same seed on CPU: same checkpoint).", min=0,
@@ -227,8 +229,8 @@ class PredictConfig(StageSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_weights(self.weights, self.models)
         _check_ensemble(self)
+        check_weights(self.weights, self.models)
 
 
 @dataclass
@@ -276,8 +278,8 @@ class ExportConfig(StageSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_weights(self.weights, self.models)
         _check_ensemble(self)
+        check_weights(self.weights, self.models)
         if self.image_env and self.check is False:
             raise OptionError("--image-env", "runs the check: leave out --no-check")
 

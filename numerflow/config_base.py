@@ -149,8 +149,10 @@ def name_option(default: str | None, help: str):
 
 
 def models_option():
-    return option(factory=lambda: [DEFAULT_MODELS_DIR / "model.pt"], flag="--model",
-                  help="Checkpoint; repeat for a rank-averaged ensemble.")
+    # Empty means "not given": models/model.pt unless --ensemble is (default_models), so that an
+    # explicit --model models/model.pt beside --ensemble is refused, not silently ignored.
+    return option(factory=list, flag="--model",
+                  help="Checkpoint; repeat for a rank-averaged ensemble (default: models/model.pt).")
 
 
 def weights_option():

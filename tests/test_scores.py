@@ -63,6 +63,7 @@ def test_resolved_and_resolving_rounds(workdir, fake_numerai):
     assert "fake_model: 12 rounds (10 resolved, 2 resolving)" in result.output
     assert f"CORR  mean {np.mean(corr):.4f}  sharpe {np.mean(corr) / np.std(corr):.2f}" in result.output
     assert "payout 1.0000 settled, -0.4000 pending" in result.output
+    assert "BMC   mean 0.0010  sharpe nan" in result.output  # a constant series has no Sharpe (issue 27)
     assert "no validation report known" in result.output
     rows = pd.read_csv(workdir / "scores" / "fake_model" / "rounds.csv")
     scored = rows[rows["metric"] != "payout"]
