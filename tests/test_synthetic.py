@@ -282,9 +282,9 @@ def test_feature_names_are_stable_and_unique():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("eras", 5, "synthetic data needs at least 12 eras (got 5)"),
-    ("rows_per_era", 3, "synthetic data needs at least 10 rows per era (got 3)"),
-    ("features", 2, "synthetic data needs at least 8 features (got 2)"),
+    ("eras", 5, "--eras: Input should be greater than or equal to 12"),  # the option's bound, as on the CLI
+    ("rows_per_era", 3, "--rows-per-era: Input should be greater than or equal to 10"),
+    ("features", 2, "--features: Input should be greater than or equal to 8"),
 ])
 def test_too_small_settings_are_config_errors(tmp_path, field, value, message):
     with pytest.raises(ConfigError) as info:
