@@ -52,6 +52,7 @@ def prepared(synthetic_dir, tmp_path_factory) -> Path:
     return prepare(PrepareConfig(data_dir=synthetic_dir.parent, out_dir=out)).out_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where, text", [b for b in BLOCKS if not is_settings_file(b[1])], ids=lambda v: v[:20])
 def test_a_sweep_space_in_the_docs_runs_as_written(where, text, prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -146,6 +146,7 @@ def test_an_unknown_precision_is_a_usage_error(tmp_path, monkeypatch):
 GPU_CHECK = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 
 
+@pytest.mark.slow
 def test_gpu_check_without_a_cuda_device_says_so_in_one_line():
     done = subprocess.run([sys.executable, GPU_CHECK], capture_output=True, text=True,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})

@@ -57,6 +57,7 @@ def test_cv_with_an_embargo_that_leaves_no_training_eras_is_one_error_before_any
     assert "trial" not in result.output and not (tmp_path / "sweeps").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_where_every_trial_fails_says_why_and_exits_1_without_a_plot(prepared, tmp_path):
     # A prepared folder damaged after the checks can see it: validation.parquet lost a target.
     damaged = tmp_path / "damaged"

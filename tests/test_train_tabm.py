@@ -107,6 +107,7 @@ def test_torchrun_two_cpu_processes_train_a_tabm_like_one(tmp_path):
 WITHOUT_TABM = "import sys; sys.modules['tabm'] = None; from numerflow.cli import app; app(sys.argv[1:], prog_name='numerflow')"
 
 
+@pytest.mark.slow
 def test_arch_tabm_without_the_package_is_one_error_line_and_writes_nothing(tmp_path):
     data = write_prepared(tmp_path / "prepared")
     done = subprocess.run([sys.executable, "-c", WITHOUT_TABM, "train", "--data", str(data), "--out",
