@@ -40,6 +40,13 @@ def ensemble_option():
                   "members' checkpoints and weights.")
 
 
+def neutralize_benchmark_option():
+    # None: a fitted --ensemble's stored proportion (ensemble.json), else 0
+    return option(None, min=0.0, max=1.0,
+                  help="Per era, remove this proportion (0..1) of the gaussianised prediction's projection on the "
+                       "gaussianised benchmark model, then re-rank (default: an --ensemble's stored value, else 0).")
+
+
 def _check_ensemble(settings) -> None:
     """--ensemble stands for --model and --weights: giving both is ambiguous."""
     if settings.ensemble is not None and (settings.weights is not None
@@ -167,6 +174,7 @@ class ValidateConfig(StageSettings):
                                    "(default: the version's main one, e.g. v53_lgbm_ender20).")
     device: str = device_option("auto")  # model mode: where the forward passes run
     batch_size: int = option(65536, help="Model mode: rows per forward pass (bounds memory).", min=1)
+    neutralize_benchmark: float | None = neutralize_benchmark_option()  # --model/--ensemble only
     memory_check: bool = memory_check_option()
 
     def __post_init__(self):
@@ -193,6 +201,7 @@ class PredictConfig(StageSettings):
     write: bool = option(False, on_command_line=False,
                          help="With no `out`: write predictions/<model>_<round>.csv (the CLI always writes).")
     neutralize: float = neutralize_option()
+    neutralize_benchmark: float | None = neutralize_benchmark_option()
     batch_size: int = option(65536, help="Rows per forward pass (bounds memory on large files).", min=1)
     version: str | None = version_option()
     device: str = device_option("cpu")  # live is ~7k rows: the CPU is fast enough and always there
@@ -238,6 +247,7 @@ class ExportConfig(StageSettings):
     weights: list[float] | None = weights_option()
     ensemble: Path | None = ensemble_option()
     neutralize: float = neutralize_option()
+    neutralize_benchmark: float | None = neutralize_benchmark_option()
     out: Path | None = option(None, help="Pickle to write (default: the checkpoint's path with .pkl).")
 
     def __post_init__(self):

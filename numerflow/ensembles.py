@@ -86,6 +86,11 @@ def load_ensemble(folder: str | Path) -> tuple[list[Path], list[float]]:
     return [folder / m["checkpoint"] for m in members], [float(m["weight"]) for m in members]
 
 
+def stored_neutralize_benchmark(folder: str | Path) -> float:
+    """The proportion `ensemble --neutralize-benchmark` chose and stored (0 when none was)."""
+    return float(read_ensemble(folder).get("neutralize_benchmark", 0.0) or 0.0)
+
+
 def models_and_weights(settings) -> tuple[list[Path], list[float] | None]:
     """A stage's checkpoints and weights: its --ensemble's members, else its --model/--weights."""
     if getattr(settings, "ensemble", None) is not None:
