@@ -302,8 +302,6 @@ def _neutralised_to_benchmark(config: ValidateConfig, predicted: _Predicted) -> 
     amount = benchmark_rows.proportion(config)
     if amount == 0:
         return predicted
-    if config.predictions is not None:
-        raise ConfigError("--neutralize-benchmark applies to --model or --ensemble, not to a --predictions file")
     data, notes = predicted.data, []
     if data.source_dir is None:
         raise DataError(f"--neutralize-benchmark: no source data folder known for {data.path}, so no "
@@ -323,6 +321,8 @@ def validate(config: ValidateConfig) -> Report:
     """Score a model or a predictions file era by era; write the report files unless told not to."""
     if config.predictions is None and config.model is None and config.ensemble is None:
         raise ConfigError("validate: give --model, --ensemble or --predictions")
+    if config.predictions is not None and config.neutralize_benchmark:
+        raise ConfigError("--neutralize-benchmark applies to --model or --ensemble, not to a --predictions file")
     data = describe_files(data_paths(config), config)
     _check_memory(config, data)
     source, predicted = _predictions(config, data)
