@@ -47,6 +47,17 @@ def neutralize_benchmark_option():
                        "gaussianised benchmark model, then re-rank (default: an --ensemble's stored value, else 0).")
 
 
+def ensemble_proportion_problem(value) -> str | None:
+    """Why an `ensemble --neutralize-benchmark` value is refused: it is auto or a number in 0..1."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"expected auto or a number within 0..1, got '{value}'"
+    return None if 0.0 <= number <= 1.0 else f"expected auto or a number within 0..1, got {value}"
+
+
 def _check_ensemble(settings) -> None:
     """--ensemble stands for --model and --weights: giving both is ambiguous."""
     if settings.ensemble is not None and (settings.weights is not None
@@ -267,6 +278,7 @@ class SweepConfig(StageSettings):
                                              "a path every node sees.")
     trials: int = option(20, help="Trials to finish (complete, pruned or failed).", min=1)
     objective: str = option("corr_mean", choices=SweepObjective, help="What each trial is scored by on validation.")
+    last: int = option(200, help="bmc_last: the number of last eras whose BMC is averaged.", min=1)
     cv: bool = option(False, help="Score each trial by era-wise cross-validation (numerflow cv).")
     # each trial in its own process with cores // jobs threads
     jobs: int = option(1, help="Trials trained at once here, one process each.", min=1)
@@ -460,6 +472,12 @@ class EnsembleConfig(StageSettings):
                      "(explicitly) on validation eras, which then no longer measure the ensemble.")
     benchmark: str | None = option(None, help="bmc_mean: benchmark column of train/validation_benchmark_models"
                                    ".parquet (default: the version's main one).")
+    last: int = option(200, help="bmc_last: the number of last eras whose BMC is averaged.", min=1)
+    neutralize_benchmark: str | None = option(None, check=lambda v: ensemble_proportion_problem(v),
+                                              help="auto: choose the proportion (0, .25, .5, .75, 1) neutralised "
+                                                   "to the benchmark by the objective on the selection eras; or a "
+                                                   "number within 0..1. Stored in ensemble.json; predict, validate, "
+                                                   "export and round apply it.")
     fit: bool = option(False, help="Train each member once with its own settings and epochs; store the "
                        "checkpoints in the ensemble's folder.")
     fit_on: str = option("train", choices=FitOn, help="--fit on the training eras, or on training and validation "
