@@ -47,6 +47,10 @@ def neutralize_benchmark_option():
                        "gaussianised benchmark model, then re-rank (default: an --ensemble's stored value, else 0).")
 
 
+def last_option():
+    return option(200, help="bmc_last: the number of last eras whose BMC is averaged.", min=1)
+
+
 def ensemble_proportion_problem(value) -> str | None:
     """Why an `ensemble --neutralize-benchmark` value is refused: it is auto or a number in 0..1."""
     if value is None or str(value).strip().lower() == "auto":
@@ -278,7 +282,7 @@ class SweepConfig(StageSettings):
                                              "a path every node sees.")
     trials: int = option(20, help="Trials to finish (complete, pruned or failed).", min=1)
     objective: str = option("corr_mean", choices=SweepObjective, help="What each trial is scored by on validation.")
-    last: int = option(200, help="bmc_last: the number of last eras whose BMC is averaged.", min=1)
+    last: int = last_option()
     cv: bool = option(False, help="Score each trial by era-wise cross-validation (numerflow cv).")
     # each trial in its own process with cores // jobs threads
     jobs: int = option(1, help="Trials trained at once here, one process each.", min=1)
@@ -472,7 +476,7 @@ class EnsembleConfig(StageSettings):
                      "(explicitly) on validation eras, which then no longer measure the ensemble.")
     benchmark: str | None = option(None, help="bmc_mean: benchmark column of train/validation_benchmark_models"
                                    ".parquet (default: the version's main one).")
-    last: int = option(200, help="bmc_last: the number of last eras whose BMC is averaged.", min=1)
+    last: int = last_option()
     neutralize_benchmark: str | None = option(None, check=lambda v: ensemble_proportion_problem(v),
                                               help="auto: choose the proportion (0, .25, .5, .75, 1) neutralised "
                                                    "to the benchmark by the objective on the selection eras; or a "
