@@ -303,7 +303,7 @@ def test_bad_option_values_are_usage_errors(in_tmp, args, message):
      "precision, predict_with, resume, "
      "schedule, seed, targets, weight_decay)"),
     ("[predict]\nmodelz = \"a.pt\"\n", "numerflow.toml: [predict]: unknown key(s) modelz (allowed: batch_size, data, "
-     "data_dir, device, ensemble, memory_check, model, neutralize, out, version, weights)"),
+     "data_dir, device, ensemble, memory_check, model, neutralize, neutralize_benchmark, out, version, weights)"),
     ("[trian]\nepochs = 3\n", "numerflow.toml: unknown table [trian] (tables: compare, cv, diagnostics, download, ensemble, export, predict, "
      "prepare, quickstart, round, scores, submit, sweep, train, validate, models)"),
     ("train = 3\n", "numerflow.toml: 'train' must be a table: [train] with option = value lines"),
