@@ -20,7 +20,8 @@ from pathlib import Path
 
 from numerflow.config_base import (DEFAULT_CV_DIR, DEFAULT_MODELS_DIR, DEFAULT_PREDICTIONS_DIR, DEFAULT_RECEIPTS_DIR,
                                    DEFAULT_REPORTS_DIR, SEED_MAX, StageSettings, check_weights, data_dir_option,
-                                   device_option, memory_check_option, models_option, neutralize_option,
+                                   device_option, ensemble_proportion_problem, last_option, memory_check_option,
+                                   models_option, neutralize_benchmark_option, neutralize_option,
                                    prepared_data_option, seed_check, settings_path, version_option, weights_option)
 from numerflow.errors import ConfigError, OptionError
 from numerflow.options import (Activation, Choice, EnsembleObjective, FitOn, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SelectOn,
@@ -38,28 +39,6 @@ def precision_option():
 def ensemble_option():
     return option(None, help="A fitted ensemble folder (numerflow ensemble --fit), used as one model: its "
                   "members' checkpoints and weights.")
-
-
-def neutralize_benchmark_option():
-    # None: a fitted --ensemble's stored proportion (ensemble.json), else 0
-    return option(None, min=0.0, max=1.0,
-                  help="Per era, remove this proportion (0..1) of the gaussianised prediction's projection on the "
-                       "gaussianised benchmark model, then re-rank (default: an --ensemble's stored value, else 0).")
-
-
-def last_option():
-    return option(200, help="bmc_last: the number of last eras whose BMC is averaged.", min=1)
-
-
-def ensemble_proportion_problem(value) -> str | None:
-    """Why an `ensemble --neutralize-benchmark` value is refused: it is auto or a number in 0..1."""
-    if value is None or str(value).strip().lower() == "auto":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return f"expected auto or a number within 0..1, got '{value}'"
-    return None if 0.0 <= number <= 1.0 else f"expected auto or a number within 0..1, got {value}"
 
 
 def _check_ensemble(settings) -> None:
@@ -477,7 +456,7 @@ class EnsembleConfig(StageSettings):
     benchmark: str | None = option(None, help="bmc_mean: benchmark column of train/validation_benchmark_models"
                                    ".parquet (default: the version's main one).")
     last: int = last_option()
-    neutralize_benchmark: str | None = option(None, check=lambda v: ensemble_proportion_problem(v),
+    neutralize_benchmark: str | None = option(None, check=ensemble_proportion_problem,
                                               help="auto: choose the proportion (0, .25, .5, .75, 1) neutralised "
                                                    "to the benchmark by the objective on the selection eras; or a "
                                                    "number within 0..1. Stored in ensemble.json; predict, validate, "
