@@ -217,3 +217,14 @@ def test_validate_predictions_file_refuses_the_option(in_tmp, synthetic_dir):
     assert result.exit_code == 1
     assert result.output.strip() == ("Error: --neutralize-benchmark applies to --model or --ensemble, "
                                      "not to a --predictions file")
+
+
+def test_round_model_tables_take_neutralize_benchmark():
+    from numerflow.errors import ConfigError
+    from numerflow.stages.round import model_specs
+
+    specs = model_specs({"a": {"model": "a.pt", "neutralize_benchmark": 0.5}, "e": {"ensemble": "ensembles/e"}})
+    assert [s.neutralize_benchmark for s in specs] == [0.5, None]  # None: the ensemble's stored value
+    for bad in (1.5, -0.1, "half", True):
+        with pytest.raises(ConfigError, match=r"\[models.a\]: neutralize_benchmark must be a number within \[0, 1\]"):
+            model_specs({"a": {"model": "a.pt", "neutralize_benchmark": bad}})
