@@ -335,8 +335,8 @@ def test_cv_sweep_scores_each_trial_as_numerflow_cv_does(prepared, tmp_path, mon
 def test_cv_with_an_mmc_objective_is_refused(prepared, space, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), "--cv",
-                                      "--objective", "payout"])
-    assert result.exit_code == 1 and result.output.startswith("Error: --cv scores CORR only"), result.output
+                                      "--objective", "mmc_mean"])
+    assert result.exit_code == 1 and result.output.startswith("Error: --cv scores CORR, BMC or payout"), result.output
     assert not (tmp_path / "sweeps").exists()
 
 
