@@ -6,6 +6,10 @@ tracking enabled, so `import numerflow` and every command's start-up stay as the
 never fails a command: the first MLflow failure (server down, bad URI, disk full) is one warning
 line on stderr and turns tracking off for the rest of the run.
 
+The commands do not call MLflow themselves: tracking_views.py records what a command logs as a
+RecordedRun (no MLflow, plain JSON) and hands it to a background process that replays it here
+(`replay`), so a command does not wait seconds for `import mlflow` and the store.
+
     with tracked_run("train", "mlp256", settings, tags={DATA_VERSION_TAG: "v5.2"}) as run:
         run.log_metrics(epoch, {"train_loss": 0.21, "validation_corr": 0.02})
         run.log_final({"corr_mean": 0.021})
@@ -35,6 +39,8 @@ from numerflow.errors import ConfigError
 from numerflow.version import __version__
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+WAIT_ENV = "NUMERFLOW_TRACK_WAIT"  # 1/true/yes/on: the command waits for its logging process (`[tracking] wait`)
+ON_WORDS = {"1", "true", "yes", "on"}
 DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow's own convention: a SQLite store in the working folder
 EXPERIMENT = "numerflow"
 KIND_TAG, VERSION_TAG = "numerflow.kind", "numerflow.version"
@@ -57,23 +63,28 @@ def mlflow_installed() -> bool:
 class TrackingConfig:
     uri: str
     enabled: bool = True
+    wait: bool = False  # wait for the background logging process (scripts that read MLflow right after)
 
 
 def tracking_config(settings_file: config_base.SettingsFile | None = None, enabled: bool = True) -> TrackingConfig:
     """Where runs go: MLFLOW_TRACKING_URI when set, else numerflow.toml's `[tracking] uri`, else
     sqlite:///mlflow.db in the working folder. `[tracking] enabled = false` (or `enabled=False`,
-    a command's --no-track) turns tracking off."""
+    a command's --no-track) turns tracking off; `[tracking] wait = true` or NUMERFLOW_TRACK_WAIT=1
+    makes a command wait until its run is logged."""
     settings_file = settings_file if settings_file is not None else config_base.load_settings()
     table = settings_file.tables.get("tracking", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{settings_file.path}: 'tracking' must be a table: [tracking] with uri = ... lines")
-    unknown = sorted(set(table) - {"uri", "enabled"})
+    unknown = sorted(set(table) - {"uri", "enabled", "wait"})
     if unknown:
-        raise ConfigError(f"{settings_file.path}: [tracking]: unknown key(s) {', '.join(unknown)} (allowed: enabled, uri)")
-    if not isinstance(table.get("enabled", True), bool) or not isinstance(table.get("uri", ""), str):
-        raise ConfigError(f"{settings_file.path}: [tracking]: enabled must be true or false, uri a string")
+        raise ConfigError(f"{settings_file.path}: [tracking]: unknown key(s) {', '.join(unknown)} "
+                          "(allowed: enabled, uri, wait)")
+    if not all(isinstance(table.get(key, True), bool) for key in ("enabled", "wait")) \
+            or not isinstance(table.get("uri", ""), str):
+        raise ConfigError(f"{settings_file.path}: [tracking]: enabled and wait must be true or false, uri a string")
     uri = os.environ.get(TRACKING_URI_ENV) or table.get("uri") or DEFAULT_URI
-    return TrackingConfig(uri=uri, enabled=enabled and table.get("enabled", True))
+    wait = os.environ.get(WAIT_ENV, "").strip().lower() in ON_WORDS or table.get("wait", False)
+    return TrackingConfig(uri=uri, enabled=enabled and table.get("enabled", True), wait=wait)
 
 
 def warn(message: str) -> None:
@@ -119,6 +130,32 @@ class _Session:
         return None
 
 
+def preflight(uri: str) -> str | None:
+    """The cheap checks a command makes itself before handing its run to the logging process: why
+    tracking cannot work (a URI that is not a URI, an http(s) server that does not answer, a SQLite
+    store whose folder is not writable), or None."""
+    if not URI_SCHEME.fullmatch(uri):
+        return f"tracking URI '{uri}' is not a URI (e.g. {DEFAULT_URI} or http://host:5000)"
+    try:
+        _probe_server(uri)
+    except ConnectionError as exc:
+        return str(exc)
+    store = sqlite_path(uri)
+    folder = store.parent if store is not None else None
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        return f"the SQLite store's folder {folder} is missing or not writable"
+    return None
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a sqlite:/// store (relative to the working folder, or absolute after
+    sqlite:////), None for other stores and an in-memory one."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or len(uri) == len(prefix):
+        return None
+    return Path(uri[len(prefix):].split("?")[0])
+
+
 def _probe_server(uri: str) -> None:
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
@@ -141,12 +178,13 @@ class TrackedRun:
     def active(self) -> bool:
         return self._session.active and self.run_id is not None
 
-    def log_metrics(self, step: int, metrics: dict) -> None:
-        """One step of metric histories (an epoch's training and validation scores)."""
+    def log_metrics(self, step: int, metrics: dict, timestamp_ms: int | None = None) -> None:
+        """One step of metric histories (an epoch's training and validation scores); timestamp_ms:
+        when they were recorded (now by default)."""
         if self.active:
             from mlflow.entities import Metric
 
-            now = int(time.time() * 1000)
+            now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
             batch = [Metric(key, float(value), now, int(step)) for key, value in metrics.items() if _number(value)]
             self._session.call("log_batch", self.run_id, metrics=batch)
 
@@ -229,6 +267,65 @@ def _run(session: _Session, kind: str | None, name: str, settings, tags: dict | 
     finally:
         if run.active:
             session.call("set_terminated", run_id, status)
+
+
+class RecordedRun:
+    """A run written down as plain data, without MLflow: TrackedRun's methods, recorded in order
+    in `spec` ({"kind", "name", "params", "tags", "ops"}) for `replay` in the logging process."""
+
+    def __init__(self, kind: str | None, name: str, settings=None, tags: dict | None = None):
+        self.spec = {"kind": kind, "name": str(name), "params": settings_params(settings),
+                     "tags": {str(k): _text(v) for k, v in (tags or {}).items()}, "ops": []}
+
+    def log_metrics(self, step: int, metrics: dict) -> None:
+        values = {str(key): float(value) for key, value in metrics.items() if _number(value)}
+        if values:  # the time they were recorded, as a live run would log them
+            self.spec["ops"].append({"op": "metrics", "step": int(step), "time": int(time.time() * 1000),
+                                     "values": values})
+
+    def log_final(self, metrics: dict) -> None:
+        self.log_metrics(0, metrics)
+
+    def log_params(self, params: dict) -> None:
+        self.spec["ops"].append({"op": "params", "values": {str(k): _text(v) for k, v in params.items()}})
+
+    def set_tags(self, tags: dict) -> None:
+        self.spec["ops"].append({"op": "tags", "values": {str(k): _text(v) for k, v in tags.items()}})
+
+    def log_artifacts(self, paths, artifact_path: str | None = None) -> None:
+        # absolute: the logging process may read them after the command has moved on
+        self.spec["ops"].append({"op": "artifacts", "paths": [str(Path(p).absolute()) for p in paths],
+                                 "artifact_path": artifact_path})
+
+    @contextlib.contextmanager
+    def child(self, name: str, settings=None, tags: dict | None = None):
+        child = RecordedRun(tags.get(KIND_TAG) if tags else None, name, settings, tags)
+        self.spec["ops"].append({"op": "child", "run": child.spec})
+        yield child
+
+
+def replay(spec: dict, config: TrackingConfig) -> bool:
+    """Log a RecordedRun's spec (and its children) to MLflow; False when tracking failed (the
+    warning line is already on stderr)."""
+    with tracked_run(spec["kind"], spec["name"], spec["params"], spec["tags"], config=config) as run:
+        _replay_ops(run, spec["ops"])
+    return run._session.active
+
+
+def _replay_ops(run: TrackedRun, ops: list) -> None:
+    for op in ops:
+        if op["op"] == "metrics":
+            run.log_metrics(op["step"], op["values"], op["time"])
+        elif op["op"] == "params":
+            run.log_params(op["values"])
+        elif op["op"] == "tags":
+            run.set_tags(op["values"])
+        elif op["op"] == "artifacts":
+            run.log_artifacts(op["paths"], op["artifact_path"])
+        elif op["op"] == "child":
+            child_spec = op["run"]
+            with run.child(child_spec["name"], child_spec["params"], child_spec["tags"]) as child:
+                _replay_ops(child, child_spec["ops"])
 
 
 def _experiment_id(session: _Session) -> str | None:

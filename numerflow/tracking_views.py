@@ -8,12 +8,19 @@ python_api.py runs every tracked stage as
     result = run_stage(settings)
     tracking_views.record("train", result, settings, plan)
 
-Nothing here fails a command: tracking.py turns any MLflow failure into one warning line, and a
-file this module cannot read is the same one warning.
+`record` writes the command's runs down (tracking.RecordedRun: plain data, no MLflow), makes the
+cheap checks (tracking.preflight) and hands the runs to a detached logging process,
+`python -m numerflow.tracking_jobs`, so the command returns without waiting
+seconds for `import mlflow` and the store; `[tracking] wait = true` / NUMERFLOW_TRACK_WAIT=1 waits.
+
+Nothing here fails a command: a bad URI or a server that does not answer is one warning line, a
+file this module cannot read is the same one warning, and a failure in the logging process goes
+to .numerflow/tracking.log (the next tracked command says so in one warning line).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -22,8 +29,8 @@ import os
 import re
 from pathlib import Path
 
-from numerflow import tracking
-from numerflow.tracking import DATA_VERSION_TAG, FINGERPRINT_TAG, TrackingConfig, tracked_run
+from numerflow import tracking, tracking_jobs
+from numerflow.tracking import DATA_VERSION_TAG, FINGERPRINT_TAG, TrackingConfig
 
 TRACK_ENV = "NUMERFLOW_TRACK"  # 0/false/no/off: the Python API's (and the CLI's) --no-track
 OFF_WORDS = {"0", "false", "no", "off"}
@@ -47,22 +54,39 @@ def record(kind: str, result, settings, config: TrackingConfig | None) -> None:
     """Log `result` of command `kind` (train, cv, sweep, ensemble, validate, compare)."""
     if config is None or result is None:
         return
+    job = Job()
     try:
-        RECORDERS[kind](result, settings, config)
+        RECORDERS[kind](result, settings, job)
     except Exception as exc:  # a result file that cannot be read: tracking never fails the command
         tracking.warn(f"MLflow tracking of this {kind} run skipped: {exc}")
+        return
+    if job.runs:
+        tracking_jobs.submit(job.runs, config)
+
+
+class Job:
+    """The runs one command logs, written down in order (each a RecordedRun's spec)."""
+
+    def __init__(self):
+        self.runs: list[dict] = []
+
+    @contextlib.contextmanager
+    def run(self, kind: str, name: str, settings=None, tags: dict | None = None):
+        recorded = tracking.RecordedRun(kind, name, settings, tags)
+        self.runs.append(recorded.spec)
+        yield recorded
 
 
 # --- the commands --------------------------------------------------------------------------------
 
 
-def record_train(result, settings, config: TrackingConfig) -> None:
+def record_train(result, settings, job: Job) -> None:
     """Every setting, the per-epoch rows of model.json as metric histories, the best epoch's
     scores, model.json (and the checkpoint's validate report, when one was written) as artifacts."""
     if result.config_json is None:  # a torchrun rank other than 0 writes nothing
         return
     sidecar = _read_json(result.config_json)
-    with tracked_run("train", Path(result.checkpoint).stem, settings, _data_tags(settings.data), config=config) as run:
+    with job.run("train", Path(result.checkpoint).stem, settings, _data_tags(settings.data)) as run:
         _log_epochs(run, sidecar.get("metrics", []))
         best = result.best
         run.log_final({**{f"best_{key}": value for key, value in best.items() if key != "epoch"},
@@ -72,11 +96,11 @@ def record_train(result, settings, config: TrackingConfig) -> None:
         run.log_artifacts([p for p in (report / "report.json", report / "per_era.png") if p.is_file()], "report")
 
 
-def record_cv(result, settings, config: TrackingConfig) -> None:
+def record_cv(result, settings, job: Job) -> None:
     """A parent run (settings, the out-of-fold summary, report.json) with a child per fold (its
     plan, scores and per-epoch training rows)."""
     report = result.data
-    with tracked_run("cv", settings.name, settings, _data_tags(settings.data), config=config) as run:
+    with job.run("cv", settings.name, settings, _data_tags(settings.data)) as run:
         run.log_final(_flat(report.get("overall", {})) | {"folds_run": result.folds_run, "seconds": result.seconds})
         run.log_artifacts([result.report])
         for fold in report.get("folds", []):
@@ -89,11 +113,11 @@ def record_cv(result, settings, config: TrackingConfig) -> None:
                     _log_epochs(child, _read_json(record_file).get("epochs", []))
 
 
-def record_sweep(result, settings, config: TrackingConfig) -> None:
+def record_sweep(result, settings, job: Job) -> None:
     """A parent run (settings, the best trial, the deflated Sharpe, trials.csv and best.json) with a
     child per trial (its row of trials.csv: params and score)."""
     out_dir = Path(result.out_dir)
-    with tracked_run("sweep", out_dir.name, settings, _data_tags(settings.data), config=config) as run:
+    with job.run("sweep", out_dir.name, settings, _data_tags(settings.data)) as run:
         best = result.best or {}
         deflated = result.deflated or {}
         run.log_final({"trials": result.trials, "pruned": result.pruned, "failed": result.failed,
@@ -107,11 +131,11 @@ def record_sweep(result, settings, config: TrackingConfig) -> None:
                 child.log_final({k: _float(v) for k, v in row.items() if k in TRIAL_COLUMNS - {"state"}})
 
 
-def record_ensemble(result, settings, config: TrackingConfig) -> None:
+def record_ensemble(result, settings, job: Job) -> None:
     """Settings, the members and their weights, the objective's score, ensemble.json."""
     record_data = result.record
     folder = Path(result.folder)
-    with tracked_run("ensemble", folder.name, settings, _ensemble_data_tags(settings.candidates), config=config) as run:
+    with job.run("ensemble", folder.name, settings, _ensemble_data_tags(settings.candidates)) as run:
         members = record_data.get("members", [])
         run.log_params({f"member_{i}": m.get("source") for i, m in enumerate(members, start=1)})
         best_single = max((c.get("objective", -math.inf) for c in record_data.get("candidates", [])), default=None)
@@ -123,24 +147,24 @@ def record_ensemble(result, settings, config: TrackingConfig) -> None:
         run.log_artifacts([result.ensemble_json])
 
 
-def record_validate(report, settings, config: TrackingConfig) -> None:
+def record_validate(report, settings, job: Job) -> None:
     """report.json's summaries (CORR, BMC, MMC, sharpe, max drawdown, payout, ...) as metrics,
     report.json and per_era.png as artifacts."""
     name = Path(report.report_dir).name if report.report_dir else Path(str(report.source)).stem
     data = settings.data[0] if isinstance(settings.data, list) else settings.data
     prepared = Path(data).parent if data is not None else Path(settings.data_dir) / "prepared"
-    with tracked_run("validate", name, settings, _data_tags(prepared), config=config) as run:
+    with job.run("validate", name, settings, _data_tags(prepared)) as run:
         run.log_params({"source": report.source})
         run.log_final(_flat(report.data))
         run.log_artifacts([p for p in report.files if p.suffix in (".json", ".png", ".csv")])
 
 
-def record_compare(result, settings, config: TrackingConfig) -> None:
+def record_compare(result, settings, job: Job) -> None:
     """compare.csv, compare.json and cumulative.png as artifacts; each row's headline metrics in a
     child run per model, so MLflow's UI can chart them side by side."""
     folder = Path(result.folder) if result.folder else Path(settings.compare_dir) / settings.name
     data = settings.data[0] if settings.data else Path(settings.data_dir) / "prepared" / "validation.parquet"
-    with tracked_run("compare", folder.name, settings, _data_tags(Path(data).parent), config=config) as run:
+    with job.run("compare", folder.name, settings, _data_tags(Path(data).parent)) as run:
         run.log_final({"models": len(result.table), "eras": result.summary.get("eras"), "rows": result.summary.get("rows")})
         run.log_artifacts([p for p in result.files if p.suffix in (".csv", ".json", ".png")])
         for row in result.table.to_dict("records"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from numerflow import config_base
 from numerflow.errors import ConfigError
 from numerflow.tracking import (DATA_VERSION_TAG, DEFAULT_URI, GIT_COMMIT_TAG, KIND_TAG, PARENT_TAG, VERSION_TAG,
-                                TrackingConfig, tracked_run, tracking_config)
+                                RecordedRun, TrackingConfig, preflight, replay, tracked_run, tracking_config)
 from numerflow.version import __version__
 
 mlflow = pytest.importorskip("mlflow", reason='MLflow tracking needs the mlflow extra: pip install "numerflow[mlflow]"')
@@ -194,3 +195,46 @@ def test_tracking_off_imports_no_mlflow_and_writes_nothing(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_recorded_run_replays_as_the_same_run(store, tmp_path):
+    """What a command records (no MLflow) and the logging process replays: params, tags, metric
+    steps with their recorded times, a child, artifacts."""
+    config, client = store
+    (tmp_path / "model.json").write_text("{}")
+    recorded = RecordedRun("sweep", "replayed", {"trials": 2}, {DATA_VERSION_TAG: "v5.2"})
+    recorded.log_metrics(1, {"train_loss": 0.3, "skip": "x"})
+    recorded.log_metrics(2, {"train_loss": 0.2})
+    with recorded.child("trial 0", {"lr": 0.01}) as child:
+        child.log_final({"score": 0.5})
+    recorded.log_artifacts([tmp_path / "model.json"])
+    spec = json.loads(json.dumps(recorded.spec))  # as it crosses to the logging process
+    assert replay(spec, config)
+    [run] = client.search_runs([client.get_experiment_by_name("numerflow").experiment_id],
+                               "attributes.run_name = 'replayed'")
+    assert run.data.params == {"trials": "2"} and run.data.tags[DATA_VERSION_TAG] == "v5.2"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.3), (2, 0.2)]
+    assert history[0].timestamp == spec["ops"][0]["time"] and "skip" not in run.data.metrics
+    [child] = client.search_runs([run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run.info.run_id}'")
+    assert child.data.params == {"lr": "0.01"} and child.data.metrics == {"score": 0.5}
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["model.json"]
+
+
+def test_preflight_catches_what_a_command_can_check_at_once(tmp_path):
+    assert preflight(f"sqlite:///{tmp_path / 'm.db'}") is None
+    assert "not a URI" in preflight("mlflow.db")
+    assert "not writable" in preflight(f"sqlite:///{tmp_path / 'missing' / 'm.db'}")
+    assert "no tracking server answers" in preflight(f"http://127.0.0.1:{closed_port()}")
+
+
+def test_wait_from_numerflow_toml_or_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("NUMERFLOW_TRACK_WAIT", raising=False)
+    table = config_base.SettingsFile(tmp_path / "numerflow.toml", {"tracking": {"wait": True}})
+    assert tracking_config(table).wait is True
+    none = config_base.SettingsFile(tmp_path / "numerflow.toml", {})
+    assert tracking_config(none).wait is False
+    monkeypatch.setenv("NUMERFLOW_TRACK_WAIT", "1")
+    assert tracking_config(none).wait is True
+    with pytest.raises(ConfigError, match="wait must be true or false"):
+        tracking_config(config_base.SettingsFile(tmp_path / "numerflow.toml", {"tracking": {"wait": "yes"}}))

@@ -1,5 +1,7 @@
 """MLflow tracking of train, cv, sweep, ensemble, validate and compare (issue 28 point 1), through
-the CLI on tiny synthetic data into a real SQLite store, read back with MLflow's own client."""
+the CLI on tiny synthetic data into a real SQLite store, read back with MLflow's own client. The
+commands log from a background process; NUMERFLOW_TRACK_WAIT=1 makes them wait for it, so the
+store can be read right after (the last tests check the background path itself)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from numerflow.tracking import DATA_VERSION_TAG, EXPERIMENT, FINGERPRINT_TAG, KIND_TAG, PARENT_TAG
+from numerflow.tracking_jobs import FAILED_MARK, LOG_FILE, store_lock
 from tests.helpers import runner
 
 mlflow = pytest.importorskip("mlflow", reason='MLflow tracking needs the mlflow extra: pip install "numerflow[mlflow]"')
@@ -53,6 +57,7 @@ def tracked(synthetic_dir, tmp_path_factory):
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("NUMERFLOW_TRACK", "1")
+        patch.setenv("NUMERFLOW_TRACK_WAIT", "1")
         patch.setenv("NUMERAI_SECRET_KEY", SECRET)
         for kind, args in commands.items():
             outputs[kind] = ok(runner.invoke(app, list(map(str, args)))).output
@@ -137,6 +142,7 @@ def test_no_secret_in_any_param_tag_run_name_or_file(tracked, monkeypatch):
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     monkeypatch.setenv("NUMERFLOW_TRACK", "1")
+    monkeypatch.setenv("NUMERFLOW_TRACK_WAIT", "1")
     monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET)
     # a report folder named like the secret: its name would be the run's name and a param
     ok(runner.invoke(app, ["validate", "--model", "models/model.pt", "--report", f"reports/{SECRET}",
@@ -202,3 +208,55 @@ def test_without_mlflow_importable_train_runs_and_imports_nothing(tracked, tmp_p
                           timeout=300)
     assert done.returncode == 0 and "trained" in done.stdout, done.stderr
     assert "Warning" not in done.stderr and not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def validate_args(root: Path) -> list[str]:
+    return ["validate", "--model", str(root / "models" / "model.pt"), "--no-report",
+            "--data", str(root / "data" / "prepared" / "validation.parquet")]
+
+
+@pytest.mark.slow
+def test_without_wait_the_command_returns_first_and_its_run_appears_when_the_logger_is_done(tracked, tmp_path):
+    """The test holds the store's lock, so the logging process cannot have logged anything when the
+    command (a real process) returns; once the lock is free, the run appears."""
+    root, _, _ = tracked
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "NUMERFLOW_TRACK_WAIT"}
+    env.update(MLFLOW_TRACKING_URI=uri, NUMERFLOW_TRACK="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    with store_lock(uri):
+        done = subprocess.run([sys.executable, "-m", "numerflow", *validate_args(root)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "numerai_corr" in done.stdout, done.stderr
+        assert "Warning" not in done.stderr and not (tmp_path / "mlflow.db").exists()
+    deadline, runs = time.monotonic() + 240, []
+    while not runs and time.monotonic() < deadline:
+        time.sleep(2)  # the logger takes the lock back within 0.05 s; holding it, the store is never half-made
+        with store_lock(uri):
+            if (tmp_path / "mlflow.db").exists():
+                runs = runs_of(mlflow.MlflowClient(uri), "validate")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", (tmp_path / LOG_FILE).read_text()
+    assert "numerai_corr_mean" in runs[0].data.metrics and not (tmp_path / FAILED_MARK).exists()
+
+
+@pytest.mark.slow
+def test_a_failure_in_the_logger_goes_to_the_log_and_the_next_command_says_so_once(tracked, tmp_path, monkeypatch):
+    root, _, _ = tracked
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.db").write_text("not a SQLite database")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'broken.db'}")
+    monkeypatch.setenv("NUMERFLOW_TRACK", "1")
+    monkeypatch.delenv("NUMERFLOW_TRACK_WAIT", raising=False)
+    first = ok(runner.invoke(app, validate_args(root)))
+    assert "Warning" not in first.output
+    deadline = time.monotonic() + 240
+    while not (tmp_path / FAILED_MARK).exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert (tmp_path / FAILED_MARK).exists()
+    log = (tmp_path / LOG_FILE).read_text()
+    assert "not logged to MLflow: validate" in log and "Warning:" in log, log
+    monkeypatch.setenv("NUMERFLOW_TRACK_WAIT", "1")  # this one's own failure then is its own warning
+    second = ok(runner.invoke(app, validate_args(root)))
+    naming_the_log = [line for line in second.output.splitlines() if str(LOG_FILE) in line]
+    assert len(naming_the_log) == 1 and naming_the_log[0].startswith("Warning:"), second.output
+    assert not (tmp_path / FAILED_MARK).exists() and "Traceback" not in second.output
