@@ -13,18 +13,18 @@ path strings into Paths, so the API and the CLI share one check.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from numerflow.config_base import (DEFAULT_CV_DIR, DEFAULT_MODELS_DIR, DEFAULT_PREDICTIONS_DIR, DEFAULT_RECEIPTS_DIR,
-                                   DEFAULT_REPORTS_DIR, SEED_MAX, StageSettings, check_weights, data_dir_option,
-                                   device_option, ensemble_proportion_problem, last_option, memory_check_option,
-                                   models_option, name_option, neutralize_benchmark_option, neutralize_option,
-                                   prepared_data_option, settings_path, track_option, version_option, weights_option)
+                                   DEFAULT_REPORTS_DIR, DEFAULT_SCORES_DIR, SEED_MAX, StageSettings, check_weights,
+                                   cpus_per_task_option, data_dir_option, device_option, gpus_per_task_option,
+                                   last_option, memory_check_option, models_option, name_option,
+                                   neutralize_benchmark_option, neutralize_option, prepared_data_option, ray_option,
+                                   settings_path, track_option, version_option, weights_option)
 from numerflow.errors import ConfigError, OptionError
-from numerflow.options import (Activation, Arch, Choice, EnsembleObjective, FitOn, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SelectOn,
+from numerflow.options import (Activation, Arch, Loss, Precision, PredictWith, Pruner, Schedule, Scheme,
                                SweepObjective,
                                above_zero, finite, int_list, layer_widths, option, split_list, suffix_in)
 
@@ -34,18 +34,6 @@ def precision_option():
     return option("auto", choices=Precision, envvar="NUMERFLOW_PRECISION",
                   help="Training and per-epoch validation arithmetic: auto (bf16 on CUDA that supports it, "
                        "else fp32), fp32, bf16 or fp16 (with a gradient scaler); checkpoints are fp32.")
-
-
-def ray_option():
-    return option(None, help="Run on a Ray cluster: its ADDRESS, or auto.")
-
-
-def cpus_per_task_option():
-    return option(1.0, help="Ray: CPUs reserved per task (a cv fold, an ensemble member).", check=above_zero)
-
-
-def gpus_per_task_option():
-    return option(0.0, help="Ray: GPUs reserved per task (0.5: two tasks share one).", min=0.0, check=finite)
 
 
 def ensemble_option():
@@ -325,7 +313,6 @@ class SweepConfig(StageSettings):
 
 # --- diagnostics and scores (Numerai's own numbers) ---------------------------------------------
 
-DEFAULT_SCORES_DIR = Path("scores")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
@@ -392,124 +379,6 @@ class ScoresConfig(StageSettings):
     scores_dir: Path = option(DEFAULT_SCORES_DIR, help="Where scores/<model>/{rounds.csv,scores.png} go.")
     config_file: Path = option(factory=settings_path, on_command_line=False,
                                help="numerflow.toml (NUMERFLOW_CONFIG), whose [models.<name>] are the default models.")
-
-
-# --- compare: models side by side on the same rows and eras (stages/compare/) -------------------
-
-DEFAULT_COMPARE_DIR = Path("compare")
-
-
-class CompareSort(Choice):
-    """compare.csv's numeric columns, by which the printed table may be sorted."""
-    corr_mean = "corr_mean"
-    corr_std = "corr_std"
-    corr_sharpe = "corr_sharpe"
-    max_drawdown = "max_drawdown"
-    mmc_mean = "mmc_mean"
-    bmc_mean = "bmc_mean"
-    tb200_corr_mean = "tb200_corr_mean"
-    feature_exposure = "feature_exposure"
-    benchmark_corr = "benchmark_corr"
-    payout_mean = "payout_mean"
-    corr_mean_last = "corr_mean_last"
-    bmc_mean_last = "bmc_mean_last"
-    payout_mean_last = "payout_mean_last"
-    churn = "churn"
-
-
-def payout_weights(text: str) -> dict:
-    """'corr=0.5,mmc=2' → {'corr': 0.5, 'mmc': 2.0}; a weight left out keeps sweep's default."""
-    weights = {}
-    for item in split_list(text) or []:
-        key, _, value = item.partition("=")
-        if key.strip() not in ("corr", "mmc") or not value:
-            raise ConfigError(f"expected corr=A,mmc=B, got '{text}'")
-        try:
-            weights[key.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"expected corr=A,mmc=B with numbers, got '{text}'") from None
-        if not math.isfinite(weights[key.strip()]):
-            raise ConfigError(f"payout weights must be finite numbers, got '{text}'")
-    return weights
-
-
-@dataclass
-class CompareConfig(StageSettings):
-    models: list[Path] = option(factory=list, on_command_line=False,
-                                help="The models to compare (the command's arguments): report folders, cv runs, "
-                                     "sweeps, fitted ensembles, checkpoints or id,prediction files.")
-    name: str = name_option("compare", help="Results go to COMPARE_DIR/NAME/.")
-    compare_dir: Path = option(DEFAULT_COMPARE_DIR, help="Folder holding every comparison's folder.")
-    last: int = option(200, min=1, help="The most recent eras that corr_mean_last, bmc_mean_last and "
-                                        "payout_mean_last cover.")
-    sort: str = option("payout_mean", choices=CompareSort,
-                       help="Column the printed table is sorted by (best first: lowest for corr_std, max_drawdown, "
-                            "feature_exposure, benchmark_corr and churn).")
-    trials: bool = option(False, help="With a sweep: every complete trial, on its out-of-fold predictions "
-                          "after sweep --cv, else on the checkpoints the sweep kept.")
-    benchmark: str | None = option(None, help="Benchmark model column for bmc_mean and benchmark_corr (default: "
-                                   "the data version's main one, as validate chooses it).")
-    payout: dict | None = option(None, parse=payout_weights,
-                                 help="Payout weights corr=A,mmc=B: per era clip(A x CORR + B x MMC, -0.05, 0.05) "
-                                      "(default: sweep's payout objective's, corr=0.5,mmc=2.0).")
-    churn_against: Path | None = option(None, check=suffix_in(".csv", ".parquet"),
-                                        help="An id,prediction file of the same rows: churn = 1 - its per-era "
-                                             "Spearman with each model, mean over eras.")
-    data: list[Path] | None = option(None, help="Data files to score every model on (default: the files the "
-                                     "inputs were scored on, else DATA_DIR/prepared/validation.parquet).")
-    data_dir: Path = data_dir_option()
-    device: str = device_option("auto")  # checkpoints' forward passes
-    track: bool = track_option()
-
-    def __post_init__(self):
-        if isinstance(self.data, (str, os.PathLike)):
-            self.data = [self.data]
-        if isinstance(self.models, (str, os.PathLike)):
-            self.models = [self.models]
-        super().__post_init__()
-        if self.payout is not None:  # Python may hand a dict: the same keys and numbers as the command line
-            if not isinstance(self.payout, dict):
-                raise OptionError("--payout", "expected corr=A,mmc=B")
-            payout_weights(",".join(f"{key}={value}" for key, value in self.payout.items()))
-
-
-# --- numerflow ensemble ---------------------------------------------------------------------------
-DEFAULT_ENSEMBLES_DIR = Path("ensembles")
-
-
-@dataclass
-class EnsembleConfig(StageSettings):
-    """Greedy ensemble selection over cv runs and `sweep --cv` trials (numerflow/stages/ensemble.py)."""
-
-    candidates: list[Path] = option(factory=list, on_command_line=False,
-                                    help="cv run folders (cv/NAME) and sweep folders run with --cv (sweeps/NAME: "
-                                         "every complete trial), or one trial (sweeps/NAME/trials/N).")
-    objective: str = option("corr_mean", choices=EnsembleObjective,
-                            help="What each greedy step maximises, per era as validate scores it.")
-    size: int = option(10, help="Greedy steps (with replacement); the best of them is kept, and a member "
-                       "chosen k times in its S steps weighs k/S.", min=1)
-    name: str = name_option("ensemble", help="The ensemble's folder: ENSEMBLES_DIR/NAME/.")
-    ensembles_dir: Path = option(DEFAULT_ENSEMBLES_DIR, help="Folder holding every ensemble's folder.")
-    on: str = option("oof", choices=SelectOn, help="Choose on the candidates' out-of-fold training eras, or "
-                     "(explicitly) on validation eras, which then no longer measure the ensemble.")
-    benchmark: str | None = option(None, help="bmc_mean: benchmark column of train/validation_benchmark_models"
-                                   ".parquet (default: the version's main one).")
-    last: int = last_option()
-    neutralize_benchmark: str | None = option(None, check=ensemble_proportion_problem,
-                                              help="auto: choose the proportion (0, .25, .5, .75, 1) neutralised "
-                                                   "to the benchmark by the objective on the selection eras; or a "
-                                                   "number within 0..1. Stored in ensemble.json; predict, validate, "
-                                                   "export and round apply it.")
-    fit: bool = option(False, help="Train each member once with its own settings and epochs; store the "
-                       "checkpoints in the ensemble's folder.")
-    fit_on: str = option("train", choices=FitOn, help="--fit on the training eras, or on training and validation "
-                         "eras (all: for live use).")
-    device: str = device_option("auto")  # --fit: where the members train
-    ray: str | None = ray_option()  # --fit: each member a Ray task, reading the prepared data every node sees
-    cpus_per_task: float = cpus_per_task_option()
-    gpus_per_task: float = gpus_per_task_option()
-    force: bool = option(False, help="Replace an existing ensemble of this name.")
-    track: bool = track_option()
 
 
 # --- numerflow ui (stages/ui.py): MLflow's UI on the tracking store (numerflow/tracking.py) ---------

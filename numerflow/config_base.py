@@ -15,8 +15,8 @@ from pathlib import Path
 
 from numerflow.errors import ConfigError, OptionError
 from numerflow.files import read_text
-from numerflow.options import (command_line_of, device_problem, flag_of, float_list, folder_name, holds_whole_numbers,
-                               option)
+from numerflow.options import (above_zero, command_line_of, device_problem, finite, flag_of, float_list, folder_name,
+                               holds_whole_numbers, option, refuses)
 
 CONFIG_FILE = "numerflow.toml"
 DEFAULT_DATA_DIR = Path("data")  # download writes data/<version>/, prepare data/prepared/
@@ -28,6 +28,7 @@ DEFAULT_REPORTS_DIR = Path("reports")
 # 2**64-1, and numpy's legacy np.random.seed takes 32 bits; one range for every command and the API.
 SEED_MAX = 2**32 - 1
 DEFAULT_CV_DIR = Path("cv")
+DEFAULT_SCORES_DIR = Path("scores")  # scores/<model>/; compare looks for reports beside them
 
 
 @dataclass
@@ -174,6 +175,7 @@ def last_option():
     return option(200, help="bmc_last: the number of last eras whose BMC is averaged.", min=1)
 
 
+@refuses("half", "1.5")
 def ensemble_proportion_problem(value) -> str | None:
     """Why an `ensemble --neutralize-benchmark` value is refused: it is auto or a number in 0..1."""
     if value is None or str(value).strip().lower() == "auto":
@@ -201,3 +203,16 @@ def track_option():
     return option(True, flag="--track/--no-track", envvar="NUMERFLOW_TRACK",
                   help="Log this run to MLflow (with the mlflow extra; where: docs/tracking.md); "
                        "--no-track: log nothing.")
+
+
+# Ray: sweep's trials, cv's folds and ensemble --fit's members as tasks (sweeps/ray_cluster.py)
+def ray_option():
+    return option(None, help="Run on a Ray cluster: its ADDRESS, or auto.")
+
+
+def cpus_per_task_option():
+    return option(1.0, help="Ray: CPUs reserved per task (a cv fold, an ensemble member).", check=above_zero)
+
+
+def gpus_per_task_option():
+    return option(0.0, help="Ray: GPUs reserved per task (0.5: two tasks share one).", min=0.0, check=finite)

@@ -29,6 +29,7 @@ from typing import Callable
 
 from numerflow import config as cfg
 from numerflow import config_base
+from numerflow import config_selection
 from numerflow.options import command_line_of
 from numerflow.runtime import before_torch_import
 
@@ -240,8 +241,8 @@ STAGES += ["diagnostics", "scores"]
 # --- compare (stages/compare/) ------------------------------------------------------------------
 
 
-@takes_settings(cfg.CompareConfig)
-def compare(settings: cfg.CompareConfig):
+@takes_settings(config_selection.CompareConfig)
+def compare(settings: config_selection.CompareConfig):
     """Score several models (report folders, cv runs, sweeps, checkpoints, predictions files) on
     the same rows and eras the way Numerai pays, write compare/<name>/; returns a CompareResult
     (its str() is the printout) whose `.frame` is compare.csv's table as a DataFrame."""
@@ -253,8 +254,8 @@ def compare(settings: cfg.CompareConfig):
 STAGES.append("compare")
 
 
-@takes_settings(cfg.EnsembleConfig)
-def ensemble(settings: cfg.EnsembleConfig, *, say: Say | None = print):
+@takes_settings(config_selection.EnsembleConfig)
+def ensemble(settings: config_selection.EnsembleConfig, *, say: Say | None = print):
     """Choose an ensemble of cv runs and `sweep --cv` trials by greedy forward selection with
     replacement on their out-of-fold predictions (`fit=True`: train its members); writes
     ensembles_dir/<name>/ensemble.json (and members/*.pt); returns an EnsembleResult. A fitted

@@ -159,7 +159,8 @@ def test_help_still_shows_the_bounds_and_the_choices():
 
 
 def test_a_folder_name_is_one_folder(tmp_path):
-    from numerflow.config import CompareConfig, CvConfig, EnsembleConfig
+    from numerflow.config import CvConfig
+    from numerflow.config_selection import CompareConfig, EnsembleConfig
 
     for settings_class in (CvConfig, CompareConfig, EnsembleConfig):
         assert settings_class(name="run-1.b_c").name == "run-1.b_c"

@@ -12,6 +12,7 @@ import typer
 import numerflow
 from numerflow import config as cfg
 from numerflow import config_base
+from numerflow import config_selection
 from numerflow.cli.app import app
 from numerflow.cli.errors import reports_errors
 from numerflow.cli.options import options_from
@@ -228,12 +229,12 @@ def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
 
 @app.command()
 @reports_errors
-@options_from(settings=cfg.CompareConfig)
+@options_from(settings=config_selection.CompareConfig)
 def compare(
     models: Annotated[list[Path], typer.Argument(help="Report folders, cv runs, sweep folders, checkpoints (.pt) or "
                                                       "id,prediction files, one or more.", show_default=False,
                                                  metavar="MODEL")],
-    settings: cfg.CompareConfig,
+    settings: config_selection.CompareConfig,
 ):
     """Compare models on the same rows and eras the way Numerai pays: CORR, MMC, BMC, TB200,
     exposure, payout, drawdown, correlation between models, churn; writes compare/NAME/.
@@ -250,8 +251,8 @@ def compare(
 
 @app.command()
 @reports_errors
-@options_from(settings=cfg.EnsembleConfig)
-def ensemble(settings: cfg.EnsembleConfig, candidates: Candidates):
+@options_from(settings=config_selection.EnsembleConfig)
+def ensemble(settings: config_selection.EnsembleConfig, candidates: Candidates):
     """Choose an ensemble by greedy forward selection with replacement (Caruana et al., 2004) over
     the candidates' out-of-fold predictions, scored per era as validate scores; write
     ENSEMBLES_DIR/NAME/ensemble.json; with --fit train its members (then predict, validate and

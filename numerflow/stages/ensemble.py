@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 
 from numerflow import metrics, schema
-from numerflow.config import EnsembleConfig, TrainConfig
+from numerflow.config import TrainConfig
+from numerflow.config_selection import EnsembleConfig
 from numerflow.ensembles import ENSEMBLE_JSON, MEMBERS_DIR, greedy_selection
 from numerflow.errors import ConfigError, DataError
 from numerflow.files import publish_set

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from numerflow import config as cfg
+from numerflow.config_selection import CompareConfig
 from numerflow.errors import ConfigError
 
 MARKER = ".numerflow-quickstart"  # marks a folder quickstart made: a rerun may overwrite what is in it
@@ -98,7 +99,7 @@ def quickstart(folder: Path, say: Callable[[str], None] = print) -> QuickstartRe
                                         receipts_dir=folder / "receipts", dry_run=True))
     say(str(submitted))
     say("7/7 compare")
-    compared = compare(cfg.CompareConfig(models=[report_dir, result.artifacts["dataset"] / "validation_example_preds.parquet"],
+    compared = compare(CompareConfig(models=[report_dir, result.artifacts["dataset"] / "validation_example_preds.parquet"],
                                          data_dir=data_dir, compare_dir=folder / "compare", name="model_vs_example",
                                          device="cpu"))
     result.artifacts["compare"] = compared.folder

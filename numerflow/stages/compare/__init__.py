@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 from numerflow import metrics
-from numerflow.config import CompareConfig
+from numerflow.config_selection import CompareConfig
 from numerflow.errors import ConfigError
 from numerflow.stages.compare.inputs import INPUT_KINDS, Candidate, id_predictions, load_candidates
 from numerflow.provenance import PROVENANCE, make_record, prepared_folder_of

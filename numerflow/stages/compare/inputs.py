@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from numerflow import schema
-from numerflow.config import CompareConfig
+from numerflow.config_selection import CompareConfig
 from numerflow.errors import DataError
 
 PREDICTION_SUFFIXES = (".csv", ".parquet")

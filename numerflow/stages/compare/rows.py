@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from numerflow import schema
-from numerflow.config import CompareConfig, ValidateConfig
+from numerflow.config import ValidateConfig
+from numerflow.config_selection import CompareConfig
 from numerflow.errors import CheckpointError, DataError
 from numerflow.workflow.model_scores import ensemble_ranks
 from numerflow.workflow.validation_rows import data_paths, describe_files, read_rows, row_ids
