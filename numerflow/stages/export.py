@@ -68,9 +68,8 @@ class UploadResult:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"Uploaded to model '{self.model_name}' with image '{self.docker_image}' and data version "
-                 f"{self.data_version}: upload id {self.upload_id}"]
-        return "\n".join(lines + [f"Note: {n}" for n in self.notes])
+        return with_notes(f"Uploaded to model '{self.model_name}' with image '{self.docker_image}' and data "
+                          f"version {self.data_version}: upload id {self.upload_id}", self.notes)
 
 
 @dataclass
@@ -83,9 +82,12 @@ class CheckReport:
 
     def __str__(self) -> str:
         r = self.result
-        lines = [f"Hosted check: {self.rows:,} live rows of {self.live} in {r.wall_s:.1f} s, peak memory "
-                 f"{r.peak_mb:.0f} MB (limits: {r.limits})"]
-        return "\n".join(lines + [f"Note: {n}" for n in r.version_notes])
+        return with_notes(f"Hosted check: {self.rows:,} live rows of {self.live} in {r.wall_s:.1f} s, peak memory "
+                          f"{r.peak_mb:.0f} MB (limits: {r.limits})", r.version_notes)
+
+
+def with_notes(line: str, notes: list[str]) -> str:
+    return "\n".join([line] + [f"Note: {n}" for n in notes])
 
 
 @dataclass
