@@ -18,7 +18,7 @@ from numerflow.cli.errors import reports_errors
 from numerflow.cli.options import options_from
 
 
-@app.command()
+@app.command(short_help="Download Numerai's data (or --synthetic data).")
 @reports_errors
 @options_from(settings=cfg.DownloadConfig, synthetic_settings=cfg.SyntheticConfig)
 def download(
@@ -37,7 +37,7 @@ def download(
         typer.echo(str(numerflow.download(settings)))
 
 
-@app.command()
+@app.command(short_help="Keep the features int8, choose the targets.")
 @reports_errors
 @options_from(settings=cfg.PrepareConfig)
 def prepare(settings: cfg.PrepareConfig):
@@ -48,7 +48,7 @@ def prepare(settings: cfg.PrepareConfig):
     typer.echo(str(numerflow.prepare(settings)))
 
 
-@app.command()
+@app.command(short_help="Train the MLP (or TabM) on prepared data.")
 @reports_errors
 @options_from(settings=cfg.TrainConfig)
 def train(settings: cfg.TrainConfig):
@@ -62,7 +62,7 @@ def train(settings: cfg.TrainConfig):
         typer.echo(str(result))
 
 
-@app.command()
+@app.command(short_help="Cross-validate train's recipe era by era.")
 @reports_errors
 @options_from(settings=cfg.CvConfig, leave_out=("patience",))  # no fold scores its test eras while training
 def cv(settings: cfg.CvConfig):
@@ -75,7 +75,7 @@ def cv(settings: cfg.CvConfig):
     typer.echo(str(numerflow.cv(settings, say=typer.echo)))
 
 
-@app.command()
+@app.command(short_help="Score a model or predictions era by era.")
 @reports_errors
 @options_from(settings=cfg.ValidateConfig)
 def validate(
@@ -91,7 +91,7 @@ def validate(
     typer.echo(result.to_json() if as_json else str(result))
 
 
-@app.command()
+@app.command(short_help="Predict the live round (or any Numerai file).")
 @reports_errors
 @options_from(settings=cfg.PredictConfig)
 def predict(settings: cfg.PredictConfig):
@@ -103,7 +103,7 @@ def predict(settings: cfg.PredictConfig):
     typer.echo(str(numerflow.predict(settings)))
 
 
-@app.command()
+@app.command(short_help="Check predictions and upload them to Numerai.")
 @reports_errors
 @options_from(settings=cfg.SubmitConfig)
 def submit(settings: cfg.SubmitConfig):
@@ -115,7 +115,7 @@ def submit(settings: cfg.SubmitConfig):
     typer.echo(str(numerflow.submit(settings)))
 
 
-@app.command(name="round")
+@app.command(name="round", short_help="The weekly job: predict and submit each model.")
 @reports_errors
 @options_from(settings=cfg.RoundConfig)
 def round_command(settings: cfg.RoundConfig, ctx: typer.Context):
@@ -133,7 +133,7 @@ def round_command(settings: cfg.RoundConfig, ctx: typer.Context):
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Write a pickle for Numerai's hosted models.")
 @reports_errors
 @options_from(settings=cfg.ExportConfig)
 def export(
@@ -158,7 +158,7 @@ def export(
     typer.echo(str(numerflow.export(settings, upload=upload_settings)))
 
 
-@app.command()
+@app.command(short_help="Run the whole pipeline on synthetic data.")
 @reports_errors
 def quickstart(
     folder: Annotated[Path, typer.Option("--dir", help="Fresh folder for every artifact.")] = Path("numerflow-quickstart"),
@@ -171,7 +171,7 @@ def quickstart(
     typer.echo(str(numerflow.quickstart(folder=folder, say=typer.echo)))
 
 
-@app.command()
+@app.command(short_help="Search train's options with Optuna or Ray.")
 @reports_errors
 @options_from(settings=cfg.SweepConfig)
 def sweep(
@@ -191,7 +191,7 @@ def sweep(
 
 # --- diagnostics and scores: Numerai's own numbers ----------------------------------------------
 
-@app.command()
+@app.command(short_help="Numerai's diagnostics beside numerflow's own.")
 @reports_errors
 @options_from(settings=cfg.DiagnosticsConfig)
 def diagnostics(settings: cfg.DiagnosticsConfig):
@@ -210,7 +210,7 @@ Candidates = Annotated[list[Path], typer.Argument(help="cv run folders (cv/NAME)
                                                   metavar="CANDIDATE")]
 
 
-@app.command()
+@app.command(short_help="Fetch each model's live round scores.")
 @reports_errors
 @options_from(settings=cfg.ScoresConfig)
 def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
@@ -227,7 +227,7 @@ def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
 # --- compare (stages/compare/) ------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help="Compare models on the same rows and eras.")
 @reports_errors
 @options_from(settings=config_selection.CompareConfig)
 def compare(
@@ -249,7 +249,7 @@ def compare(
 # --- ensemble (stages/ensemble.py) --------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help="Choose (and fit) an ensemble of cv runs/trials.")
 @reports_errors
 @options_from(settings=config_selection.EnsembleConfig)
 def ensemble(settings: config_selection.EnsembleConfig, candidates: Candidates):
@@ -267,7 +267,7 @@ def ensemble(settings: config_selection.EnsembleConfig, candidates: Candidates):
 # --- ui (stages/ui.py) --------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help="Start MLflow's UI on the tracking store.")
 @reports_errors
 @options_from(settings=cfg.UiConfig)
 def ui(settings: cfg.UiConfig):
