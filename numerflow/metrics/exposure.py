@@ -6,59 +6,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from numerflow.metrics.least_squares import EraFeatures, exact_fit, neutralised
 from numerflow.metrics.ranking import EraGroups, _EraLayout, gaussianize_within_eras, group_eras
 from numerflow.metrics.scores import EraScores, _ScoredRows
 
 # ---------------------------------------------------------------------------------------------
 # Features: exposure and neutralisation, from one Gram matrix per era
-
-
-class _EraFeatures:
-    """One era's features, centred, as float64 (int8 features are cast here, one era at a time,
-    never the whole matrix), with their Gram matrix x^T x: the one large product per era, shared
-    by exposure (its diagonal) and neutralisation (the normal equations)."""
-
-    def __init__(self, features, rows):
-        x = np.asarray(features[rows], dtype=np.float64)
-        x -= x.mean(axis=0)
-        self.x = x
-        self.gram = x.T @ x  # numpy runs x.T @ x as one symmetric BLAS product (syrk)
-        # Features constant in the era (a group "missing" as all 2s) are left out of every fit.
-        self.varying = np.diagonal(self.gram) > 0
-
-    def exposure(self, y_c: np.ndarray, x_t_y: np.ndarray) -> np.ndarray:
-        """Pearson correlation of centred y with every varying feature."""
-        v = self.varying
-        with np.errstate(invalid="ignore", divide="ignore"):  # constant y: NaN, reported unscorable
-            return x_t_y[v] / np.sqrt(np.diagonal(self.gram)[v] * (y_c @ y_c))
-
-    def fitted(self, y_c: np.ndarray, x_t_y: np.ndarray) -> np.ndarray:
-        """The least-squares fit of centred y on the features (centred: the intercept is implicit).
-
-        The normal equations are solved directly, and the answer accepted when the residual is
-        orthogonal to the features. A singular or ill-conditioned era falls back to a
-        pseudo-inverse through the Gram matrix's eigen-decomposition, dropping null directions
-        as np.linalg.lstsq's rcond does in numerai_tools."""
-        v = self.varying
-        if not v.any():
-            return np.zeros_like(y_c)
-        gram, rhs = self.gram[np.ix_(v, v)], x_t_y[v]
-        coef = np.zeros((len(v),) + rhs.shape[1:])  # zero for constant features: x is not copied
-        try:
-            coef[v] = np.linalg.solve(gram, rhs)
-            fitted = self.x @ coef
-            leftover = (self.x.T @ (y_c - fitted))[v]
-            if np.abs(leftover).max(initial=0.0) <= 1e-8 * max(float(np.abs(rhs).max(initial=0.0)), 1e-300):
-                return fitted
-        except np.linalg.LinAlgError:
-            pass
-        eigval, eigvec = np.linalg.eigh(gram)
-        keep = eigval > 1e-12 * max(float(eigval.max(initial=0.0)), 0.0)
-        basis = eigvec[:, keep]
-        along_basis = basis.T @ rhs
-        along_basis /= eigval[keep][:, None] if along_basis.ndim == 2 else eigval[keep]
-        coef[v] = basis @ along_basis
-        return self.x @ coef
 
 
 def _era_rows(groups: EraGroups):
@@ -67,13 +20,6 @@ def _era_rows(groups: EraGroups):
     rows = np.arange(len(groups)) if layout.order is None else layout.order
     for era in np.flatnonzero(layout.present):
         yield int(era), rows[layout.rows_of(era)]
-
-
-def exact_fit(rows: int, n_features: int) -> bool:
-    """An era with no more rows than the fit's parameters (the features plus the constant) is fitted
-    exactly: what neutralising leaves is rounding noise, not a signal. FNC leaves such eras
-    unscored and neutralize leaves their predictions as they are."""
-    return rows <= n_features + 1
 
 
 def exact_fit_eras(eras, n_features: int) -> list[str]:
@@ -97,11 +43,7 @@ def neutralize(predictions, features, eras, proportion: float = 1.0) -> np.ndarr
         if exact_fit(len(idx), features.shape[1]):
             out[idx] = y[idx]  # see exact_fit: left as they are
             continue
-        era = _EraFeatures(features, idx)
-        y_mean = y[idx].mean(axis=0)
-        y_c = y[idx] - y_mean
-        # The constant column's share is the era mean: at proportion 1 the era is also centred.
-        out[idx] = y[idx] - proportion * (era.fitted(y_c, era.x.T @ y_c) + y_mean)
+        out[idx] = neutralised(y[idx], EraFeatures(features, idx), proportion)
     return out[:, 0] if one_d else out
 
 
@@ -139,7 +81,7 @@ def feature_scores(predictions, features, target, eras) -> FeatureScores:
     for era, idx in _era_rows(groups):
         if raw.bad_era[era]:
             continue  # a non-finite prediction: the era is reported unscorable below
-        x = _EraFeatures(features, feature_rows[idx])
+        x = EraFeatures(features, feature_rows[idx])
         if exact_fit(len(idx), features.shape[1]):
             neutral[idx] = np.nan  # FNC would be rounding noise: unscored (exposure is still measured)
             small.append(str(groups.labels[era]))

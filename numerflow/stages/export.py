@@ -46,11 +46,14 @@ from numerflow.config import ExportConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
 from numerflow.metrics import benchmark as benchmark_maths
+from numerflow.metrics import least_squares
 from numerflow.metrics.benchmark import neutralize_to_benchmark
 from numerflow.numpy_forward import build_numpy_forward, numpy_layers
 from numerflow.workflow import benchmark_rows, postprocess
-from numerflow.workflow.postprocess import benchmark_on_index, era_labels, feature_unit, neutralise_per_era, rank_per_era
+from numerflow.workflow.postprocess import (benchmark_on_index, era_labels, feature_matrix, feature_unit,
+                                            neutralise_per_era, rank_per_era)
 
+BY_VALUE = (postprocess, least_squares, benchmark_maths)  # the modules the pickle carries by value
 SAMPLE_ROWS = 64  # random rows (plus all-0, all-2, all-4) scored before writing: finite-output check
 
 
@@ -166,7 +169,7 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
             combined += weight * rank_per_era(np.asarray(raw, dtype=np.float64), eras)
         result = rank_per_era(combined, eras)
         if neutralize > 0:
-            result = neutralise_per_era(result, live_features, features, eras, neutralize, unit)
+            result = neutralise_per_era(result, feature_matrix(live_features, features, unit), eras, neutralize)
         if to_benchmark > 0:
             benchmark = benchmark_on_index(live_benchmark_models, live_features.index, benchmark_column)
             result = neutralize_to_benchmark(result, benchmark, eras, to_benchmark)
@@ -176,14 +179,14 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
 
 
 def pickled_by_value(cloudpickle, function) -> bytes:
-    """The function cloudpickled with numerflow.workflow.postprocess's and metrics.benchmark's
-    functions stored by value: the pickle runs where numerflow is not installed."""
-    for module in (postprocess, benchmark_maths):
+    """The function cloudpickled with numerflow.workflow.postprocess's, metrics.least_squares' and
+    metrics.benchmark's functions stored by value: the pickle runs where numerflow is not installed."""
+    for module in BY_VALUE:
         cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(function)
     finally:
-        for module in (postprocess, benchmark_maths):
+        for module in BY_VALUE:
             cloudpickle.unregister_pickle_by_value(module)
 
 

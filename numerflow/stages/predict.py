@@ -16,7 +16,7 @@ from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
 from numerflow.workflow import benchmark_rows
 from numerflow.workflow.model_scores import ensemble_weights, refuse_overwriting_inputs, score_models, union_of_features
-from numerflow.workflow.postprocess import era_labels, rank_per_era
+from numerflow.workflow.postprocess import era_labels, neutralise_per_era, rank_per_era
 from numerflow.workflow.round_inputs import live_file
 
 
@@ -97,7 +97,6 @@ def write_predictions(frame, out: Path) -> None:
 
 
 def predict(config: PredictConfig) -> PredictResult:
-    from numerflow.metrics import neutralize, rank_within_eras
     from numerflow.checkpoint import load_checkpoint
 
     from numerflow.ensembles import models_and_weights
@@ -137,13 +136,10 @@ def predict(config: PredictConfig) -> PredictResult:
         benchmark, benchmark_source = benchmark_rows.benchmark_on_rows(data, frame.index.to_numpy(), sorted(columns),
                                                                        config.data_dir)
 
-    # the pickle's own ranking (postprocess.rank_per_era: 4 ms on 7k live rows, 30 ms on 100k, where
-    # metrics.rank_within_eras took 1 and 6); feature neutralising stays on metrics.neutralize (1.1 s on
-    # live at 2,376 features, where postprocess.neutralise_per_era on a DataFrame took 5.2 s)
+    # the exported pickle's own steps (workflow/postprocess): the same ranks from both
     ranked = rank_per_era(score_models(checkpoints, model_paths, matrix, features, eras, weights, config), eras)
     if config.neutralize > 0:
-        # rounded to float32 as the exported pickle does, so identical rows stay tied in both
-        ranked = rank_within_eras(neutralize(ranked, matrix, eras, config.neutralize).astype(np.float32), eras)
+        ranked = neutralise_per_era(ranked, matrix, eras, config.neutralize)
     notes = []
     if to_benchmark > 0:  # last, so that P = 1 leaves no per-era correlation with the benchmark
         ranked, notes = benchmark_rows.neutralise_ranks(ranked, benchmark, eras, to_benchmark, benchmark_source)

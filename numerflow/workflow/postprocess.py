@@ -1,17 +1,18 @@
-"""The post-processing steps of an exported model, in numpy and pandas only: rank within eras,
-neutralise against the features, and tell float features (0, .25, ... 1) from integer ones (0..4).
+"""The post-processing steps a prediction takes in `numerflow predict` and in the exported pickle
+alike: rank within eras, neutralise against the features (metrics/least_squares.py, the same
+least squares validate's FNC takes), and tell float features (0, .25, ... 1) from integer ones (0..4).
 
-`numerflow export` registers this module with cloudpickle.register_pickle_by_value, so the
-pickle carries these very functions: it runs where numerflow is not installed. Nothing here may
-import numerflow. They follow `numerflow predict` step for step (metrics.rank_within_eras and
-metrics.neutralize, the engines predict runs on millions of rows): the same (rank - 0.5) / n with
-ties averaged, the same exact-fit rule, the same float32 rounding before the last ranking, and
-tests/test_export.py checks that both give the same ranks."""
+`numerflow export` registers this module and metrics/least_squares.py with
+cloudpickle.register_pickle_by_value, so the pickle carries these very functions and runs where
+numerflow is not installed: nothing here may import numerflow beyond least_squares (numpy only).
+tests/test_export.py checks that predict and the pickle give the same ranks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from numerflow.metrics.least_squares import EraFeatures, exact_fit, neutralised  # also stored by value
 
 
 def era_labels(frame) -> np.ndarray:
@@ -34,23 +35,31 @@ def feature_unit(frame, features: list[str]) -> float:
     return 4.0 if floats and max(float(frame[f].max()) for f in features) <= 1.0 else 1.0
 
 
-def neutralise_per_era(ranks: np.ndarray, frame, features: list[str], eras, proportion: float,
-                       unit: float) -> np.ndarray:
-    """Remove `proportion` of the ranks' linear exposure to the features within each era (least
-    squares on the centred features plus a constant), then rank again after rounding to float32
-    as predict does, so that identical rows stay tied. An era with no more rows than the features
-    plus the constant is fitted exactly: it is left as it is (metrics.exact_fit)."""
+def feature_matrix(frame, features: list[str], unit: float) -> np.ndarray:
+    """The features as numbers on v5's 0..4 scale (older releases' floats times `unit`), Numerai's
+    "missing" value (NaN) as the middle bucket, 2."""
+    x = frame[features].to_numpy(dtype=np.float64, na_value=np.nan) * unit
+    return np.where(np.isnan(x), 2.0, x)
+
+
+def rows_per_era(eras) -> list[np.ndarray]:
+    """Each era's row indices (in row order), from one sort: no pass over every row per era."""
+    codes = np.unique(eras, return_inverse=True)[1].ravel()
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+
+
+def neutralise_per_era(ranks: np.ndarray, matrix: np.ndarray, eras, proportion: float) -> np.ndarray:
+    """Remove `proportion` of the ranks' linear exposure to the features (`matrix`: rows x features,
+    any numeric dtype) within each era: least_squares.neutralised, the step validate's FNC takes too.
+    Then rank again after rounding to float32, so that identical rows stay tied. An era with no more
+    rows than the features plus the constant is fitted exactly: it is left as it is (exact_fit)."""
     neutral = np.empty(len(ranks))
-    for era in np.unique(eras):
-        rows = np.flatnonzero(eras == era)
-        if len(rows) <= len(features) + 1:
+    for rows in rows_per_era(eras):
+        if exact_fit(len(rows), matrix.shape[1]):
             neutral[rows] = ranks[rows]
             continue
-        x = frame.iloc[rows][features].to_numpy(dtype=np.float64) * unit
-        x = np.where(np.isnan(x), 2.0, x)  # Numerai's "missing" value is the middle bucket
-        x = np.hstack([x - x.mean(axis=0), np.ones((len(rows), 1))])
-        beta = np.linalg.lstsq(x, ranks[rows], rcond=1e-6)[0]
-        neutral[rows] = ranks[rows] - proportion * (x @ beta)
+        neutral[rows] = neutralised(ranks[rows], EraFeatures(matrix, rows), proportion)
     return rank_per_era(neutral.astype(np.float32).astype(np.float64), eras)
 
 
