@@ -119,12 +119,12 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
 
     if config.space is None:
         raise ConfigError("give --space FILE (the search space), or --show NAME")
-    if config.trials < 1:
-        raise ConfigError(f"--trials must be ≥ 1, got {config.trials}")
-    if config.jobs < 1:
-        raise ConfigError(f"--jobs must be ≥ 1, got {config.jobs}")
-    if not (config.cpus_per_trial > 0 and config.gpus_per_trial >= 0):
-        raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial ≥ 0")
+    # (--trials, --jobs and the Ray reservations carry their bounds: SweepConfig applies them)
+    if config.cv and config.objective == "mmc_mean":
+        raise ConfigError("--cv scores CORR, BMC or payout (with BMC for MMC), not mmc_mean: the meta model "
+                          "covers the validation eras, not the training eras the folds test")
+    if config.cv and config.ray:
+        raise ConfigError("--cv runs on this machine only (--jobs); leave out --ray")
     space = load_space(config.space)
     objective = Objective(config.objective, space.payout, config.last)
     out_dir = sweep_dir(config)
@@ -138,15 +138,10 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
         problem = meta_model_problem(Path(config.data))
         if problem:
             raise ConfigError(f"--objective {config.objective}: {problem}")
-    if config.cv and config.objective == "mmc_mean":
-        raise ConfigError("--cv scores CORR, BMC or payout (with BMC for MMC), not mmc_mean: the meta model "
-                          "covers the validation eras, not the training eras the folds test")
     if objective.needs_benchmark or payout_by_bmc:
         problem = benchmark_problem(Path(config.data), schema.TRAIN_FILE if config.cv else schema.VALIDATION_FILE)
         if problem:
             raise ConfigError(f"--objective {config.objective}: {problem}")
-    if config.cv and config.ray:
-        raise ConfigError("--cv runs on this machine only (--jobs); leave out --ray")
     if config.resume:
         if not (out_dir / results.SETTINGS_JSON).is_file():
             raise ConfigError(f"{out_dir}: no sweep to resume (run without --resume to start it)")
