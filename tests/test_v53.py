@@ -117,7 +117,8 @@ def test_prepare_takes_target_ender_20_when_target_is_absent(v53_dir, tmp_path):
     shutil.copyfile(v53_dir / "features.json", release / "features.json")
     for name in ("train.parquet", "validation.parquet"):
         pd.read_parquet(v53_dir / name).drop(columns=["target"]).to_parquet(release / name)
-    result = run("prepare", "--dataset", release, "--feature-set", "quantum", "--out-dir", tmp_path / "prep")
+    result = run("prepare", "--dataset", release, "--feature-set", "quantum", "--aux-targets", "none",
+                 "--out-dir", tmp_path / "prep")
     assert result.exit_code == 0, result.output
     assert "target 'target_ender_20' ('target' is absent: target_ender_20 is the main target)" in result.output
     manifest = json.loads((tmp_path / "prep" / "manifest.json").read_text())
