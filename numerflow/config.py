@@ -23,7 +23,7 @@ from numerflow.config_base import (DEFAULT_CV_DIR, DEFAULT_MODELS_DIR, DEFAULT_P
                                    device_option, memory_check_option, models_option, name_option,
                                    neutralize_option, prepared_data_option, settings_path, version_option, weights_option)
 from numerflow.errors import ConfigError, OptionError
-from numerflow.options import (Activation, Choice, EnsembleObjective, FitOn, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SelectOn,
+from numerflow.options import (Activation, Arch, Choice, EnsembleObjective, FitOn, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SelectOn,
                                SweepObjective,
                                above_zero, finite, int_list, layer_widths, option, split_list, suffix_in)
 
@@ -123,6 +123,15 @@ class TrainConfig(StageSettings):
                                help="Score with the main target's head or the mean of all heads.")
     # corr won bench/quality.py
     loss: str = option("corr", choices=Loss, help="corr: negative per-era Pearson, batches drawn within eras.")
+    # issue 26: (1 - W) x the corr loss + W x a per-era BMC against the prepared benchmark column
+    bmc_weight: float = option(0.0, min=0.0, max=1.0,
+                               help="Weight W of the contribution beyond Numerai's benchmark (BMC) in the loss: "
+                                    "(1 - W) x corr loss - W x per-era BMC (needs --loss corr and a prepared "
+                                    "benchmark column).")
+    arch: str = option("mlp", choices=Arch, help="Network: mlp, or tabm (TabM: k MLPs sharing weights; needs "
+                                                  "the tabm package).")
+    # model.DEFAULT_K: bench/tabm_k.py gave k=8 85% of k=32's validation CORR in 47% of its time (docs/train.md)
+    k: int = option(8, min=1, help="--arch tabm: the number of MLPs TabM trains as one (the paper's is 32).")
     # fastai's tabular default; 1e-3 underfits in 6 epochs
     lr: float = option(1e-2, help="Peak learning rate.", check=above_zero)
     weight_decay: float = option(0.0, help="Decoupled weight decay (AdamW), not on biases and BatchNorm.",

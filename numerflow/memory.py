@@ -25,6 +25,7 @@ GIB = 1 << 30
 BASE_BYTES = int(0.68 * GIB)  # torch + pyarrow + pandas, 64 MiB read buffers, scoring batches, slack
 TRAIN_ROW_BYTES = 8  # int32 era code + the trainer's per-row index arrays; targets are added per target
 TRAIN_TARGET_BYTES = 2  # float16 per target and row (Numerai's targets are exact in float16)
+BENCHMARK_BYTES = 4  # --bmc-weight: the float32 benchmark column beside the targets (training.data.read_benchmark)
 VALIDATE_ROW_BYTES = 80  # id and era as Arrow strings, float64 predictions, ranks while scoring
 VALIDATE_TARGET_BYTES = 4  # each scored target, float32
 PREDICT_ROW_BYTES = 40  # id as an Arrow string, float64 predictions
@@ -55,9 +56,12 @@ class Estimate:
         return self.workers * self.per_worker
 
 
-def train_estimate(rows: int, features: int, targets: int, workers: int = 1, stage: str = "train") -> Estimate:
-    """train (and cv's folds, sweep's trials): every prepared row's int8 features and targets."""
-    return Estimate(stage, rows, features, TRAIN_ROW_BYTES + TRAIN_TARGET_BYTES * max(1, targets), workers)
+def train_estimate(rows: int, features: int, targets: int, workers: int = 1, stage: str = "train",
+                   benchmark: bool = False) -> Estimate:
+    """train (and cv's folds, sweep's trials): every prepared row's int8 features and targets, and
+    with `benchmark` (--bmc-weight) the benchmark column."""
+    per_row = TRAIN_ROW_BYTES + TRAIN_TARGET_BYTES * max(1, targets) + (BENCHMARK_BYTES if benchmark else 0)
+    return Estimate(stage, rows, features, per_row, workers)
 
 
 def validate_estimate(rows: int, features: int, targets: int) -> Estimate:
@@ -161,7 +165,9 @@ def check_prepared(config, stage: str = "train", workers: int = 1) -> Estimate |
     except Exception:  # noqa: BLE001 - any unreadable part is the stage's own error to report
         return None
     targets = len(getattr(config, "targets", None) or manifest.get("targets") or [None])
-    estimate = train_estimate(sum(split_rows.values()), features, targets, workers, stage)
+    # train and cv read the benchmark for --bmc-weight; sweeps whenever prepare carried one (any trial may use it)
+    benchmark = getattr(config, "bmc_weight", 0) > 0 or (stage == "sweep" and bool(manifest.get("benchmark")))
+    estimate = train_estimate(sum(split_rows.values()), features, targets, workers, stage, benchmark)
     estimate.split_rows = split_rows
     return check(estimate, config.memory_check)
 

@@ -26,7 +26,10 @@ from torch import nn
 from numerflow.errors import ConfigError
 
 ARCHS = ("mlp", "tabm")
-DEFAULT_K = 32  # the paper's k; bench/tabm_k.py (one seed, small synthetic set): val CORR 0.033/0.033/0.039 at k 8/16/32, MLP 0.024
+# train's --k default (config.TrainConfig.k): bench/tabm_k.py (one seed, small synthetic set) gave val CORR
+# 0.033/0.033/0.039 at k 8/16/32 (MLP 0.024) in 59/105/126 s (MLP ~20 s): k=8 keeps 85% of the paper's
+# k=32 in 47% of its time, and k=16 buys nothing over 8 (docs/train.md)
+DEFAULT_K = 8
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 FEATURE_CENTRE = 2.0  # features are 0..4: (x - 2) / 2 puts them in [-1, 1]
 FEATURE_SCALE = 0.5

@@ -1,9 +1,10 @@
-"""A TabM network (model.TabM, eval mode) as numpy, for the numpy-only pickle that export builds:
-`tabm_numpy_layers` reads the weights out, `build_numpy_forward` makes the forward pass. The
-forward also runs the MLP's layer list (stages/export.numpy_layers: "linear", "relu", "silu",
-"affine"), so export can use the one function for both archs.
+"""numerflow's networks (model.MLP and model.TabM, eval mode) as numpy, for the numpy-only pickle
+that export builds: `numpy_layers` reads the weights out (mlp_numpy_layers, tabm_numpy_layers),
+`build_numpy_forward` makes the one forward pass that runs either layer list.
 
 Each layer is a tuple, float64 arrays:
+  ("linear", w_t, bias)               nn.Linear: x @ w_t + bias (bias None when the Linear has none)
+  ("relu",), ("silu",)                the activation
   ("affine", scale, shift)            BatchNorm with its running statistics folded in; shapes
                                       (features,) for the shared input BatchNorm, (k, width) per member
   ("members", k)                      the k members' copies of the input: (rows, f) -> (rows, k, f)
@@ -15,6 +16,34 @@ Each layer is a tuple, float64 arrays:
 from __future__ import annotations
 
 from numerflow.errors import CheckpointError
+
+
+def numpy_layers(model) -> list[tuple]:
+    """The network's layers (eval mode) as numpy tuples, whichever arch it is."""
+    return tabm_numpy_layers(model) if getattr(model.config, "arch", "mlp") == "tabm" else mlp_numpy_layers(model)
+
+
+def mlp_numpy_layers(model) -> list[tuple]:
+    """The MLP's layers (eval mode) as numpy tuples: linear, relu, silu, and affine for BatchNorm
+    with its running statistics folded in; dropout is dropped."""
+    from torch import nn
+
+    layers = []
+    for module in model.net:
+        if isinstance(module, nn.Linear):
+            layers.append(("linear", _array(module.weight).T.copy(), _array(module.bias)))
+        elif isinstance(module, nn.ReLU):
+            layers.append(("relu",))
+        elif isinstance(module, nn.SiLU):
+            layers.append(("silu",))
+        elif isinstance(module, nn.BatchNorm1d):
+            layers.append(("affine", *_folded(module, module.weight, module.bias)))
+        elif isinstance(module, (nn.Dropout, nn.Identity)):
+            continue
+        else:
+            raise CheckpointError(f"cannot export a {type(module).__name__} layer (supported: Linear, ReLU, "
+                                  f"SiLU, BatchNorm1d, Dropout)")
+    return layers
 
 
 def tabm_numpy_layers(model) -> list[tuple]:

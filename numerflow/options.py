@@ -42,6 +42,12 @@ class Loss(Choice):
     corr = "corr"  # negative per-era Pearson; batches are drawn within eras
 
 
+class Arch(Choice):
+    """The network train builds (numerflow/model.py)."""
+    mlp = "mlp"
+    tabm = "tabm"  # TabM: k MLPs sharing their weights (the optional tabm package)
+
+
 class Activation(Choice):
     relu = "relu"
     silu = "silu"

@@ -77,8 +77,8 @@ def fmt(value) -> str:
 # --- the data ---------------------------------------------------------------------------------
 
 
-def read_data(config: CvConfig) -> CvData:
-    from numerflow.training.data import choose_targets, read_manifest, read_split
+def read_data(config: CvConfig, say: Callable[[str], None] | None = None) -> CvData:
+    from numerflow.training.data import benchmark_note, choose_targets, read_manifest, read_split
 
     data = Path(config.data)
     manifest = read_manifest(data)
@@ -87,8 +87,13 @@ def read_data(config: CvConfig) -> CvData:
     main = manifest.get("target") or targets[0]
     columns = targets if main in targets else targets + [main]
     names = [TRAIN_SPLIT] + ([VALIDATION_SPLIT] if config.include_validation else [])
+    uses_benchmark = config.bmc_weight > 0  # --bmc-weight: refused before reading when there is none
+    if uses_benchmark:
+        note = benchmark_note(manifest, data)
+        if say:
+            say(note)
     splits = {name: read_split(data / f"{name}.parquet", features, columns, require_main=name == TRAIN_SPLIT,
-                               with_ids=True) for name in names}
+                               with_ids=True, benchmark=uses_benchmark) for name in names}
     return CvData(features, targets, main, splits, columns.index(main))
 
 
@@ -159,7 +164,7 @@ def cv(config: CvConfig, say: Callable[[str], None] | None = None) -> CvResult:
     gpu_note = memory.device_note(estimate, device)  # whether the features will stay on the GPU
     if gpu_note:
         say(gpu_note)
-    data = read_data(config)
+    data = read_data(config, say)
     train_split = data.splits[TRAIN_SPLIT]
     validation = data.splits.get(VALIDATION_SPLIT)
     source = Path(config.data) / schema.TRAIN_FILE

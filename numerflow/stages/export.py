@@ -45,6 +45,7 @@ from numerflow.checkpoint import SCORE_BATCH_BYTES
 from numerflow.config import ExportConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
+from numerflow.numpy_forward import build_numpy_forward, numpy_layers
 from numerflow.workflow import postprocess
 from numerflow.workflow.postprocess import era_labels, feature_unit, neutralise_per_era, rank_per_era
 
@@ -99,53 +100,15 @@ class ExportResult:
                        f"a cloudpickle only loads under the Python version that wrote it")
 
 
-def numpy_layers(model) -> list[tuple]:
-    """The MLP's layers (eval mode) as numpy: ("linear", W^T, b), ("relu",), ("silu",),
-    ("affine", scale, shift) for BatchNorm with its running statistics; dropout is dropped."""
-    from torch import nn
-
-    layers = []
-    for module in model.net:
-        if isinstance(module, nn.Linear):
-            bias = module.bias.detach().double().numpy() if module.bias is not None else None
-            layers.append(("linear", module.weight.detach().double().numpy().T.copy(), bias))
-        elif isinstance(module, nn.ReLU):
-            layers.append(("relu",))
-        elif isinstance(module, nn.SiLU):
-            layers.append(("silu",))
-        elif isinstance(module, nn.BatchNorm1d):
-            scale = (module.weight.detach().double() / (module.running_var.double() + module.eps).sqrt()).numpy()
-            shift = module.bias.detach().double().numpy() - module.running_mean.double().numpy() * scale
-            layers.append(("affine", scale, shift))
-        elif isinstance(module, (nn.Dropout, nn.Identity)):
-            continue
-        else:
-            raise CheckpointError(f"cannot export a {type(module).__name__} layer (supported: Linear, ReLU, "
-                                  f"SiLU, BatchNorm1d, Dropout)")
-    return layers
-
-
 def build_member_scores(centre: float, scale: float, batch_bytes: int = SCORE_BATCH_BYTES):
     """`member_scores(frame, member, unit)`: one member's raw scores (float32) for a DataFrame
-    holding its features, float64 throughout as `checkpoint.predict_scores`. Built inside a
-    function so that cloudpickle stores it by value, with no reference to numerflow."""
+    holding its features, float64 throughout as `checkpoint.predict_scores`, through
+    numpy_forward's one forward (MLP or TabM layers). Built inside a function so that cloudpickle
+    stores it by value, with no reference to numerflow."""
+    forward = build_numpy_forward()
 
     def member_scores(frame, member, unit):
         import numpy as np
-
-        def forward(x, layers):
-            for layer in layers:
-                if layer[0] == "linear":
-                    x = x @ layer[1]
-                    if layer[2] is not None:
-                        x += layer[2]
-                elif layer[0] == "relu":
-                    x = np.maximum(x, 0.0)
-                elif layer[0] == "silu":
-                    x = x / (1.0 + np.exp(-x))
-                else:  # affine: folded BatchNorm
-                    x = x * layer[1] + layer[2]
-            return x
 
         names = member["features"]
         rows = max(1, batch_bytes // (8 * len(names)))

@@ -112,7 +112,7 @@ def nothing_completed(rows: list[dict], out_dir: Path) -> DataError:
 def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
     """Every problem found before any file is written."""
     from numerflow.sweeps.trial import meta_model_problem
-    from numerflow.training.data import read_manifest
+    from numerflow.training.data import benchmark_note, read_manifest
 
     if config.space is None:
         raise ConfigError("give --space FILE (the search space), or --show NAME")
@@ -127,6 +127,8 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
     out_dir = sweep_dir(config)
     manifest = read_manifest(Path(config.data))
     check_against_data(space, manifest, Path(config.data) / "manifest.json", cv=config.cv)
+    if space.may_set("bmc_weight"):  # --bmc-weight in the space: refused now, not in every trial
+        benchmark_note(manifest, Path(config.data))
     if objective.needs_meta_model:
         problem = meta_model_problem(Path(config.data))
         if problem:

@@ -105,7 +105,7 @@ def interrupted(epochs_saved: int, epochs: int) -> Interrupted:
 
 def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     """train() once the settings are checked and this process has its device (and rank)."""
-    from numerflow.training.data import choose_targets, read_manifest, read_split
+    from numerflow.training.data import benchmark_note, choose_targets, read_manifest, read_split
     from numerflow.training.distributed import wrap
     from numerflow.training.validation import Validator
 
@@ -121,7 +121,11 @@ def fit(config: TrainConfig, say, device, dist, started: float) -> TrainResult:
     elif resume_file.is_file() and say and dist.writes:
         say(f"{resume_file}: an interrupted run's resume file; starting afresh, it is replaced after "
             "the first epoch (stop now and add --resume to continue that run instead)")
-    train_split = read_split(data / "train.parquet", features, targets, require_main=True)
+    uses_benchmark = config.bmc_weight > 0  # --bmc-weight: the benchmark column too, or a DataError before reading
+    note = benchmark_note(manifest, data) if uses_benchmark else ""
+    if note and say and dist.writes:
+        say(note)
+    train_split = read_split(data / "train.parquet", features, targets, require_main=True, benchmark=uses_benchmark)
     valid_split = read_split(data / "validation.parquet", features, targets)
     rows = rows_on(train_split, device)
     validator = Validator(valid_split, device, dist, config.precision)

@@ -76,6 +76,12 @@ class Space:
     def names(self) -> list[str]:
         return sorted([*self.choices, *self.ranges])
 
+    def may_set(self, name: str) -> bool:
+        """Whether some trial may give option `name` a value other than 0 (a choice, a range's
+        high end or a fixed value), e.g. bmc_weight, which needs the prepared benchmark column."""
+        values = [*self.choices.get(name, []), self.ranges.get(name, {}).get("high", 0), self.fixed.get(name, 0)]
+        return any(values)
+
     def distributions(self) -> dict:
         """The space as Optuna distributions (also what Ray Tune's OptunaSearch takes)."""
         import optuna.distributions as od

@@ -60,7 +60,10 @@ def _read_prepared(path: Path, with_ids: bool = False) -> PreparedData:
 
     manifest = read_manifest(path)
     features, targets = list(manifest["features"]), list(manifest["targets"])
-    train = read_split(path / schema.TRAIN_FILE, features, targets, require_main=True, with_ids=with_ids)
+    # The benchmark column whenever prepare carried one: any trial (or ensemble member) may set --bmc-weight
+    has_benchmark = bool(((manifest.get("benchmark") or {}).get("train") or {}).get("rows"))
+    train = read_split(path / schema.TRAIN_FILE, features, targets, require_main=True, with_ids=with_ids,
+                       benchmark=has_benchmark)
     validation = read_split(path / schema.VALIDATION_FILE, features, targets)
     return PreparedData(path, manifest, features, targets, train, validation, _meta_model(path / schema.VALIDATION_FILE))
 
@@ -148,7 +151,8 @@ def train_split_with(data: PreparedData, targets: list[str]):
 
     train = data.train
     columns = [data.targets.index(t) for t in targets]
-    return Split(train.features, np.ascontiguousarray(train.targets[:, columns]), train.era_codes, train.eras, train.ids)
+    return Split(train.features, np.ascontiguousarray(train.targets[:, columns]), train.era_codes, train.eras, train.ids,
+                 train.benchmark)
 
 
 def fit_by_cv(cv_config, data: PreparedData, objective: Objective,

@@ -26,6 +26,8 @@ class Split:
     era_codes: np.ndarray  # int32 code per row
     eras: list[str]  # label of each code, in era order
     ids: np.ndarray | None = None  # each row's id (as text), when read with_ids (cv's out-of-fold rows)
+    # float32 benchmark prediction gaussianised per era, NaN where Numerai has none; read for --bmc-weight
+    benchmark: np.ndarray | None = None
 
 
 @dataclass
@@ -35,12 +37,14 @@ class Rows:
     features: "torch.Tensor"  # noqa: F821 (torch is imported lazily)
     targets: "torch.Tensor"  # noqa: F821
     era_codes: np.ndarray
+    benchmark: "torch.Tensor | None" = None  # noqa: F821 (Split.benchmark, for the BMC term)
 
 
 def read_split(path: Path, features: list[str], targets: list[str], require_main: bool = False,
-               with_ids: bool = False) -> Split:
+               with_ids: bool = False, benchmark: bool = False) -> Split:
     """`require_main`: a split with no known main target is a DataError (nothing to train on).
-    `with_ids`: keep the rows' ids (training does not need them).
+    `with_ids`: keep the rows' ids (training does not need them). `benchmark`: read the prepared
+    benchmark column too (read_benchmark), a DataError when the file has none.
 
     Memory: the int8 matrix, then the era and target columns read row group by row group straight
     into their own arrays. No DataFrame: pandas held the targets as Arrow, a consolidated block and
@@ -52,7 +56,38 @@ def read_split(path: Path, features: list[str], targets: list[str], require_main
     era_codes, eras, values = read_eras_and_targets(path, targets, len(matrix))
     if require_main and np.isnan(values[:, 0]).all():
         raise DataError(f"{path}: main target '{targets[0]}' has no known values (all NaN)")
-    return Split(matrix, values, era_codes, eras, frame.index.astype(str).to_numpy() if with_ids else None)
+    return Split(matrix, values, era_codes, eras, frame.index.astype(str).to_numpy() if with_ids else None,
+                 read_benchmark(path, era_codes) if benchmark else None)
+
+
+BENCHMARK_COLUMN = "benchmark"  # prepare's column (stages/prepare_benchmark.COLUMN)
+BMC_NEEDS_BENCHMARK = ("--bmc-weight needs benchmark predictions: run `numerflow prepare` with Numerai's "
+                       "benchmark files (or --synthetic data)")
+
+
+def read_benchmark(path: Path, era_codes: np.ndarray) -> np.ndarray:
+    """The prepared benchmark column gaussianised per era over the rows that have one (numerai-tools'
+    gaussian(tie_kept_rank), as its BMC does), float32, NaN where Numerai has none. Done once here,
+    so the loss only centres it per batch (losses.era_bmc)."""
+    from numerflow.metrics.ranking import gaussianize_within_eras
+
+    if BENCHMARK_COLUMN not in schema.parquet_columns(path):
+        raise DataError(f"{path}: no '{BENCHMARK_COLUMN}' column. {BMC_NEEDS_BENCHMARK}")
+    raw = np.concatenate([table.column(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                          for table in schema.row_group_tables(path, [BENCHMARK_COLUMN])])
+    return gaussianize_within_eras(raw, era_codes).astype(np.float32)
+
+
+def benchmark_note(manifest: dict, source: Path) -> str:
+    """For --bmc-weight: the line saying which training rows and eras the BMC term uses, from the
+    prepared manifest's `benchmark` record (stages/prepare_benchmark.record); a DataError when
+    the folder was prepared without benchmark predictions or they cover no training row."""
+    train = (manifest.get("benchmark") or {}).get("train") or {}
+    if not train.get("rows"):
+        found = "covers no training row" if manifest.get("benchmark") else "has no benchmark column"
+        raise DataError(f"{source}: the prepared data {found}. {BMC_NEEDS_BENCHMARK}")
+    return (f"BMC term: benchmark predictions on {train['rows']:,} of {train['rows_prepared']:,} training rows "
+            f"({train['eras']} of {train['eras_prepared']} eras); rows without one count in the corr loss only")
 
 
 def read_eras_and_targets(path: Path, targets: list[str], rows: int) -> tuple[np.ndarray, list[str], np.ndarray]:

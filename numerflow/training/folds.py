@@ -109,7 +109,8 @@ def training_rows(split, rows: np.ndarray, n_targets: int):
     from numerflow.training.data import Split
 
     return Split(split.features[rows], np.ascontiguousarray(split.targets[rows, :n_targets]),
-                 split.era_codes[rows], split.eras)
+                 split.era_codes[rows], split.eras,
+                 benchmark=split.benchmark[rows] if split.benchmark is not None else None)
 
 
 # --- one fold ---------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ def rows_on(split, device) -> "Rows":  # noqa: F821 (training.data.Rows, importe
     x = torch.from_numpy(split.features)
     if device.type == "cuda" and fits_on_gpu(x.numel(), device):
         x = x.to(device)
-    return Rows(x, torch.from_numpy(split.targets).to(x.device), split.era_codes)
+    # --bmc-weight: one float32 column more, beside the targets (memory.py counts it)
+    benchmark = torch.from_numpy(split.benchmark).to(x.device) if split.benchmark is not None else None
+    return Rows(x, torch.from_numpy(split.targets).to(x.device), split.era_codes, benchmark)
 
 
 def build_training(config: TrainConfig, n_features: int, n_targets: int, rows, device, dist):
@@ -48,7 +50,8 @@ def build_training(config: TrainConfig, n_features: int, n_targets: int, rows, d
     set_seed(config.seed)
     model_config = ModelConfig(n_features=n_features, layers=list(config.layers), activation=config.activation,
                                dropout=config.dropout, batchnorm=config.batchnorm,
-                               input_batchnorm=config.input_batchnorm, n_outputs=n_targets)
+                               input_batchnorm=config.input_batchnorm, n_outputs=n_targets, arch=config.arch,
+                               k=config.k)
     model = build_model(model_config).to(device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch(rows, config, dist) * config.epochs)
@@ -142,13 +145,12 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
     from numerflow.model import centre_into, parameter_groups
     from numerflow.training.data import batch_segments, epoch_batches
     from numerflow.training.distributed import Distributed, all_reduce_sum
-    from numerflow.training.losses import LOSSES
     from numerflow.training.precision import autocast, grad_scaler
 
     dist = dist or Distributed()
     device = torch.device(device or rows.features.device)
     scaler = grad_scaler(optimizer, config.precision, device)  # fp16 only
-    loss_fn = LOSSES[Loss(config.loss)]
+    loss_fn = batch_loss(config, rows)
     l1_weights = parameter_groups(net)[0] if config.l1 else []
     order, slices = epoch_batches(len(rows.features), rows.era_codes, config.batch_size, config.loss, config.seed,
                                   epoch, dist.rank, dist.world)
@@ -178,7 +180,7 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
             segments = torch.from_numpy(batch_segments(batch_eras[start:stop])).to(device, non_blocking=True)
         with autocast(config.precision, device):  # the forward pass in --precision; the head's output is float32
             out = net(x, centred=not raw_input)
-        loss = loss_fn(out, torch.nan_to_num(y), ~torch.isnan(y), segments)
+        loss = loss_fn(out, torch.nan_to_num(y), ~torch.isnan(y), segments, idx)
         total = loss + config.l1 * sum(w.abs().sum() for w in l1_weights) if config.l1 else loss
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
@@ -192,6 +194,21 @@ def run_epoch(net, optimizer, scheduler, rows, config: TrainConfig, epoch: int, 
             scheduler.step()
         loss_sum += loss.detach()
     return float(all_reduce_sum(loss_sum, dist)) / (len(slices) * dist.world)
+
+
+def batch_loss(config: TrainConfig, rows):
+    """The loss of one batch as loss(pred, target, mask, segments, row indices): --loss's, or with
+    --bmc-weight the corr loss and the BMC term on the batch rows' benchmark values."""
+    from numerflow.training.data import BMC_NEEDS_BENCHMARK
+    from numerflow.training.losses import LOSSES, corr_bmc_loss
+
+    if not config.bmc_weight:
+        loss_fn = LOSSES[Loss(config.loss)]
+        return lambda pred, target, mask, segments, idx: loss_fn(pred, target, mask, segments)
+    if rows.benchmark is None:  # the trainers read it when bmc_weight > 0; a caller that did not is refused
+        raise ConfigError(BMC_NEEDS_BENCHMARK)
+    return lambda pred, target, mask, segments, idx: corr_bmc_loss(
+        pred, target, mask, segments, rows.benchmark[idx].to(pred.device, non_blocking=True), config.bmc_weight)
 
 
 def set_seed(seed: int) -> None:

@@ -9,12 +9,27 @@ from pathlib import Path
 
 from numerflow.config import TrainConfig
 from numerflow.errors import ConfigError
+from numerflow.options import Arch, Loss
 
 
 def check_config(config: TrainConfig) -> None:
     """Apply the settings' own options again (choices, bounds, checks: config.py declares them, once),
-    for a config changed after it was built; a config just built has passed them already."""
+    for a config changed after it was built; a config just built has passed them already. Then the
+    checks that span two options or need a package."""
     config.apply_options()
+    check_earn_settings(config)
+
+
+def check_earn_settings(config: TrainConfig) -> None:
+    """--bmc-weight with --loss, and --arch tabm's package (issue 26; the bounds of --bmc-weight and
+    --k are their options'). The BMC term is taken per era within a batch, so it needs the corr loss's
+    batches, which are drawn within eras (mse's mix every era)."""
+    if config.bmc_weight > 0 and config.loss != Loss.corr.value:
+        raise ConfigError("--bmc-weight needs --loss corr (its batches are drawn within eras)")
+    if config.arch == Arch.tabm.value:  # without the package: one Error line before any data is read
+        from numerflow.model import import_tabm
+
+        import_tabm()
 
 
 def check_out(config: TrainConfig) -> None:
