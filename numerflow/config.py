@@ -21,7 +21,8 @@ from pathlib import Path
 from numerflow.config_base import (DEFAULT_CV_DIR, DEFAULT_MODELS_DIR, DEFAULT_PREDICTIONS_DIR, DEFAULT_RECEIPTS_DIR,
                                    DEFAULT_REPORTS_DIR, SEED_MAX, StageSettings, check_weights, data_dir_option,
                                    device_option, memory_check_option, models_option, name_option,
-                                   neutralize_option, prepared_data_option, settings_path, version_option, weights_option)
+                                   neutralize_option, prepared_data_option, settings_path, track_option, version_option,
+                                   weights_option)
 from numerflow.errors import ConfigError, OptionError
 from numerflow.options import (Activation, Arch, Choice, EnsembleObjective, FitOn, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SelectOn,
                                SweepObjective,
@@ -148,6 +149,7 @@ class TrainConfig(StageSettings):
     precision: str = precision_option()
     resume: bool = option(False, help="Continue an interrupted run from its last completed epoch.")
     memory_check: bool = memory_check_option()
+    track: bool = track_option()
 
     def __post_init__(self):
         super().__post_init__()
@@ -195,6 +197,7 @@ class ValidateConfig(StageSettings):
     device: str = device_option("auto")  # model mode: where the forward passes run
     batch_size: int = option(65536, help="Model mode: rows per forward pass (bounds memory).", min=1)
     memory_check: bool = memory_check_option()
+    track: bool = track_option()
 
     def __post_init__(self):
         if isinstance(self.data, (str, os.PathLike)):  # one file, as the Python API takes it
@@ -266,11 +269,20 @@ class ExportConfig(StageSettings):
     ensemble: Path | None = ensemble_option()
     neutralize: float = neutralize_option()
     out: Path | None = option(None, help="Pickle to write (default: the checkpoint's path with .pkl).")
+    # None: on with --upload, off otherwise (the stage decides, as only it knows whether it uploads)
+    check: bool | None = option(None, flag="--check/--no-check",
+                                help="Run the pickle on the live file as Numerai's hosted runner would (1 CPU, 4 GB, "
+                                     "10 min) and print its time and peak memory [default: on with --upload].")
+    image_env: bool = option(False, flag="--image-env",
+                             help="Run --check in a cached virtual environment holding numerai-predict's pins.")
+    live: Path | None = option(None, help="Live Parquet for --check (default: live.parquet of the version trained on).")
 
     def __post_init__(self):
         super().__post_init__()
         check_weights(self.weights, self.models)
         _check_ensemble(self)
+        if self.image_env and self.check is False:
+            raise OptionError("--image-env", "runs the check: leave out --no-check")
 
 
 DEFAULT_SWEEPS_DIR = Path("sweeps")
@@ -300,6 +312,7 @@ class SweepConfig(StageSettings):
     device: str = device_option("auto")  # a [fixed] device overrides it
     memory_check: bool = memory_check_option()
     precision: str = precision_option()  # every trial's; a [fixed] precision overrides it
+    track: bool = track_option()
 
     def __post_init__(self):
         super().__post_init__()
@@ -443,6 +456,7 @@ class CompareConfig(StageSettings):
                                      "inputs were scored on, else DATA_DIR/prepared/validation.parquet).")
     data_dir: Path = data_dir_option()
     device: str = device_option("auto")  # checkpoints' forward passes
+    track: bool = track_option()
 
     def __post_init__(self):
         if isinstance(self.data, (str, os.PathLike)):
@@ -486,6 +500,7 @@ class EnsembleConfig(StageSettings):
     cpus_per_task: float = cpus_per_task_option()
     gpus_per_task: float = gpus_per_task_option()
     force: bool = option(False, help="Replace an existing ensemble of this name.")
+    track: bool = track_option()
 
 
 # --- numerflow ui (stages/ui.py): MLflow's UI on the tracking store (numerflow/tracking.py) ---------

@@ -169,3 +169,11 @@ def prepared_data_option(help="Prepared folder (default: DATA_DIR/prepared)."):
 def memory_check_option():
     return option(True, flag="--memory-check/--no-memory-check",
                   help="Estimate peak memory before loading and stop if it cannot fit (--no-memory-check: try anyway).")
+
+
+# Issue 28: MLflow tracking (numerflow/tracking.py, numerflow/tracking_views.py) of train, cv, sweep,
+# ensemble, validate and compare; NUMERFLOW_TRACK=0 turns it off for the Python API too.
+def track_option():
+    return option(True, flag="--track/--no-track", envvar="NUMERFLOW_TRACK",
+                  help="Log this run to MLflow (with the mlflow extra; where: docs/tracking.md); "
+                       "--no-track: log nothing.")

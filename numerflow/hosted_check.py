@@ -158,6 +158,9 @@ RUNNER = textwrap.dedent("""
         sys.exit("it returned no DataFrame with a 'prediction' column")
     if len(out) != len(live) or not out.index.equals(live.index):
         sys.exit(f"it returned {len(out)} rows not indexed like the {len(live)} live rows")
+    values = out["prediction"].to_numpy(dtype=float)
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        sys.exit("it returned predictions that are NaN or outside [0, 1]")
 """)
 
 

@@ -230,11 +230,22 @@ def split_list(value: str | None) -> list[str] | None:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _items(value: str, what: str) -> list[str]:
+    """The comma-separated items of `value`; an empty one ('256,,128') is refused, not skipped:
+    it is more likely a lost number than a wish for fewer."""
+    if not value.strip():
+        return []  # no items at all: the field's own check words that (layer_widths)
+    items = [item.strip() for item in value.split(",")]
+    if "" in items:
+        raise ConfigError(f"expected comma-separated {what}, got '{value}' (an empty item)")
+    return items
+
+
 def int_list(value: str) -> list[int]:
     """'512,256' → [512, 256]; text that is not integers is a ConfigError (exit 2 on the command
     line). Whether the numbers fit is the field's check (layer_widths), for the API too."""
     try:
-        return [int(x) for x in split_list(value) or []]
+        return [int(x) for x in _items(value, "integers")]
     except ValueError:
         raise ConfigError(f"expected comma-separated integers, got '{value}'") from None
 
@@ -250,7 +261,7 @@ def layer_widths(widths) -> str | None:
 def float_list(value: str) -> list[float]:
     """'2,1' → [2.0, 1.0]."""
     try:
-        return [float(x) for x in split_list(value) or []]
+        return [float(x) for x in _items(value, "numbers")]
     except ValueError:
         raise ConfigError(f"expected comma-separated numbers, got '{value}'") from None
 

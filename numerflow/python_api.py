@@ -83,6 +83,18 @@ def _silent(line: str) -> None:
     """`say=None`: progress lines go nowhere."""
 
 
+def _tracked(kind: str, settings, run_stage: Callable[[], object]):
+    """Run a stage and log its run to MLflow (numerflow/tracking_views.py maps its result and files
+    to a run; where and whether: docs/tracking.md). Where tracking goes is read before the work, so
+    a bad [tracking] table is an error before anything runs; after it, tracking only ever warns."""
+    from numerflow import tracking_views
+
+    config = tracking_views.plan(settings)
+    result = run_stage()
+    tracking_views.record(kind, result, settings, config)
+    return result
+
+
 @takes_settings(cfg.DownloadConfig)
 def download(settings: cfg.DownloadConfig):
     """Download the Numerai data set into data_dir/<version>/; returns a DownloadResult."""
@@ -112,7 +124,7 @@ def train(settings: cfg.TrainConfig, *, say: Say | None = print):
     TrainResult. `say` receives one progress line at a time (None: silent)."""
     before_torch_import()
     from numerflow.stages.train import train as run_train
-    return run_train(settings, say=say or _silent)
+    return _tracked("train", settings, lambda: run_train(settings, say=say or _silent))
 
 
 @takes_settings(cfg.CvConfig)
@@ -121,7 +133,7 @@ def cv(settings: cfg.CvConfig, *, say: Say | None = print):
     an embargo), writing out/name/oof.parquet and report.json; returns a CvResult."""
     before_torch_import()
     from numerflow.stages.cv import cv as run_cv
-    return run_cv(settings, say=say or _silent)
+    return _tracked("cv", settings, lambda: run_cv(settings, say=say or _silent))
 
 
 @takes_settings(cfg.ValidateConfig)
@@ -130,7 +142,7 @@ def validate(settings: cfg.ValidateConfig):
     id, or with an id column) era by era; returns a Report (its `data` is report.json's dict)."""
     before_torch_import()
     from numerflow.stages.validate import validate as run_validate
-    return run_validate(settings)
+    return _tracked("validate", settings, lambda: run_validate(settings))
 
 
 @takes_settings(cfg.PredictConfig)
@@ -180,7 +192,7 @@ def sweep(settings: cfg.SweepConfig, *, say: Say | None = print):
     cluster), scoring each trial on validation; results in sweeps_dir/<name>/; returns a SweepResult."""
     before_torch_import()
     from numerflow.stages.sweep import sweep as run_sweep
-    return run_sweep(settings, say=say or _silent)
+    return _tracked("sweep", settings, lambda: run_sweep(settings, say=say or _silent))
 
 
 def show_sweep(*, name: str, sweeps_dir: os.PathLike | str = cfg.DEFAULT_SWEEPS_DIR) -> str:
@@ -241,7 +253,7 @@ def compare(settings: cfg.CompareConfig):
     (its str() is the printout) whose `.frame` is compare.csv's table as a DataFrame."""
     before_torch_import()
     from numerflow.stages.compare import compare as run_compare
-    return run_compare(settings)
+    return _tracked("compare", settings, lambda: run_compare(settings))
 
 
 STAGES.append("compare")
@@ -255,7 +267,7 @@ def ensemble(settings: cfg.EnsembleConfig, *, say: Say | None = print):
     ensemble is a model: predict/validate/export(ensemble="ensembles/<name>")."""
     before_torch_import()
     from numerflow.stages.ensemble import ensemble as run_ensemble
-    return run_ensemble(settings, say=say or _silent)
+    return _tracked("ensemble", settings, lambda: run_ensemble(settings, say=say or _silent))
 
 
 STAGES.append("ensemble")

@@ -213,6 +213,7 @@ def _run(session: _Session, kind: str | None, name: str, settings, tags: dict | 
         if parent is not None:
             all_tags[PARENT_TAG] = parent.run_id
         experiment_id = _experiment_id(session)
+        name = name if safe_items({"run_name": name}) else (kind or "run")  # a name holding a secret is left out too
         created = session.call("create_run", experiment_id, run_name=name, tags=dict(safe_items(all_tags))) \
             if experiment_id is not None else None
         run_id = created.info.run_id if created is not None else None

@@ -1,23 +1,30 @@
-"""Shared fixtures: a small synthetic Numerai data set written with numerflow's own generator,
-tiny trained checkpoints on it and on the fake server's data, the fake Numerai server, and two
-helpers for the live-round tests (a data folder holding one live file; the secret-leak check).
-Test modules use them by name; nothing here is imported."""
+"""Shared fixtures: a small synthetic Numerai data set written with numerflow's own generator, it
+prepared, tiny trained checkpoints on it and on the fake server's data, the fake Numerai server (also
+offering v5.3, and run from tmp_path), a test's own working folder, and two helpers for the
+live-round tests (a data folder holding one live file; the secret-leak check). Test modules use them
+by name; plain helpers are in tests/helpers.py. `train_tiny` is the one name imported from here."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from numerflow.config import PrepareConfig, SyntheticConfig, TrainConfig
+from numerflow.config import DownloadConfig, PrepareConfig, SyntheticConfig, TrainConfig
 from numerflow.runtime import before_torch_import
 from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, FakeNumerai, make_version_files
 
 # Test modules import torch themselves, before any numerflow stage runs: the suite trains many
 # small models, and spinning OpenMP threads make that 10-30x slower on a busy machine.
 before_torch_import()
+
+# MLflow tracking (issue 28) is on by default where mlflow is installed; the suite's runs are not
+# experiments, and a SQLite store per working folder would cost seconds each. The tracking tests
+# (tests/test_tracking_commands.py) turn it back on.
+os.environ.setdefault("NUMERFLOW_TRACK", "0")
 
 
 @pytest.fixture(scope="session")
@@ -114,3 +121,46 @@ def assert_secret_absent():
                 assert SECRET_KEY.encode() not in path.read_bytes(), path
 
     return check
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """tmp_path as the working folder (relative paths and numerflow.toml resolve there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def prepared(synthetic_dir, tmp_path_factory) -> Path:
+    """The shared synthetic set prepared with every feature; read-only. Modules that need their own
+    prepared folder define a `prepared` fixture, which pytest uses instead of this one."""
+    from numerflow.stages.prepare import prepare
+
+    out = tmp_path_factory.mktemp("errors") / "prepared"
+    return prepare(PrepareConfig(data_dir=synthetic_dir.parent, feature_set="all", downsample=1,
+                                 out_dir=out)).out_dir
+
+
+@pytest.fixture
+def numerai(fake_numerai, tmp_path, monkeypatch):
+    """The fake Numerai server, with tmp_path as the working folder."""
+    monkeypatch.chdir(tmp_path)
+    return fake_numerai
+
+
+@pytest.fixture
+def numerai53(fake_numerai):
+    """The fake server offering v5.2 and v5.3 (v5.3 with its 2026 file list)."""
+    for name in [n for n in fake_numerai.datasets if n.startswith("v5.1/")]:
+        del fake_numerai.datasets[name]
+    fake_numerai.versions = ["v5.2", "v5.3"]
+    fake_numerai.datasets.update(make_version_files("v5.3", fake_numerai.round_number, seed=7))
+    return fake_numerai
+
+
+@pytest.fixture
+def v53_dir(numerai53, tmp_path):
+    """v5.3 downloaded into tmp_path/data/v5.3."""
+    from numerflow.stages.download import download
+
+    return download(DownloadConfig(data_dir=tmp_path / "data")).directory

@@ -5,6 +5,7 @@ server; its resolver hands these operations here).
     fake_numerai.live.fail_with = "Invalid ids"       # runs end "failed" with this message
     fake_numerai.live.summary["validationCorrMean"] = 0.021   # what a done run reports
     fake_numerai.live.add_round("fake_model", 590, {"v2_corr20": 0.02, "mmc": 0.01}, resolved=True, payout=0.3)
+    fake_numerai.live.damage = {"updatedAt": "not a date"}  # fields replaced in every answer's items
 
 Operations: diagnosticsUploadAuth and createDiagnostics (numerapi's upload_diagnostics; the PUT
 lands in the server's uploads as submissions' do), diagnostics (numerapi's `diagnostics`: a
@@ -43,6 +44,9 @@ class LiveState:
     runs: dict = field(default_factory=dict)  # id -> {"modelId", "filename", "body", "created"}
     scores: list = field(default_factory=list)  # submissionScores rows (+ "modelId", payouts)
     multipliers: dict = field(default_factory=lambda: {"v2_corr20": 0.5, "mmc": 2.0})
+    # A damaged answer: these fields replace those of a done diagnostics run and of every score
+    # row and round entry that has them, e.g. {"date": "not a date"}, {"roundNumber": None}.
+    damage: dict = field(default_factory=dict)
 
     def add_round(self, model_id: str, round_number: int, values: dict, resolved: bool, day: int = 20,
                   payout: float | None = None, days: int = 1) -> None:
@@ -80,6 +84,22 @@ def resolve(server, op: str, v: dict):
         live.runs[run_id] = {"modelId": v.get("modelId"), "filename": v["filename"], "body": body,
                              "created": time.monotonic()}
         return {"id": run_id}
+    answer = _answer(server, live, op, v)
+    if not live.damage:
+        return answer
+    return [_damaged(item, live.damage) for item in answer] if isinstance(answer, list) else answer
+
+
+def _damaged(item, damage: dict):
+    if not isinstance(item, dict):
+        return item
+    item = {**item, **{k: v for k, v in damage.items() if k in item}}  # only fields the item has
+    if isinstance(item.get("submissionScores"), list):
+        item["submissionScores"] = [_damaged(s, damage) for s in item["submissionScores"]]
+    return item
+
+
+def _answer(server, live: LiveState, op: str, v: dict):
     if op == "diagnostics":
         run = live.runs.get(v.get("id"))
         if run is None or run["modelId"] != v.get("modelId"):

@@ -10,6 +10,9 @@ from typer.testing import CliRunner
 
 from numerflow import __version__
 from numerflow.cli import app
+import numerflow
+from tests.helpers import cli
+
 
 COMMANDS = ["download", "prepare", "train", "validate", "predict", "submit", "round", "export", "quickstart"]
 runner = CliRunner()
@@ -70,6 +73,7 @@ def test_toml_defaults_rank_below_env_and_flags(tmp_path, monkeypatch):
     assert "flagdir" in result.output
 
 
+@pytest.mark.slow
 def test_openmp_threads_spin_briefly_unless_the_user_chose(tmp_path):
     """Unbounded spinning made training 4-25x slower on a busy 2-core machine, sleeping at once
     made it 1.3x slower on a quiet one: the waiting is set when a stage that uses torch is called
@@ -112,3 +116,28 @@ def test_choices_are_the_option_enums(option, value, choices):
     result = runner.invoke(app, ["train", option, value])
     assert result.exit_code == 2
     assert f"'{value}' is not one of {choices}" in result.output
+
+
+# ---- real bugs keep their traceback ------------------------------------------------------------
+
+def test_an_unexpected_exception_still_shows_its_traceback(in_tmp, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(numerflow, "prepare", broken)
+    result = cli("prepare")
+    assert isinstance(result.exception, ZeroDivisionError)  # not turned into an Error: line
+
+
+def test_a_torch_runtime_error_that_is_not_io_still_propagates(tmp_path, monkeypatch):
+    import torch
+
+    from numerflow.checkpoint import save_atomic
+
+    def broken(obj, file):
+        raise RuntimeError("a bug in a tensor")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RuntimeError, match="a bug in a tensor"):
+        save_atomic(tmp_path / "x.pt", {})
+    assert list(tmp_path.iterdir()) == []

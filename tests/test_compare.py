@@ -21,6 +21,9 @@ from numerflow.cli import app
 from numerflow.config import PrepareConfig, SyntheticConfig
 from numerflow.synthetic import BENCHMARK_MODEL
 from tests.conftest import train_tiny
+from tests.helpers import error_line
+
+pytestmark = pytest.mark.slow  # the models compared are trained for real: left out of the quick loop
 
 TOL = 1e-9
 runner = CliRunner()
@@ -251,13 +254,6 @@ def test_an_unfitted_ensemble_is_one_error(world, cv_sweep, tmp_path):
                                           "--compare-dir", str(tmp_path / "out")]))
     assert "the ensemble has no checkpoints" in line
     assert not (tmp_path / "out").exists()
-
-
-def error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def test_models_with_no_common_eras_are_one_error_and_nothing_is_written(world, tmp_path):

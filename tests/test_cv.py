@@ -18,6 +18,8 @@ from numerflow.errors import ConfigError, DataError
 from numerflow.training.folds import plan_folds
 from tests.prepared_helpers import FEATURES, TARGETS, prepared_frame
 
+pytestmark = pytest.mark.slow  # each fold trains for real: left out of the quick loop
+
 runner = CliRunner()
 TINY = ["--epochs", "1", "--layers", "8", "--batch-size", "64", "--device", "cpu"]
 TINY_API = {"epochs": 1, "layers": [8], "batch_size": 64, "device": "cpu"}
@@ -39,12 +41,6 @@ def prepared(tmp_path_factory) -> Path:
         "version": "test", "feature_set": "all", "features": FEATURES, "target": "target", "targets": TARGETS,
         "eras_train": train, "eras_validation": valid, "embargo": 0, "downsample": 1, "sources": {}}))
     return folder
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def run(*args):

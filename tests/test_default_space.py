@@ -55,6 +55,7 @@ def test_the_space_is_fitted_to_the_prepared_data(synthetic_dir, tmp_path):
     assert any("bmc_weight not searched" in n for n in space.notes)
 
 
+@pytest.mark.slow  # two trials of four folds train for real
 def test_sweep_cv_without_space_runs_the_builtin_space(synthetic_dir, tmp_path, monkeypatch):
     pytest.importorskip("tabm")  # the space's arch choice includes tabm
     monkeypatch.chdir(tmp_path)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from numerflow.checkpoint import load_checkpoint
 from tests.prepared_helpers import write_prepared
+import pytest
+
+pytestmark = pytest.mark.slow  # torchrun: left out of the quick loop
 
 ARGS = ["train", "--layers", "16", "--batch-size", "128", "--epochs", "3", "--lr", "0.01", "--device", "cpu",
         "--targets", "target,target_aux_20", "--seed", "3",

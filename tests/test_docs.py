@@ -115,6 +115,7 @@ def test_readme_opens_with_quickstart_then_the_test_command_ci_runs():
     assert second == ci_command, f"README.md's second command is not exactly .ci/run's last line:\n{ci_command}"
 
 
+@pytest.mark.slow
 def test_python_api_walk_through_runs(tmp_path, monkeypatch):
     """docs/python-api.md's cells, run in order in a fresh folder: the page cannot drift from the API."""
     import numerflow

@@ -12,6 +12,10 @@ from numerflow.cli import app
 from numerflow.config import DownloadConfig
 from numerflow.stages.download import MANIFEST_FILE, choose_version, download
 from numerflow.errors import ApiError, ConfigError
+import pandas as pd
+from tests.fake_numerai import QUANTUM_FEATURES
+from tests.helpers import BENCHMARKS
+
 
 FULL = ["features.json", "live.parquet", "live_600.parquet", "live_example_preds.parquet",
         "live_example_preds_600.parquet", "live_round.json", "meta_model.parquet", "train.parquet",
@@ -216,3 +220,45 @@ def test_cli_bad_round(fake_numerai, tmp_path):
     assert result.exit_code == 2  # a bad option value: a usage error at parse time
     assert result.stderr.splitlines()[-1] == "Error: Invalid value for '--round': Input should be greater than or equal to 1"
     assert fake_numerai.log == []
+
+
+# --- download -----------------------------------------------------------------------------------
+
+def test_download_takes_v53_as_newest_with_its_benchmark_files(numerai53, tmp_path):
+    result = download(DownloadConfig(data_dir=tmp_path / "data"))
+    folder = tmp_path / "data" / "v5.3"
+    assert result.version == "v5.3" and result.directory == folder and result.not_offered == []
+    for name in ["train_benchmark_models.parquet", "validation_benchmark_models.parquet"]:
+        assert (folder / name).read_bytes() == numerai53.datasets[f"v5.3/{name}"]
+    live = numerai53.datasets["v5.3/live_benchmark_models.parquet"]
+    assert (folder / "live_benchmark_models_600.parquet").read_bytes() == live
+    assert (folder / "live_benchmark_models.parquet").read_bytes() == live
+    assert list(pd.read_parquet(folder / "validation_benchmark_models.parquet").columns) == ["era"] + BENCHMARKS
+    assert "live_benchmark_models.parquet" in {n.split("/")[1] for n in numerai53.file_gets()}
+    meta = json.loads((folder / "features.json").read_text())
+    assert len(meta["feature_sets"]["quantum"]) == QUANTUM_FEATURES
+
+    # A new round: only the round's files, the live benchmark models among them.
+    numerai53.log.clear()
+    numerai53.new_round()
+    again = download(DownloadConfig(data_dir=tmp_path / "data"))
+    assert sorted(numerai53.file_gets()) == ["v5.3/live.parquet", "v5.3/live_benchmark_models.parquet",
+                                             "v5.3/live_example_preds.parquet"]
+    assert (folder / "live_benchmark_models.parquet").read_bytes() == numerai53.datasets[
+        "v5.3/live_benchmark_models.parquet"] != live
+    assert (folder / "live_benchmark_models_600.parquet").read_bytes() == live  # the past round's is kept
+    assert again.round == 601
+
+
+def test_live_only_fetches_the_live_benchmark_models(numerai53, tmp_path):
+    download(DownloadConfig(data_dir=tmp_path / "data", live_only=True))
+    assert sorted(numerai53.file_gets()) == sorted(f"v5.3/{n}" for n in [
+        "features.json", "live.parquet", "live_example_preds.parquet", "live_benchmark_models.parquet"])
+
+
+def test_benchmark_files_missing_from_a_release_that_has_some_are_reported(numerai53, tmp_path):
+    del numerai53.datasets["v5.3/validation_benchmark_models.parquet"]
+    result = download(DownloadConfig(data_dir=tmp_path / "data"))
+    assert result.not_offered == ["validation_benchmark_models.parquet"]
+    # a release without any (the v5.2 stand-in) is not said to lack them
+    assert download(DownloadConfig(data_dir=tmp_path / "data", version="v5.2")).not_offered == []

@@ -19,6 +19,8 @@ from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from numerflow.files import publish_set
 
+pytestmark = pytest.mark.slow  # the candidates are trained for real: left out of the quick loop
+
 runner = CliRunner()
 TINY = {"layers": [8], "epochs": 1, "batch_size": 256, "device": "cpu", "lr": 0.01, "dropout": 0.0}
 

@@ -1,5 +1,5 @@
 """export --upload end to end through the fake Numerai server with the real numerapi client, the
-runner check (a fresh process within Numerai's limits), the finite-output check, the pickle's
+hosted check (export --check: a fresh process within Numerai's limits, by numerflow.hosted_check), the finite-output check, the pickle's
 handling of live_benchmark_models, and exactly predict's ranks at full v5.3 width."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import torch
 from typer.testing import CliRunner
 
 from numerflow.cli import app
-from numerflow.errors import CheckpointError
-from numerflow.stages import export as export_stage
+from numerflow import hosted_check
 from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fixed_id
+from tests.helpers import error_line
 
 runner = CliRunner()
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -29,12 +29,6 @@ def export_upload(*args):
     return runner.invoke(app, ["export", *args, "--out", "model.pkl", "--upload"])
 
 
-def error_line(result) -> str:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
-
-
 # --- upload ---------------------------------------------------------------------------------------
 
 def test_upload_chooses_the_image_of_this_python_and_the_version_trained_on(tmp_path, monkeypatch, fake_numerai,
@@ -43,7 +37,7 @@ def test_upload_chooses_the_image_of_this_python_and_the_version_trained_on(tmp_
     result = export_upload("--model", str(fake_models["a"]), "--model-name", "other_model")
     assert result.exit_code == 0, result.output
     assert f"image 'Python {PYTHON}'" in result.output and "data version v5.2" in result.output
-    assert "Runner check: 60 live rows" in result.output  # the fake v5.2 live file the model was trained beside
+    assert "Hosted check: 60 live rows" in result.output  # the fake v5.2 live file the model was trained beside
     [upload] = fake_numerai.model_uploads
     assert upload["dockerImageId"] == fixed_id("image", f"Python {PYTHON}")
     assert upload["dataVersionId"] == fixed_id("data", "v5.2")
@@ -142,8 +136,9 @@ def test_a_pickle_failing_on_the_live_features_is_not_written_or_uploaded(tmp_pa
     live.drop(columns="feature_f1").to_parquet(tmp_path / "partial.parquet")
     line = error_line(export_upload("--model", str(fake_models["a"]), "--model-name", "fake_model",
                                     "--live", "partial.parquet"))
-    assert line.startswith("Error: the pickle failed on partial.parquet in a fresh process (ValueError: "
-                           "live_features lacks 1 feature(s) the model needs: ['feature_f1']); nothing uploaded")
+    assert line.startswith("Error: the pickle does not fit Numerai's hosted runner on partial.parquet (1 CPU, ")
+    assert line.endswith("it failed: ValueError: live_features lacks 1 feature(s) the model needs: ['feature_f1']; "
+                         "nothing written or uploaded")
     assert not (tmp_path / "model.pkl").exists() and not UPLOAD_OPS & set(fake_numerai.ops())
 
 
@@ -163,7 +158,7 @@ def test_upload_needs_credentials_and_never_shows_the_secret(tmp_path, monkeypat
 def test_upload_options_only_with_upload(tmp_path, monkeypatch, fake_models):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["export", "--model", str(fake_models["a"]), "--model-name", "x"])
-    assert result.exit_code == 2 and "--model-name and --live are for --upload" in result.output
+    assert result.exit_code == 2 and "--model-name is for --upload" in result.output
     result = runner.invoke(app, ["export", "--model", str(fake_models["a"]), "--out", "m.pickle", "--upload"])
     assert error_line(result) == "Error: m.pickle: Numerai's model uploads take a .pkl file; choose --out NAME.pkl"
 
@@ -202,8 +197,9 @@ def test_runner_check_runs_on_one_thread_without_credentials_and_passes_the_benc
     live = _live(tmp_path)
     pd.DataFrame({"v53_lgbm_ender20": np.linspace(0, 1, 50)},
                  index=pd.read_parquet(live).index).to_parquet(tmp_path / "live_benchmark_models.parquet")
-    report = export_stage.runner_check(_pickle(tmp_path, probe), live)
-    assert report["rows"] == 50 and 0 < report["peak_rss"] < export_stage.RUNNER_MEMORY_BYTES
+    report = hosted_check.check_pickle(_pickle(tmp_path, probe), live)
+    assert report.fits, report.reason
+    assert 0 < report.peak_mb < hosted_check.HOSTED_MEMORY_BYTES / 1e6
 
 
 def test_runner_check_refuses_bad_output_too_much_memory_and_too_much_time(tmp_path, monkeypatch):
@@ -220,14 +216,13 @@ def test_runner_check_refuses_bad_output_too_much_memory_and_too_much_time(tmp_p
     def ranks(live_features, live_benchmark_models=None):
         return live_features[["feature_a"]].rank(pct=True).rename(columns={"feature_a": "prediction"})
 
-    with pytest.raises(CheckpointError, match=r"\(it returned predictions that are NaN or outside \[0, 1\]\)"):
-        export_stage.runner_check(_pickle(tmp_path, nan_predictions), live)
-    monkeypatch.setattr(export_stage, "RUNNER_MEMORY_BYTES", 10 * 2**20)  # below any Python with pandas
-    with pytest.raises(CheckpointError, match=r"the pickle needed 0\.\d GB on .*, over Numerai's 0\.01\d* GB"):
-        export_stage.runner_check(_pickle(tmp_path, ranks), live)
-    monkeypatch.setattr(export_stage, "RUNNER_SECONDS", 3)
-    with pytest.raises(CheckpointError, match=r"did not finish on .* within 0\.05 minutes on one thread"):
-        export_stage.runner_check(_pickle(tmp_path, slow), live)
+    nan = hosted_check.check_pickle(_pickle(tmp_path, nan_predictions), live)
+    assert not nan.fits and nan.reason == "it failed: it returned predictions that are NaN or outside [0, 1]"
+    over = hosted_check.check_pickle(_pickle(tmp_path, ranks), live, memory_bytes=10 * 2**20,  # below any pandas
+                                     isolation="rlimit")
+    assert not over.fits and over.reason.startswith("it needed more than 0.01") and over.peak_mb > 10
+    late = hosted_check.check_pickle(_pickle(tmp_path, slow), live, seconds=3)
+    assert not late.fits and late.reason == "it did not finish within 3 s"
 
 
 # --- the pickle's arguments, its finite-output check, its exactness -------------------------------

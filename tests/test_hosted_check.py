@@ -121,3 +121,58 @@ def test_the_pinned_environment_is_built_once_and_reused(tmp_path):
     assert hosted_check.image_env({"cloudpickle": "3.1.1"}, cache=tmp_path / "cache") == python
     assert python.parent.parent.stat().st_mtime_ns == built
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [python.parent.parent.name]  # no half-built folder
+
+
+# --- export --check through the CLI ------------------------------------------------------------
+
+def export_cli(tmp_path, synthetic_models, *args):
+    return CliRunner().invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out",
+                                    str(tmp_path / "m.pkl"), *args])
+
+
+def test_export_check_prints_time_peak_memory_and_the_versions_that_differ(tmp_path, synthetic_dir,
+                                                                           synthetic_models, monkeypatch):
+    python = tuple(sys.version_info[:2])
+    pins = {**hosted_check.PREDICT_PINS.get(python, {"pandas": "0", "cloudpickle": "0"}), "numpy": "0.0.1"}
+    monkeypatch.setitem(hosted_check.PREDICT_PINS, python, pins)
+    live = synthetic_dir / "live.parquet"
+    result = export_cli(tmp_path, synthetic_models, "--check", "--live", str(live))
+    assert result.exit_code == 0, result.output
+    rows = len(__import__("pandas").read_parquet(live))
+    assert f"Hosted check: {rows:,} live rows of {live} in " in result.output
+    assert " s, peak memory " in result.output and "(limits: 1 CPU, " in result.output
+    assert f"Note: numpy {__import__('numpy').__version__} here, 0.0.1 in numerai-predict's Python" in result.output
+    assert (tmp_path / "m.pkl").is_file()
+    # Without --check (and no --upload) there is no check, as before.
+    plain = export_cli(tmp_path, synthetic_models)
+    assert plain.exit_code == 0 and "Hosted check" not in plain.output
+
+
+def test_export_check_that_does_not_fit_is_one_error_and_writes_nothing(tmp_path, synthetic_dir, synthetic_models):
+    import pandas as pd
+
+    live = pd.read_parquet(synthetic_dir / "live.parquet")
+    live.drop(columns=[c for c in live.columns if c.startswith("feature")][:1]).to_parquet(tmp_path / "partial.parquet")
+    result = export_cli(tmp_path, synthetic_models, "--check", "--live", str(tmp_path / "partial.parquet"))
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: the pickle does not fit Numerai's hosted runner on {tmp_path / 'partial.parquet'}")
+    assert "it failed: ValueError: live_features lacks 1 feature(s)" in lines[0]
+    assert lines[0].endswith("; nothing written")
+    assert list(tmp_path.glob("*.pkl")) == [] and list(tmp_path.glob(".*")) == []
+
+
+def test_export_image_env_runs_the_check_with_the_pinned_python(tmp_path, synthetic_dir, synthetic_models, monkeypatch):
+    """The pinned environment's build is test_the_pinned_environment_is_built_once_and_reused's; here a
+    stand-in interpreter that records its use shows export runs the check with image_env's Python."""
+    used = tmp_path / "used"
+    stand_in = tmp_path / "python"
+    stand_in.write_text(f"#!/bin/sh\necho run >> {used}\nexec {sys.executable} \"$@\"\n")
+    stand_in.chmod(0o755)
+    monkeypatch.setattr(hosted_check, "image_env", lambda: stand_in)
+    result = export_cli(tmp_path, synthetic_models, "--image-env", "--live", str(synthetic_dir / "live.parquet"))
+    assert result.exit_code == 0, result.output
+    assert "Hosted check: " in result.output and "Note:" not in result.output  # its versions are the pins
+    assert used.read_text() == "run\n"
+    refused = export_cli(tmp_path, synthetic_models, "--image-env", "--no-check")
+    assert refused.exit_code == 2 and "--image-env" in refused.output

@@ -12,6 +12,8 @@ import pytest
 
 from numerflow import schema
 from numerflow.errors import DataError
+import tracemalloc
+
 
 FEATURES = [f"feature_{j:02d}" for j in range(13)]
 WHOLE_FILE = 1 << 40  # a read budget larger than any test file: one step per row group
@@ -186,3 +188,51 @@ def test_prepare_range_check_with_and_without_file_statistics(tmp_path, syntheti
     pq.write_table(table, dataset / "train.parquet", write_statistics=statistics)
     with pytest.raises(DataError, match=rf"train.parquet: column {name}: feature values outside 0..4"):
         prepare(config)
+
+
+# ---- validate filters a raw file on data_type while reading ------------------------------------
+
+def mixed_frame(n: int = 12) -> pd.DataFrame:
+    """Validation rows interleaved with rows of another data_type."""
+    data_type = np.where(np.arange(n) % 3 == 1, "validation", "test")
+    return pd.DataFrame({
+        "era": [f"{1 + i // 4:04d}" for i in range(n)],
+        "data_type": data_type,
+        "feature_a": (np.arange(n) % 5).astype(np.int8),
+        "feature_b": ((np.arange(n) * 3) % 5).astype(np.int8),
+        "target": np.linspace(0, 1, n),
+    }, index=pd.Index([f"n{i}" for i in range(n)], name="id"))
+
+
+def test_read_matrix_where_keeps_only_matching_rows(tmp_path):
+    frame = mixed_frame()
+    path = tmp_path / "v.parquet"
+    frame.to_parquet(path)
+    matrix, extra = schema.read_matrix(path, ["feature_b", "feature_a"], ["era", "target"], read_bytes=1,
+                                       where=("data_type", "validation"))
+    kept = frame[frame.data_type == "validation"]
+    assert matrix.dtype == np.int8 and matrix.shape == (len(kept), 2)
+    assert matrix.tolist() == kept[["feature_b", "feature_a"]].to_numpy().tolist()
+    assert list(extra.index) == list(kept.index) and list(extra.columns) == ["era", "target"]
+    assert extra["target"].tolist() == kept["target"].tolist()
+    with pytest.raises(DataError, match=r"v.parquet: missing 1 column\(s\): kind"):
+        schema.read_matrix(path, ["feature_a"], where=("kind", "validation"))
+
+
+def test_read_matrix_where_never_allocates_the_skipped_rows(tmp_path):
+    """A raw validation.parquet is mostly other rows: only the kept rows may be allocated."""
+    rows, features = 20_000, 200
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.integers(0, 5, size=(rows, features), dtype=np.int8),
+                         columns=[f"feature_{j}" for j in range(features)])
+    frame["data_type"] = np.where(np.arange(rows) % 10 == 0, "validation", "test")
+    path = tmp_path / "v.parquet"
+    frame.to_parquet(path)
+    tracemalloc.start()
+    try:
+        matrix, _ = schema.read_matrix(path, list(frame.columns[:features]), where=("data_type", "validation"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert matrix.shape == (rows // 10, features)
+    assert peak < 0.5 * rows * features  # the whole int8 matrix would be rows * features bytes

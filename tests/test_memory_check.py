@@ -15,7 +15,7 @@ import pytest
 
 from numerflow import memory
 from numerflow.config import PrepareConfig
-from tests.test_bad_input import error_line, run  # one Error-line reader for the CLI tests
+from tests.helpers import cli as run, error_line  # one Error-line reader for the CLI tests
 
 GIB = 1 << 30
 SPACE = 'lr = {low = 1e-3, high = 3e-2, log = true}\n[fixed]\nepochs = 1\nbatch_size = 256\ndevice = "cpu"\n'
@@ -68,6 +68,7 @@ def test_train_that_cannot_fit_stops_before_loading_naming_what_fits(prepared, t
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_no_memory_check_trains_anyway(prepared, tmp_path, monkeypatch):
     available(monkeypatch, 1 << 20)
     out = tmp_path / "model.pt"

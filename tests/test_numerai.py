@@ -11,6 +11,8 @@ from numerflow import numerai
 from numerflow.errors import ApiError, AuthError, DataError
 from numerflow.numerai import downloads, transport
 from tests.fake_numerai import PUBLIC_ID, SECRET_KEY
+from tests.helpers import cli, error_line
+
 
 MODEL_ID = "11111111-2222-3333-4444-555555555555"
 
@@ -286,3 +288,21 @@ def test_fake_server_answers_numerapi_round_and_account_calls(fake_numerai):
     assert client.get_models(tournament=11) == {"signals_model": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}
     fake_numerai.between_rounds = True
     assert client.check_new_round() is False
+
+
+# ---- NUMERFLOW_RETRY_BASE_SECONDS --------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e300", "two"])
+def test_a_bad_retry_base_is_one_error_line_before_any_request(in_tmp, monkeypatch, value):
+    monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", value)
+    result = cli("download", "--data-dir", in_tmp / "data")
+    assert error_line(result) == (f"Error: NUMERFLOW_RETRY_BASE_SECONDS must be a number of seconds from 0 to "
+                                  f"3600, got '{value}'")
+    assert not (in_tmp / "data").exists()
+
+
+def test_a_good_retry_base_is_used(monkeypatch):
+    monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", " 0.5 ")
+    assert numerai.retry_base_seconds() == 0.5
+    monkeypatch.setenv("NUMERFLOW_RETRY_BASE_SECONDS", "")
+    assert numerai.retry_base_seconds() == numerai.RETRY_BASE_SECONDS

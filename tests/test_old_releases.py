@@ -120,12 +120,14 @@ def test_bin_features_other_than_five_is_a_bad_option(old_release, tmp_path, bin
 
 # --- predict and export bin live data as prepare did -----------------------------------------------
 
+@pytest.mark.slow
 def test_checkpoint_records_the_binning(binned_model):
     from numerflow.checkpoint import load_checkpoint
 
     assert load_checkpoint(binned_model)["binning"] == {"method": "equal_frequency_per_era", "bins": 5}
 
 
+@pytest.mark.slow
 def test_predict_bins_continuous_live_features_as_prepare_did(old_release, binned_model, tmp_path):
     live = pd.read_parquet(old_release / "live.parquet")
     by_hand = live.copy()
@@ -153,6 +155,7 @@ RUN_PICKLE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("neutralize", ["0", "0.5"])
 def test_exported_pickle_bins_live_features_in_numpy(old_release, binned_model, tmp_path, neutralize):
     pickle_path, predicted, exported = tmp_path / "old.pkl", tmp_path / "predicted.csv", tmp_path / "exported.csv"
@@ -284,6 +287,7 @@ def test_validate_notes_skipped_fnc_eras(old_release, tmp_path):
     assert any("FNC left out in 1 era(s)" in note and "era20" in note for note in report["notes"])
 
 
+@pytest.mark.slow
 def test_predict_neutralize_warns_about_exactly_fitted_eras(old_release, binned_model, tmp_path):
     live = pd.read_parquet(old_release / "live.parquet")
     small = live.head(6).copy()

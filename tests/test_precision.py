@@ -47,6 +47,7 @@ def numerflow_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_a_bf16_checkpoint_is_fp32_and_predicts_validates_and_exports_like_any_other(prepared, synthetic_dir,
                                                                                      tmp_path):
     numerflow_cli("train", "--data", prepared, "--out", "bf16.pt", "--precision", "bf16", *TINY, cwd=tmp_path)
@@ -69,6 +70,7 @@ def test_a_bf16_checkpoint_is_fp32_and_predicts_validates_and_exports_like_any_o
     assert report["spearman"]["mean"] == pytest.approx(kept["val_mean"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_auto_on_the_cpu_is_fp32_exactly(prepared, tmp_path):
     from numerflow.stages.train import train
 
@@ -122,6 +124,7 @@ def test_epoch_scores_rank_like_the_float64_scores(precision, predict_with):
         assert len(np.unique(scores)) > 0.95 * len(np.unique(exact))
 
 
+@pytest.mark.slow
 def test_sweep_takes_precision_from_its_command_line_and_a_fixed_one_wins(prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     space = "lr = [0.01, 0.02]\n\n[fixed]\nepochs = 1\nbatch_size = 256\nlayers = \"8\"\ndevice = \"cpu\"\n"
@@ -149,6 +152,7 @@ def test_gpu_check_without_a_cuda_device_says_so_in_one_line():
     assert done.returncode == 0 and done.stdout.count("\n") == 1 and "No CUDA device" in done.stdout
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu_runs_every_step_of_its_table():
     done = subprocess.run([sys.executable, GPU_CHECK, "--device", "cpu", "--rows", "3000", "--features", "30"],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

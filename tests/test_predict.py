@@ -10,14 +10,10 @@ from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.metrics import rank_within_eras
+from numerflow import schema
+from tests.helpers import cli, error_line
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def run_predict(*args):
@@ -143,3 +139,37 @@ def test_no_live_data(in_tmp, synthetic_models):
     result = run_predict("--model", synthetic_models["all"], "--data-dir", "nowhere")
     assert result.exit_code == 1
     assert result.output.strip().startswith("Error: nowhere: no dataset folder found")
+
+
+# ---- malformed data files ----------------------------------------------------------------------
+
+def test_text_feature_column_is_a_data_error(in_tmp, synthetic_dir, synthetic_models):
+    live = pd.read_parquet(synthetic_dir / schema.LIVE_FILE)
+    feature = next(c for c in live.columns if c.startswith("feature_"))
+    live.astype({feature: str}).to_parquet("live.parquet")
+    result = cli("predict", "--model", synthetic_models["all"], "--data", "live.parquet", "--out", "p.csv")
+    assert error_line(result) == (f"Error: live.parquet: column {feature}: feature values of type object, "
+                                  f"expected integers 0..4")
+    assert not (in_tmp / "p.csv").exists()
+
+
+def test_predict_on_a_file_without_rows(in_tmp, synthetic_dir, synthetic_models):
+    pd.read_parquet(synthetic_dir / schema.LIVE_FILE).iloc[:0].to_parquet("empty.parquet")
+    result = cli("predict", "--model", synthetic_models["all"], "--data", "empty.parquet", "--out", "p.csv")
+    assert error_line(result) == "Error: empty.parquet: no rows"
+
+
+def scribbled(source, dest):
+    """A copy of a Parquet file with its data pages overwritten: the footer still reads."""
+    data = bytearray(source.read_bytes())
+    for i in range(len(data) // 4, len(data) // 2, 7):
+        data[i] = (data[i] * 31 + 7) % 256
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def test_parquet_broken_mid_file(in_tmp, synthetic_dir, synthetic_models):
+    scribbled(synthetic_dir / schema.LIVE_FILE, in_tmp / "live.parquet")
+    result = cli("predict", "--model", synthetic_models["all"], "--data", "live.parquet", "--out", "p.csv")
+    assert error_line(result) == "Error: live.parquet: not a readable Parquet file (OSError)"
+    assert not (in_tmp / "p.csv").exists()

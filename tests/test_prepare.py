@@ -17,6 +17,11 @@ from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from numerflow.errors import DataError
 from numerflow.stages.prepare import prepare, read_manifest
+import shutil
+from numerflow import schema
+from numerflow.config import DownloadConfig
+from numerflow.stages.download import download
+from tests.helpers import HAND_MADE, cli, error_line, text_target_dataset
 
 runner = CliRunner()
 FEATURES = [f"feature_{w}" for w in ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")]
@@ -352,3 +357,83 @@ def test_synthetic_dataset_end_to_end(synthetic_dir, tmp_path):
     expected = source_valid[(source_valid["data_type"] == "validation") & source_valid["target"].notna()
                             & source_valid["era"].isin(manifest["eras_validation"])]
     assert sorted(valid.index) == sorted(expected.index)
+
+
+def test_prepare_text_target_is_a_data_error_and_keeps_the_old_output(in_tmp, synthetic_dir):
+    assert cli("prepare", "--data-dir", synthetic_dir.parent, "--feature-set", "small", "--out-dir", "prep").exit_code == 0
+    before = {p.name: p.read_bytes() for p in (in_tmp / "prep").iterdir()}
+    dataset = text_target_dataset(synthetic_dir, in_tmp / "bad")
+    result = cli("prepare", "--dataset", dataset.name, "--feature-set", "small", "--out-dir", "prep")
+    assert error_line(result) == "Error: bad/train.parquet: column target: target values of type large_string, expected numbers"
+    assert {p.name: p.read_bytes() for p in (in_tmp / "prep").iterdir()} == before  # no temp files left either
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "no 'feature_sets' object"),
+    ('{"feature_sets": [1, 2]}', "no 'feature_sets' object"),
+    ('{"feature_sets": {"small": "feature_a"}}', "feature set 'small' is not a list of column names"),
+])
+def test_malformed_features_json(in_tmp, synthetic_dir, text, message):
+    shutil.copytree(synthetic_dir, in_tmp / "ds", ignore=HAND_MADE)  # files changed below: no download record
+    (in_tmp / "ds" / schema.FEATURES_FILE).write_text(text)
+    result = cli("prepare", "--dataset", "ds", "--feature-set", "small", "--out-dir", "prep")
+    assert error_line(result) == f"Error: ds/features.json: {message}"
+    assert not (in_tmp / "prep").exists()
+
+
+# --- prepare ------------------------------------------------------------------------------------
+
+def test_prepare_quantum_and_all_on_v53(v53_dir, tmp_path):
+    meta = json.loads((v53_dir / "features.json").read_text())
+    for feature_set in ("quantum", "all"):
+        result = prepare(PrepareConfig(dataset=v53_dir, feature_set=feature_set, aux_targets=["all"],
+                                       out_dir=tmp_path / feature_set, downsample=1, embargo=0))
+        assert result.features == meta["feature_sets"][feature_set]
+        train = pd.read_parquet(result.train)
+        assert list(train.columns[1:1 + len(result.features)]) == result.features
+        assert all(train[f].dtype == np.int8 for f in result.features)
+        # `target` is target_ender_20's alias on v5.3: kept as the main target, and said so
+        assert result.targets == ["target", "target_ender_20", "target_cyrusd_20"]
+        assert "target 'target' ('target' is the alias of target_ender_20: the same values)" in str(result)
+
+
+def test_prepare_takes_target_ender_20_when_target_is_absent(v53_dir, tmp_path):
+    release = tmp_path / "no_alias"
+    release.mkdir()
+    shutil.copyfile(v53_dir / "features.json", release / "features.json")
+    for name in ("train.parquet", "validation.parquet"):
+        pd.read_parquet(v53_dir / name).drop(columns=["target"]).to_parquet(release / name)
+    result = cli("prepare", "--dataset", release, "--feature-set", "quantum", "--aux-targets", "none",
+                 "--out-dir", tmp_path / "prep")
+    assert result.exit_code == 0, result.output
+    assert "target 'target_ender_20' ('target' is absent: target_ender_20 is the main target)" in result.output
+    manifest = json.loads((tmp_path / "prep" / "manifest.json").read_text())
+    assert manifest["target"] == "target_ender_20" and manifest["targets"] == ["target_ender_20"]
+
+
+@pytest.mark.parametrize("version, feature_set", [("v5.2", "quantum"), ("v5.3", "quantum_2027")])
+def test_prepare_refuses_a_set_the_release_does_not_have(numerai53, tmp_path, version, feature_set):
+    folder = download(DownloadConfig(data_dir=tmp_path / "data", version=version)).directory
+    sets = sorted(json.loads((folder / "features.json").read_text())["feature_sets"])
+    result = cli("prepare", "--dataset", folder, "--feature-set", feature_set, "--out-dir", tmp_path / "prep")
+    assert error_line(result) == (f"Error: {folder / 'features.json'}: unknown feature set '{feature_set}' "
+                                  f"(available: {', '.join(sets)})")
+    assert not (tmp_path / "prep").exists()
+
+
+def test_manifest_that_is_not_an_object(in_tmp, synthetic_dir, synthetic_models):
+    shutil.copytree(synthetic_models["all"].parent / "prepared_all", in_tmp / "prep")
+    (in_tmp / "prep" / "manifest.json").write_text("[1, 2]")
+    message = "Error: prep/manifest.json: not a prepare manifest (expected a JSON object)"
+    assert error_line(cli("train", "--data", "prep", "--epochs", "1", "--device", "cpu", "--out", "m.pt")) == message
+    assert error_line(cli("validate", "--model", synthetic_models["all"], "--data", "prep/validation.parquet",
+                          "--no-report")) == message
+    assert not (in_tmp / "m.pt").exists()
+
+
+def test_manifest_lists_that_are_not_lists(in_tmp, synthetic_models):
+    shutil.copytree(synthetic_models["all"].parent / "prepared_all", in_tmp / "prep")
+    manifest = json.loads((in_tmp / "prep" / "manifest.json").read_text())
+    (in_tmp / "prep" / "manifest.json").write_text(json.dumps({**manifest, "targets": "target"}))
+    result = cli("train", "--data", "prep", "--epochs", "1", "--device", "cpu", "--out", "m.pt")
+    assert error_line(result) == "Error: prep/manifest.json: 'targets' is not a list of column names"

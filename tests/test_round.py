@@ -17,9 +17,11 @@ from typer.testing import CliRunner
 from numerflow.cli import app
 from numerflow.files import round_lock
 from numerflow.schema import LOCK_FILE
+from tests.helpers import cli
 
 runner = CliRunner()
 ROUND = 600
+
 
 TOML = """
 [round]
@@ -209,3 +211,24 @@ def test_secret_never_appears(project, fake_numerai, caplog, assert_secret_absen
     outputs.append(run_round())
     assert [r.exit_code for r in outputs] == [0, 0, 1]
     assert_secret_absent(outputs, caplog.text, project)
+
+
+def test_secret_never_appears_in_failed_runs(in_tmp, fake_numerai, fake_models, caplog, assert_secret_absent):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    (in_tmp / "models").mkdir()
+    shutil.copyfile(fake_models["a"], in_tmp / "models" / "a.pt")
+    (in_tmp / "models" / "junk.pt").write_bytes(b"junk")
+    (in_tmp / "numerflow.toml").write_text('[round]\ndata_dir = "data"\n[models.fake_model]\nmodel = "models/a.pt"\n'
+                                           '[models.other_model]\nmodel = "models/junk.pt"\n[models.nope]\n'
+                                           'model = "models/a.pt"\n')
+    (in_tmp / "taken").write_text("x")
+    results = [cli("round", "--receipts-dir", "taken/r"), cli("round"), cli("round"),
+               cli("submit", "--model-name", "fake_model", "--force", "--predictions", "nowhere.csv")]
+    fake_numerai.reject_auth()
+    fake_numerai.new_round()
+    results.append(cli("round"))
+    assert [r.exit_code for r in results] == [1, 1, 1, 1, 1]
+    assert len(fake_numerai.submissions) == 1  # fake_model once: never again without a receipt
+    assert_secret_absent(results, caplog.text, in_tmp)

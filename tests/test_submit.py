@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from numerflow.cli import app
 from tests.fake_numerai import SECRET_KEY
+from tests.helpers import cli, error_line
 
 runner = CliRunner()
 ROUND = 600  # the fake server's current round
@@ -271,3 +273,78 @@ def test_a_refusal_that_quotes_the_secret_key_is_scrubbed_from_the_output(workdi
     assert "got Token FAKEPUBLICID$" in result.output  # the server's words reach the user, scrubbed
     assert_secret_absent([result], caplog.text, workdir)
 
+
+# ---- submit and round: nothing uploaded that cannot be receipted; no secret anywhere -----------
+
+@pytest.fixture
+def live_project(in_tmp, synthetic_dir, copy_live):
+    """data/v5.2/live.parquet of the fake server's round and valid predictions for it."""
+    copy_live(synthetic_dir, in_tmp / "data", ROUND)
+    ids = pd.read_parquet(in_tmp / "data" / "v5.2" / "live.parquet", columns=[]).index
+    preds = pd.DataFrame({"id": ids, "prediction": np.random.default_rng(0).random(len(ids))})
+    (in_tmp / "predictions").mkdir()
+    preds.to_csv(in_tmp / "predictions" / f"model_{ROUND}.csv", index=False)
+    return preds
+
+
+ROUND = 600  # the fake server's current round
+
+
+def test_submit_text_predictions_in_parquet(live_project, in_tmp):
+    live_project.astype({"prediction": str}).to_parquet("p.parquet", index=False)
+    result = cli("submit", "--predictions", "p.parquet", "--dry-run")
+    assert error_line(result) == ("Error: p.parquet: predictions stored as text (str), not numbers "
+                                  "(checked against data/v5.2/live.parquet)")
+
+
+def test_submit_refuses_before_uploading_when_receipts_cannot_be_written(live_project, in_tmp, fake_numerai):
+    (in_tmp / "taken").write_text("x")
+    result = cli("submit", "--model-name", "fake_model", "--receipts-dir", "taken/receipts")
+    assert error_line(result) == ("Error: taken/receipts: cannot write receipts there (taken is not a folder); "
+                                  "nothing uploaded")
+    assert fake_numerai.submissions == []
+
+
+def test_submit_says_it_uploaded_when_the_receipt_write_fails(live_project, in_tmp, fake_numerai, monkeypatch):
+    import numerflow.stages.submit
+
+    write_json = numerflow.stages.submit.write_json
+
+    def disk_full(path, obj):  # after the upload: the intent record before it was written
+        if str(path).endswith(".intent.json"):
+            return write_json(path, obj)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(numerflow.stages.submit, "write_json", disk_full)
+    result = cli("submit", "--model-name", "fake_model")
+    [submission] = fake_numerai.submissions
+    line = error_line(result)
+    assert line.startswith(f"Error: receipts/{ROUND}_fake_model.json: submitted (submission ")
+    assert line.endswith(f") but the receipt could not be written (No space left on device); do not resubmit "
+                         f"round {ROUND} for 'fake_model'")
+
+
+def test_secret_key_with_a_line_break(live_project, in_tmp, fake_numerai, monkeypatch):
+    from tests.fake_numerai import SECRET_KEY
+
+    monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET_KEY + "\r\n")  # pasted from a CRLF file
+    result = cli("submit", "--model-name", "fake_model")
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET_KEY[:5] + "\n" + SECRET_KEY[5:])
+    result = cli("submit", "--model-name", "fake_model", "--force")
+    assert error_line(result) == ("Error: NUMERAI_PUBLIC_ID or NUMERAI_SECRET_KEY holds characters that cannot be "
+                                  "sent (a line break or control character?)")
+    assert SECRET_KEY[5:] not in result.output
+    assert len(fake_numerai.submissions) == 1
+
+
+def test_without_numerai_tools_submit_says_its_second_opinion_did_not_run(live_project, in_tmp, monkeypatch):
+    args = ["submit", "--predictions", f"predictions/model_{ROUND}.csv", "--dry-run"]
+    installed = cli(*args)
+    assert installed.exit_code == 0, installed.output
+    assert "numerai-tools is not installed" not in installed.output
+    monkeypatch.setitem(sys.modules, "numerai_tools.submissions", None)  # the import raises ImportError
+    absent = cli(*args)
+    assert absent.exit_code == 0, absent.output
+    assert ("Note: numerai-tools is not installed: its submission validator (a second opinion) did not run"
+            in absent.output.splitlines())

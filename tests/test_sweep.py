@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 
+pytestmark = pytest.mark.slow  # sweeps train trials for real, some on Ray, some killed: left out of the quick loop
+
 
 RAY_MISSING = "the ray extra is not installed (pip install 'numerflow[ray]')"
 try:

@@ -47,6 +47,7 @@ def first_layer(state: dict) -> torch.Tensor:
 
 # --- the run and its checkpoint ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_json_and_scores_the_planted_signal(prepared, tmp_path):
     result = train(config(prepared, tmp_path / "m.pt", targets=["target"]))
     checkpoint = load_checkpoint(tmp_path / "m.pt")
@@ -64,6 +65,7 @@ def test_train_writes_checkpoint_json_and_scores_the_planted_signal(prepared, tm
     assert "Best epoch" in str(result) and str(tmp_path / "m.pt") in str(result)
 
 
+@pytest.mark.slow
 def test_checkpoint_keeps_the_best_epochs_weights(prepared, tmp_path):
     """Rescoring the loaded model on validation gives the best epoch's recorded score."""
     result = train(config(prepared, tmp_path / "m.pt", epochs=4, lr=0.05, schedule="constant"))
@@ -77,6 +79,7 @@ def test_checkpoint_keeps_the_best_epochs_weights(prepared, tmp_path):
     assert score["mean"] == pytest.approx(best, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_same_seed_same_checkpoint_bytes_other_seed_differs(prepared, tmp_path):
     a = train(config(prepared, tmp_path / "a.pt", dropout=0.2, seed=7))
     first = (tmp_path / "a.pt").read_bytes()
@@ -92,6 +95,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_equals_an_uninterrupted_run(prepared, tmp_path):
     settings = dict(epochs=4, dropout=0.1, batchnorm=True, weight_decay=0.01)
     full = train(config(prepared, tmp_path / "full.pt", **settings))
@@ -136,6 +140,7 @@ def test_resume_without_a_resume_file_is_refused(prepared, tmp_path):
     assert not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_before_epochs(prepared, tmp_path):
     # A constant, too-high learning rate overfits this small set within a few epochs.
     result = train(config(prepared, tmp_path / "m.pt", epochs=40, patience=2, lr=0.05, schedule="constant",
@@ -147,6 +152,7 @@ def test_early_stopping_stops_before_epochs(prepared, tmp_path):
 
 # --- options --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_l1_shrinks_weights(prepared, tmp_path):
     train(config(prepared, tmp_path / "plain.pt"))
     train(config(prepared, tmp_path / "l1.pt", l1=1e-3))
@@ -154,6 +160,7 @@ def test_l1_shrinks_weights(prepared, tmp_path):
     assert sparse.abs().sum() < 0.7 * plain.abs().sum()
 
 
+@pytest.mark.slow
 def test_weight_decay_shrinks_linear_weights_only(prepared, tmp_path):
     train(config(prepared, tmp_path / "plain.pt", batchnorm=True, schedule="constant"))
     train(config(prepared, tmp_path / "wd.pt", batchnorm=True, schedule="constant", weight_decay=5.0))
@@ -166,6 +173,7 @@ def test_weight_decay_shrinks_linear_weights_only(prepared, tmp_path):
     assert bn_scales and all(decayed[k].mean() > 0.5 for k in bn_scales)
 
 
+@pytest.mark.slow
 def test_nan_auxiliary_targets_give_finite_loss_and_one_head_each(prepared, tmp_path):
     result = train(config(prepared, tmp_path / "m.pt", targets=TARGETS))
     assert all(math.isfinite(m["train_loss"]) for m in result.metrics)
@@ -174,6 +182,7 @@ def test_nan_auxiliary_targets_give_finite_loss_and_one_head_each(prepared, tmp_
     assert result.best["val_mean"] > 0.1
 
 
+@pytest.mark.slow
 def test_default_targets_are_every_prepared_target(prepared, tmp_path):
     train(config(prepared, tmp_path / "m.pt", epochs=1))
     assert load_checkpoint(tmp_path / "m.pt")["targets"] == TARGETS
@@ -196,6 +205,7 @@ def test_masked_negative_pearson_matches_numpy():
     assert got.item() == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_corr_loss_trains_on_batches_within_eras(prepared, tmp_path):
     result = train(config(prepared, tmp_path / "m.pt", loss="corr", targets=TARGETS))
     assert result.best["val_mean"] > 0.1
@@ -237,6 +247,7 @@ def test_mse_batches_are_shuffled_each_epoch_and_drop_the_partial_batch():
     assert len(t0) == len(t1) == 7 and not set(r0.tolist()) & set(r1.tolist())
 
 
+@pytest.mark.slow
 def test_predict_with_mean_uses_every_head(prepared, tmp_path):
     train(config(prepared, tmp_path / "m.pt", epochs=1, targets=TARGETS, predict_with="mean"))
     checkpoint = load_checkpoint(tmp_path / "m.pt")
@@ -265,6 +276,7 @@ def optimizer_trace(monkeypatch, cfg: TrainConfig) -> list[tuple[float, float]]:
     return seen
 
 
+@pytest.mark.slow
 def test_onecycle_has_fastais_shape_at_the_optimizer(prepared, tmp_path, monkeypatch):
     """fit_one_cycle's published shape: lr starts at lr/25, peaks at lr a quarter of the way in
     (beta1 bottoms out at 0.85 there), rises and falls by cosine, ends at lr/1e5 with beta1 back at 0.95."""
@@ -290,6 +302,7 @@ def test_onecycle_has_fastais_shape_at_the_optimizer(prepared, tmp_path, monkeyp
         assert below < 0.146 < above < 0.25
 
 
+@pytest.mark.slow
 def test_constant_schedule_keeps_lr_and_adam_betas(prepared, tmp_path, monkeypatch):
     seen = optimizer_trace(monkeypatch, config(prepared, tmp_path / "m.pt", epochs=2, schedule="constant"))
     assert seen == [(0.01, ADAM_BETAS[0])] * (2 * (20 * 120 // 128))
@@ -355,6 +368,7 @@ def prepared_synthetic(synthetic_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_train_on_prepared_synthetic_data(prepared_synthetic, tmp_path):
     result = runner.invoke(app, ["train", "--data", str(prepared_synthetic), "--out", str(tmp_path / "m.pt"),
                                  "--epochs", "2", "--layers", "32,16", "--batchnorm", "--activation", "silu",
@@ -366,6 +380,7 @@ def test_cli_train_on_prepared_synthetic_data(prepared_synthetic, tmp_path):
     assert checkpoint["model_config"]["layers"] == [32, 16] and checkpoint["model_config"]["activation"] == "silu"
 
 
+@pytest.mark.slow
 def test_cli_data_dir_default_chains_from_prepare(prepared_synthetic, tmp_path):
     result = runner.invoke(app, ["train", "--data-dir", str(prepared_synthetic.parent), "--out",
                                  str(tmp_path / "m.pt"), "--epochs", "1", "--device", "cpu"])
@@ -398,6 +413,7 @@ def test_cli_missing_prepared_data(tmp_path):
                                      "(run `numerflow prepare` first)")
 
 
+@pytest.mark.slow
 def test_resume_after_the_prepared_features_changed_is_refused(tmp_path):
     folder = write_prepared(tmp_path / "p", train_eras=6, valid_eras=2, rows_per_era=40)
     with pytest.raises(Interrupt):
@@ -447,6 +463,7 @@ def test_cli_out_on_an_input_or_a_folder_is_refused_before_training(tmp_path, ta
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written, nothing changed
 
 
+@pytest.mark.slow
 def test_cli_diverging_lr_stops_with_an_error_and_saves_nothing(prepared, tmp_path):
     out = tmp_path / "m.pt"
     result = runner.invoke(app, ["train", "--data", str(prepared), "--out", str(out), "--epochs", "2",

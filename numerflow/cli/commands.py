@@ -137,24 +137,23 @@ def round_command(settings: cfg.RoundConfig, ctx: typer.Context):
 @options_from(settings=cfg.ExportConfig)
 def export(
     settings: cfg.ExportConfig,
-    upload: Annotated[bool, typer.Option("--upload", help="Run the pickle as Numerai's runner would (fresh process, "
-                                         "one thread, 4 GB, 10 min), then upload it with the image of this Python "
-                                         "and the data version trained on (credentials as for submit).")] = False,
+    upload: Annotated[bool, typer.Option("--upload", help="Check the pickle (see --check), then upload it with the "
+                                         "image of this Python and the data version trained on (credentials as "
+                                         "for submit).")] = False,
     model_name: Annotated[Optional[str], typer.Option("--model-name", help="With --upload: the account's model "
                                                       "(default: its only one).")] = None,
-    live: Annotated[Optional[Path], typer.Option("--live", help="With --upload: live Parquet for the runner check "
-                                                 "(default: live.parquet of the version trained on).")] = None,
 ):
-    """Write a cloudpickled predict(live_features, live_benchmark_models) for Numerai's hosted model
-    uploads: numpy only, no numerflow or torch needed where it runs.
+    """Write a cloudpickled predict() for Numerai's hosted models; --check, --upload.
+
+    The pickle needs numpy and pandas only where it runs: no numerflow or torch.
 
     Example: numerflow export --model models/model.pt --out model.pkl --upload --model-name my_model
     """
     from numerflow.stages.export import UploadConfig
 
-    if not upload and (model_name is not None or live is not None):
-        raise typer.BadParameter("--model-name and --live are for --upload", param_hint="--upload")
-    upload_settings = UploadConfig(model_name=model_name, live=live) if upload else None
+    if not upload and model_name is not None:
+        raise typer.BadParameter("--model-name is for --upload", param_hint="--upload")
+    upload_settings = UploadConfig(model_name=model_name) if upload else None
     typer.echo(str(numerflow.export(settings, upload=upload_settings)))
 
 

@@ -10,6 +10,7 @@ them on every client, and when Numerai refuses it the payouts are left out."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import warnings
 
 from numerapi import NumerAPI
@@ -64,10 +65,27 @@ def _performances(api: NumerAPI, model_id: str, required: bool) -> list[dict] | 
         if required:
             raise
         return None
-    except (KeyError, TypeError, IndexError) as exc:
+    except (KeyError, TypeError, IndexError, ValueError) as exc:  # ValueError: numerapi's date parsing
+        if isinstance(exc, ApiError):
+            raise
         raise unexpected_answer("v2RoundModelPerformances", exc) from None
 
 
+def _read_performances(read):
+    """`read` of round_model_performances_v2's answer, a wrong type or missing field in it (a null
+    round number, a word for a number) one ApiError naming the call, as submission_scores' are."""
+
+    @functools.wraps(read)
+    def reading(*args):
+        try:
+            return read(*args)
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise unexpected_answer("v2RoundModelPerformances", exc) from None
+
+    return reading
+
+
+@_read_performances
 def _score_rows(performances: list[dict]) -> list[dict]:
     rows = []
     for perf in performances:
@@ -79,6 +97,7 @@ def _score_rows(performances: list[dict]) -> list[dict]:
     return rows
 
 
+@_read_performances
 def _payout_rows(performances: list[dict], resolved_by_round: dict[int, bool]) -> list[dict]:
     """One row per round: the sum of its scores' payoutSettled (resolved) or payoutPending."""
     rows = []

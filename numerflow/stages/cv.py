@@ -37,6 +37,7 @@ from numerflow.files import IncompleteSetError, check_set, exclusive_lock, publi
 from numerflow.provenance import PROVENANCE, make_record, record_path
 from numerflow.sweeps import ray_cluster
 from numerflow.workflow.oof_files import OOF_FILE, REPORT_FILE
+from numerflow.training.settings import changed_settings
 from numerflow.training.folds import (FOLD_COLUMN, TRAIN_SPLIT, VALIDATION_SPLIT, CvData, Fold,
                                       plan_folds, run_fold)
 
@@ -106,11 +107,6 @@ def settings_of(config: CvConfig) -> dict:
     return config_dict(config)
 
 
-def changed_settings(saved: dict, now: dict) -> list[str]:
-    return [f"{k} ({saved.get(k)!r} → {now[k]!r})" for k in now
-            if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-
-
 def fold_names(number: int) -> tuple[str, str]:
     return f"fold_{number}.parquet", f"fold_{number}.json"
 
@@ -122,7 +118,7 @@ def finished_fold(folder: Path, fold: Fold, plan: dict, settings: dict) -> dict 
     if not (folder / manifest_name).is_file():
         return None
     record = schema.read_json(folder / manifest_name)
-    changed = changed_settings(record.get("settings", {}), settings)
+    changed = changed_settings(record.get("settings", {}), settings, RESUMABLE_CHANGES, CvConfig)
     if changed:
         raise ConfigError(f"{folder / manifest_name}: cannot resume with different settings: {', '.join(changed)} "
                           f"(choose another --name for a new run)")

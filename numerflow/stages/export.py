@@ -22,25 +22,25 @@ Upload (`numerflow export --upload --model-name NAME`):
   checkpoint's train_config names; several (an ensemble): the newest of them, as later versions
   keep earlier features. Synthetic or unknown data (a moved or missing manifest): the newest
   version Numerai offers, said in a note.
-- Before anything is uploaded the pickle is loaded in a fresh Python process (numerflow made
-  unimportable) and run on the live features within Numerai's runner limits: one CPU thread,
-  peak RSS under 4 GB, 10 minutes. Any failure is one error line and nothing is written or uploaded.
+
+The hosted check (`--check`, on by default with `--upload`): before the pickle is moved to its
+name it runs on the live features in a fresh Python process (numerflow made unimportable) under
+Numerai's runner limits, by numerflow.hosted_check (the one owner of those limits); its wall time
+and peak memory are printed, with the package versions that differ from numerai-predict's image.
+A pickle that does not fit is one error line, and nothing is written or uploaded.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from numerflow import binning, schema
+from numerflow import binning, hosted_check, schema
 from numerflow.checkpoint import SCORE_BATCH_BYTES
 from numerflow.config import ExportConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
@@ -50,15 +50,11 @@ from numerflow.workflow import postprocess
 from numerflow.workflow.postprocess import era_labels, feature_unit, neutralise_per_era, rank_per_era
 
 SAMPLE_ROWS = 64  # random rows (plus all-0, all-2, all-4) scored before writing: finite-output check
-RUNNER_SECONDS = 600  # Numerai's runner: 10 minutes,
-RUNNER_MEMORY_BYTES = 4 * 10**9  # 4 GB,
-RUNNER_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # one CPU thread
 
 
 @dataclass
 class UploadConfig:
     model_name: str | None = None  # the account's model; None: its only model
-    live: Path | None = None  # live features for the runner check; None: the trained version's live.parquet
 
 
 @dataclass
@@ -67,19 +63,27 @@ class UploadResult:
     upload_id: str
     docker_image: str
     data_version: str
-    live: Path
-    rows: int
-    seconds: float
-    peak_rss: int
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"Runner check: {self.rows:,} live rows of {self.live} in {self.seconds:.1f} s on one thread, "
-                 f"peak memory {self.peak_rss / 2**20:.0f} MiB (limits: {RUNNER_SECONDS / 60:g} minutes, "
-                 f"{RUNNER_MEMORY_BYTES / 1e9:g} GB)",
-                 f"Uploaded to model '{self.model_name}' with image '{self.docker_image}' and data version "
+        lines = [f"Uploaded to model '{self.model_name}' with image '{self.docker_image}' and data version "
                  f"{self.data_version}: upload id {self.upload_id}"]
         return "\n".join(lines + [f"Note: {n}" for n in self.notes])
+
+
+@dataclass
+class CheckReport:
+    """The hosted check as export prints it: which live file, how many rows, and the result."""
+
+    live: Path
+    rows: int
+    result: hosted_check.HostedResult
+
+    def __str__(self) -> str:
+        r = self.result
+        lines = [f"Hosted check: {self.rows:,} live rows of {self.live} in {r.wall_s:.1f} s, peak memory "
+                 f"{r.peak_mb:.0f} MB (limits: {r.limits})"]
+        return "\n".join(lines + [f"Note: {n}" for n in r.version_notes])
 
 
 @dataclass
@@ -90,10 +94,13 @@ class ExportResult:
     size: int
     python: str
     upload: UploadResult | None = None
+    check: CheckReport | None = None
 
     def __str__(self) -> str:
         text = (f"Exported {', '.join(str(m) for m in self.models)} ({self.features} features) to {self.out} "
                 f"({self.size / 1024:.0f} KB)\n")
+        if self.check is not None:
+            text += f"{self.check}\n"
         if self.upload is not None:
             return text + str(self.upload)
         return text + (f"Upload it at numer.ai/models (Upload Model) and choose Python {self.python}: "
@@ -251,62 +258,23 @@ def default_live(manifests: list[dict | None]) -> Path:
     for folder in sorted(folders, key=lambda f: schema.version_number(f.name) or (), reverse=True):
         if (folder / schema.LIVE_FILE).is_file():
             return folder / schema.LIVE_FILE
-    raise DataError("no live features to test the pickle on before uploading: give --live LIVE.parquet "
-                    "(or run `numerflow download --live-only` for the version the model was trained on)")
+    raise DataError("no live features to run the hosted check on: give --live LIVE.parquet (or run "
+                    "`numerflow download --live-only` for the version the model was trained on, or skip it "
+                    "with --no-check)")
 
 
-# Run in a fresh interpreter, as Numerai's runner does: numerflow unimportable, one thread.
-RUNNER_SCRIPT = textwrap.dedent("""
-    import json, resource, sys, time
-    sys.modules["numerflow"] = None
-    import cloudpickle, numpy as np, pandas as pd
-    pickle_path, live_path, benchmark_path = sys.argv[1:4]
-    with open(pickle_path, "rb") as f:
-        predict = cloudpickle.load(f)
-    live = pd.read_parquet(live_path)
-    benchmark = pd.read_parquet(benchmark_path) if benchmark_path else None
-    started = time.perf_counter()
-    out = predict(live, benchmark)
-    seconds = time.perf_counter() - started
-    if not isinstance(out, pd.DataFrame) or "prediction" not in out.columns:
-        sys.exit("it returned no DataFrame with a 'prediction' column")
-    if len(out) != len(live) or not out.index.equals(live.index):
-        sys.exit(f"it returned {len(out)} rows not indexed like the {len(live)} live rows")
-    values = out["prediction"].to_numpy(dtype=float)
-    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
-        sys.exit("it returned predictions that are NaN or outside [0, 1]")
-    try:  # Linux: this process's own peak; ru_maxrss would include the parent's size before exec
-        with open("/proc/self/status") as f:
-            peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-    except OSError:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    print(json.dumps({"rows": len(out), "seconds": seconds, "peak_rss": peak}))
-""")
+def hosted_run(pickle_path: Path, live: Path, python: Path | None, uploading: bool) -> CheckReport:
+    """The hosted check on the pickle not yet under its name: its report, or one error (nothing is
+    then written or uploaded). `python`: the pinned environment's (--image-env); its versions are
+    the pins, so only this environment's differences are noted."""
+    import pyarrow.parquet as pq
 
-
-def runner_check(pickle_path: Path, live: Path) -> dict:
-    """Run the pickle on `live` in a fresh process within Numerai's limits: {rows, seconds, peak_rss}."""
-    from numerflow.numerai import CREDENTIAL_VARS
-
-    benchmark = live.with_name("live_benchmark_models.parquet")
-    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}  # the runner has no keys
-    env.update({name: "1" for name in RUNNER_THREADS})
-    try:
-        done = subprocess.run([sys.executable, "-c", RUNNER_SCRIPT, str(pickle_path), str(live),
-                               str(benchmark) if benchmark.is_file() else ""],
-                              capture_output=True, text=True, env=env, timeout=RUNNER_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise CheckpointError(f"the pickle did not finish on {live} within {RUNNER_SECONDS / 60:g} minutes on one "
-                              f"thread (Numerai's limit); nothing uploaded") from None
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1].strip() if lines else f"exit status {done.returncode}"
-        raise CheckpointError(f"the pickle failed on {live} in a fresh process ({reason}); nothing uploaded")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    if report["peak_rss"] > RUNNER_MEMORY_BYTES:
-        raise CheckpointError(f"the pickle needed {report['peak_rss'] / 1e9:.1f} GB on {live}, over Numerai's "
-                              f"{RUNNER_MEMORY_BYTES / 1e9:g} GB; nothing uploaded")
-    return report
+    result = hosted_check.check_pickle(pickle_path, live, python=python)
+    result.version_notes = [] if python is not None else hosted_check.version_differences()
+    if not result.fits:
+        raise CheckpointError(f"the pickle does not fit Numerai's hosted runner on {live} ({result.limits}): "
+                              f"{result.reason}; nothing written{' or uploaded' if uploading else ''}")
+    return CheckReport(live=live, rows=pq.ParquetFile(live).metadata.num_rows, result=result)
 
 
 @dataclass
@@ -316,7 +284,6 @@ class _UploadPlan:
     model_id: str
     docker_image: tuple[str, str]  # (name, id)
     data_version: tuple[str, str]
-    live: Path
     notes: list[str]
 
 
@@ -327,36 +294,46 @@ def plan_upload(upload: UploadConfig, checkpoints: list[dict], client=None) -> _
     from numerflow.workflow.round_inputs import resolve_model_id
 
     manifests = trained_manifests(checkpoints)
-    live = Path(upload.live) if upload.live is not None else default_live(manifests)
-    if not live.is_file():
-        raise DataError(f"{live}: file not found")
     client = client if client is not None else numerai.client()
     model_name, model_id = resolve_model_id(client, upload.model_name)
     images, versions = numerai.model_upload_options(client)
     image = choose_docker_image(images, sys.version_info[:2])
     version, notes = choose_data_version(list(versions), [m.get("version") if m else None for m in manifests])
-    return _UploadPlan(client, model_name, model_id, (image, images[image]), (version, versions[version]), live, notes)
+    return _UploadPlan(client, model_name, model_id, (image, images[image]), (version, versions[version]), notes)
 
 
-def publish(pickled: bytes, out: Path, plan: _UploadPlan | None) -> UploadResult | None:
-    """Write the pickle; with a plan, run the runner check on it first (a failing pickle is never
-    written) and upload it once it is in place."""
+def checked_live(config: ExportConfig, checkpoints: list[dict], uploading: bool) -> Path | None:
+    """The live file the hosted check runs on, or None when there is no check: --check, else on
+    with --upload, --image-env or --live."""
+    checking = config.check if config.check is not None else \
+        uploading or config.image_env or config.live is not None
+    if not checking:
+        return None
+    live = Path(config.live) if config.live is not None else default_live(trained_manifests(checkpoints))
+    if not live.is_file():
+        raise DataError(f"{live}: file not found")
+    return live
+
+
+def publish(pickled: bytes, out: Path, plan: _UploadPlan | None, live: Path | None,
+            python: Path | None = None) -> tuple[UploadResult | None, CheckReport | None]:
+    """Write the pickle; with a live file, run the hosted check on it first (a pickle that does
+    not fit is never written); with a plan, upload it once it is in place."""
     from numerflow import numerai
 
     with atomic_path(out) as tmp:
         tmp.write_bytes(pickled)
-        report = runner_check(tmp, plan.live) if plan is not None else None
+        checked = hosted_run(tmp, live, python, uploading=plan is not None) if live is not None else None
     if plan is None:
-        return None
+        return None, checked
     upload_id = numerai.upload_model(plan.client, out, plan.model_id, plan.data_version[1], plan.docker_image[1])
     return UploadResult(model_name=plan.model_name, upload_id=upload_id, docker_image=plan.docker_image[0],
-                        data_version=plan.data_version[0], live=plan.live, rows=report["rows"],
-                        seconds=report["seconds"], peak_rss=report["peak_rss"], notes=plan.notes)
+                        data_version=plan.data_version[0], notes=plan.notes), checked
 
 
 def export(config: ExportConfig, upload: UploadConfig | None = None, client=None) -> ExportResult:
-    """Write the pickle (after the finite-output check); with `upload`, also check it as Numerai's
-    runner would and upload it. `client`: a numerflow.numerai client to reuse."""
+    """Write the pickle (after the finite-output check and, with --check or `upload`, the hosted
+    check); with `upload`, also upload it. `client`: a numerflow.numerai client to reuse."""
     import cloudpickle
 
     from numerflow.model import FEATURE_CENTRE, FEATURE_SCALE
@@ -379,10 +356,12 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
     member_scores = build_member_scores(FEATURE_CENTRE, FEATURE_SCALE)
     check_finite_scores(members, model_paths, member_scores)
     features = union_of_features([m["features"] for m in members])
+    live = checked_live(config, checkpoints, uploading=upload is not None)
     plan = plan_upload(upload, checkpoints, client) if upload is not None else None
+    python = hosted_check.image_env() if live is not None and config.image_env else None
     bins = binning.checkpoints_bins(checkpoints, model_paths)
     function = build_predict(members, [float(w) for w in weights], features, float(config.neutralize), member_scores,
                              binner=None if bins is None else (bins, binning.make_binner()))
-    uploaded = publish(pickled_by_value(cloudpickle, function), out, plan)
+    uploaded, checked = publish(pickled_by_value(cloudpickle, function), out, plan, live, python)
     return ExportResult(out=out, models=model_paths, features=len(features), size=out.stat().st_size,
-                        python=f"{sys.version_info.major}.{sys.version_info.minor}", upload=uploaded)
+                        python=f"{sys.version_info.major}.{sys.version_info.minor}", upload=uploaded, check=checked)

@@ -296,6 +296,7 @@ def _copy_rows(src: _Source, dest: tuple[FileSet, str], out_schema: pa.Schema, f
     pending: list[pa.Table] = []
     pending_rows = 0
     written: set[str] = set()
+    ids: list[pa.ChunkedArray] = []  # every kept row's id: a user's own files may repeat one
     parquet = _open(src)
     with parquet, BackgroundWriter(dest, out_schema, thread) as writer:
         for group in _progress(range(parquet.metadata.num_row_groups), src):
@@ -308,6 +309,7 @@ def _copy_rows(src: _Source, dest: tuple[FileSet, str], out_schema: pa.Schema, f
                 pending, pending_rows = [], 0
             table = _read_group(parquet, group, mask, src, out_schema, features, targets, benchmark)
             written.update(pc.unique(table.column(schema.ERA)).to_pylist())
+            ids.append(table.column(schema.ID))
             pending.append(table)
             pending_rows += kept
             if pending_rows >= WRITE_ROWS:
@@ -315,10 +317,24 @@ def _copy_rows(src: _Source, dest: tuple[FileSet, str], out_schema: pa.Schema, f
                 pending, pending_rows = [], 0
         if pending:
             writer.write(pa.concat_tables(pending))
+        _refuse_duplicate_ids(ids, src)  # inside the file set: a refusal publishes nothing
     if writer.rows == 0:
         raise DataError(f"{src.path}: no rows left after filtering (data_type '{src.data_type}', "
                         f"{len(eras)} era(s) selected, rows with a missing '{targets[0]}' dropped)")
     return writer.rows, schema.sorted_eras(written)
+
+
+def _refuse_duplicate_ids(ids: list[pa.ChunkedArray], src: _Source) -> None:
+    """Each row is one id: a repeated one would be trained on twice and make predictions ambiguous."""
+    if not ids:
+        return
+    every = pa.chunked_array([chunk for column in ids for chunk in column.chunks], pa.string())
+    if pc.count_distinct(every).as_py() == len(every):
+        return
+    counts = pc.value_counts(every)
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    raise DataError(f"{src.path}: {len(repeated):,} id(s) appear more than once (first: {repeated[0].as_py()}); "
+                    f"each row needs its own id")
 
 
 def _open(src: _Source) -> pq.ParquetFile:
@@ -380,7 +396,12 @@ def _read_group(parquet: pq.ParquetFile, group: int, mask: pa.BooleanArray, src:
 def _target_float32(column: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type)):
         raise DataError(f"{source}: target values of type {column.type}, expected numbers")
-    return column.cast(pa.float32())
+    values = column.cast(pa.float32())
+    bounds = pc.min_max(values)  # NaN and null rows are skipped: they are missing targets
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is not None and (low < 0 or high > 1):
+        raise DataError(f"{source}: target values outside 0..1 (from {low:g} to {high:g})")
+    return values
 
 
 def _within_feature_range(parquet: pq.ParquetFile, group: int) -> set[str]:

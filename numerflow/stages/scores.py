@@ -183,6 +183,7 @@ def known_report(name: str, config: ScoresConfig, models_table: dict) -> Path | 
 
 
 def model_scores(name: str, rows, config: ScoresConfig, models_table: dict) -> ModelScores:
+    """One model's summary and verdict (its report read); nothing written yet."""
     result = ModelScores(name, rows)
     if not len(rows):
         return result
@@ -194,13 +195,19 @@ def model_scores(name: str, rows, config: ScoresConfig, models_table: dict) -> M
         result.note = "no resolved round yet to hold against validation"
     else:
         result.verdict = verdict(live_corr, report)
-    out = Path(config.scores_dir) / name
+    return result
+
+
+def write_model_files(result: ModelScores, config: ScoresConfig) -> None:
+    """rounds.csv and scores.png of one model with rows, as one file set."""
+    if not len(result.rows):
+        return
+    out = Path(config.scores_dir) / result.name
     with publish_set(out) as files:
-        rows.to_csv(files.path(ROUNDS_CSV), index=False)
-        if not draw_scores(files.path(SCORES_PNG), rows, metric_finals(rows), name):
+        result.rows.to_csv(files.path(ROUNDS_CSV), index=False)
+        if not draw_scores(files.path(SCORES_PNG), result.rows, metric_finals(result.rows), result.name):
             files.drop(SCORES_PNG)
     result.files = [out / n for n in (ROUNDS_CSV, SCORES_PNG) if n in files.temporaries]
-    return result
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -236,4 +243,8 @@ def scores(config: ScoresConfig) -> ScoresResult:
         rows = pd.DataFrame(round_scores(api, ids[name], config.rounds), columns=COLUMNS)
         rows.insert(0, "model", name)
         fetched[name] = rows
-    return ScoresResult([model_scores(name, rows, config, table) for name, rows in fetched.items()])
+    # every report read before anything is written: a corrupt second report leaves the first's files as they were
+    results = [model_scores(name, rows, config, table) for name, rows in fetched.items()]
+    for result in results:
+        write_model_files(result, config)
+    return ScoresResult(results)

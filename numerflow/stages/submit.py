@@ -113,16 +113,30 @@ def submission_problems(frame, live_ids) -> list[str]:
     return problems
 
 
+NO_SECOND_OPINION = "numerai-tools is not installed: its submission validator (a second opinion) did not run"
+
+
+def second_opinion():
+    """numerai-tools' validate_submission_numerai, or None where numerai-tools is not installed: it is
+    an optional (dev) dependency, imported lazily; numerflow's own checks above apply its rules."""
+    try:
+        from numerai_tools.submissions import validate_submission_numerai
+    except ImportError:
+        return None
+    return validate_submission_numerai
+
+
 def check_submission(path: Path, live_path: Path) -> tuple[int, int]:
     """Raise a SubmissionError listing every problem of `path` against `live_path`'s ids; else
-    (rows, live rows). numerai_tools' own validator runs last as a second opinion."""
-    from numerai_tools.submissions import validate_submission_numerai
-
+    (rows, live rows). numerai_tools' own validator runs last as a second opinion, where installed."""
     frame = read_predictions(path)
     live_ids = read_live_ids(live_path)
     problems = submission_problems(frame, live_ids)
     if problems:
         raise SubmissionError(f"{path}: " + "; ".join(problems) + f" (checked against {live_path})")
+    validate_submission_numerai = second_opinion()
+    if validate_submission_numerai is None:
+        return len(frame), len(live_ids)
     try:
         validate_submission_numerai(live_ids.reset_index(drop=True), frame.astype({schema.ID: str}))
     except (AssertionError, TypeError, ValueError) as exc:
@@ -211,6 +225,8 @@ def submit(config: SubmitConfig, client=None, lock_held: bool = False) -> Submit
     rows, live_rows = check_submission(predictions, live)
     result = SubmitResult(predictions=predictions, model_name=config.model_name, round=round_num, rows=rows,
                           live_rows=live_rows, sha256=file_checksum(predictions, "sha256"), dry_run=config.dry_run)
+    if second_opinion() is None:
+        result.notes.append(NO_SECOND_OPINION)
     if config.model_name and round_num is not None and not config.force:
         refuse_resubmission(config.receipts_dir, round_num, config.model_name)
     check_receipts_dir(config.receipts_dir)

@@ -38,7 +38,7 @@ from numerflow.errors import ConfigError
 DEFAULT_SPACE = Path(__file__).with_name("default_space.toml")
 ALL_TARGETS = "all"  # a `targets` choice meaning every prepared target (train's default)
 # Options a sweep owns itself: where the data is, where checkpoints go, resuming.
-NOT_SWEPT = {"data", "out", "resume"}
+NOT_SWEPT = {"data", "out", "resume", "track"}  # track: the sweep's own --no-track
 TABLES = {"fixed", "payout", "cv"}
 DEFAULT_PAYOUT = {"corr": 0.5, "mmc": 2.0}
 CV_KEYS = ("folds", "scheme", "embargo")  # `numerflow cv`'s fold options, for --cv

@@ -60,9 +60,18 @@ def check_writable(folder: Path, option: str) -> None:
 
 
 def config_dict(config: TrainConfig) -> dict:
-    """The TrainConfig as JSON-safe values (paths as strings)."""
+    """The TrainConfig as JSON-safe values (paths as strings). `track` (MLflow logging) is left
+    out: it changes no model, so it must not refuse a resume nor reach a checkpoint's settings."""
     return {f.name: (str(v) if isinstance(v, Path) else v)
-            for f in fields(config) for v in [getattr(config, f.name)]}
+            for f in fields(config) if f.name != "track" for v in [getattr(config, f.name)]}
+
+
+def changed_settings(saved: dict, now: dict, resumable: set[str], settings_class=TrainConfig) -> list[str]:
+    """The settings (but `resumable` ones) that differ between a saved run and this one, as
+    "name (old → new)". A setting the saved run lacks is an option added since it was written:
+    that run had the option's default (so a run saved by an older numerflow still resumes)."""
+    saved = {**config_dict(settings_class()), **saved}
+    return [f"{k} ({saved.get(k)!r} → {now[k]!r})" for k in now if k not in resumable and saved.get(k) != now[k]]
 
 
 def resume_path(out: Path) -> Path:

@@ -13,7 +13,7 @@ from numerflow.checkpoint import save_atomic
 from numerflow.config import TrainConfig
 from numerflow.errors import CheckpointError, ConfigError
 from numerflow.options import Schedule
-from numerflow.training.settings import config_dict
+from numerflow.training.settings import changed_settings, config_dict
 from numerflow.version import __version__
 
 # Settings that may change between an interrupted run and its --resume.
@@ -73,10 +73,9 @@ class TrainState:
             raise CheckpointError(f"{path}: not a numerflow resume file") from None
         if state.features != features or state.targets != targets:
             raise ConfigError(f"{path}: cannot resume: the prepared data's features or targets changed since it was written")
-        now = config_dict(config)
-        changed = [k for k in now if k not in RESUMABLE_CHANGES and state.train_config.get(k) != now[k]]
+        changed = changed_settings(state.train_config, config_dict(config), RESUMABLE_CHANGES)
         if changed:
-            diffs = ", ".join(f"{k} ({state.train_config.get(k)!r} → {now[k]!r})" for k in changed)
+            diffs = ", ".join(changed)
             raise ConfigError(f"{path}: cannot resume with different settings: {diffs}")
         if config.schedule == Schedule.onecycle and state.scheduler_state is None:
             raise CheckpointError(f"{path}: written by an older numerflow; train again without --resume")

@@ -57,6 +57,7 @@ def data_paths(config: ValidateConfig) -> list[Path]:
     """--data's files (each once), else DATA_DIR/prepared/validation.parquet."""
     if config.data is not None:
         paths = [Path(p) for p in config.data] if isinstance(config.data, (list, tuple)) else [Path(config.data)]
+        paths = [_file_of(p) for p in paths]
         if not paths:
             raise ConfigError("--data: no file given")
         repeated = sorted({str(p) for p in paths if paths.count(p) > 1})
@@ -67,6 +68,17 @@ def data_paths(config: ValidateConfig) -> list[Path]:
     if not path.is_file():
         raise DataError(f"{path}: file not found (run `numerflow prepare` first, or pass --data)")
     return [path]
+
+
+def _file_of(path: Path) -> Path:
+    """--data PATH: a file as given; the prepared folder (train, cv and sweep's --data) as its
+    validation file."""
+    if not path.is_dir():
+        return path
+    if (path / schema.VALIDATION_FILE).is_file():
+        return path / schema.VALIDATION_FILE
+    raise DataError(f"{path}: a folder without {schema.VALIDATION_FILE}; --data takes a validation Parquet "
+                    f"file or the prepared folder")
 
 
 def describe_files(paths: list[Path], config: ValidateConfig) -> ValidationData:

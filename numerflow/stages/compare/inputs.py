@@ -93,8 +93,6 @@ def checkpoint_candidate(path: Path, config: CompareConfig, name: str | None = N
 def report_candidates(folder: Path, config: CompareConfig) -> list[Candidate]:
     """A validate report keeps per-era scores, not per-row predictions: its source (the checkpoint
     or predictions file report.json names) is scored again on the common rows."""
-    from numerflow.reports import read_report
-
     from numerflow.provenance import check_record, recorded_path
     from numerflow.reports import REPORT_FILE, read_report
 
