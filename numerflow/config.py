@@ -20,9 +20,9 @@ from pathlib import Path
 
 from numerflow.config_base import (DEFAULT_CV_DIR, DEFAULT_MODELS_DIR, DEFAULT_PREDICTIONS_DIR, DEFAULT_RECEIPTS_DIR,
                                    DEFAULT_REPORTS_DIR, SEED_MAX, StageSettings, check_weights, data_dir_option,
-                                   device_option, memory_check_option, models_option, name_option,
-                                   neutralize_option, prepared_data_option, settings_path, track_option, version_option,
-                                   weights_option)
+                                   device_option, ensemble_proportion_problem, last_option, memory_check_option,
+                                   models_option, name_option, neutralize_benchmark_option, neutralize_option,
+                                   prepared_data_option, settings_path, track_option, version_option, weights_option)
 from numerflow.errors import ConfigError, OptionError
 from numerflow.options import (Activation, Arch, Choice, EnsembleObjective, FitOn, Loss, Precision, PredictWith, Pruner, Schedule, Scheme, SelectOn,
                                SweepObjective,
@@ -54,10 +54,12 @@ def ensemble_option():
 
 
 def _check_ensemble(settings) -> None:
-    """--ensemble stands for --model and --weights: giving both is ambiguous."""
-    if settings.ensemble is not None and (settings.weights is not None
-                                          or settings.models != [DEFAULT_MODELS_DIR / "model.pt"]):
+    """--ensemble stands for --model and --weights: giving both is ambiguous. Without either,
+    the model is models/model.pt."""
+    if settings.ensemble is not None and (settings.weights is not None or settings.models):
         raise ConfigError("give --model/--weights or --ensemble, not both")
+    if settings.ensemble is None and not settings.models:
+        settings.models = [DEFAULT_MODELS_DIR / "model.pt"]
 
 
 @dataclass
@@ -140,7 +142,7 @@ class TrainConfig(StageSettings):
     l1: float = option(0.0, help="L1 penalty on weights.", min=0.0, check=finite)
     batch_size: int = option(2048, help="Rows per step.", min=2)
     schedule: str = option("onecycle", choices=Schedule, help="onecycle is fastai's fit_one_cycle.")
-    epochs: int = option(6, help="Epochs (upper bound with --patience).", min=1)
+    epochs: int = option(6, help="Epochs (train: at most, with early stopping).", min=1)
     patience: int | None = option(None, min=1,
                                   help="Stop after this many epochs without a better validation era-Spearman.")
     seed: int = option(0, help="Random seed, 0 to 2**32-1 (same seed on CPU: same checkpoint).", min=0,
@@ -196,6 +198,7 @@ class ValidateConfig(StageSettings):
                                    "(default: the version's main one, e.g. v53_lgbm_ender20).")
     device: str = device_option("auto")  # model mode: where the forward passes run
     batch_size: int = option(65536, help="Model mode: rows per forward pass (bounds memory).", min=1)
+    neutralize_benchmark: float | None = neutralize_benchmark_option()  # --model/--ensemble only
     memory_check: bool = memory_check_option()
     track: bool = track_option()
 
@@ -223,6 +226,7 @@ class PredictConfig(StageSettings):
     write: bool = option(False, on_command_line=False,
                          help="With no `out`: write predictions/<model>_<round>.csv (the CLI always writes).")
     neutralize: float = neutralize_option()
+    neutralize_benchmark: float | None = neutralize_benchmark_option()
     batch_size: int = option(65536, help="Rows per forward pass (bounds memory on large files).", min=1)
     version: str | None = version_option()
     device: str = device_option("cpu")  # live is ~7k rows: the CPU is fast enough and always there
@@ -230,8 +234,8 @@ class PredictConfig(StageSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_weights(self.weights, self.models)
         _check_ensemble(self)
+        check_weights(self.weights, self.models)
 
 
 @dataclass
@@ -268,6 +272,7 @@ class ExportConfig(StageSettings):
     weights: list[float] | None = weights_option()
     ensemble: Path | None = ensemble_option()
     neutralize: float = neutralize_option()
+    neutralize_benchmark: float | None = neutralize_benchmark_option()
     out: Path | None = option(None, help="Pickle to write (default: the checkpoint's path with .pkl).")
     # None: on with --upload, off otherwise (the stage decides, as only it knows whether it uploads)
     check: bool | None = option(None, flag="--check/--no-check",
@@ -279,8 +284,8 @@ class ExportConfig(StageSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_weights(self.weights, self.models)
         _check_ensemble(self)
+        check_weights(self.weights, self.models)
         if self.image_env and self.check is False:
             raise OptionError("--image-env", "runs the check: leave out --no-check")
 
@@ -296,6 +301,7 @@ class SweepConfig(StageSettings):
                                              "a path every node sees.")
     trials: int = option(20, help="Trials to finish (complete, pruned or failed).", min=1)
     objective: str = option("corr_mean", choices=SweepObjective, help="What each trial is scored by on validation.")
+    last: int = last_option()
     cv: bool = option(False, help="Score each trial by era-wise cross-validation (numerflow cv).")
     # each trial in its own process with cores // jobs threads
     jobs: int = option(1, help="Trials trained at once here, one process each.", min=1)
@@ -491,6 +497,12 @@ class EnsembleConfig(StageSettings):
                      "(explicitly) on validation eras, which then no longer measure the ensemble.")
     benchmark: str | None = option(None, help="bmc_mean: benchmark column of train/validation_benchmark_models"
                                    ".parquet (default: the version's main one).")
+    last: int = last_option()
+    neutralize_benchmark: str | None = option(None, check=ensemble_proportion_problem,
+                                              help="auto: choose the proportion (0, .25, .5, .75, 1) neutralised "
+                                                   "to the benchmark by the objective on the selection eras; or a "
+                                                   "number within 0..1. Stored in ensemble.json; predict, validate, "
+                                                   "export and round apply it.")
     fit: bool = option(False, help="Train each member once with its own settings and epochs; store the "
                        "checkpoints in the ensemble's folder.")
     fit_on: str = option("train", choices=FitOn, help="--fit on the training eras, or on training and validation "

@@ -149,8 +149,10 @@ def name_option(default: str | None, help: str):
 
 
 def models_option():
-    return option(factory=lambda: [DEFAULT_MODELS_DIR / "model.pt"], flag="--model",
-                  help="Checkpoint; repeat for a rank-averaged ensemble.")
+    # Empty means "not given": models/model.pt unless --ensemble is (default_models), so that an
+    # explicit --model models/model.pt beside --ensemble is refused, not silently ignored.
+    return option(factory=list, flag="--model",
+                  help="Checkpoint; repeat for a rank-averaged ensemble (default: models/model.pt).")
 
 
 def weights_option():
@@ -159,6 +161,28 @@ def weights_option():
 
 def neutralize_option():
     return option(0.0, help="Remove this proportion of per-era feature exposure, then re-rank.", min=0.0, max=1.0)
+
+
+def neutralize_benchmark_option():
+    # None: a fitted --ensemble's stored proportion (ensemble.json), else 0
+    return option(None, min=0.0, max=1.0,
+                  help="Per era, remove this proportion (0..1) of the gaussianised prediction's projection on the "
+                       "gaussianised benchmark model, then re-rank (default: an --ensemble's stored value, else 0).")
+
+
+def last_option():
+    return option(200, help="bmc_last: the number of last eras whose BMC is averaged.", min=1)
+
+
+def ensemble_proportion_problem(value) -> str | None:
+    """Why an `ensemble --neutralize-benchmark` value is refused: it is auto or a number in 0..1."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"expected auto or a number within 0..1, got '{value}'"
+    return None if 0.0 <= number <= 1.0 else f"expected auto or a number within 0..1, got {value}"
 
 
 def prepared_data_option(help="Prepared folder (default: DATA_DIR/prepared)."):

@@ -113,6 +113,11 @@ def member_weight(folder: Path, member: dict, k: int) -> float:
     return float(weight)
 
 
+def stored_neutralize_benchmark(folder: str | Path) -> float:
+    """The proportion `ensemble --neutralize-benchmark` chose and stored (0 when none was)."""
+    return float(read_ensemble(folder).get("neutralize_benchmark", 0.0) or 0.0)
+
+
 def models_and_weights(settings) -> tuple[list[Path], list[float] | None]:
     """A stage's checkpoints and weights: its --ensemble's members, else its --model/--weights."""
     if getattr(settings, "ensemble", None) is not None:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -60,17 +61,25 @@ def _writer_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(final: Path) -> list[Path]:
-    """Remove `.<name>.<pid>-<random>.tmp` files beside `final` whose writer process is gone."""
+    """Remove `.<name>.<pid>-<random>.tmp` files (and publish_folder's folders) beside `final`
+    whose writer process is gone."""
     pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)-[^./]*\.tmp")
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(final.parent):
             m = pattern.fullmatch(entry.name)
-            if m and entry.is_file(follow_symlinks=False) and not _writer_alive(int(m.group(1))):
+            if m and not _writer_alive(int(m.group(1))):
                 with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                    _remove(Path(entry.path))
                     removed.append(Path(entry.path))
     return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def temporary_path(final: Path) -> Path:
@@ -251,6 +260,68 @@ def publish_set(folder: str | os.PathLike, manifest_file: str | None = None,
             write_json(folder / manifest_file, {**(manifest or {}), "files": records})
     finally:
         members.discard()
+
+
+# --- publishing a whole folder ----------------------------------------------------------------
+
+def _old_copy(final: Path, pid: int) -> Path:
+    return final.with_name(f".{final.name}.old-{pid}")
+
+
+def recover_folder(final: str | os.PathLike) -> None:
+    """Undo what a publish_folder killed mid-swap left: when `final` is missing beside a dead
+    writer's old copy (killed between its two renames), the old copy becomes `final` again; other
+    old copies and temporary folders of dead writers are removed."""
+    final = Path(final)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.old-(\d+)")
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.scandir(final.parent), key=lambda e: e.name):
+            m = pattern.fullmatch(entry.name)
+            if not m or _writer_alive(int(m.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                if not os.path.lexists(final):
+                    os.rename(entry.path, final)
+                else:
+                    _remove(Path(entry.path))
+    remove_stale_temporaries(final)
+
+
+@contextlib.contextmanager
+def publish_folder(final: str | os.PathLike, manifest_file: str | None = None,
+                   manifest: dict | None = None) -> Iterator[FileSet]:
+    """publish_set for a folder that is replaced whole: the block writes the members (as for
+    publish_set) into a temporary sibling folder, which then takes `final`'s place; files of the
+    previous set that this one lacks go with it. When the block fails, `final` is untouched."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(final)
+    staging = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
+    try:
+        os.chmod(staging, 0o777 & ~current_umask())
+        with publish_set(staging, manifest_file, manifest) as members:
+            yield members
+        _swap_in(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Rename `staging` to `final`, moving a previous `final` aside first and removing it after."""
+    if not os.path.lexists(final):
+        os.rename(staging, final)
+        return
+    if not final.is_dir():  # a file under the folder's name is the user's: never moved aside
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(final))
+    old = _old_copy(final, os.getpid())
+    os.rename(final, old)
+    try:
+        os.rename(staging, final)
+    except OSError:
+        os.rename(old, final)  # the previous set stays
+        raise
+    with contextlib.suppress(OSError):
+        _remove(old)
 
 
 # --- the lock ----------------------------------------------------------------------------------

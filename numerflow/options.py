@@ -67,7 +67,9 @@ class SweepObjective(Choice):
     corr_mean = "corr_mean"  # mean per-era Numerai CORR on validation
     corr_sharpe = "corr_sharpe"
     mmc_mean = "mmc_mean"  # mean per-era MMC against the meta model
-    payout = "payout"  # CORR x a + MMC x b per era (weights in the space file)
+    payout = "payout"  # CORR x a + MMC x b per era (weights in the space file); --cv: BMC in MMC's place
+    bmc_mean = "bmc_mean"  # mean per-era BMC against the benchmark model (the prepared `benchmark` column)
+    bmc_last = "bmc_last"  # mean BMC of the last --last N eras (200: what Numerai's research ranks by first)
 
 
 class EnsembleObjective(Choice):
@@ -76,6 +78,7 @@ class EnsembleObjective(Choice):
     corr_mean = "corr_mean"
     corr_sharpe = "corr_sharpe"
     bmc_mean = "bmc_mean"  # mean per-era BMC against a benchmark model (train/validation_benchmark_models.parquet)
+    bmc_last = "bmc_last"  # mean BMC of the last --last N eras that have a benchmark value
 
 
 class SelectOn(Choice):

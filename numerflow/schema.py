@@ -51,7 +51,7 @@ MANIFEST_FILES = "files"  # in every manifest: {file name: record} of the set it
 # The prepared manifest's keys: where the data came from, what was kept, and the set's files.
 PREPARED_MANIFEST_KEYS = ("version", "version_dir", "sources", "feature_set", "features", "target", "targets",
                           "eras_train", "eras_validation", "last_train_era", "embargo", "downsample",
-                          "rows_train", "rows_validation", MANIFEST_FILES)
+                          "rows_train", "rows_validation", "benchmark", MANIFEST_FILES)
 
 
 def is_feature(name: str) -> bool:

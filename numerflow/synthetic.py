@@ -162,12 +162,7 @@ def _unit_scale(w: np.ndarray, var_per_term: float) -> np.ndarray:
 
 
 def make_plan(config: SyntheticConfig) -> Plan:
-    if config.eras < 12:
-        raise ConfigError(f"synthetic data needs at least 12 eras (got {config.eras})")
-    if config.rows_per_era < 10:
-        raise ConfigError(f"synthetic data needs at least 10 rows per era (got {config.rows_per_era})")
-    if config.features < 8:
-        raise ConfigError(f"synthetic data needs at least 8 features (got {config.features})")
+    # --eras, --rows-per-era and --features carry their minimums (SyntheticConfig): checked when built
     n_feat, eras = config.features, config.eras
     rng = np.random.default_rng([_seed_words(config.seed), 0])
     names = feature_names(n_feat)

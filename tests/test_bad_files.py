@@ -7,17 +7,10 @@ import shutil
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
+from tests.helpers import error_line, runner
 
-runner = CliRunner()
-
-
-def error_line(result) -> str:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 # --- prepare on a user's own files (no download manifest) -------------------------------------

@@ -7,11 +7,10 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
+from tests.helpers import runner
 
-runner = CliRunner()
 BENCHMARK = "v52_lgbm_ender20"  # the synthetic set's benchmark column
 BENCHMARK_FILES = ("train_benchmark_models.parquet", "validation_benchmark_models.parquet")
 

@@ -6,16 +6,14 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
 from numerflow import __version__
 from numerflow.cli import app
 import numerflow
-from tests.helpers import cli
+from tests.helpers import cli, runner
 
 
 COMMANDS = ["download", "prepare", "train", "validate", "predict", "submit", "round", "export", "quickstart"]
-runner = CliRunner()
 
 
 def test_top_level_help_lists_every_command():

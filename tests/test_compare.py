@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 from numerai_tools.scoring import correlation_contribution, numerai_corr
 from scipy.stats import spearmanr
-from typer.testing import CliRunner
 
 import numerflow
 from numerflow import schema
@@ -21,12 +20,11 @@ from numerflow.cli import app
 from numerflow.config import PrepareConfig, SyntheticConfig
 from numerflow.synthetic import BENCHMARK_MODEL
 from tests.conftest import train_tiny
-from tests.helpers import error_line
+from tests.helpers import error_line, runner
 
 pytestmark = pytest.mark.slow  # the models compared are trained for real: left out of the quick loop
 
 TOL = 1e-9
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")

@@ -137,6 +137,7 @@ def limited_cgroup():
                 time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_train_in_a_container_below_its_estimate_stops_naming_the_limit(limited_cgroup, synthetic_dir, tmp_path):
     from numerflow.stages.prepare import prepare
 

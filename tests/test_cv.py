@@ -10,17 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import numerflow
 from numerflow.cli import app
 from numerflow.errors import ConfigError, DataError
 from numerflow.training.folds import plan_folds
 from tests.prepared_helpers import FEATURES, TARGETS, prepared_frame
+from tests.helpers import runner
 
 pytestmark = pytest.mark.slow  # each fold trains for real: left out of the quick loop
 
-runner = CliRunner()
 TINY = ["--epochs", "1", "--layers", "8", "--batch-size", "64", "--device", "cpu"]
 TINY_API = {"epochs": 1, "layers": [8], "batch_size": 64, "device": "cpu"}
 

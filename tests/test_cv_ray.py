@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from tests.test_sweep import RAY_MISSING, ray_head  # noqa: F401  (the fixture: a real `ray start --head`)
+from tests.helpers import runner
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason=RAY_MISSING)
@@ -93,7 +93,7 @@ def test_cv_on_ray_equals_the_local_run_and_a_killed_fold_is_retried_once_then_n
 def test_an_address_that_does_not_answer_is_one_error_line_fast(prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     started = time.monotonic()
-    result = CliRunner().invoke(app, ["cv", "--data", str(prepared), "--ray", "127.0.0.1:1", *CV])
+    result = runner.invoke(app, ["cv", "--data", str(prepared), "--ray", "127.0.0.1:1", *CV])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: ") and result.output.strip().count("\n") == 0
     assert "--ray 127.0.0.1:1: cannot reach a Ray cluster" in result.output

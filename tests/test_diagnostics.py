@@ -11,14 +11,13 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import numerflow
 from numerflow.cli import app
 from numerflow.numerai import transport
 from tests.fake_numerai import make_version_files
+from tests.helpers import runner
 
-runner = CliRunner()
 FAST = ["--poll-interval", "0.01"]
 
 
@@ -151,6 +150,10 @@ def test_predictions_missing_validation_ids_are_refused_before_upload(workdir, f
     assert result.exit_code == 1
     assert result.output.startswith("Error: short.csv: 5 of the 120 validation ids of data/v5.2/validation.parquet "
                                     "have no prediction (")
+    # the command that predicts every validation id (it does: test_trust_rest) (issue 27)
+    assert result.output.rstrip().endswith("`numerflow predict --model MODEL --data data/v5.2/validation.parquet "
+                                           "--out validation_predictions.csv` predicts them all, or give diagnostics "
+                                           "--model MODEL")
     assert fake_numerai.live.runs == {} and "diagnosticsUploadAuth" not in fake_numerai.ops()
     assert not (workdir / "reports").exists()
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from typer.main import get_command
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.cli.settings_file import OTHER_TABLES
 from numerflow.config import PrepareConfig
+from tests.helpers import runner
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"^```toml\n(.*?)^```", re.S | re.M)
@@ -52,11 +52,12 @@ def prepared(synthetic_dir, tmp_path_factory) -> Path:
     return prepare(PrepareConfig(data_dir=synthetic_dir.parent, out_dir=out)).out_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where, text", [b for b in BLOCKS if not is_settings_file(b[1])], ids=lambda v: v[:20])
 def test_a_sweep_space_in_the_docs_runs_as_written(where, text, prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("sweep.toml").write_text(text)
-    result = CliRunner().invoke(app, ["sweep", "--space", "sweep.toml", "--data", str(prepared), "--trials", "1",
+    result = runner.invoke(app, ["sweep", "--space", "sweep.toml", "--data", str(prepared), "--trials", "1",
                                       "--device", "cpu", "--no-memory-check"])
     assert result.exit_code == 0, f"{where}:\n{text}\n{result.output}"
     assert "1 trial(s) (0 pruned, 0 failed)" in result.output and Path("sweeps/sweep/best.pt").is_file()

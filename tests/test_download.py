@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from numerflow import numerai, schema
 from numerflow.cli import app
@@ -14,7 +13,7 @@ from numerflow.stages.download import MANIFEST_FILE, choose_version, download
 from numerflow.errors import ApiError, ConfigError
 import pandas as pd
 from tests.fake_numerai import QUANTUM_FEATURES
-from tests.helpers import BENCHMARKS
+from tests.helpers import BENCHMARKS, runner
 
 
 FULL = ["features.json", "live.parquet", "live_600.parquet", "live_example_preds.parquet",
@@ -27,7 +26,7 @@ def listing(folder):
 
 
 def run_cli(*args):
-    result = CliRunner().invoke(app, ["download", *map(str, args)])
+    result = runner.invoke(app, ["download", *map(str, args)])
     return result
 
 

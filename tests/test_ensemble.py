@@ -13,15 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from numerflow.files import publish_set
+from tests.helpers import runner
 
 pytestmark = pytest.mark.slow  # the candidates are trained for real: left out of the quick loop
 
-runner = CliRunner()
 TINY = {"layers": [8], "epochs": 1, "batch_size": 256, "device": "cpu", "lr": 0.01, "dropout": 0.0}
 
 
@@ -285,11 +284,12 @@ def test_candidates_with_no_common_eras(project, monkeypatch, tmp_path):
     assert not (tmp_path / "ensembles").exists()
 
 
-def test_payout_needs_the_meta_model_on_the_selection_eras(project, monkeypatch, tmp_path):
+def test_payout_on_out_of_fold_eras_takes_bmc_for_mmc(project, monkeypatch, tmp_path):
+    # issue 26: training eras have no meta model; the payout there uses BMC in its place and says so
     root, _ = project
     monkeypatch.chdir(tmp_path)
-    one_error(runner.invoke(app, ["ensemble", str(root / "cv" / "c"), "--objective", "payout"]), "meta model")
-    assert not (tmp_path / "ensembles").exists()
+    result = ok(runner.invoke(app, ["ensemble", str(root / "cv" / "c"), "--objective", "payout"]))
+    assert result.output.count("BMC stands in for MMC") == 1, result.output
 
 
 def test_a_missing_member_checkpoint_or_feature(project, fitted, monkeypatch, tmp_path):

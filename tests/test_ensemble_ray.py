@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from tests.test_sweep import RAY_MISSING, ray_head  # noqa: F401  (the fixture: a real `ray start --head`)
+from tests.helpers import runner
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason=RAY_MISSING)
@@ -85,7 +85,7 @@ def test_an_address_that_does_not_answer_is_one_error_line_fast(candidates, monk
     root, _ = candidates
     monkeypatch.chdir(root)
     started = time.monotonic()
-    result = CliRunner().invoke(app, ["ensemble", "cv/s0", "cv/s1", "--fit", "--name", "bad", "--ray", "127.0.0.1:1"])
+    result = runner.invoke(app, ["ensemble", "cv/s0", "cv/s1", "--fit", "--name", "bad", "--ray", "127.0.0.1:1"])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: ") and result.output.strip().count("\n") == 0
     assert "--ray 127.0.0.1:1: cannot reach a Ray cluster" in result.output

@@ -11,11 +11,10 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
+from tests.helpers import runner
 
-runner = CliRunner()
 
 # A fresh interpreter in which `import numerflow` fails, as on Numerai's servers.
 RUN_PICKLE = textwrap.dedent("""

@@ -13,14 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow import hosted_check
 from tests.fake_numerai import PUBLIC_ID, SECRET_KEY, fixed_id
-from tests.helpers import error_line
+from tests.helpers import error_line, runner
 
-runner = CliRunner()
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 UPLOAD_OPS = {"computePickleUploadAuth", "createComputePickleUpload"}
 
@@ -47,6 +45,7 @@ def test_upload_chooses_the_image_of_this_python_and_the_version_trained_on(tmp_
     assert_secret_absent([result], caplog.text, tmp_path)
 
 
+@pytest.mark.slow
 def test_upload_retries_a_failed_put_and_reports_a_refused_one(tmp_path, monkeypatch, fake_numerai, fake_models):
     monkeypatch.chdir(tmp_path)
     fake_numerai.fail("upload", times=2)  # HTTP 500 twice, then accepted
@@ -202,6 +201,7 @@ def test_runner_check_runs_on_one_thread_without_credentials_and_passes_the_benc
     assert 0 < report.peak_mb < hosted_check.HOSTED_MEMORY_BYTES / 1e6
 
 
+@pytest.mark.slow
 def test_runner_check_refuses_bad_output_too_much_memory_and_too_much_time(tmp_path, monkeypatch):
     live = _live(tmp_path)
 
@@ -283,6 +283,7 @@ def write_wide_model(folder, n_features: int = 3555, rows: int = 3000):
     live.to_parquet(folder / "live.parquet")
 
 
+@pytest.mark.slow
 def test_pickle_gives_exactly_predicts_ranks_at_full_width(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_wide_model(tmp_path)

@@ -13,14 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from numerai_tools.scoring import numerai_corr
-from typer.testing import CliRunner
 
 from numerflow import schema
 from numerflow.cli import app
 from numerflow.config import PrepareConfig, SyntheticConfig
 from numerflow.metrics.deflated_sharpe import deflated_sharpe
+from tests.helpers import runner
 
-runner = CliRunner()
 LUCK = "may be luck (deflated Sharpe"
 
 
@@ -127,6 +126,7 @@ def run_sweep(prepared: Path, tmp_path: Path, trials: int, *more: str):
     return result.output, tmp_path / "sweeps" / "s"
 
 
+@pytest.mark.slow
 def test_a_cv_sweep_summary_deflates_the_best_among_its_complete_trials(prepared, tmp_path):
     output, folder = run_sweep(prepared, tmp_path, 3, "--cv")
     trials = pd.read_csv(folder / "trials.csv")
@@ -146,6 +146,7 @@ def test_a_cv_sweep_summary_deflates_the_best_among_its_complete_trials(prepared
     assert (f"{LUCK} {expected.probability:.2f} < 0.95" in output) == (expected.probability < 0.95), output
 
 
+@pytest.mark.slow
 def test_a_sweep_without_cv_says_why_it_cannot_deflate(prepared, tmp_path):
     output, folder = run_sweep(prepared, tmp_path, 2)
     recorded = json.loads((folder / "best.json").read_text())["deflated_sharpe"]

@@ -12,17 +12,17 @@ import sys
 
 import cloudpickle
 import pytest
-from typer.testing import CliRunner
 
 from numerflow import hosted_check
 from numerflow.cli import app
+from tests.helpers import runner
 
 MB = 10**6
 
 
 def exported(tmp_path, synthetic_models):
     out = tmp_path / "model.pkl"
-    result = CliRunner().invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out", str(out)])
+    result = runner.invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
@@ -62,6 +62,7 @@ def test_an_exported_model_fits(tmp_path, synthetic_dir, synthetic_models):
     assert result.line().startswith(f"hosted check ({result.limits}): fits; ")
 
 
+@pytest.mark.slow
 def test_past_the_time_limit_does_not_fit(tmp_path, synthetic_dir):
     result = hosted_check.check_pickle(pickled(tmp_path, "slow", "sleep"), synthetic_dir / "live.parquet", seconds=3)
     assert not result.fits
@@ -73,6 +74,7 @@ def cgroup_possible() -> bool:
     return os.geteuid() == 0 and os.access(hosted_check.CGROUP_V1_MEMORY, os.W_OK)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", ["rlimit", "cgroup"])
 def test_past_the_memory_limit_does_not_fit(tmp_path, synthetic_dir, isolation):
     if isolation == "cgroup" and not cgroup_possible():
@@ -110,6 +112,7 @@ def test_versions_are_compared_with_numerai_predicts_pins():
         "Python 3.9 has no numerai-predict image (images: 3.10, 3.11, 3.12, 3.13)"]
 
 
+@pytest.mark.slow
 def test_the_pinned_environment_is_built_once_and_reused(tmp_path):
     """A small pin (cloudpickle only) so the test downloads little; the registry is reachable."""
     python = hosted_check.image_env({"cloudpickle": "3.1.1"}, cache=tmp_path / "cache")
@@ -126,7 +129,7 @@ def test_the_pinned_environment_is_built_once_and_reused(tmp_path):
 # --- export --check through the CLI ------------------------------------------------------------
 
 def export_cli(tmp_path, synthetic_models, *args):
-    return CliRunner().invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out",
+    return runner.invoke(app, ["export", "--model", str(synthetic_models["all"]), "--out",
                                     str(tmp_path / "m.pkl"), *args])
 
 

@@ -11,11 +11,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
+from tests.helpers import runner
 
-runner = CliRunner()
 TINY = ["--layers", "8", "--epochs", "1", "--batch-size", "256", "--device", "cpu"]
 
 

@@ -12,15 +12,14 @@ import socket
 import time
 
 import pytest
-from typer.testing import CliRunner
 
 from numerflow import numerai
 from numerflow.cli import app
 from tests.fake_numerai import PUBLIC_ID, SECRET_KEY
 from tests.test_round import TOML
 from tests.test_submit import ROUND, no_credentials, workdir  # noqa: F401 - the fixture, used by name
+from tests.helpers import runner
 
-runner = CliRunner()
 OFFLINE = ("for offline work, `numerflow download --synthetic` writes a synthetic data set and "
            "`numerflow quickstart` runs the whole pipeline on it")
 

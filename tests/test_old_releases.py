@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow import metrics
 from numerflow.cli import app
 from numerflow.config import PrepareConfig, TrainConfig
+from tests.helpers import runner
 
-runner = CliRunner()
 FEATURES = [f"feature{i}" for i in range(1, 11)]
 TARGET = "target_kazutsugi"
 ROWS_PER_ERA = 40

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from typer.testing import CliRunner
 
 import numerflow
 from numerflow.cli import app
@@ -20,8 +19,8 @@ from numerflow.config import TrainConfig
 from numerflow.errors import OptionError
 from numerflow.options import command_line_of, flag_of
 from numerflow.training.settings import check_config
+from tests.helpers import runner
 
-runner = CliRunner()
 
 
 def api_function(settings_class):

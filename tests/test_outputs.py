@@ -234,6 +234,7 @@ def test_validate_whose_plot_cannot_be_written_publishes_no_report(data_dir, tmp
     assert error_line(result) == f"Error: {report / 'per_era.png'}: Is a directory"
 
 
+@pytest.mark.slow
 def test_validate_on_a_full_disk_keeps_the_previous_report(data_dir, tmp_path):
     import resource
 

@@ -36,7 +36,7 @@ def imported_top_level_modules() -> set[str]:
 THIRD_PARTY = sorted(imported_top_level_modules() - set(sys.stdlib_module_names) - {"numerflow"})
 # Imported only by an optional feature, declared as that extra: `sweep --ray` needs `numerflow[ray]`;
 # submit's second opinion (numerai-tools) runs where the dev extra is installed and says so where not.
-OPTIONAL = {"ray": "ray", "numerai_tools": "dev"}
+OPTIONAL = {"ray": "ray", "numerai_tools": "dev", "mlflow": "mlflow", "tabm": "tabm"}
 
 
 def declared(requirements: list[str]) -> set[str]:

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
-from typer.testing import CliRunner
 
 from numerflow.checkpoint import load_checkpoint, predict_scores
 from numerflow.cli import app
@@ -26,6 +25,7 @@ from numerflow.training.loop import make_optimizer, run_epoch
 from numerflow.training.precision import grad_scaler
 from numerflow.training.validation import epoch_scores
 from tests.test_export import assert_same_ranks, run_in_fresh_process
+from tests.helpers import runner
 
 TINY = ["--layers", "16", "--epochs", "2", "--batch-size", "256", "--device", "cpu"]
 
@@ -130,7 +130,7 @@ def test_sweep_takes_precision_from_its_command_line_and_a_fixed_one_wins(prepar
     space = "lr = [0.01, 0.02]\n\n[fixed]\nepochs = 1\nbatch_size = 256\nlayers = \"8\"\ndevice = \"cpu\"\n"
     for name, fixed, expected in (("cli", "", "bf16"), ("fixed", 'precision = "fp32"\n', "fp32")):
         (tmp_path / f"{name}.toml").write_text(space + fixed)
-        result = CliRunner().invoke(app, ["sweep", "--space", f"{name}.toml", "--data", str(prepared), "--trials", "2",
+        result = runner.invoke(app, ["sweep", "--space", f"{name}.toml", "--data", str(prepared), "--trials", "2",
                                           "--pruner", "none", "--precision", "bf16"])
         assert result.exit_code == 0, result.output
         best = load_checkpoint(tmp_path / "sweeps" / name / "best.pt")
@@ -139,13 +139,14 @@ def test_sweep_takes_precision_from_its_command_line_and_a_fixed_one_wins(prepar
 
 def test_an_unknown_precision_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["train", "--precision", "fp8"])
+    result = runner.invoke(app, ["train", "--precision", "fp8"])
     assert result.exit_code == 2 and "fp8" in result.output
 
 
 GPU_CHECK = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 
 
+@pytest.mark.slow
 def test_gpu_check_without_a_cuda_device_says_so_in_one_line():
     done = subprocess.run([sys.executable, GPU_CHECK], capture_output=True, text=True,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})

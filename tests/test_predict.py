@@ -6,14 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.metrics import rank_within_eras
 from numerflow import schema
-from tests.helpers import cli, error_line
+from tests.helpers import cli, error_line, runner
 
-runner = CliRunner()
 
 
 def run_predict(*args):

@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
@@ -21,9 +20,8 @@ import shutil
 from numerflow import schema
 from numerflow.config import DownloadConfig
 from numerflow.stages.download import download
-from tests.helpers import HAND_MADE, cli, error_line, text_target_dataset
+from tests.helpers import HAND_MADE, cli, error_line, text_target_dataset, runner
 
-runner = CliRunner()
 FEATURES = [f"feature_{w}" for w in ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")]
 TARGETS = ["target", "target_ender_20", "target_jasper_60", "target_cyrus_20"]
 OUTPUTS = ["train.parquet", "validation.parquet", "manifest.json"]

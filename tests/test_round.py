@@ -12,14 +12,12 @@ import sys
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.files import round_lock
 from numerflow.schema import LOCK_FILE
-from tests.helpers import cli
+from tests.helpers import cli, runner
 
-runner = CliRunner()
 ROUND = 600
 
 
@@ -188,7 +186,7 @@ def test_dry_run_uploads_nothing(project, fake_numerai):
     ("[round]\n", "Error: numerflow.toml: no [models.<name>] tables; add one per Numerai model, e.g. "
                   "[models.my_model] with model = \"models/model.pt\""),
     ("[models.m]\nmodel = \"a.pt\"\nneutralise = 1\n",
-     "Error: numerflow.toml: [models.m]: unknown key(s) neutralise (allowed: ensemble, model, models, neutralize, weights)"),
+     "Error: numerflow.toml: [models.m]: unknown key(s) neutralise (allowed: ensemble, model, models, neutralize, neutralize_benchmark, weights)"),
     ("[models.m]\nmodel = \"a.pt\"\nmodels = [\"b.pt\"]\n",
      "Error: numerflow.toml: [models.m]: give exactly one of model = \"path.pt\", models = [\"a.pt\", ...] or "
      "ensemble = \"ensembles/<name>\""),

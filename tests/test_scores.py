@@ -11,14 +11,13 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import numerflow
 from numerflow.cli import app
 from numerflow.numerai import scores as client_scores
 from numerflow.stages.scores import bootstrap_range
+from tests.helpers import runner
 
-runner = CliRunner()
 RESOLVED = range(590, 600)  # ten resolved rounds
 RESOLVING = (600, 601)
 
@@ -64,6 +63,7 @@ def test_resolved_and_resolving_rounds(workdir, fake_numerai):
     assert "fake_model: 12 rounds (10 resolved, 2 resolving)" in result.output
     assert f"CORR  mean {np.mean(corr):.4f}  sharpe {np.mean(corr) / np.std(corr):.2f}" in result.output
     assert "payout 1.0000 settled, -0.4000 pending" in result.output
+    assert "BMC   mean 0.0010  sharpe nan" in result.output  # a constant series has no Sharpe (issue 27)
     assert "no validation report known" in result.output
     rows = pd.read_csv(workdir / "scores" / "fake_model" / "rounds.csv")
     scored = rows[rows["metric"] != "payout"]

@@ -13,13 +13,11 @@ from tests.helpers import cli, error_line, usage_error
 # ---- numerflow.toml ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("toml, message", [
-    ("[train]\nepochz = 3\n", "numerflow.toml: [train]: unknown key(s) epochz (allowed: activation, batch_size, "
-     "batchnorm, data, data_dir, device, dropout, epochs, input_batchnorm, l1, layers, loss, lr, memory_check, out, "
-     "patience, "
-     "precision, predict_with, resume, "
-     "schedule, seed, targets, weight_decay)"),
+    ("[train]\nepochz = 3\n", "numerflow.toml: [train]: unknown key(s) epochz (allowed: activation, arch, batch_size, "
+     "batchnorm, bmc_weight, data, data_dir, device, dropout, epochs, input_batchnorm, k, l1, layers, loss, lr, "
+     "memory_check, out, patience, precision, predict_with, resume, schedule, seed, targets, track, weight_decay)"),
     ("[predict]\nmodelz = \"a.pt\"\n", "numerflow.toml: [predict]: unknown key(s) modelz (allowed: batch_size, data, "
-     "data_dir, device, ensemble, memory_check, model, neutralize, out, version, weights)"),
+     "data_dir, device, ensemble, memory_check, model, neutralize, neutralize_benchmark, out, version, weights)"),
     ("[trian]\nepochs = 3\n", "numerflow.toml: unknown table [trian] (tables: compare, cv, diagnostics, download, ensemble, export, predict, "
      "prepare, quickstart, round, scores, submit, sweep, train, ui, validate, models, tracking)"),
     ("train = 3\n", "numerflow.toml: 'train' must be a table: [train] with option = value lines"),

@@ -12,13 +12,11 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from tests.fake_numerai import SECRET_KEY
-from tests.helpers import cli, error_line
+from tests.helpers import cli, error_line, runner
 
-runner = CliRunner()
 ROUND = 600  # the fake server's current round
 
 

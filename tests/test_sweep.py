@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
+from tests.helpers import runner
 
 pytestmark = pytest.mark.slow  # sweeps train trials for real, some on Ray, some killed: left out of the quick loop
 
@@ -280,7 +280,7 @@ def test_a_bad_space_is_one_error_line_and_writes_nothing(case, prepared, tmp_pa
     monkeypatch.chdir(tmp_path)
     text, expected = BAD_SPACES[case]
     (tmp_path / "bad.toml").write_text(text)
-    result = CliRunner().invoke(app, ["sweep", "--space", "bad.toml", "--data", str(prepared)])
+    result = runner.invoke(app, ["sweep", "--space", "bad.toml", "--data", str(prepared)])
     assert result.exit_code == 1, result.output
     assert result.output.strip().count("\n") == 0 and result.output.startswith("Error: ")
     assert expected in result.output
@@ -293,7 +293,7 @@ def test_a_bad_space_is_one_error_line_and_writes_nothing(case, prepared, tmp_pa
 ])
 def test_bad_options_are_one_error_and_write_nothing(args, code, expected, space, prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), *args])
+    result = runner.invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), *args])
     assert result.exit_code == code, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and expected in result.output and "Traceback" not in result.output
@@ -303,7 +303,7 @@ def test_bad_options_are_one_error_and_write_nothing(args, code, expected, space
 def test_an_existing_sweep_is_not_overwritten_without_resume(space, prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sweeps" / "sweep").mkdir(parents=True)
-    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared)])
+    result = runner.invoke(app, ["sweep", "--space", str(space), "--data", str(prepared)])
     assert result.exit_code == 1 and "--resume" in result.output
     assert list((tmp_path / "sweeps" / "sweep").iterdir()) == []
 
@@ -334,9 +334,9 @@ def test_cv_sweep_scores_each_trial_as_numerflow_cv_does(prepared, tmp_path, mon
 
 def test_cv_with_an_mmc_objective_is_refused(prepared, space, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), "--cv",
-                                      "--objective", "payout"])
-    assert result.exit_code == 1 and result.output.startswith("Error: --cv scores CORR only"), result.output
+    result = runner.invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), "--cv",
+                                      "--objective", "mmc_mean"])
+    assert result.exit_code == 1 and result.output.startswith("Error: --cv scores CORR, BMC or payout"), result.output
     assert not (tmp_path / "sweeps").exists()
 
 
@@ -347,7 +347,7 @@ def test_resume_with_another_space_is_refused_and_changes_nothing(space, prepare
     numerflow.sweep(space=space, data=prepared, trials=1, seed=3, say=None)
     before = (tmp_path / "sweeps" / "sweep" / "trials.csv").read_bytes()
     space.write_text(SPACE.replace('["corr", "mse"]', '["corr"]'))
-    result = CliRunner().invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), "--trials", "2",
+    result = runner.invoke(app, ["sweep", "--space", str(space), "--data", str(prepared), "--trials", "2",
                                       "--seed", "3", "--resume"])
     assert result.exit_code == 1 and "cannot resume with different settings: space" in result.output, result.output
     assert (tmp_path / "sweeps" / "sweep" / "trials.csv").read_bytes() == before

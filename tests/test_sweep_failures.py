@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from tests.prepared_helpers import write_prepared
+from tests.helpers import runner
 
 SPACE = 'lr = {low = 1e-3, high = 3e-2, log = true}\nlayers = "16"\nepochs = 1\n'
 
@@ -27,7 +27,7 @@ def prepared(tmp_path_factory) -> Path:
 
 def sweep(tmp_path: Path, prepared: Path, space_text: str, *more) -> "object":
     (tmp_path / "space.toml").write_text(space_text)
-    return CliRunner().invoke(app, ["sweep", "--space", str(tmp_path / "space.toml"), "--data", str(prepared),
+    return runner.invoke(app, ["sweep", "--space", str(tmp_path / "space.toml"), "--data", str(prepared),
                                     "--sweeps-dir", str(tmp_path / "sweeps"), "--trials", "2", "--device", "cpu",
                                     *more])
 
@@ -57,6 +57,7 @@ def test_cv_with_an_embargo_that_leaves_no_training_eras_is_one_error_before_any
     assert "trial" not in result.output and not (tmp_path / "sweeps").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_where_every_trial_fails_says_why_and_exits_1_without_a_plot(prepared, tmp_path):
     # A prepared folder damaged after the checks can see it: validation.parquet lost a target.
     damaged = tmp_path / "damaged"

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import spearmanr
-from typer.testing import CliRunner
 
 from numerflow import schema, synthetic
 from numerflow.cli import app
 from numerflow.config import SyntheticConfig
 from numerflow.errors import ConfigError
+from tests.helpers import runner
 
 ERAS, ROWS, FEATURES = 60, 300, 24  # rows divisible by 5 and 20: bucket shares are exact
 
@@ -282,9 +282,9 @@ def test_feature_names_are_stable_and_unique():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("eras", 5, "synthetic data needs at least 12 eras (got 5)"),
-    ("rows_per_era", 3, "synthetic data needs at least 10 rows per era (got 3)"),
-    ("features", 2, "synthetic data needs at least 8 features (got 2)"),
+    ("eras", 5, "--eras: Input should be greater than or equal to 12"),  # the option's bound, as on the CLI
+    ("rows_per_era", 3, "--rows-per-era: Input should be greater than or equal to 10"),
+    ("features", 2, "--features: Input should be greater than or equal to 8"),
 ])
 def test_too_small_settings_are_config_errors(tmp_path, field, value, message):
     with pytest.raises(ConfigError) as info:
@@ -294,7 +294,7 @@ def test_too_small_settings_are_config_errors(tmp_path, field, value, message):
 
 
 def test_download_synthetic_command(tmp_path):
-    result = CliRunner().invoke(app, ["download", "--synthetic", "--data-dir", str(tmp_path), "--eras", "20",
+    result = runner.invoke(app, ["download", "--synthetic", "--data-dir", str(tmp_path), "--eras", "20",
                                       "--rows-per-era", "50", "--features", "12"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "synthetic"
@@ -307,6 +307,6 @@ def test_download_synthetic_command(tmp_path):
 
 
 def test_download_synthetic_rejects_too_few_eras(tmp_path):
-    result = CliRunner().invoke(app, ["download", "--synthetic", "--data-dir", str(tmp_path), "--eras", "3"])
+    result = runner.invoke(app, ["download", "--synthetic", "--data-dir", str(tmp_path), "--eras", "3"])
     assert result.exit_code == 2  # click's range check, before any file is written
     assert not (tmp_path / "synthetic").exists()

@@ -156,6 +156,7 @@ def test_a_tabm_checkpoint_without_the_package_says_what_is_missing(tmp_path, mo
         load_checkpoint(tmp_path / "m.pt")
 
 
+@pytest.mark.slow
 def test_nothing_but_the_tabm_builder_imports_tabm():
     code = ("import sys; import numerflow.cli.app, numerflow.checkpoint, numerflow.training.loop, "
             "numerflow.numpy_forward, numerflow.stages.export; from numerflow.model import ModelConfig, build_model; "

@@ -10,15 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from numerflow.tracking import DATA_VERSION_TAG, EXPERIMENT, FINGERPRINT_TAG, KIND_TAG, PARENT_TAG
+from tests.helpers import runner
 
 mlflow = pytest.importorskip("mlflow", reason='MLflow tracking needs the mlflow extra: pip install "numerflow[mlflow]"')
 
-runner = CliRunner()
 SECRET = "trackingTestSecret9f3"  # NUMERAI_SECRET_KEY while every tracked command runs
 TINY = ["--layers", "8", "--batch-size", "256", "--device", "cpu"]
 

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from numerflow import metrics
 from numerflow.checkpoint import KEYS as CHECKPOINT_KEYS, load_checkpoint, load_model, predict_scores
@@ -25,8 +24,8 @@ from numerflow.training.loop import ADAM_BETAS
 from numerflow.training.data import epoch_batches
 from numerflow.training.losses import masked_mse, masked_negative_pearson
 from tests.prepared_helpers import FEATURES, N_FEATURES, TARGETS, write_prepared
+from tests.helpers import runner
 
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow import memory
 from numerflow.checkpoint import load_checkpoint, load_model, predict_scores
@@ -21,11 +20,11 @@ from numerflow.config import PrepareConfig, TrainConfig
 from numerflow.metrics.scores import per_era_pearson
 from numerflow.training.data import BMC_NEEDS_BENCHMARK
 from tests.prepared_helpers import write_prepared
+from tests.helpers import runner
 
 # `slow` marks the tests that train for real; pyproject's pytest section (not this task's) does not
 # list it, so it is declared known here rather than warned about at collection.
 warnings.filterwarnings("ignore", "Unknown pytest.mark.slow", pytest.PytestUnknownMarkWarning)
-runner = CliRunner()
 SMALL = ["--layers", "16", "--epochs", "2", "--batch-size", "256", "--device", "cpu"]
 
 

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
 from tests.prepared_helpers import write_prepared
+from tests.helpers import runner
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_resume_with_a_mistyped_out_is_one_error_and_trains_nothing(prepared, tm
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model.pt").write_bytes(b"the user's model")
-    result = CliRunner().invoke(app, ["train", "--data", str(prepared), "--out", "models/modle.pt", "--resume",
+    result = runner.invoke(app, ["train", "--data", str(prepared), "--out", "models/modle.pt", "--resume",
                                       "--epochs", "1", "--device", "cpu"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [

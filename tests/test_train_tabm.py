@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.checkpoint import load_checkpoint
 from numerflow.cli import app
@@ -23,11 +22,11 @@ from tests.prepared_helpers import write_prepared
 from tests.test_distributed import ARGS as DDP_ARGS
 from tests.test_distributed import run as run_with_threads_of_one
 from tests.test_export import run_in_fresh_process
+from tests.helpers import runner
 
 pytest.importorskip("tabm")
 # `slow` marks the tests that train for real (pyproject's pytest section does not list it).
 warnings.filterwarnings("ignore", "Unknown pytest.mark.slow", pytest.PytestUnknownMarkWarning)
-runner = CliRunner()
 TABM = ["--arch", "tabm", "--k", "4", "--layers", "16", "--epochs", "2", "--batch-size", "256", "--device", "cpu"]
 
 
@@ -108,6 +107,7 @@ def test_torchrun_two_cpu_processes_train_a_tabm_like_one(tmp_path):
 WITHOUT_TABM = "import sys; sys.modules['tabm'] = None; from numerflow.cli import app; app(sys.argv[1:], prog_name='numerflow')"
 
 
+@pytest.mark.slow
 def test_arch_tabm_without_the_package_is_one_error_line_and_writes_nothing(tmp_path):
     data = write_prepared(tmp_path / "prepared")
     done = subprocess.run([sys.executable, "-c", WITHOUT_TABM, "train", "--data", str(data), "--out",

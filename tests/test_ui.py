@@ -14,11 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from numerflow.cli import app
+from tests.helpers import runner
 
-runner = CliRunner()
 
 
 def free_port() -> int:
@@ -83,6 +82,7 @@ def wait_for_http(url: str, server: subprocess.Popen, seconds: float) -> None:
     pytest.fail(f"{url} did not answer within {seconds} s")
 
 
+@pytest.mark.slow
 def test_the_browser_lists_the_runs_of_a_train_and_a_sweep(tmp_path):
     pytest.importorskip("mlflow", reason='numerflow ui needs the mlflow extra: pip install "numerflow[mlflow]"')
     pytest.importorskip("selenium", reason="the browser test needs selenium (the dev extra)")

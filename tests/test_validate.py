@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import spearmanr
-from typer.testing import CliRunner
 
 from numerflow import schema
 from numerflow.cli import app
@@ -20,9 +19,8 @@ from numerai_tools.scoring import correlation_contribution
 from numerflow.scoring.ids import RowIds, numerai_id_keys
 from numerflow.stages.prepare import prepare
 from numerflow.stages.validate import validate
-from tests.helpers import BENCHMARKS, cli, error_line
+from tests.helpers import BENCHMARKS, cli, error_line, runner
 
-runner = CliRunner()
 SUMMARY = {"mean", "std", "sharpe", "max_drawdown", "hit_rate", "eras_scored"}
 
 

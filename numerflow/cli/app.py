@@ -4,13 +4,30 @@ reading numerflow.toml once."""
 from __future__ import annotations
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click: its own classes
+from typer.core import TyperGroup
 
 from numerflow.version import __version__
 from numerflow import config_base
 from numerflow.cli.errors import reports_errors
 from numerflow.cli.settings_file import toml_defaults
 
+class OneLineUsageErrors(TyperGroup):
+    """A command's bad option value, missing argument or unknown name is one `Error: ...` line and
+    exit 2, as every other error is one line (click would print the usage block above it; --help
+    shows it)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if not isinstance(exc, NoArgsIsHelpError):  # that one prints the help: keep it
+                exc.ctx = None  # click prints the usage block only for an error with a context
+            raise
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     help="numerflow: download, prepare, train, validate, predict and submit for the Numerai tournament.",
     no_args_is_help=True,
     add_completion=False,

@@ -210,7 +210,7 @@ def diagnostics(settings: cfg.DiagnosticsConfig):
 # ensemble's positional arguments: the folders it chooses among
 Candidates = Annotated[list[Path], typer.Argument(help="cv run folders (cv/NAME) and sweeps run with --cv "
                                                   "(sweeps/NAME: every complete trial).", show_default=False,
-                                                  metavar="CANDIDATES...")]
+                                                  metavar="CANDIDATE")]
 
 
 @app.command()
@@ -235,7 +235,8 @@ def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
 @options_from(settings=cfg.CompareConfig)
 def compare(
     models: Annotated[list[Path], typer.Argument(help="Report folders, cv runs, sweep folders, checkpoints (.pt) or "
-                                                      "id,prediction files, one or more.", show_default=False)],
+                                                      "id,prediction files, one or more.", show_default=False,
+                                                 metavar="MODEL")],
     settings: cfg.CompareConfig,
 ):
     """Compare models on the same rows and eras the way Numerai pays: CORR, MMC, BMC, TB200,

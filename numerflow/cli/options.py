@@ -10,6 +10,7 @@ import functools
 import inspect
 import typing
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -71,6 +72,8 @@ def _typer_parameter(settings_field, hint) -> inspect.Parameter:
     elif spec.parse is not None:  # read as text, parsed by the field's parser: "512,256", "2,1"
         cli_type = Optional[str]
         default = ",".join(map(str, default)) if isinstance(default, list) and default else None
+    elif typing.get_origin(hint) is list:  # typer would show <list[Path]>
+        metavar = "PATH" if typing.get_args(hint)[0] is Path else "TEXT"
     bounds = bounds_text(spec.min, spec.max)
     if bounds:  # the dataclass enforces them; --help shows them where click showed its own ranges
         if default is None:

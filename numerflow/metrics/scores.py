@@ -165,7 +165,10 @@ def summarize(values) -> dict:
         nan = float("nan")
         return {"mean": nan, "std": nan, "sharpe": nan, "max_drawdown": nan, "hit_rate": nan,
                 "eras_scored": 0}
-    mean, std = float(scored.mean()), float(scored.std())
+    mean = float(scored.mean())
+    # A constant series has no spread: std 0 (so no Sharpe), not np.std's rounding error (~1e-18),
+    # which gave a constant BMC a Sharpe of 4.6e15.
+    std = 0.0 if scored.min() == scored.max() else float(scored.std())
     cumulative = np.cumsum(scored)
     drawdown = float((np.maximum.accumulate(cumulative) - cumulative).max())
     return {

@@ -148,7 +148,9 @@ def covering(predictions, ids, source: str, data: Path):
     if len(missing):
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise DataError(f"{source}: {len(missing):,} of the {len(ids):,} validation ids of {data} have no prediction "
-                        f"({shown}); Numerai's diagnostics need every one")
+                        f"({shown}); Numerai's diagnostics need every one (the prepared validation rows leave out the "
+                        f"embargo eras): `numerflow predict --model MODEL --data {data} --out validation_predictions.csv` "
+                        f"predicts them all, or give diagnostics --model MODEL")
     if predictions.index.has_duplicates:
         raise DataError(f"{source}: {int(predictions.index.duplicated().sum())} duplicate id(s)")
     return predictions.loc[ids]

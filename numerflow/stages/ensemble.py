@@ -84,6 +84,10 @@ class EnsembleResult:
         best = max(r["candidates"], key=lambda c: c["objective"])
         lines.append(f"Best single candidate: {best['source']} {best['objective']:.5f}; the ensemble (the best "
                      f"{r['kept_steps']} step(s)): {r['ensemble_objective']:.5f}")
+        if "neutralize_benchmark" in r:
+            tried = ", ".join(f"{p}: {v:.5f}" for p, v in r["neutralize_benchmark_scores"].items())
+            lines.append(f"Neutralised to the benchmark: {r['neutralize_benchmark']:g} ({r['objective']} by "
+                         f"proportion: {tried}); predict, validate, export and round apply it")
         lines.append("Members: " + ", ".join(f"{m['source']} (weight {m['weight']:g})" for m in r["members"]))
         if r["unused"]:
             lines.append(f"No weight ({len(r['unused'])} candidate(s) not chosen in the kept steps: they add nothing): "
@@ -187,10 +191,17 @@ def selection_rows(candidates: list[Candidate], config: EnsembleConfig, notes: l
     frame = frame[common]
     rows = SelectionRows(split_file, ids[common], metrics.group_eras(frame[schema.ERA].astype(str).to_numpy()),
                          frame[target].to_numpy(np.float64, na_value=np.nan))
-    if config.objective == EnsembleObjective.payout:
+    # Numerai's meta model covers validation eras only: on out-of-fold training eras the payout
+    # takes BMC in MMC's place.
+    payout_on_oof = config.objective == EnsembleObjective.payout and config.on == SelectOn.oof
+    if config.objective == EnsembleObjective.payout and not payout_on_oof:
         rows.meta_model = _meta_model(rows, config)
-    if config.objective == EnsembleObjective.bmc_mean:
+    if payout_on_oof or config.neutralize_benchmark is not None or \
+            config.objective in (EnsembleObjective.bmc_mean, EnsembleObjective.bmc_last):
         rows.benchmark = _benchmark(rows, config, notes)
+    if payout_on_oof:
+        notes.append("payout on out-of-fold training eras, which have no meta model (Numerai publishes it for "
+                     "validation only): BMC stands in for MMC (CORR x 0.5 + BMC x 2 per era)")
     return rows
 
 
@@ -206,16 +217,26 @@ def _meta_model(rows: SelectionRows, config: EnsembleConfig) -> np.ndarray:
 
 
 def _benchmark(rows: SelectionRows, config: EnsembleConfig, notes: list[str]) -> np.ndarray:
+    """The benchmark on the selection rows: the prepared file's `benchmark` column joined by id
+    (what prepare carried), else the version folder's benchmark models file."""
     from numerflow.scoring.ids import RowIds
-    from numerflow.scoring.side_files import prepared_manifest_beside, read_benchmark, version_folder
+    from numerflow.scoring.side_files import prepared_manifest_beside, read_benchmark, read_side_column, version_folder
+    from numerflow.workflow.benchmark_rows import PREPARED_COLUMN
 
     path = rows.split_file
+    if config.benchmark is None and PREPARED_COLUMN in schema.parquet_columns(path):
+        values = read_side_column(path, PREPARED_COLUMN, RowIds(rows.ids, path))
+        covered = int(np.isfinite(values).sum())
+        if covered:
+            notes.append(f"BMC against {path.name}'s '{PREPARED_COLUMN}' column ({covered:,} of {len(values):,} "
+                         f"selection rows have a value; the others are left out of BMC)")
+            return values
     source = version_folder(path, schema.parquet_columns(path), prepared_manifest_beside(path), Path("data"))
     file = schema.TRAIN_BENCHMARK_FILE if config.on == SelectOn.oof else schema.VALIDATION_BENCHMARK_FILE
     found = read_benchmark(source, config.benchmark, RowIds(rows.ids, path), path, notes, file=file) \
         if source is not None else None
     if found is None:
-        raise DataError(f"--objective bmc_mean: no benchmark model for the selection rows ({file} in "
+        raise DataError(f"--objective {config.objective}: no benchmark model for the selection rows ({file} in "
                         f"{source or 'the source data folder'})")
     notes.append(f"BMC against {found[0]} ({file})")
     return found[1]
@@ -228,7 +249,7 @@ def scorer(config: EnsembleConfig, rows: SelectionRows) -> Callable[[np.ndarray]
     """The objective of predictions on the selection rows, per era with validate's definitions."""
     from numerflow.sweeps.objective import Objective
 
-    objective = Objective(config.objective)
+    objective = Objective(config.objective, last=config.last)
     return lambda values: objective.scores(values, rows.target, rows.eras, rows.meta_model,
                                            rows.benchmark)["objective"]
 
@@ -254,7 +275,28 @@ def selection_record(config: EnsembleConfig, candidates: list[Candidate], rows: 
             "kept_steps": kept, "ensemble_objective": steps[kept - 1].objective,
             "members": members, "weights": [m["weight"] for m in members],
             "unused": [c.source for k, c in enumerate(candidates) if counts[k] == 0],
-            "data": str(candidates[0].data), "target": candidates[0].target, "fitted": None}
+            "data": str(candidates[0].data), "target": candidates[0].target, "fitted": None,
+            **chosen_proportion(config, rows, ranks, counts / kept, score)}
+
+
+PROPORTION_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def chosen_proportion(config: EnsembleConfig, rows: SelectionRows, ranks: np.ndarray, weights: np.ndarray,
+                      score: Callable[[np.ndarray], float]) -> dict:
+    """--neutralize-benchmark: the proportion stored in ensemble.json. auto: each of the grid's
+    applied to the kept ensemble (workflow.benchmark_rows, as predict applies it) and scored by the
+    objective on the selection eras; the best wins (the smaller of equals)."""
+    from numerflow.workflow.benchmark_rows import neutralise_ranks
+
+    if config.neutralize_benchmark is None:
+        return {}
+    combined = metrics.rank_within_eras(weights @ ranks, rows.eras)
+    grid = PROPORTION_GRID if str(config.neutralize_benchmark).strip().lower() == "auto" \
+        else (float(config.neutralize_benchmark),)
+    scores = {p: score(neutralise_ranks(combined, rows.benchmark, rows.eras.codes, p, "")[0]) for p in grid}
+    best = max(grid, key=lambda p: (scores[p], -p))
+    return {"neutralize_benchmark": best, "neutralize_benchmark_scores": {f"{p:g}": scores[p] for p in grid}}
 
 
 # --- fitting ------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ uploads, and (with an UploadConfig) its upload through numerapi's `model_upload`
 Numerai runs the pickle in its own environment, where numerflow is not installed and torch may not
 be either. So the pickle carries no numerflow code and no torch objects: the MLP's weights are
 stored as numpy arrays (BatchNorm folded into a scale and a shift) with the feature list, and the
-function evaluates the network with numpy in row batches. `live_benchmark_models` is accepted and
-not used, so the frame may be absent or have any columns.
+function evaluates the network with numpy in row batches. `live_benchmark_models` is used only
+with --neutralize-benchmark P > 0 (then it is required); otherwise it may be absent or have any columns.
 
 Exactly `numerflow predict`'s ranks: both evaluate the network in float64 and round each raw score
 to float32 before ranking (`checkpoint.predict_scores` is predict's side). Two float64
@@ -45,9 +45,11 @@ from numerflow.checkpoint import SCORE_BATCH_BYTES
 from numerflow.config import ExportConfig
 from numerflow.errors import CheckpointError, ConfigError, DataError
 from numerflow.files import atomic_path
+from numerflow.metrics import benchmark as benchmark_maths
+from numerflow.metrics.benchmark import neutralize_to_benchmark
 from numerflow.numpy_forward import build_numpy_forward, numpy_layers
-from numerflow.workflow import postprocess
-from numerflow.workflow.postprocess import era_labels, feature_unit, neutralise_per_era, rank_per_era
+from numerflow.workflow import benchmark_rows, postprocess
+from numerflow.workflow.postprocess import benchmark_on_index, era_labels, feature_unit, neutralise_per_era, rank_per_era
 
 SAMPLE_ROWS = 64  # random rows (plus all-0, all-2, all-4) scored before writing: finite-output check
 
@@ -131,15 +133,17 @@ def build_member_scores(centre: float, scale: float, batch_bytes: int = SCORE_BA
 
 
 def build_predict(members: list[dict], weights: list[float], features: list[str], neutralize: float,
-                  member_scores, binner=None):
+                  member_scores, binner=None, to_benchmark: float = 0.0, benchmark_column: str | None = None):
     """The self-contained predict function. Everything it uses is an argument, imported inside it, or
     a function of numerflow.workflow.postprocess (which export has cloudpickle store by value), so
     the pickle holds no reference to numerflow. `binner`: (bins,
-    binning.bin_within_eras) when the checkpoints were trained on binned continuous features."""
+    binning.bin_within_eras) when the checkpoints were trained on binned continuous features.
+    `to_benchmark` > 0: last, neutralise to the runner's live_benchmark_models as predict does
+    (metrics.benchmark.neutralize_to_benchmark, also stored by value)."""
 
     def predict(live_features, live_benchmark_models=None):
-        # live_benchmark_models: Numerai's runner passes it when it has one; this model does not use it,
-        # so its presence and columns never matter.
+        # live_benchmark_models: Numerai's runner passes it when it has one; used only when
+        # to_benchmark > 0, otherwise its presence and columns never matter.
         import numpy as np
         import pandas as pd
 
@@ -161,19 +165,24 @@ def build_predict(members: list[dict], weights: list[float], features: list[str]
         result = rank_per_era(combined, eras)
         if neutralize > 0:
             result = neutralise_per_era(result, live_features, features, eras, neutralize, unit)
+        if to_benchmark > 0:
+            benchmark = benchmark_on_index(live_benchmark_models, live_features.index, benchmark_column)
+            result = neutralize_to_benchmark(result, benchmark, eras, to_benchmark)
         return pd.DataFrame({"prediction": result}, index=live_features.index)
 
     return predict
 
 
 def pickled_by_value(cloudpickle, function) -> bytes:
-    """The function cloudpickled with numerflow.workflow.postprocess's functions stored by value:
-    the pickle runs where numerflow is not installed."""
-    cloudpickle.register_pickle_by_value(postprocess)
+    """The function cloudpickled with numerflow.workflow.postprocess's and metrics.benchmark's
+    functions stored by value: the pickle runs where numerflow is not installed."""
+    for module in (postprocess, benchmark_maths):
+        cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(function)
     finally:
-        cloudpickle.unregister_pickle_by_value(postprocess)
+        for module in (postprocess, benchmark_maths):
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def check_finite_scores(members: list[dict], model_paths: list[Path], member_scores) -> None:
@@ -250,6 +259,14 @@ def choose_data_version(offered: list[str], trained: list[str | None]) -> tuple[
         raise ConfigError(f"the model was trained on {known[-1]} but Numerai's model uploads offer data versions "
                           f"{', '.join(offered)}; train on one of them; nothing uploaded")
     return known[-1], []
+
+
+def main_benchmark_of(checkpoints: list[dict]) -> str | None:
+    """The main benchmark column of the newest version the models were trained on (None: unknown,
+    the pickle then takes the runner's newest vNN_lgbm_ender20)."""
+    versions = [m["version"] for m in trained_manifests(checkpoints) if m and m.get("version")]
+    known = sorted((v for v in versions if schema.version_number(v)), key=schema.version_number)
+    return schema.main_benchmark(known[-1]) if known else None
 
 
 def default_live(manifests: list[dict | None]) -> Path:
@@ -350,6 +367,7 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
     refuse_overwriting_inputs(out, model_paths)
     if upload is not None and out.suffix != ".pkl":
         raise ConfigError(f"{out}: Numerai's model uploads take a .pkl file; choose --out NAME.pkl")
+    to_benchmark = benchmark_rows.proportion(config)
     checkpoints = [load_checkpoint(path) for path in model_paths]
     members = [{"features": list(c["features"]), "layers": numpy_layers(load_model(c)),
                 "predict_with": c.get("predict_with", "main")} for c in checkpoints]
@@ -361,7 +379,8 @@ def export(config: ExportConfig, upload: UploadConfig | None = None, client=None
     python = hosted_check.image_env() if live is not None and config.image_env else None
     bins = binning.checkpoints_bins(checkpoints, model_paths)
     function = build_predict(members, [float(w) for w in weights], features, float(config.neutralize), member_scores,
-                             binner=None if bins is None else (bins, binning.make_binner()))
+                             binner=None if bins is None else (bins, binning.make_binner()),
+                             to_benchmark=to_benchmark, benchmark_column=main_benchmark_of(checkpoints))
     uploaded, checked = publish(pickled_by_value(cloudpickle, function), out, plan, live, python)
     return ExportResult(out=out, models=model_paths, features=len(features), size=out.stat().st_size,
                         python=f"{sys.version_info.major}.{sys.version_info.minor}", upload=uploaded, check=checked)

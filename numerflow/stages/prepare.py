@@ -127,6 +127,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         "last_train_era": train_eras_all[-1],
         "embargo": config.embargo,
         "downsample": config.downsample,
+        "benchmark": None,  # the benchmark column's record (prepare_benchmark.record), when one is prepared
     }
     if bin_record:
         manifest[binning.BINNING] = bin_record  # predict/export bin live features the same way

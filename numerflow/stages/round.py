@@ -36,7 +36,7 @@ from numerflow.errors import AuthError, ConfigError, NumerflowError, SubmissionE
 from numerflow.files import round_lock
 
 LOCK_FILE = schema.LOCK_FILE
-MODEL_KEYS = {"model", "models", "ensemble", "weights", "neutralize"}
+MODEL_KEYS = {"model", "models", "ensemble", "weights", "neutralize", "neutralize_benchmark"}
 
 
 @dataclass
@@ -46,6 +46,7 @@ class ModelSpec:
     weights: list[float] | None = None
     neutralize: float = 0.0
     ensemble: Path | None = None  # a fitted ensemble folder, in place of checkpoints and weights
+    neutralize_benchmark: float | None = None  # None: an ensemble's stored proportion, else 0
 
     def predict_models(self) -> dict:
         """PredictConfig's model fields: the checkpoints and weights, or the ensemble."""
@@ -97,7 +98,8 @@ def model_specs(table: dict, source: str = "numerflow.toml") -> list[ModelSpec]:
         if "ensemble" in options:
             if not isinstance(options["ensemble"], str) or "weights" in options:
                 raise ConfigError(f"{where}: ensemble must be a folder path (its weights come with it)")
-            specs.append(ModelSpec(str(name), [], None, _neutralize(options, where), Path(options["ensemble"])))
+            specs.append(ModelSpec(str(name), [], None, _neutralize(options, where), Path(options["ensemble"]),
+                                   _neutralize(options, where, "neutralize_benchmark")))
             continue
         paths = [options["model"]] if "model" in options else options["models"]
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
@@ -108,14 +110,18 @@ def model_specs(table: dict, source: str = "numerflow.toml") -> list[ModelSpec]:
                                     or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
             raise ConfigError(f"{where}: weights must be a list with one number per checkpoint")
         specs.append(ModelSpec(str(name), [Path(p) for p in paths],
-                               [float(w) for w in weights] if weights is not None else None, float(neutralize)))
+                               [float(w) for w in weights] if weights is not None else None, float(neutralize),
+                               neutralize_benchmark=_neutralize(options, where, "neutralize_benchmark")))
     return specs
 
 
-def _neutralize(options: dict, where: str) -> float:
-    neutralize = options.get("neutralize", 0.0)
+def _neutralize(options: dict, where: str, key: str = "neutralize") -> float | None:
+    """neutralize (default 0) or neutralize_benchmark (default None: the ensemble's stored value, else 0)."""
+    if key not in options:
+        return 0.0 if key == "neutralize" else None
+    neutralize = options[key]
     if isinstance(neutralize, bool) or not isinstance(neutralize, (int, float)) or not 0 <= neutralize <= 1:
-        raise ConfigError(f"{where}: neutralize must be a number within [0, 1]")
+        raise ConfigError(f"{where}: {key} must be a number within [0, 1]")
     return float(neutralize)
 
 
@@ -187,7 +193,8 @@ def run_round(config: RoundConfig, say: Callable[[str], None] = print) -> RoundR
                                           f"{', '.join(sorted(account)) or 'none'})")
                 out = Path(config.predictions_dir) / f"{spec.name}_{current}.csv"
                 predict(PredictConfig(**spec.predict_models(), data=live, out=out,
-                                      neutralize=spec.neutralize, device=config.device))
+                                      neutralize=spec.neutralize, neutralize_benchmark=spec.neutralize_benchmark,
+                                      device=config.device))
                 submitted = submit(SubmitConfig(predictions=out, model_name=spec.name, live=live,
                                                 data_dir=config.data_dir, receipts_dir=config.receipts_dir,
                                                 dry_run=config.dry_run),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from numerflow import memory
+from numerflow import memory, schema
 from numerflow.config import SweepConfig
 from numerflow.errors import ConfigError, DataError, Interrupted
 from numerflow.files import write_json
@@ -93,6 +93,9 @@ def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> Swee
         if gpu_note:
             say(gpu_note)
     settings = settings_record(config, space)
+    if config.cv and config.objective == "payout":
+        say("payout on training eras, which have no meta model (Numerai publishes it for validation only): "
+            "BMC stands in for MMC")
     if config.ray:
         from numerflow.sweeps import ray_tune
 
@@ -128,7 +131,7 @@ def nothing_completed(rows: list[dict], out_dir: Path) -> DataError:
 
 def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
     """Every problem found before any file is written."""
-    from numerflow.sweeps.trial import meta_model_problem
+    from numerflow.sweeps.trial import benchmark_problem, meta_model_problem
     from numerflow.training.data import benchmark_note, read_manifest
 
     if space_file(config) is None:
@@ -141,7 +144,7 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
     if not (config.cpus_per_trial > 0 and config.gpus_per_trial >= 0):
         raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial ≥ 0")
     space = load_space(space_file(config))
-    objective = Objective(config.objective, space.payout)
+    objective = Objective(config.objective, space.payout, config.last)
     out_dir = sweep_dir(config)
     manifest = read_manifest(Path(config.data))
     if config.space is None:
@@ -149,13 +152,19 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
     check_against_data(space, manifest, Path(config.data) / "manifest.json", cv=config.cv)
     if space.may_set("bmc_weight"):  # --bmc-weight in the space: refused now, not in every trial
         benchmark_note(manifest, Path(config.data))
-    if objective.needs_meta_model:
+    # --cv scores training eras, where Numerai publishes no meta model: payout takes BMC in MMC's place
+    payout_by_bmc = config.cv and config.objective == "payout"
+    if objective.needs_meta_model and not payout_by_bmc:
         problem = meta_model_problem(Path(config.data))
         if problem:
             raise ConfigError(f"--objective {config.objective}: {problem}")
-    if config.cv and objective.needs_meta_model:
-        raise ConfigError("--cv scores CORR only (--objective corr_mean or corr_sharpe): the meta model "
+    if config.cv and config.objective == "mmc_mean":
+        raise ConfigError("--cv scores CORR, BMC or payout (with BMC for MMC), not mmc_mean: the meta model "
                           "covers the validation eras, not the training eras the folds test")
+    if objective.needs_benchmark or payout_by_bmc:
+        problem = benchmark_problem(Path(config.data), schema.TRAIN_FILE if config.cv else schema.VALIDATION_FILE)
+        if problem:
+            raise ConfigError(f"--objective {config.objective}: {problem}")
     if config.cv and config.ray:
         raise ConfigError("--cv runs on this machine only (--jobs); leave out --ray")
     if config.resume:
@@ -195,7 +204,8 @@ def settings_record(config: SweepConfig, space: Space) -> dict:
     return {"space": space.to_dict(), "objective": config.objective, "data": data,
             "seed": config.seed, "pruner": config.pruner, "device": config.device, "backend": "ray" if config.ray else "local",
             "jobs": config.jobs, "trials": config.trials,
-            **({"cv": True} if config.cv else {}),  # (sweeps from before --cv was recorded resume as they are)
+            **({"cv": True} if config.cv else {}),
+            **({"last": config.last} if config.objective == "bmc_last" else {}),  # (sweeps from before --cv was recorded resume as they are)
             **({"precision": config.precision} if config.precision != "auto" else {})}  # (likewise --precision)
 
 

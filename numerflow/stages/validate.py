@@ -30,6 +30,7 @@ from numerflow.provenance import PROVENANCE, make_record, prepared_folder_of
 from numerflow.reports import REPORT_FILE, Report, json_safe, per_era_table, summary, write_report
 from numerflow.scoring.ids import RowIds
 from numerflow.scoring.side_files import read_benchmark, read_side_file
+from numerflow.workflow import benchmark_rows
 from numerflow.workflow.model_scores import ensemble_ranks
 from numerflow.workflow.validation_rows import (ValidationData, ValidationRows, data_paths, describe_files,
                                                 read_predictions, read_rows, row_ids, source_name)
@@ -296,13 +297,37 @@ def _predictions(config: ValidateConfig, data: ValidationData) -> tuple[Path, _P
     return Path(config.model), _model_predictions(config, data)
 
 
+def _neutralised_to_benchmark(config: ValidateConfig, predicted: _Predicted) -> _Predicted:
+    """--neutralize-benchmark P (or an --ensemble's stored P): a model's predictions ranked within
+    eras and neutralised to the benchmark it is scored against, as predict writes them."""
+    amount = benchmark_rows.proportion(config)
+    if amount == 0:
+        return predicted
+    data, notes = predicted.data, []
+    if data.source_dir is None:
+        raise DataError(f"--neutralize-benchmark: no source data folder known for {data.path}, so no "
+                        f"{schema.VALIDATION_BENCHMARK_FILE} to read")
+    ids = row_ids(predicted.rows, data)
+    benchmark = read_benchmark(data.source_dir, config.benchmark, ids, data.path, notes)
+    if benchmark is None:
+        raise DataError(f"--neutralize-benchmark: {notes[-1]}")
+    column, values = benchmark
+    eras = predicted.rows.frame[schema.ERA].astype(str).to_numpy()
+    neutral, more = benchmark_rows.neutralise_ranks(metrics.rank_within_eras(predicted.values, eras), values, eras,
+                                                    amount, f"{schema.VALIDATION_BENCHMARK_FILE} ({column})")
+    return replace(predicted, values=neutral, row_ids=ids, notes=(*predicted.notes, *more))
+
+
 def validate(config: ValidateConfig) -> Report:
     """Score a model or a predictions file era by era; write the report files unless told not to."""
     if config.predictions is None and config.model is None and config.ensemble is None:
         raise ConfigError("validate: give --model, --ensemble or --predictions")
+    if config.predictions is not None and config.neutralize_benchmark:
+        raise ConfigError("--neutralize-benchmark applies to --model or --ensemble, not to a --predictions file")
     data = describe_files(data_paths(config), config)
     _check_memory(config, data)
     source, predicted = _predictions(config, data)
+    predicted = _neutralised_to_benchmark(config, predicted)
     scores, score_notes = score(predicted, config)
     notes = [*predicted.notes, *_feature_notes(config, data, predicted.rows), *score_notes]
     named = [str(p) for p in data.path] if data.parts else str(data.path)  # several files: a list

@@ -107,7 +107,7 @@ def run_job(job: TrialJob) -> TrialOutcome:
             raise optuna.TrialPruned()
 
     try:
-        data = load_prepared(job.data, need_meta_model=job.objective.needs_meta_model, with_ids=job.cv is not None)
+        data = load_prepared(job.data, need_meta_model=job.objective.needs_meta_model and job.cv is None, with_ids=job.cv is not None)
         if job.cv is not None:
             result = fit_by_cv(job.cv, data, job.objective, on_epoch)
         else:

@@ -32,6 +32,7 @@ class PreparedData:
     train: "Split"  # noqa: F821 (numerflow.training.data.Split)
     validation: "Split"  # noqa: F821
     meta_model: np.ndarray | None  # the validation rows' meta model (for MMC), None when not found
+    benchmark: np.ndarray | None = None  # the validation rows' prepared `benchmark` column (BMC), None: none
 
 
 def load_prepared(path: str | Path, need_meta_model: bool = False, with_ids: bool = False) -> PreparedData:
@@ -65,7 +66,33 @@ def _read_prepared(path: Path, with_ids: bool = False) -> PreparedData:
     train = read_split(path / schema.TRAIN_FILE, features, targets, require_main=True, with_ids=with_ids,
                        benchmark=has_benchmark)
     validation = read_split(path / schema.VALIDATION_FILE, features, targets)
-    return PreparedData(path, manifest, features, targets, train, validation, _meta_model(path / schema.VALIDATION_FILE))
+    return PreparedData(path, manifest, features, targets, train, validation, _meta_model(path / schema.VALIDATION_FILE),
+                        prepared_benchmark(path / schema.VALIDATION_FILE))
+
+
+BENCHMARK_COLUMN = "benchmark"  # prepare's column beside the targets (stages/prepare_benchmark.COLUMN)
+
+
+def prepared_benchmark(path: Path, ids=None) -> np.ndarray | None:
+    """The prepared file's `benchmark` column in the file's row order (read_split's), or placed on
+    the rows `ids` (out-of-fold rows: joined by id); None when prepare wrote none or no row has one."""
+    from numerflow.scoring.ids import RowIds
+    from numerflow.scoring.side_files import read_id_column
+
+    if BENCHMARK_COLUMN not in schema.parquet_columns(path):
+        return None
+    file_ids, values = read_id_column(path, BENCHMARK_COLUMN)
+    if ids is not None:
+        values = RowIds(ids, path).place(file_ids, values, path, strict=False)
+    return values if np.isfinite(values).any() else None
+
+
+def benchmark_problem(path: Path, split_file: str = schema.VALIDATION_FILE) -> str | None:
+    """Why BMC cannot be scored on a prepared folder's validation (or training) rows, or None."""
+    if prepared_benchmark(Path(path) / split_file) is None:
+        return (f"no benchmark values in {Path(path) / split_file} (prepare carries them as the "
+                f"'{BENCHMARK_COLUMN}' column when the version folder has the benchmark models files)")
+    return None
 
 
 def _meta_model(validation: Path) -> np.ndarray | None:
@@ -176,11 +203,18 @@ def fit_by_cv(cv_config, data: PreparedData, objective: Objective,
     folds = plan_folds(data.train.eras, cv_config.folds, cv_config.scheme, cv_config.embargo, data.path / schema.TRAIN_FILE)
     device = resolve_device(cv_config.device)
     frames, scores = [], []
+    # the benchmark joined to the out-of-fold rows by id: BMC objectives, and payout's stand-in for MMC
+    train_benchmark = None
+    if (objective.needs_benchmark or objective.name == "payout") and data.train.ids is not None:
+        values = prepared_benchmark(data.path / schema.TRAIN_FILE, data.train.ids)
+        train_benchmark = pd.Series(values, index=data.train.ids) if values is not None else None
     for fold in folds:
         frames.append(run_fold(fold, cv_config, cv_data, device, None)[0])
         oof = pd.concat(frames, ignore_index=True)
+        benchmark = None if train_benchmark is None else \
+            train_benchmark.reindex(oof[schema.ID].astype(str)).to_numpy(np.float64)
         scores.append(objective.scores(oof[schema.PREDICTION].to_numpy(np.float64), oof[main].to_numpy(np.float64),
-                                       oof[schema.ERA].to_numpy())["objective"])
+                                       oof[schema.ERA].to_numpy(), None, benchmark)["objective"])
         if on_fold:
             on_fold(fold.number, scores[-1], None, fold is folds[-1])
     kept = oof[[schema.ID, schema.ERA, FOLD_COLUMN, schema.PREDICTION]] if frames else None

@@ -52,3 +52,31 @@ def neutralise_per_era(ranks: np.ndarray, frame, features: list[str], eras, prop
         beta = np.linalg.lstsq(x, ranks[rows], rcond=1e-6)[0]
         neutral[rows] = ranks[rows] - proportion * (x @ beta)
     return rank_per_era(neutral.astype(np.float32).astype(np.float64), eras)
+
+
+def benchmark_on_index(live_benchmark_models, index, column: str | None) -> np.ndarray:
+    """The benchmark model's predictions placed on the rows of `index` by id (NaN where it has
+    none), from the frame Numerai's runner passes a hosted model (indexed by id, or with an id
+    column): `column` when it has it, else its newest vNN_lgbm_ender20 (as predict chooses)."""
+    import re
+
+    if live_benchmark_models is None:
+        raise ValueError("this model neutralises to the benchmark model and needs live_benchmark_models, "
+                         "which Numerai's runner passes; none was given")
+    frame = live_benchmark_models
+    if "id" in frame.columns:
+        frame = frame.set_index("id")
+    if column is None or column not in frame.columns:
+        numbered = [(int(m.group(1)), c) for c in frame.columns if (m := re.fullmatch(r"v(\d+)_lgbm_ender20", str(c)))]
+        if not numbered:
+            raise ValueError(f"live_benchmark_models has no benchmark column ({column or 'vNN_lgbm_ender20'}; "
+                             f"it has: {', '.join(map(str, frame.columns)) or 'none'})")
+        column = max(numbered)[1]
+    values = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
+    if not values.index.equals(index):
+        values.index = values.index.astype(str)
+        values = values.reindex(pd.Index(index).astype(str))
+    placed = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    if not np.isfinite(placed).any():
+        raise ValueError(f"live_benchmark_models ({column}) has no value for any of the {len(index)} live rows")
+    return placed

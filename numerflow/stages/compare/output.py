@@ -1,5 +1,6 @@
 """compare's results: the printed table, and compare/<name>/{compare.csv, compare.json,
-per_era.parquet, cumulative.png} written as one set (files.publish_set, compare.json last)."""
+per_era.parquet, cumulative.png} written as one set that replaces the folder whole
+(files.publish_folder, compare.json last): a killed run leaves the old set or the new one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numerflow.files import publish_set
+from numerflow.files import publish_folder
 from numerflow.reports import json_safe
 
 COMPARE_CSV, COMPARE_JSON, PER_ERA_PARQUET, CUMULATIVE_PNG = ("compare.csv", "compare.json", "per_era.parquet",
@@ -47,12 +48,20 @@ class CompareResult:
         lines += [header] + [f"{row['model']:<{width}}"
                              + "".join(f"{_fmt(row[c]):>{max(9, len(_short(c)) + 1)}}" for c in shown)
                              for _, row in self.table.iterrows()]
-        lines.append(f"sorted by {s['sort']} ({'lowest' if s['sort'] in LOWER_IS_BETTER else 'highest'} first)")
+        lines.append(_sorted_line(self.table, s["sort"]))
         lines += _honest_winner_line(s.get("deflated_sharpe"))
         lines += [f"Note: {note}" for note in s["notes"]]
         if self.files:
             lines.append(f"Results: {self.folder}/ ({', '.join(p.name for p in self.files)})")
         return "\n".join(lines)
+
+
+def _sorted_line(table, sort: str) -> str:
+    """What the rows are in order of: the sort column's, unless it is NaN for every model (no
+    payout without MMC's meta model): then the rows keep the order the models were given in."""
+    if table[sort].isna().all():
+        return f"not sorted: {sort} is nan for every model (rows in the order given)"
+    return f"sorted by {sort} ({'lowest' if sort in LOWER_IS_BETTER else 'highest'} first)"
 
 
 def _honest_winner_line(deflated: dict | None) -> list[str]:
@@ -110,8 +119,8 @@ def _draw(path: Path, per_era, summary: dict) -> bool:
 
 
 def write_results(result: CompareResult, folder: Path) -> None:
-    """The four files as one set: nothing is renamed into place unless every one was written."""
-    with publish_set(folder, COMPARE_JSON, result.summary) as files:
+    """The four files as one set: the folder is replaced only when every one was written."""
+    with publish_folder(folder, COMPARE_JSON, result.summary) as files:
         result.table.to_csv(files.path(COMPARE_CSV), index=False)
         result.per_era.to_parquet(files.path(PER_ERA_PARQUET), index=False)
         if not _draw(files.path(CUMULATIVE_PNG), result.per_era, result.summary):
