@@ -2,7 +2,9 @@
 benchmark and a payout estimate, for train's defaults, each lever alone, and the default
 `sweep --cv` + `ensemble --objective payout --neutralize-benchmark auto --fit`, in one run.
 
-    .venv/bin/python bench/earn.py [--eras 220 --rows-per-era 400 --features 60 --trials 16 --jobs 2]
+    .venv/bin/python bench/earn.py [--eras 180 --rows-per-era 200 --features 40 --trials 16 --jobs 2]
+
+At these defaults: about 20 minutes on 2 cores shared with other jobs (docs/benchmarks.md).
 
 The data: numerflow's synthetic generator (Numerai's layout: ids "n" + 15 hex, eras "0001"...,
 planted signal, auxiliary targets, meta model on validation) at the given size, its benchmark
@@ -123,11 +125,11 @@ def held_out(report) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--eras", type=int, default=220, help="train + validation eras (70 %% train)")
-    parser.add_argument("--rows-per-era", type=int, default=400)
-    parser.add_argument("--features", type=int, default=60)
+    parser.add_argument("--eras", type=int, default=180, help="train + validation eras (70 %% train)")
+    parser.add_argument("--rows-per-era", type=int, default=200)
+    parser.add_argument("--features", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lgbm-trees", type=int, default=300)
+    parser.add_argument("--lgbm-trees", type=int, default=200)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/numerflow-bench-earn"))
