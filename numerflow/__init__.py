@@ -35,3 +35,5 @@ __all__ += ["compare"]
 __all__ += ["ensemble"]
 from numerflow.python_api import ui  # noqa: E402  (numerflow ui: MLflow's UI)
 __all__ += ["ui"]
+from numerflow.python_api import show_sweep_space  # noqa: E402  (sweep --show-space: the built-in space)
+__all__ += ["show_sweep_space"]

@@ -202,6 +202,12 @@ def show_sweep(*, name: str, sweeps_dir: os.PathLike | str = cfg.DEFAULT_SWEEPS_
     return show(cfg.SweepConfig(name=name, sweeps_dir=sweeps_dir))
 
 
+def show_sweep_space() -> str:
+    """The built-in search space of `sweep --cv` without --space (what `numerflow sweep --show-space` prints)."""
+    from numerflow.stages.sweep import show_space
+    return show_space()
+
+
 def quickstart(*, folder: os.PathLike | str = "numerflow-quickstart", say: Say | None = print):
     """Run the whole pipeline offline on synthetic data in a fresh `folder`; returns a QuickstartResult."""
     before_torch_import()

@@ -42,7 +42,7 @@ def train_tiny(data_dir: Path, feature_set: str, out: Path, seed: int = 0, embar
     from numerflow.stages.train import train
 
     prepared = prepare(PrepareConfig(data_dir=data_dir, feature_set=feature_set, downsample=1, embargo=embargo,
-                                     out_dir=out.parent / f"prepared_{out.stem}"))
+                                     aux_targets=["none"], out_dir=out.parent / f"prepared_{out.stem}"))  # one head
     return train(TrainConfig(data=prepared.out_dir, out=out, layers=[16], epochs=1, batch_size=256,
                              device="cpu", seed=seed)).checkpoint
 

@@ -84,9 +84,10 @@ def test_default_layout_dtypes_and_index(version_dir):
     assert result.out_dir == version_dir.parent / "prepared"
     train = pd.read_parquet(result.train)
     assert train.index.name == "id"
-    assert list(train.columns) == ["era"] + FEATURES + ["target"]
+    assert list(train.columns) == ["era"] + FEATURES + TARGETS  # every auxiliary target by default
+    assert result.targets == TARGETS
     assert all(train[f].dtype == np.int8 for f in FEATURES)
-    assert train["target"].dtype == np.float32
+    assert all(train[t].dtype == np.float32 for t in TARGETS)
     assert pd.api.types.is_string_dtype(train["era"])
     source = pd.read_parquet(version_dir / "train.parquet")
     np.testing.assert_array_equal(train[FEATURES].to_numpy(), source.loc[train.index, FEATURES].to_numpy())
@@ -120,6 +121,10 @@ def test_aux_targets_list_and_all(version_dir):
     assert list(pd.read_parquet(listed.validation).columns[-3:]) == listed.targets
     every = run(version_dir, aux_targets=["all"])
     assert every.targets == TARGETS
+    for none in (["none"], []):  # the main target alone: `--aux-targets none` (or an empty list from Python)
+        main_only = run(version_dir, aux_targets=none)
+        assert main_only.targets == ["target"]
+        assert list(pd.read_parquet(main_only.train).columns) == ["era"] + FEATURES + ["target"]
     other_main = run(version_dir, target="target_jasper_60", aux_targets=["all"])
     assert other_main.targets == ["target_jasper_60", "target", "target_ender_20", "target_cyrus_20"]
     frame = pd.read_parquet(other_main.train)
@@ -142,7 +147,7 @@ def test_feature_set_selects_columns_in_set_order(version_dir):
     result = run(version_dir, feature_set="medium")
     expected = FEATURES[::-1][:4]
     assert result.features == expected
-    assert list(pd.read_parquet(result.train).columns) == ["era"] + expected + ["target"]
+    assert list(pd.read_parquet(result.train).columns) == ["era"] + expected + TARGETS
 
 
 def test_nan_main_target_rows_dropped_aux_nans_kept(tmp_path):
@@ -200,7 +205,7 @@ def test_cli_prints_summary_and_finds_newest_version(tmp_path):
     write_version(tmp_path / "data" / "v5.0", train_eras=8, valid_eras=8)
     write_version(tmp_path / "data" / "v5.2")
     out = runner.invoke(app, ["prepare", "--data-dir", str(tmp_path / "data"), "--feature-set", "small",
-                              "--aux-targets", "all", "--downsample", "2", "--embargo", "3"])
+                              "--downsample", "2", "--embargo", "3"])  # the default keeps every auxiliary target
     assert out.exit_code == 0, out.output
     assert "Prepared v5.2: feature set 'small' (2 int8 features), target 'target' + 3 auxiliary" in out.output
     assert "50 rows, 10 eras (0001..0019)" in out.output
@@ -396,7 +401,8 @@ def test_prepare_takes_target_ender_20_when_target_is_absent(v53_dir, tmp_path):
     shutil.copyfile(v53_dir / "features.json", release / "features.json")
     for name in ("train.parquet", "validation.parquet"):
         pd.read_parquet(v53_dir / name).drop(columns=["target"]).to_parquet(release / name)
-    result = cli("prepare", "--dataset", release, "--feature-set", "quantum", "--out-dir", tmp_path / "prep")
+    result = cli("prepare", "--dataset", release, "--feature-set", "quantum", "--aux-targets", "none",
+                 "--out-dir", tmp_path / "prep")
     assert result.exit_code == 0, result.output
     assert "target 'target_ender_20' ('target' is absent: target_ender_20 is the main target)" in result.output
     manifest = json.loads((tmp_path / "prep" / "manifest.json").read_text())

@@ -84,7 +84,7 @@ def test_a_cv_run_records_its_targets_and_is_refused_after_prepare_changes_them(
     from numerflow.provenance import data_fingerprint
 
     monkeypatch.chdir(tmp_path)
-    prepare(synthetic_dir)
+    prepare(synthetic_dir, "--aux-targets", "none")
     ok(runner.invoke(app, ["cv", "--data", "data/prepared", "--name", "c", "--folds", "2", "--embargo", "1", *TINY]))
     report = json.loads(Path("cv/c/report.json").read_text())
     assert report["targets"] == ["target"] and report["data"] == "../../data/prepared"
@@ -100,7 +100,7 @@ def test_a_cv_run_records_its_targets_and_is_refused_after_prepare_changes_them(
 
 def test_ensemble_fit_refuses_data_lacking_a_members_targets(synthetic_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    prepare(synthetic_dir)
+    prepare(synthetic_dir, "--aux-targets", "none")
     ok(runner.invoke(app, ["cv", "--data", "data/prepared", "--name", "c", "--folds", "2", "--embargo", "1", *TINY]))
     path = Path("cv/c/report.json")
     report = json.loads(path.read_text())

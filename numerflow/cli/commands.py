@@ -177,12 +177,16 @@ def quickstart(
 def sweep(
     settings: cfg.SweepConfig,
     show: Annotated[Optional[str], typer.Option("--show", help="Print the trials table of sweep NAME and exit.")] = None,
+    show_space: Annotated[bool, typer.Option("--show-space", help="Print the built-in search space (TOML) and exit.")] = False,
 ):
     """Search train's options with Optuna (here in --jobs processes, or on a Ray cluster with --ray);
     keep the best trial's checkpoint as SWEEPS_DIR/NAME/best.pt.
 
     Example: numerflow sweep --space sweep.toml --trials 40 --jobs 2 --objective corr_sharpe
     """
+    if show_space:
+        typer.echo(numerflow.show_sweep_space(), nl=False)
+        return
     if show is not None:
         typer.echo(numerflow.show_sweep(name=show, sweeps_dir=settings.sweeps_dir))
         return

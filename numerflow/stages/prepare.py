@@ -33,7 +33,8 @@ from numerflow.stages import prepare_benchmark
 MANIFEST_FILE = schema.PREPARED_MANIFEST_FILE
 OUT_TRAIN, OUT_VALIDATION = schema.PREPARED_FILES
 read_manifest = schema.read_prepared_manifest  # tests and bench/quality.py read manifests through the stage
-ALL_AUX = "all"
+ALL_AUX = "all"  # the default: every other target column
+NO_AUX = "none"  # the main target only
 # Rows per output row group: the kept rows of small input row groups are gathered up to this size,
 # larger ones are split. One row group is encoded while the next is read: at 3,555 int8 features
 # two of 65,536 rows take 0.5 GB.
@@ -182,8 +183,11 @@ def _targets(config: PrepareConfig, train: _Source, valid: _Source) -> tuple[lis
     how the main target was chosen, for the user."""
     available = [c for c in train.columns if schema.is_target(c)]
     main, how = _main_target(config.target, available, train)
-    if [a.lower() for a in config.aux_targets] == [ALL_AUX]:
+    requested = [a.lower() for a in config.aux_targets]
+    if requested == [ALL_AUX]:
         aux = [c for c in available if c != main]
+    elif requested in ([NO_AUX], []):
+        aux = []
     else:
         aux = [a for a in dict.fromkeys(config.aux_targets) if a != main]
         unknown = [a for a in aux if a not in available]

@@ -22,7 +22,7 @@ from numerflow.files import write_json
 from numerflow.options import folder_name
 from numerflow.sweeps import honest, results
 from numerflow.sweeps.objective import Objective
-from numerflow.sweeps.space import Space, check_against_data, load_space
+from numerflow.sweeps.space import DEFAULT_SPACE, Space, check_against_data, default_space_text, fit_default_space, load_space
 
 
 @dataclass
@@ -58,11 +58,24 @@ class SweepResult:
 
 
 def sweep_dir(config: SweepConfig) -> Path:
-    name = config.name or (Path(config.space).stem if config.space else None)
+    space = space_file(config)
+    name = config.name or (Path(space).stem if space else None)
     problem = folder_name(name) if name else "a sweep needs --name or --space"
     if problem:  # --name is checked as an option; a name taken from the space file's stem is checked here
         raise ConfigError(f"--name: {problem}")
     return Path(config.sweeps_dir) / name
+
+
+def space_file(config: SweepConfig) -> Path | None:
+    """--space, or with --cv and no --space the built-in space (numerflow/sweeps/default_space.toml)."""
+    if config.space is None and config.cv:
+        return DEFAULT_SPACE
+    return config.space
+
+
+def show_space() -> str:
+    """The built-in space file (`numerflow sweep --show-space`): copy it, edit it, pass --space."""
+    return default_space_text()
 
 
 def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> SweepResult:
@@ -70,6 +83,10 @@ def sweep(config: SweepConfig, say: Callable[[str], None] | None = None) -> Swee
     say = say or (lambda line: None)
     started = time.perf_counter()
     space, objective, out_dir = check(config)
+    if config.space is None:
+        say(f"The built-in space ({', '.join(space.names)}): `numerflow sweep --show-space` prints it")
+    for note in space.notes:
+        say(f"Note: {note}")
     if not config.ray:  # issue 20: before any trial; each local trial process holds its own copy
         estimate = memory.check_prepared(config, "sweep", config.jobs)
         gpu_note = memory.device_note(estimate, _trial_device(config))  # --jobs trials share the one GPU
@@ -117,18 +134,21 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
     from numerflow.sweeps.trial import benchmark_problem, meta_model_problem
     from numerflow.training.data import benchmark_note, read_manifest
 
-    if config.space is None:
-        raise ConfigError("give --space FILE (the search space), or --show NAME")
+    if space_file(config) is None:
+        raise ConfigError("give --space FILE (the search space), --cv to search the built-in space "
+                          "(numerflow sweep --show-space prints it), or --show NAME")
     # (--trials, --jobs and the Ray reservations carry their bounds: SweepConfig applies them)
     if config.cv and config.objective == "mmc_mean":
         raise ConfigError("--cv scores CORR, BMC or payout (with BMC for MMC), not mmc_mean: the meta model "
                           "covers the validation eras, not the training eras the folds test")
     if config.cv and config.ray:
         raise ConfigError("--cv runs on this machine only (--jobs); leave out --ray")
-    space = load_space(config.space)
+    space = load_space(space_file(config))
     objective = Objective(config.objective, space.payout, config.last)
     out_dir = sweep_dir(config)
     manifest = read_manifest(Path(config.data))
+    if config.space is None:
+        fit_default_space(space, manifest)
     check_against_data(space, manifest, Path(config.data) / "manifest.json", cv=config.cv)
     if space.may_set("bmc_weight"):  # --bmc-weight in the space: refused now, not in every trial
         benchmark_note(manifest, Path(config.data))

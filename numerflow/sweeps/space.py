@@ -33,6 +33,10 @@ from pathlib import Path
 from numerflow.config import TrainConfig
 from numerflow.errors import ConfigError
 
+# The built-in space of `sweep --cv` without --space, shipped in the package (pyproject's package-data)
+# and printed by `sweep --show-space`.
+DEFAULT_SPACE = Path(__file__).with_name("default_space.toml")
+ALL_TARGETS = "all"  # a `targets` choice meaning every prepared target (train's default)
 # Options a sweep owns itself: where the data is, where checkpoints go, resuming.
 NOT_SWEPT = {"data", "out", "resume", "track"}  # track: the sweep's own --no-track
 TABLES = {"fixed", "payout", "cv"}
@@ -48,6 +52,8 @@ def train_options() -> dict[str, object]:
 
 def option_value(name: str, value):
     """A value as written in the space file ("512,256", "target,target_x") as TrainConfig takes it."""
+    if name == "targets" and value == ALL_TARGETS:
+        return None  # TrainConfig's default: every prepared target
     kind = str(train_options()[name])
     if "list" in kind and isinstance(value, str):
         items = [item.strip() for item in value.split(",") if item.strip()]
@@ -71,6 +77,7 @@ class Space:
     fixed: dict = field(default_factory=dict)
     payout: dict = field(default_factory=lambda: dict(DEFAULT_PAYOUT))
     cv: dict = field(default_factory=dict)  # folds, scheme, embargo for --cv (CvConfig's defaults otherwise)
+    notes: list[str] = field(default_factory=list)  # how the built-in space was fitted to the data
 
     @property
     def names(self) -> list[str]:
@@ -249,6 +256,29 @@ def check_against_data(space: Space, manifest: dict, source: Path, cv: bool = Fa
         folds = space.cv_settings(space.train_settings({}))
         plan_folds(eras, folds.folds, folds.scheme, folds.embargo,
                    source.parent / "train.parquet")
+
+
+def default_space_text() -> str:
+    """The built-in space file, as `numerflow sweep --show-space` prints it."""
+    return DEFAULT_SPACE.read_text()
+
+
+def fit_default_space(space: Space, manifest: dict) -> Space:
+    """The built-in space on the prepared data it will search: `targets` becomes the main target
+    (as prepared) or all of them, and is dropped when only the main one is prepared; `bmc_weight`
+    is dropped when no benchmark column is prepared. Each change is a note for the user."""
+    prepared = list(manifest.get("targets") or [])
+    if "targets" in space.choices:
+        if len(prepared) > 1:
+            space.choices["targets"] = [prepared[0], ALL_TARGETS]
+        else:
+            del space.choices["targets"]
+            space.notes.append("only the main target is prepared: targets not searched "
+                               "(`numerflow prepare` keeps the auxiliary ones by default)")
+    if space.may_set("bmc_weight") and not manifest.get("benchmark"):
+        space.choices.pop("bmc_weight", None)
+        space.notes.append("no benchmark column prepared: bmc_weight not searched")
+    return space
 
 
 def _corners(space: Space) -> list[dict]:
