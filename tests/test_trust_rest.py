@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from numerflow import schema
 from numerflow.cli import app
 from numerflow.config import PrepareConfig, SyntheticConfig
 from numerflow.files import check_set, publish_folder, recover_folder
+from tests.helpers import runner
 
-runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -211,3 +210,13 @@ def test_compare_says_what_it_sorted_by(prepared, tmp_path):
     assert "sorted by corr_sharpe (highest first)" in runner.invoke(app, [
         "compare", *map(str, files), "--data", str(prepared / schema.VALIDATION_FILE), "--compare-dir",
         str(tmp_path / "compare"), "--device", "cpu", "--sort", "corr_sharpe"]).output
+
+
+@pytest.mark.parametrize("command, argument", [("compare", "MODEL"), ("ensemble", "CANDIDATE")])
+def test_help_names_arguments_and_options_without_python_types(command, argument):
+    """Issue 27: no `<list[Path]>` or `{CANDIDATES...}...` in --help: an argument is its metavar."""
+    result = runner.invoke(app, [command, "--help"], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    assert f"{{{argument}}}..." in result.output.splitlines()[0]
+    assert f"\n  {argument}  " in result.output
+    assert "<list[" not in result.output and "list[Path]" not in result.output

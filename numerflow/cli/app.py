@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click: its own classes
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from numerflow.version import __version__
 from numerflow import config_base
@@ -24,6 +24,17 @@ class OneLineUsageErrors(TyperGroup):
             if not isinstance(exc, NoArgsIsHelpError):  # that one prints the help: keep it
                 exc.ctx = None  # click prints the usage block only for an error with a context
             raise
+
+
+class PlainArguments(TyperCommand):
+    """A command whose --help names each positional argument by its metavar alone (`CANDIDATE...`):
+    typer would add the Python annotation (`CANDIDATE <list[Path]>`), which tells a user nothing."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = lambda ctx: None  # typer's help reads the type from here
 
 
 app = typer.Typer(

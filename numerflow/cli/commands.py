@@ -13,7 +13,7 @@ import numerflow
 from numerflow import config as cfg
 from numerflow import config_base
 from numerflow import config_selection
-from numerflow.cli.app import app
+from numerflow.cli.app import PlainArguments, app
 from numerflow.cli.errors import reports_errors
 from numerflow.cli.options import options_from
 
@@ -231,7 +231,7 @@ def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
 # --- compare (stages/compare/) ------------------------------------------------------------------
 
 
-@app.command(short_help="Compare models on the same rows and eras.")
+@app.command(short_help="Compare models on the same rows and eras.", cls=PlainArguments)
 @reports_errors
 @options_from(settings=config_selection.CompareConfig)
 def compare(
@@ -253,7 +253,7 @@ def compare(
 # --- ensemble (stages/ensemble.py) --------------------------------------------------------------
 
 
-@app.command(short_help="Choose (and fit) an ensemble of cv runs/trials.")
+@app.command(short_help="Choose (and fit) an ensemble of cv runs/trials.", cls=PlainArguments)
 @reports_errors
 @options_from(settings=config_selection.EnsembleConfig)
 def ensemble(settings: config_selection.EnsembleConfig, candidates: Candidates):
