@@ -26,15 +26,19 @@ class OneLineUsageErrors(TyperGroup):
             raise
 
 
-class PlainArguments(TyperCommand):
-    """A command whose --help names each positional argument by its metavar alone (`CANDIDATE...`):
-    typer would add the Python annotation (`CANDIDATE <list[Path]>`), which tells a user nothing."""
+class PlainHelp(TyperCommand):
+    """A command whose --help names each option's value by its metavar (`PATH`, `INTEGER x>=1`,
+    `[mse|corr]`, made in cli/options.py) and each positional argument by its name alone: typer
+    would show the Python annotation instead (`--data <list[Path]>`, `CANDIDATE <list[Path]>`),
+    which tells a user nothing."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for param in self.params:
             if isinstance(param, TyperArgument):
                 param.display_type_rich = lambda ctx: None  # typer's help reads the type from here
+            elif param.metavar is not None:
+                param.display_type_rich = lambda ctx, metavar=param.metavar: metavar
 
 
 app = typer.Typer(

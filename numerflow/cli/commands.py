@@ -13,12 +13,12 @@ import numerflow
 from numerflow import config as cfg
 from numerflow import config_base
 from numerflow import config_selection
-from numerflow.cli.app import PlainArguments, app
+from numerflow.cli.app import PlainHelp, app
 from numerflow.cli.errors import reports_errors
 from numerflow.cli.options import options_from
 
 
-@app.command(short_help="Download Numerai's data (or --synthetic data).")
+@app.command(short_help="Download Numerai's data (or --synthetic data).", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.DownloadConfig, synthetic_settings=cfg.SyntheticConfig)
 def download(
@@ -37,7 +37,7 @@ def download(
         typer.echo(str(numerflow.download(settings)))
 
 
-@app.command(short_help="Keep the features int8, choose the targets.")
+@app.command(short_help="Keep the features int8, choose the targets.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.PrepareConfig)
 def prepare(settings: cfg.PrepareConfig):
@@ -48,7 +48,7 @@ def prepare(settings: cfg.PrepareConfig):
     typer.echo(str(numerflow.prepare(settings)))
 
 
-@app.command(short_help="Train the MLP (or TabM) on prepared data.")
+@app.command(short_help="Train the MLP (or TabM) on prepared data.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.TrainConfig)
 def train(settings: cfg.TrainConfig):
@@ -62,7 +62,7 @@ def train(settings: cfg.TrainConfig):
         typer.echo(str(result))
 
 
-@app.command(short_help="Cross-validate train's recipe era by era.")
+@app.command(short_help="Cross-validate train's recipe era by era.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.CvConfig, leave_out=("patience",))  # no fold scores its test eras while training
 def cv(settings: cfg.CvConfig):
@@ -75,7 +75,7 @@ def cv(settings: cfg.CvConfig):
     typer.echo(str(numerflow.cv(settings, say=typer.echo)))
 
 
-@app.command(short_help="Score a model or predictions era by era.")
+@app.command(short_help="Score a model or predictions era by era.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.ValidateConfig)
 def validate(
@@ -91,7 +91,7 @@ def validate(
     typer.echo(result.to_json() if as_json else str(result))
 
 
-@app.command(short_help="Predict the live round (or any Numerai file).")
+@app.command(short_help="Predict the live round (or any Numerai file).", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.PredictConfig)
 def predict(settings: cfg.PredictConfig):
@@ -103,7 +103,7 @@ def predict(settings: cfg.PredictConfig):
     typer.echo(str(numerflow.predict(settings)))
 
 
-@app.command(short_help="Check predictions and upload them to Numerai.")
+@app.command(short_help="Check predictions and upload them to Numerai.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.SubmitConfig)
 def submit(settings: cfg.SubmitConfig):
@@ -115,7 +115,7 @@ def submit(settings: cfg.SubmitConfig):
     typer.echo(str(numerflow.submit(settings)))
 
 
-@app.command(name="round", short_help="The weekly job: predict and submit each model.")
+@app.command(name="round", short_help="The weekly job: predict and submit each model.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.RoundConfig)
 def round_command(settings: cfg.RoundConfig, ctx: typer.Context):
@@ -133,7 +133,7 @@ def round_command(settings: cfg.RoundConfig, ctx: typer.Context):
         raise typer.Exit(1)
 
 
-@app.command(short_help="Write a pickle for Numerai's hosted models.")
+@app.command(short_help="Write a pickle for Numerai's hosted models.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.ExportConfig)
 def export(
@@ -158,7 +158,7 @@ def export(
     typer.echo(str(numerflow.export(settings, upload=upload_settings)))
 
 
-@app.command(short_help="Run the whole pipeline on synthetic data.")
+@app.command(short_help="Run the whole pipeline on synthetic data.", cls=PlainHelp)
 @reports_errors
 def quickstart(
     folder: Annotated[Path, typer.Option("--dir", help="Fresh folder for every artifact.")] = Path("numerflow-quickstart"),
@@ -171,7 +171,7 @@ def quickstart(
     typer.echo(str(numerflow.quickstart(folder=folder, say=typer.echo)))
 
 
-@app.command(short_help="Search train's options with Optuna or Ray.")
+@app.command(short_help="Search train's options with Optuna or Ray.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.SweepConfig)
 def sweep(
@@ -195,7 +195,7 @@ def sweep(
 
 # --- diagnostics and scores: Numerai's own numbers ----------------------------------------------
 
-@app.command(short_help="Numerai's diagnostics beside numerflow's own.")
+@app.command(short_help="Numerai's diagnostics beside numerflow's own.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.DiagnosticsConfig)
 def diagnostics(settings: cfg.DiagnosticsConfig):
@@ -214,7 +214,7 @@ Candidates = Annotated[list[Path], typer.Argument(help="cv run folders (cv/NAME)
                                                   metavar="CANDIDATE")]
 
 
-@app.command(short_help="Fetch each model's live round scores.")
+@app.command(short_help="Fetch each model's live round scores.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.ScoresConfig)
 def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
@@ -231,7 +231,7 @@ def scores(settings: cfg.ScoresConfig, ctx: typer.Context):
 # --- compare (stages/compare/) ------------------------------------------------------------------
 
 
-@app.command(short_help="Compare models on the same rows and eras.", cls=PlainArguments)
+@app.command(short_help="Compare models on the same rows and eras.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=config_selection.CompareConfig)
 def compare(
@@ -253,7 +253,7 @@ def compare(
 # --- ensemble (stages/ensemble.py) --------------------------------------------------------------
 
 
-@app.command(short_help="Choose (and fit) an ensemble of cv runs/trials.", cls=PlainArguments)
+@app.command(short_help="Choose (and fit) an ensemble of cv runs/trials.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=config_selection.EnsembleConfig)
 def ensemble(settings: config_selection.EnsembleConfig, candidates: Candidates):
@@ -271,7 +271,7 @@ def ensemble(settings: config_selection.EnsembleConfig, candidates: Candidates):
 # --- ui (stages/ui.py) --------------------------------------------------------------------------
 
 
-@app.command(short_help="Start MLflow's UI on the tracking store.")
+@app.command(short_help="Start MLflow's UI on the tracking store.", cls=PlainHelp)
 @reports_errors
 @options_from(settings=cfg.UiConfig)
 def ui(settings: cfg.UiConfig):

@@ -11,7 +11,8 @@ import inspect
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated, Optional
+from types import UnionType
+from typing import Annotated, Optional, Union
 
 import typer
 
@@ -63,17 +64,26 @@ def _command_line_fields(classes, leave_out) -> dict:
     return found
 
 
+def value_name(hint) -> str:
+    """What --help calls an option's value (click's names: PATH, INTEGER, FLOAT, TEXT), for a hint
+    such as `Path | None` or `list[Path]`: typer would print the annotation (`<list[Path]>`)."""
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (Union, UnionType) \
+        else [hint]
+    kind = kinds[0] if kinds else hint
+    if typing.get_origin(kind) is list:
+        kind = typing.get_args(kind)[0]
+    return {Path: "PATH", int: "INTEGER", float: "FLOAT"}.get(kind, "TEXT")
+
+
 def _typer_parameter(settings_field, hint) -> inspect.Parameter:
     spec: CommandLine = command_line_of(settings_field)
     default = settings_field.default_factory() if settings_field.default_factory is not MISSING else settings_field.default
-    cli_type, metavar, show_default = hint, None, True
+    cli_type, metavar, show_default = hint, value_name(hint), True
     if spec.choices is not None:  # read as text: the dataclass refuses what is not a choice
         cli_type, metavar = str, "[" + "|".join(spec.choices.names()) + "]"
     elif spec.parse is not None:  # read as text, parsed by the field's parser: "512,256", "2,1"
         cli_type = Optional[str]
         default = ",".join(map(str, default)) if isinstance(default, list) and default else None
-    elif typing.get_origin(hint) is list:  # typer would show <list[Path]>
-        metavar = "PATH" if typing.get_args(hint)[0] is Path else "TEXT"
     bounds = bounds_text(spec.min, spec.max)
     if bounds:  # the dataclass enforces them; --help shows them where click showed its own ranges
         if default is None:
