@@ -1,10 +1,14 @@
 """What each lever earns in Numerai's currency (issue 26): held-out CORR, BMC, correlation with the
-benchmark and a payout estimate, for train's defaults, each lever alone, and the default
-`sweep --cv` + `ensemble --objective payout --neutralize-benchmark auto --fit`, in one run.
+benchmark and a payout estimate, for train's defaults, each lever alone, the default
+`sweep --cv` + `ensemble --objective payout --neutralize-benchmark auto --fit`, and the "bmc flow"
+(`train --bmc-weight 0.5`, then `predict --neutralize-benchmark P` with P chosen out of fold under a
+CORR floor, see bmc_flow), in one run.
 
     .venv/bin/python bench/earn.py [--eras 180 --rows-per-era 200 --features 40 --trials 16 --jobs 2]
+                                   [--only bmc_flow[,tabm,...]]
 
-At these defaults: about 20 minutes on 2 cores shared with other jobs (docs/benchmarks.md).
+At these defaults: about 20 minutes on 2 cores shared with other jobs (docs/benchmarks.md);
+`--only bmc_flow` (the defaults row and the flow) about 5.
 
 The data: numerflow's synthetic generator (Numerai's layout: ids "n" + 15 hex, eras "0001"...,
 planted signal, auxiliary targets, meta model on validation) at the given size, its benchmark
@@ -40,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 FOLDS, CV_EMBARGO = 4, 8
 PAYOUT = {"corr": 0.5, "mmc": 2.0}
+SETUPS = ("neutralize_05", "bmc05", "tabm", "sweep_payout", "bmc_flow")  # --only; the defaults row always runs
+CORR_FLOOR = 0.95  # bmc flow: keep at least 95 % of the out-of-fold CORR at P = 0
 LGBM_PARAMS = dict(n_estimators=300, learning_rate=0.03, max_depth=5, num_leaves=31, colsample_bytree=0.3,
                    verbose=-1)
 
@@ -120,7 +126,8 @@ def held_out(report) -> dict:
     return {"corr": data["numerai_corr"]["mean"], "corr_sharpe": data["numerai_corr"]["sharpe"],
             "bmc": data["bmc"]["mean"], "corr_with_benchmark": data["corr_with_benchmark"]["mean"],
             "mmc": data["mmc"]["mean"], "payout": float(np.mean(payout)) if payout else float("nan"),
-            "eras": data["eras"]}
+            "eras": data["eras"], "corr_per_era": [e["numerai_corr"] for e in per_era],
+            "bmc_per_era": [e["bmc"] for e in per_era]}
 
 
 def main() -> None:
@@ -134,6 +141,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/numerflow-bench-earn"))
     parser.add_argument("--json", type=Path, default=None, help="default: WORK/earn.json")
+    parser.add_argument("--only", type=only_setups, default=SETUPS, metavar="NAME[,NAME]",
+                        help=f"run these setups (of {', '.join(SETUPS)}) beside the defaults row; default: all")
     args = parser.parse_args()
 
     from numerflow.runtime import before_torch_import
@@ -159,7 +168,7 @@ def main() -> None:
         report = numerflow.validate(ensemble=folder, data=validation, write_report=False, exposure=False,
                                     device="cpu", **options)
         rows[label] = {**held_out(report), "fit_seconds": seconds, "selected_on": selection}
-        say(f"{label}: {rows[label]}")
+        say(f"{label}: " + str({k: v for k, v in rows[label].items() if not k.endswith("_per_era")}))
 
     def cv_and_fit(label: str, name: str, **train_options) -> Path:
         """One setup: cv on the training eras (its epoch count chosen out of fold), then fitted on
@@ -173,11 +182,37 @@ def main() -> None:
         return fitted.folder
 
     defaults = cv_and_fit("train defaults", "defaults")
-    start = time.perf_counter()
-    validate("defaults + predict --neutralize-benchmark 0.5", defaults, time.perf_counter() - start,
-             "none (P fixed)", neutralize_benchmark=0.5)
-    cv_and_fit("--bmc-weight 0.5", "bmc05", bmc_weight=0.5)
-    cv_and_fit("--arch tabm", "tabm", arch="tabm")
+    if "neutralize_05" in args.only:
+        start = time.perf_counter()
+        validate("defaults + predict --neutralize-benchmark 0.5", defaults, time.perf_counter() - start,
+                 "none (P fixed)", neutralize_benchmark=0.5)
+    if "bmc05" in args.only or "bmc_flow" in args.only:
+        start = time.perf_counter()
+        bmc05 = cv_and_fit("--bmc-weight 0.5", "bmc05", bmc_weight=0.5)
+        bmc05_seconds = time.perf_counter() - start
+    if "bmc_flow" in args.only:
+        bmc_flow(root, bmc05, bmc05_seconds, validate, rows)
+    if "tabm" in args.only:
+        cv_and_fit("--arch tabm", "tabm", arch="tabm")
+    if "sweep_payout" in args.only:
+        sweep_and_payout_ensemble(args, prepared, root, validate, rows, say)
+
+    size = (f"{args.eras} eras ({len(manifest['eras_train'])} training, {len(manifest['eras_validation'])} held-out "
+            f"validation after a {manifest['embargo']}-era embargo) x {args.rows_per_era} rows, {args.features} "
+            f"features, {len(manifest['targets'])} targets; benchmark: LightGBM ({bench_info['trees']} trees) "
+            f"walk-forward on {bench_info['train_eras']} of {bench_info['eras']} training eras; "
+            f"data made in {data_seconds:.0f} s")
+    print_table(rows, size)
+    out = args.json or args.work / "earn.json"
+    out.write_text(json.dumps({"size": size, "args": {k: str(v) for k, v in vars(args).items()},
+                               "benchmark": bench_info, "rows": rows}, indent=1))
+    print(f"\nJSON: {out}")
+
+
+def sweep_and_payout_ensemble(args, prepared: Path, root: Path, validate, rows: dict, say) -> None:
+    """The issue's default flow: `sweep --cv` (built-in space) + `ensemble --objective payout
+    --neutralize-benchmark auto --fit`."""
+    import numerflow
 
     start = time.perf_counter()
     sweep = numerflow.sweep(data=prepared, cv=True, trials=args.trials, jobs=args.jobs, pruner="none",
@@ -194,16 +229,47 @@ def main() -> None:
     rows[list(rows)[-1]]["neutralize_benchmark"] = chosen.record.get("neutralize_benchmark")
     rows[list(rows)[-1]]["members"] = len(chosen.record["members"])
 
-    size = (f"{args.eras} eras ({len(manifest['eras_train'])} training, {len(manifest['eras_validation'])} held-out "
-            f"validation after a {manifest['embargo']}-era embargo) x {args.rows_per_era} rows, {args.features} "
-            f"features, {len(manifest['targets'])} targets; benchmark: LightGBM ({bench_info['trees']} trees) "
-            f"walk-forward on {bench_info['train_eras']} of {bench_info['eras']} training eras; "
-            f"data made in {data_seconds:.0f} s")
-    print_table(rows, size)
-    out = args.json or args.work / "earn.json"
-    out.write_text(json.dumps({"size": size, "args": {k: str(v) for k, v in vars(args).items()},
-                               "benchmark": bench_info, "rows": rows}, indent=1))
-    print(f"\nJSON: {out}")
+
+def only_setups(text: str) -> tuple[str, ...]:
+    """--only NAME[,NAME]: names from SETUPS (an unknown one is argparse's usage error, exit 2)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in SETUPS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown setup(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(SETUPS)}")
+    return names
+
+
+def floor_rule(corr_by_p: dict[float, float]) -> float:
+    """The largest P whose out-of-fold CORR is at least CORR_FLOOR x the CORR at P = 0 (P = 0 when
+    none is, or when CORR at P = 0 is not positive)."""
+    floor = CORR_FLOOR * corr_by_p[0.0]
+    if corr_by_p[0.0] <= 0:
+        return 0.0
+    return max(p for p, corr in corr_by_p.items() if corr >= floor)
+
+
+def bmc_flow(root: Path, bmc05: Path, fit_seconds: float, validate, rows: dict) -> None:
+    """`train --bmc-weight 0.5` (epochs chosen out of fold, fitted on every training era) with a
+    benchmark-neutralising P chosen on the out-of-fold training eras only: the cv run's oof.parquet
+    neutralised at each P of ensemble's grid (0, .25, .5, .75, 1; `ensemble --neutralize-benchmark
+    auto` applies it as predict does) and scored there; P by floor_rule; then
+    `predict --neutralize-benchmark P` on the held-out eras."""
+    import numerflow
+
+    start = time.perf_counter()
+    oof = {}
+    for objective in ("corr_mean", "bmc_mean"):  # bmc_mean: reported beside, not used by the rule
+        grid = numerflow.ensemble(candidates=[root / "cv" / "bmc05"], size=1, objective=objective,
+                                  neutralize_benchmark="auto", name=f"bmc05_oof_{objective}",
+                                  ensembles_dir=root / "ensembles", fit=False, device="cpu", say=None)
+        oof[objective] = {float(p): v for p, v in grid.record["neutralize_benchmark_scores"].items()}
+    chosen = floor_rule(oof["corr_mean"])
+    label = (f"bmc flow: --bmc-weight 0.5 + predict --neutralize-benchmark P (largest P with out-of-fold CORR "
+             f">= {CORR_FLOOR:g} x P = 0's)")
+    validate(label, bmc05, fit_seconds + time.perf_counter() - start,
+             "epochs and P: out-of-fold training eras", neutralize_benchmark=chosen)
+    rows[label].update(neutralize_benchmark=chosen, oof_corr_by_p=oof["corr_mean"], oof_bmc_by_p=oof["bmc_mean"])
 
 
 def print_table(rows: dict, size: str) -> None:
@@ -212,9 +278,27 @@ def print_table(rows: dict, size: str) -> None:
           "fit time |")
     print("|---|---|---|---|---|---|---|")
     for label, r in rows.items():
-        extra = f" (P = {r['neutralize_benchmark']}, {r['members']} members)" if "members" in r else ""
+        extra = f" (P = {r['neutralize_benchmark']}, {r['members']} members)" if "members" in r else \
+            f" (chose P = {r['neutralize_benchmark']})" if "neutralize_benchmark" in r else ""
         print(f"| {label}{extra} | {r['selected_on']} | {r['corr']:.4f} | {r['bmc']:.4f} | "
               f"{r['corr_with_benchmark']:.2f} | {r['payout']:.4f} | {r['fit_seconds']:.0f} s |")
+    print("\nAgainst train defaults on the same held-out eras (paired per era: mean difference +- its "
+          "standard error):\n")
+    baseline = rows["train defaults"]
+    for label, r in list(rows.items())[1:]:
+        print(f"- {label}: CORR {paired(r, baseline, 'corr_per_era')}, BMC {paired(r, baseline, 'bmc_per_era')}")
+    for label, r in rows.items():
+        if "oof_corr_by_p" in r:
+            print(f"\n{label}, out of fold (training eras) by P:\n\n| P | CORR | BMC |\n|---|---|---|")
+            for p, corr in r["oof_corr_by_p"].items():
+                print(f"| {p:g} | {corr:.4f} | {r['oof_bmc_by_p'][p]:.4f} |")
+
+
+def paired(row: dict, baseline: dict, key: str) -> str:
+    """Mean per-era difference and its standard error: the eras are shared, so their common noise
+    cancels (an unpaired comparison of two means over 50 eras carries about 0.011 for CORR)."""
+    difference = np.asarray(row[key], dtype=float) - np.asarray(baseline[key], dtype=float)
+    return f"{difference.mean():+.4f} +- {difference.std(ddof=1) / np.sqrt(len(difference)):.4f}"
 
 
 if __name__ == "__main__":
