@@ -296,6 +296,7 @@ def publish_folder(final: str | os.PathLike, manifest_file: str | None = None,
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(final)
+    refuse_foreign_files(final, manifest_file)  # the swap replaces the whole folder: never a user's file
     staging = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
     try:
         os.chmod(staging, 0o777 & ~current_umask())
@@ -304,6 +305,25 @@ def publish_folder(final: str | os.PathLike, manifest_file: str | None = None,
         _swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def refuse_foreign_files(final: Path, manifest_file: str | None) -> None:
+    """A folder that holds anything but the set its manifest lists (an earlier run's) is not ours
+    to replace: a DataError naming what is there, before any work."""
+    if not final.is_dir():
+        return
+    present = sorted(p.name for p in final.iterdir())
+    ours: set[str] = set()
+    if manifest_file is not None and (final / manifest_file).is_file():
+        try:
+            ours = {manifest_file, *json.loads((final / manifest_file).read_text()).get("files", {})}
+        except (ValueError, AttributeError, OSError):
+            ours = set()
+    foreign = [name for name in present if name not in ours]
+    if foreign:
+        raise DataError(f"{final}: holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
+                        f"this command did not write; it replaces the whole folder: choose another --name "
+                        f"or move them")
 
 
 def _swap_in(staging: Path, final: Path) -> None:

@@ -154,7 +154,7 @@ def test_payout_weights_and_python_api_return_the_table(world, tmp_path):
 def test_a_cv_run_is_scored_on_its_out_of_fold_rows_that_every_model_shares(world, tmp_path):
     cv = numerflow.cv(data=world["prepared"], folds=2, epochs=1, layers=[8], batch_size=256, include_validation=True,
                       embargo=2, out=tmp_path / "cv", name="c", device="cpu", say=None)
-    compared = numerflow.compare(models=[cv.folder, world["noisy"]], compare_dir=tmp_path, name="cv")
+    compared = numerflow.compare(models=[cv.folder, world["noisy"]], compare_dir=tmp_path, name="cv_and_noisy")
     table = compared.frame
     oof = pd.read_parquet(cv.oof).set_index(schema.ID)[schema.PREDICTION]
     rows = world["rows"]

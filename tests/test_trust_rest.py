@@ -220,3 +220,23 @@ def test_help_names_arguments_and_options_without_python_types(command, argument
     assert f"{{{argument}}}..." in result.output.splitlines()[0]
     assert f"\n  {argument}  " in result.output
     assert "<list[" not in result.output and "list[Path]" not in result.output
+
+
+def test_compare_never_replaces_a_folder_of_files_it_did_not_write(tmp_path):
+    """compare swaps its whole folder in (publish_folder): a folder holding a user's files is refused."""
+    from numerflow.errors import DataError
+    from numerflow.files import publish_folder
+
+    folder = tmp_path / "compare" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("my notes")
+    with pytest.raises(DataError, match=r"mine: holds notes.txt, which this command did not write"):
+        with publish_folder(folder, "compare.json", {"x": 1}) as files:
+            files.path("compare.csv").write_text("a\n")
+    assert (folder / "notes.txt").read_text() == "my notes" and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    # the command's own earlier set is replaced as before
+    own = tmp_path / "compare" / "own"
+    for text in ("first\n", "second\n"):
+        with publish_folder(own, "compare.json", {"x": 1}) as files:
+            files.path("compare.csv").write_text(text)
+    assert (own / "compare.csv").read_text() == "second\n"
