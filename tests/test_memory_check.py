@@ -27,7 +27,7 @@ def prepared(synthetic_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("memory") / "prepared"
     return prepare(PrepareConfig(data_dir=synthetic_dir.parent, feature_set="all", downsample=1, embargo=4,
-                                 out_dir=out)).out_dir
+                                 aux_targets=["none"], out_dir=out)).out_dir  # one target: the sizes below
 
 
 def available(monkeypatch, n_bytes: int) -> None:
