@@ -35,7 +35,7 @@ def prepared(synthetic_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bmc") / "prepared"
     return prepare(PrepareConfig(data_dir=synthetic_dir.parent, feature_set="all", downsample=1, embargo=4,
-                                 out_dir=out)).out_dir
+                                 aux_targets=["none"], out_dir=out)).out_dir  # one target, as the sizes below
 
 
 def train(*args):
