@@ -39,6 +39,23 @@ def error_line(result) -> str:
     return lines[0]
 
 
+TINY = ["--layers", "8", "--epochs", "1", "--batch-size", "256", "--device", "cpu"]  # a model trained in seconds
+
+
+def ok(result):
+    """The command's result, after checking it succeeded (its output is the failure message)."""
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def one_error(result, *expected: str) -> str:
+    """error_line, and each of `expected` in it."""
+    line = error_line(result)
+    for text in expected:
+        assert text in line, line
+    return line
+
+
 def usage_error(result) -> str:
     """The `Error: ...` line of a click usage error (exit 2)."""
     assert result.exit_code == 2, result.output

@@ -13,22 +13,7 @@ from pathlib import Path
 import pytest
 
 from numerflow.cli import app
-from tests.helpers import runner
-
-TINY = ["--layers", "8", "--epochs", "1", "--batch-size", "256", "--device", "cpu"]
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def one_error(result, *expected: str):
-    assert result.exit_code == 1, result.output
-    assert result.output.strip().count("\n") == 0 and result.output.startswith("Error: "), result.output
-    for text in expected:
-        assert text in result.output, result.output
-
+from tests.helpers import TINY, ok, one_error, runner
 
 @pytest.fixture(scope="module")
 def built(synthetic_dir, tmp_path_factory):

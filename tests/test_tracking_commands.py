@@ -163,14 +163,21 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_no_track_writes_nothing_and_an_unreachable_server_is_one_warning(tracked, tmp_path, monkeypatch):
+@pytest.fixture
+def validate_here(tracked, tmp_path, monkeypatch) -> list[str]:
+    """`numerflow validate` of the tracked project's model, run from an empty tmp_path with tracking
+    on and no MLFLOW_TRACKING_URI: what it leaves there is what tracking wrote."""
     root, _, _ = tracked
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("NUMERFLOW_TRACK", "1")
-    validate = ["validate", "--model", str(root / "models" / "model.pt"), "--no-report",
-                "--data", str(root / "data" / "prepared" / "validation.parquet")]
+    return ["validate", "--model", str(root / "models" / "model.pt"), "--no-report",
+            "--data", str(root / "data" / "prepared" / "validation.parquet")]
+
+
+@pytest.mark.slow
+def test_no_track_writes_nothing_and_an_unreachable_server_is_one_warning(validate_here, tmp_path, monkeypatch):
+    validate = validate_here
     ok(runner.invoke(app, [*validate, "--no-track"]))
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
@@ -182,14 +189,9 @@ def test_no_track_writes_nothing_and_an_unreachable_server_is_one_warning(tracke
 
 
 @pytest.mark.slow
-def test_enabled_false_in_numerflow_toml_writes_nothing(tracked, tmp_path, monkeypatch):
-    root, _, _ = tracked
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("NUMERFLOW_TRACK", "1")
+def test_enabled_false_in_numerflow_toml_writes_nothing(validate_here, tmp_path):
     (tmp_path / "numerflow.toml").write_text("[tracking]\nenabled = false\n")
-    ok(runner.invoke(app, ["validate", "--model", str(root / "models" / "model.pt"), "--no-report",
-                           "--data", str(root / "data" / "prepared" / "validation.parquet")]))
+    ok(runner.invoke(app, validate_here))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["numerflow.toml"]
 
 
