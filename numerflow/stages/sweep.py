@@ -22,7 +22,8 @@ from numerflow.files import write_json
 from numerflow.options import folder_name
 from numerflow.sweeps import honest, results
 from numerflow.sweeps.objective import Objective
-from numerflow.sweeps.space import DEFAULT_SPACE, Space, check_against_data, default_space_text, fit_default_space, load_space
+from numerflow.sweeps.space import (DEFAULT_SPACE, Space, check_against_data, default_space_text, fit_default_space,
+                                    load_default_space, load_space)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def check(config: SweepConfig) -> tuple[Space, Objective, Path]:
                           "covers the validation eras, not the training eras the folds test")
     if config.cv and config.ray:
         raise ConfigError("--cv runs on this machine only (--jobs); leave out --ray")
-    space = load_space(space_file(config))
+    space = load_space(config.space) if config.space is not None else load_default_space()
     objective = Objective(config.objective, space.payout, config.last)
     out_dir = sweep_dir(config)
     manifest = read_manifest(Path(config.data))

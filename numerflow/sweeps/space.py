@@ -128,6 +128,29 @@ def load_space(path: str | Path) -> Space:
         table = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    return space_of(path, table)
+
+
+def load_default_space() -> Space:
+    """The built-in space. Where the tabm package is not installed, TabM is left out of `arch`
+    (a note says so): a user without the extra still gets the rest of the search."""
+    import tomllib
+
+    from numerflow.model import import_tabm
+
+    table = tomllib.loads(default_space_text())
+    try:
+        import_tabm()
+    except ConfigError:
+        table["arch"] = [arch for arch in table.get("arch", []) if arch != "tabm"]
+        space = space_of(DEFAULT_SPACE, table)
+        space.notes.append("the tabm package is not installed: arch tabm not searched (pip install tabm)")
+        return space
+    return space_of(DEFAULT_SPACE, table)
+
+
+def space_of(path: Path, table: dict) -> Space:
+    """A parsed space file (`path` names it in errors) as a checked Space."""
     space = Space(path)
     for name, value in table.items():
         if name in TABLES:
