@@ -56,6 +56,14 @@ def one_error(result, *expected: str) -> str:
     return line
 
 
+def fresh_python(code: str, cwd=None) -> str:
+    """Run `code` in a fresh Python process (imports start from nothing); its stdout, after checking it
+    exited 0 (its stderr is the failure message)."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def usage_error(result) -> str:
     """The `Error: ...` line of a click usage error (exit 2)."""
     assert result.exit_code == 2, result.output

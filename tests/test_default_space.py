@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +14,7 @@ import pytest
 from numerflow.cli import app
 from numerflow.config import PrepareConfig
 from numerflow.sweeps.space import ALL_TARGETS, DEFAULT_SPACE, fit_default_space, load_default_space, load_space
-from tests.helpers import runner
+from tests.helpers import fresh_python, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVERS = {"lr", "dropout", "layers", "arch", "bmc_weight", "targets"}
@@ -89,5 +87,4 @@ def test_without_the_tabm_package_the_builtin_space_leaves_tabm_out_and_says_so(
             "space = load_default_space()\n"
             "assert space.choices['arch'] == ['mlp'], space.choices\n"
             "assert any('tabm package is not installed' in n for n in space.notes), space.notes\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    fresh_python(code, cwd=ROOT)

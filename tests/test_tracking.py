@@ -6,7 +6,6 @@ import contextlib
 import json
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from numerflow.errors import ConfigError
 from numerflow.tracking import (DATA_VERSION_TAG, DEFAULT_URI, GIT_COMMIT_TAG, KIND_TAG, PARENT_TAG, VERSION_TAG,
                                 RecordedRun, TrackingConfig, preflight, replay, tracked_run, tracking_config)
 from numerflow.version import __version__
+from tests.helpers import fresh_python
 
 mlflow = pytest.importorskip("mlflow", reason='MLflow tracking needs the mlflow extra: pip install "numerflow[mlflow]"')
 
@@ -192,8 +192,7 @@ def test_tracking_off_imports_no_mlflow_and_writes_nothing(tmp_path):
             "with t.tracked_run('train', 'x', {'lr': 1}, config=t.TrackingConfig('sqlite:///m.db', False)) as run:\n"
             "    run.log_final({'corr_mean': 0.1})\n"
             "assert 'mlflow' not in sys.modules, 'tracking off imported mlflow'\nprint('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert fresh_python(code, cwd=tmp_path).strip() == "ok"
     assert list(tmp_path.iterdir()) == []
 
 
