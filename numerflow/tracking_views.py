@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import math
 import os
@@ -30,6 +29,7 @@ import re
 from pathlib import Path
 
 from numerflow import tracking, tracking_jobs
+from numerflow.provenance import manifest_fingerprint
 from numerflow.tracking import DATA_VERSION_TAG, FINGERPRINT_TAG, TrackingConfig
 
 TRACK_ENV = "NUMERFLOW_TRACK"  # 0/false/no/off: the Python API's (and the CLI's) --no-track
@@ -180,16 +180,13 @@ RECORDERS = {"train": record_train, "cv": record_cv, "sweep": record_sweep, "ens
 
 
 def _data_tags(prepared) -> dict:
-    """The data version and the prepared data's fingerprint, from the prepared folder's manifest
-    (its own `fingerprint` when it has one, else a hash of the checksums of the files it names)."""
+    """The data version and the prepared data's fingerprint, from the prepared folder's manifest:
+    provenance's fingerprint, the one reports, cv runs, sweeps and ensembles record."""
     manifest_path = Path(prepared) / MANIFEST if prepared is not None else None
     if manifest_path is None or not manifest_path.is_file():
         return {}
     manifest = _read_json(manifest_path)
-    fingerprint = manifest.get("fingerprint") or hashlib.sha256(
-        json.dumps({name: f.get("sha256") if isinstance(f, dict) else f for name, f in manifest.get("files", {}).items()},
-                   sort_keys=True).encode()).hexdigest()[:16]
-    return {DATA_VERSION_TAG: manifest.get("version", ""), FINGERPRINT_TAG: fingerprint}
+    return {DATA_VERSION_TAG: manifest.get("version", ""), FINGERPRINT_TAG: manifest_fingerprint(manifest)}
 
 
 def _ensemble_data_tags(candidates) -> dict:
